@@ -1,0 +1,3 @@
+from fairloop.cli import main
+
+main()

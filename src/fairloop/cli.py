@@ -1,0 +1,292 @@
+"""The ``fairloop`` command line."""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import os
+import subprocess
+import sys
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fairloop.config import Settings, get_settings
+from fairloop.errors import BadInputError, FairloopError
+from fairloop.outcomes import ExitCode, Outcome
+
+app = typer.Typer(
+    help="fairloop: audit, augment, retrain under fairness constraints, gate, approve, promote, roll back.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+DEFAULT_RECIPE = "recipes/none.yaml"
+DEFAULT_CONSTRAINT = "constraints/gs-dp.yaml"
+DEFAULT_POLICY = "policies/default.yaml"
+RUN_TAG_ENV = "FAIRLOOP_RUN_TAG"
+TRAINING_TIMEOUT_SECONDS = 3600
+
+
+def user_errors(command):
+    """Turn fairloop's user-facing errors into a one-line message and an exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except BadInputError as exc:
+            err.print(f"[red]bad input:[/red] {exc}")
+            raise typer.Exit(ExitCode.BAD_INPUT) from None
+        except FairloopError as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(ExitCode.FAILED) from None
+
+    return wrapper
+
+
+@contextmanager
+def prefect_server(settings: Settings):
+    """Make every Prefect call in the block go to the local server (started if needed)."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
+
+    from fairloop.server import ensure_server, server_env
+
+    api_url, started = ensure_server(settings)
+    if started:
+        err.print(f"Started a local Prefect server at {api_url} (log: {settings.state_dir / 'prefect-server.log'})")
+    ui_url = os.environ.get("PREFECT_UI_URL") or PREFECT_UI_URL.value() or api_url.removesuffix("/api")
+    os.environ.update({"PREFECT_API_URL": api_url, "PREFECT_UI_URL": ui_url,
+                       "PREFECT_SERVER_ANALYTICS_ENABLED": server_env(settings)["PREFECT_SERVER_ANALYTICS_ENABLED"]})
+    with temporary_settings(updates={PREFECT_API_URL: api_url, PREFECT_UI_URL: ui_url}):
+        yield api_url
+
+
+def load_remediation_flow(settings: Settings):
+    from prefect.flows import load_flow_from_entrypoint
+
+    entrypoint = settings.project_dir / "flows" / "remediation.py"
+    if not entrypoint.is_file():
+        raise BadInputError(f"no remediation flow at {entrypoint}; run fairloop from the project directory")
+    return load_flow_from_entrypoint(f"{entrypoint}:remediation")
+
+
+def validate_inputs(dataset: Path, recipe: Path, constraint: Path, policy: Path) -> None:
+    """Fail fast, before any server or training work, on a broken data file."""
+    from fairloop.constraints import load_constraint_template
+    from fairloop.datasets import load_dataset_spec
+    from fairloop.policy import load_policy
+    from fairloop.recipes import load_recipe
+
+    load_dataset_spec(dataset)
+    load_recipe(recipe)
+    load_constraint_template(constraint)
+    load_policy(policy)
+
+
+def exit_for_state(state, run_id) -> ExitCode:
+    """Print how the run ended and return its exit code."""
+    outcome = Outcome.from_state(state)
+    if outcome is None and state.is_failed():
+        try:
+            state.result(raise_on_failure=True)
+        except BadInputError as exc:
+            err.print(f"[red]bad input:[/red] {exc}")
+            return ExitCode.BAD_INPUT
+        except Exception as exc:  # noqa: BLE001 - the run failed; say how, without a traceback
+            err.print(f"[red]run {run_id} failed:[/red] {type(exc).__name__}: {exc}")
+            return ExitCode.FAILED
+    colour = "green" if outcome is Outcome.PROMOTED else "red"
+    console.print(f"[{colour}]{outcome.value if outcome else state.name}[/{colour}]: {state.message or ''}")
+    return outcome.exit_code if outcome else ExitCode.FAILED
+
+
+@app.command()
+@user_errors
+def remediate(
+    dataset: Annotated[Path, typer.Option(help="dataset spec, e.g. datasets/adult.yaml")],
+    recipe: Annotated[Path, typer.Option(help="augmentation recipe")] = Path(DEFAULT_RECIPE),
+    constraint: Annotated[Path, typer.Option(help="constraint template")] = Path(DEFAULT_CONSTRAINT),
+    policy: Annotated[Path, typer.Option(help="gate policy")] = Path(DEFAULT_POLICY),
+    sensitive: Annotated[Optional[str], typer.Option(help="sensitive feature (default: the spec's first)")] = None,
+    train_rows: Annotated[Optional[int], typer.Option(help="subsample the training pool (quick runs)")] = None,
+    seed: int = 0,
+    approval_timeout: Annotated[Optional[int], typer.Option(help="seconds to wait for review (default: policy's)")] = None,
+    wait: Annotated[bool, typer.Option(help="--no-wait returns once the run awaits review")] = True,
+):
+    """Run one remediation: audit, augment, retrain, evaluate, gate, await review, promote."""
+    settings = get_settings()
+    validate_inputs(dataset, recipe, constraint, policy)
+    with prefect_server(settings):
+        if not wait:
+            raise typer.Exit(launch_detached(settings))
+        from prefect import tags
+
+        flow = load_remediation_flow(settings)
+        with tags(*filter(None, [os.environ.get(RUN_TAG_ENV)])):
+            state = flow(
+                dataset=str(dataset), recipe=str(recipe), constraint=str(constraint), policy=str(policy),
+                sensitive=sensitive, train_rows=train_rows, seed=seed, approval_timeout=approval_timeout,
+                requested_by=getpass.getuser(), return_state=True,
+            )
+        raise typer.Exit(exit_for_state(state, state.state_details.flow_run_id))
+
+
+def launch_detached(settings: Settings) -> ExitCode:
+    """Run this same command in the background; return once the run awaits review or ends."""
+    from fairloop.runs import find_tagged_run, flow_run_url, review_commands, wait_for_flow_run
+
+    tag = f"launch-{uuid.uuid4().hex[:12]}"
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.state_dir / f"{tag}.log"
+    args = [a for a in sys.argv[1:] if a != "--no-wait"]
+    with log_path.open("ab") as log:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "fairloop", *args], stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, env={**os.environ, RUN_TAG_ENV: tag}, start_new_session=True,
+        )
+    with console.status("Running audit, augmentation, training and gates...") as status:
+        run = None
+        while run is None:
+            if child.poll() is not None:
+                err.print(f"[red]the run exited early (code {child.returncode}); see {log_path}[/red]")
+                return ExitCode(child.returncode) if child.returncode in ExitCode._value2member_map_ else ExitCode.FAILED
+            run = find_tagged_run(tag)
+        status.update(f"Flow run {run.name} ({run.id})...")
+        run = wait_for_flow_run(
+            run.id, lambda r: bool(r.state and (r.state.is_paused() or r.state.is_final())), TRAINING_TIMEOUT_SECONDS
+        )
+    if run.state.is_paused():
+        console.print(f"[bold]Run {run.name} awaits review[/bold] (log: {log_path})")
+        console.print(f"Open it in the Prefect UI and press Resume:\n  {flow_run_url(run.id)}")
+        console.print(f"or decide from the shell:\n{review_commands(run.id)}")
+        return ExitCode.PROMOTED
+    return exit_for_state(run.state, run.id)
+
+
+def _review(run_id: str, reviewer: str, comment: str, approve: bool, wait_seconds: int) -> ExitCode:
+    from fairloop.runs import read_flow_run, submit_review, wait_for_flow_run
+
+    settings = get_settings()
+    with prefect_server(settings):
+        submit_review(run_id, {"approve": approve, "reviewer": reviewer, "comment": comment})
+        console.print(f"{'Approved' if approve else 'Rejected'} {run_id} as {reviewer}; waiting for the run...")
+        run = wait_for_flow_run(
+            run_id, lambda r: bool(r.state and (r.state.is_final() or r.state.is_paused())), wait_seconds
+        )
+        if run.state.is_paused():
+            err.print("[red]the run refused this reviewer and is still awaiting review (see the run's logs)[/red]")
+            return ExitCode.FAILED
+        if not run.state.is_final():
+            console.print(f"The run is still {run.state.name}; follow it in the UI.")
+            return ExitCode.PROMOTED
+        return exit_for_state(read_flow_run(run_id).state, run_id)
+
+
+@app.command()
+@user_errors
+def approve(
+    run_id: str,
+    reviewer: Annotated[str, typer.Option(help="your name, as the policy lists reviewers")],
+    comment: Annotated[str, typer.Option()] = "",
+    wait_seconds: Annotated[int, typer.Option(help="how long to wait for the promotion")] = 600,
+):
+    """Approve a run that awaits review (the same call as the UI's Resume form)."""
+    raise typer.Exit(_review(run_id, reviewer, comment, True, wait_seconds))
+
+
+@app.command()
+@user_errors
+def reject(
+    run_id: str,
+    reviewer: Annotated[str, typer.Option(help="your name")],
+    comment: Annotated[str, typer.Option(help="why: recorded in the audit log")],
+    wait_seconds: int = 120,
+):
+    """Reject a run that awaits review; nothing is promoted and the comment is recorded."""
+    raise typer.Exit(_review(run_id, reviewer, comment, False, wait_seconds))
+
+
+@app.command()
+@user_errors
+def models(dataset: Annotated[Optional[str], typer.Argument(help="dataset name; all when omitted")] = None):
+    """Show each dataset's champion and its promotion history."""
+    from fairloop.registry import Registry
+
+    settings = get_settings()
+    registry = Registry(settings.registry_path, settings.remote_path)
+    names = [dataset] if dataset else registry.datasets()
+    if not names:
+        console.print(f"No models in the registry at {registry.root} yet.")
+        return
+    for name in names:
+        champion = registry.champion(name)
+        table = Table(title=f"{name}: champion {champion.version if champion else 'none'}  ({registry.root})")
+        for column in ("", "version", "promoted", "recipe", "constraint", "accuracy", "DPD", "EOD", "reviewer"):
+            table.add_column(column)
+        for entry in registry.history(name):
+            lineage, metrics = entry.lineage, entry.metrics
+            table.add_row(
+                "*" if champion and entry.version == champion.version else "", entry.version, entry.promoted_at,
+                f"{lineage['recipe']['name']} v{lineage['recipe']['version']}",
+                f"{lineage['constraint']['name']} v{lineage['constraint']['version']}",
+                f"{metrics['accuracy']:.4f}", f"{metrics['demographic_parity_difference']:.4f}",
+                f"{metrics['equalized_odds_difference']:.4f}", entry.approval.get("reviewer", ""),
+            )
+        console.print(table)
+
+
+@app.command()
+@user_errors
+def rollback(
+    dataset: str,
+    to: Annotated[str, typer.Option("--to", help="version to restore, e.g. v1")],
+    reviewer: Annotated[str, typer.Option(help="who decides the rollback (audited)")],
+    reason: Annotated[str, typer.Option(help="why (audited)")] = "",
+):
+    """Make an earlier version the champion again, model and data restored byte-identical."""
+    from fairloop.registry import Registry
+
+    settings = get_settings()
+    entry = Registry(settings.registry_path, settings.remote_path).rollback(dataset, to, reviewer=reviewer, reason=reason)
+    console.print(f"[green]{dataset} champion is now {entry.version}[/green] (model sha256 {entry.model_sha256[:12]}...)")
+
+
+@app.command()
+@user_errors
+def audit(
+    dataset: Annotated[Path, typer.Option(help="dataset spec")],
+    sensitive: Annotated[Optional[str], typer.Option()] = None,
+):
+    """Audit a dataset alone (exit 0 on pass or warn, 6 on block): usable as a CI step."""
+    from fairloop.audit import run_audit
+    from fairloop.datasets import load_dataset
+
+    loaded = load_dataset(dataset)
+    report = run_audit(loaded.spec, loaded.all_rows(), sensitive)
+    console.print_json(report.model_dump_json())
+    raise typer.Exit(ExitCode.AUDIT_BLOCKED if report.verdict == "block" else 0)
+
+
+@app.command()
+@user_errors
+def server():
+    """Start (or reuse) the local Prefect server and print its URLs."""
+    with prefect_server(get_settings()) as api_url:
+        console.print(f"Prefect API: {api_url}\nPrefect UI:  {api_url.removesuffix('/api')}")
+        console.print(f"Other shells: export PREFECT_API_URL={api_url}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

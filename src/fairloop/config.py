@@ -1,0 +1,35 @@
+"""Where fairloop keeps things. Every path can be set by an environment variable (FAIRLOOP_*)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FAIRLOOP_")
+
+    project_dir: Path = Path(".")
+    # The registry is its own git + DVC repository so promotions never commit into the
+    # project checkout; point it at the project repo itself to keep lineage there.
+    registry_dir: Path | None = None
+    registry_remote: Path | None = None
+    server_host: str = "127.0.0.1"
+    server_port: int = 4200
+
+    @property
+    def state_dir(self) -> Path:
+        return self.project_dir / ".fairloop"
+
+    @property
+    def registry_path(self) -> Path:
+        return (self.registry_dir or self.project_dir / "registry").resolve()
+
+    @property
+    def remote_path(self) -> Path:
+        return (self.registry_remote or self.state_dir / "dvc-remote").resolve()
+
+
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,96 @@
+"""The deployable model: preprocessing plus a fitted (possibly fairness-constrained) estimator.
+
+Fairlearn's mitigators differ at prediction time: ExponentiatedGradient is randomised (it needs
+a ``random_state`` for reproducible predictions), ThresholdOptimizer needs the sensitive feature.
+``FairModel`` hides that behind one ``predict`` / ``predict_proba`` on a DataFrame of raw
+features, so the registry, the gate and the monitor treat every candidate the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+
+from fairloop.errors import BadInputError
+
+
+def make_preprocessor(learner: str, numeric: list[str], categorical: list[str]) -> ColumnTransformer:
+    """Encoder fitted once, outside the reduction, so mitigators see a plain numeric matrix.
+
+    Histogram gradient boosting gets ordinal codes (categorical columns first, flagged by
+    :func:`categorical_mask`) and handles missing values natively; linear learners get
+    one-hot categoricals and imputed, scaled numerics.
+    """
+    if learner == "hist_gradient_boosting":
+        ordinal = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan, encoded_missing_value=np.nan)
+        return ColumnTransformer(
+            [("categorical", ordinal, categorical), ("numeric", "passthrough", numeric)],
+            verbose_feature_names_out=False,
+        )
+    one_hot = make_pipeline(
+        SimpleImputer(strategy="constant", fill_value="missing"), OneHotEncoder(handle_unknown="ignore")
+    )
+    scaled = make_pipeline(SimpleImputer(strategy="median"), StandardScaler())
+    return ColumnTransformer(
+        [("categorical", one_hot, categorical), ("numeric", scaled, numeric)],
+        sparse_threshold=0.0,
+        verbose_feature_names_out=False,
+    )
+
+
+def categorical_mask(numeric: list[str], categorical: list[str]) -> np.ndarray:
+    """Which columns of the HGB preprocessor's output are categorical codes."""
+    return np.array([True] * len(categorical) + [False] * len(numeric))
+
+
+@dataclass
+class FairModel:
+    """A fitted candidate: what it needs as input and how to ask it for predictions."""
+
+    features: list[str]
+    sensitive: str
+    preprocessor: ColumnTransformer
+    estimator: object
+    method: str
+    needs_sensitive_at_predict: bool
+    random_state: int
+
+    def _matrix(self, X: pd.DataFrame) -> np.ndarray:
+        missing = [c for c in self.features if c not in X.columns]
+        if missing:
+            raise BadInputError(f"input lacks the model's feature column(s) {missing}")
+        return self.preprocessor.transform(X[self.features])
+
+    def _sensitive_kwargs(self, groups: pd.DataFrame | pd.Series | None) -> dict:
+        if not self.needs_sensitive_at_predict:
+            return {}
+        if groups is None:
+            raise BadInputError(
+                f"this model ({self.method}) needs the sensitive feature '{self.sensitive}' at prediction time"
+            )
+        values = groups[self.sensitive] if isinstance(groups, pd.DataFrame) else groups
+        return {"sensitive_features": values.to_numpy()}
+
+    def predict(self, X: pd.DataFrame, groups: pd.DataFrame | pd.Series | None = None) -> np.ndarray:
+        matrix = self._matrix(X)
+        kwargs = self._sensitive_kwargs(groups)
+        if self.method in ("exponentiated_gradient", "threshold_optimizer"):
+            kwargs["random_state"] = self.random_state
+        return np.asarray(self.estimator.predict(matrix, **kwargs)).astype(int)
+
+    def predict_proba(self, X: pd.DataFrame, groups: pd.DataFrame | pd.Series | None = None) -> np.ndarray:
+        """Probability of the positive class (for AUC and calibration).
+
+        For the randomised mitigators this is the probability that the randomised classifier
+        predicts 1 (Fairlearn's ``_pmf_predict``), the quantity their decisions are drawn from.
+        """
+        matrix = self._matrix(X)
+        if self.method in ("exponentiated_gradient", "threshold_optimizer"):
+            return np.asarray(self.estimator._pmf_predict(matrix, **self._sensitive_kwargs(groups)))[:, 1]
+        return np.asarray(self.estimator.predict_proba(matrix))[:, 1]

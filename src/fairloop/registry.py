@@ -1,0 +1,271 @@
+"""The model registry: a git repository whose large files (model, training snapshot) are
+tracked by DVC, with a local directory remote.
+
+Layout, per dataset ``D``::
+
+    D/model.joblib(.dvc)   the champion model (bytes in the DVC cache and remote)
+    D/train.csv(.dvc)      the training set it was fitted on, after augmentation
+    D/entry.json           version, metrics, gate verdicts, lineage, approval
+    D/report.md            the report the reviewer saw
+    audit.jsonl            append-only log of every decision (promote, reject, expire, rollback)
+
+Each promotion is one commit tagged ``D@vN``; the champion is whatever ``HEAD`` holds, so a
+rollback checks an earlier tag's files out again and DVC restores the exact bytes. Every
+mutation holds a file lock (DVC's own lock refuses concurrent use) and either commits
+completely or leaves the previous commit's state in the working tree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import joblib
+import pandas as pd
+from filelock import FileLock
+from pydantic import BaseModel
+
+from fairloop.errors import RegistryError
+from fairloop.model import FairModel
+
+AUDIT_LOG = "audit.jsonl"
+LOCK_TIMEOUT_SECONDS = 600
+
+
+class RegistryEntry(BaseModel):
+    dataset: str
+    version: str
+    promoted_at: str
+    model_sha256: str
+    train_sha256: str
+    metrics: dict[str, float]
+    baseline_metrics: dict[str, float]
+    gates: list[dict[str, Any]]
+    lineage: dict[str, Any]
+    approval: dict[str, Any]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Registry:
+    def __init__(self, root: Path, remote: Path | None = None):
+        self.root = Path(root).resolve()
+        self.remote = Path(remote).resolve() if remote else None
+
+    # -- plumbing -------------------------------------------------------------------------
+    def _git(self, *args: str, check: bool = True) -> str:
+        result = subprocess.run(
+            ["git", *args], cwd=self.root, capture_output=True, text=True,
+            env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
+        )
+        if check and result.returncode != 0:
+            raise RegistryError(f"git {' '.join(args)} failed in {self.root}: {result.stderr.strip()}")
+        return result.stdout
+
+    def _dvc(self):
+        from dvc.repo import Repo
+
+        return Repo(str(self.root))
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.root.parent / f".{self.root.name}.lock"), timeout=LOCK_TIMEOUT_SECONDS):
+            yield
+
+    @property
+    def initialised(self) -> bool:
+        return (self.root / ".git").is_dir() and (self.root / ".dvc").is_dir()
+
+    def _init(self) -> None:
+        from dvc.repo import Repo
+
+        if not (self.root / ".git").is_dir():
+            self._git("init", "-q", "-b", "main")
+            self._git("config", "user.name", "fairloop registry")
+            self._git("config", "user.email", "registry@fairloop.invalid")
+        if not (self.root / ".dvc").is_dir():
+            repo = Repo.init(str(self.root))
+            with repo.config.edit() as conf:
+                conf["core"]["analytics"] = False
+                conf["core"]["check_update"] = False
+                if self.remote is not None:
+                    conf["remote"]["storage"] = {"url": str(self.remote)}
+                    conf["core"]["remote"] = "storage"
+            (self.root / AUDIT_LOG).touch()
+            self._git("add", "-A")
+            self._git("commit", "-q", "-m", "Initialise fairloop registry")
+
+    def _restore_head(self) -> None:
+        """Put the working tree back to HEAD: git files and DVC-tracked outputs."""
+        self._git("reset", "-q", "--hard", "HEAD")
+        self._git("clean", "-q", "-fd")
+        self._dvc().checkout(force=True, allow_missing=True)
+
+    # -- reading --------------------------------------------------------------------------
+    def _versions_of(self, dataset: str) -> list[int]:
+        if not self.initialised:
+            return []
+        tags = self._git("tag", "--list", f"{dataset}@v*").split()
+        numbers = [int(m.group(1)) for t in tags if (m := re.fullmatch(rf"{re.escape(dataset)}@v(\d+)", t))]
+        return sorted(numbers)
+
+    def datasets(self) -> list[str]:
+        if not self.initialised:
+            return []
+        return sorted({t.rsplit("@", 1)[0] for t in self._git("tag", "--list", "*@v*").split()})
+
+    def entry(self, dataset: str, version: str) -> RegistryEntry:
+        if not re.fullmatch(r"v\d+", version) or int(version[1:]) not in self._versions_of(dataset):
+            known = ", ".join(f"v{n}" for n in self._versions_of(dataset)) or "none"
+            raise RegistryError(f"{dataset} has no version '{version}' (versions: {known})")
+        return RegistryEntry.model_validate_json(self._git("show", f"{dataset}@{version}:{dataset}/entry.json"))
+
+    def history(self, dataset: str) -> list[RegistryEntry]:
+        return [self.entry(dataset, f"v{n}") for n in self._versions_of(dataset)]
+
+    def champion(self, dataset: str) -> RegistryEntry | None:
+        path = self.root / dataset / "entry.json"
+        if not self.initialised or not path.is_file():
+            return None
+        return RegistryEntry.model_validate_json(path.read_text())
+
+    def model_path(self, dataset: str) -> Path:
+        return self.root / dataset / "model.joblib"
+
+    def load_champion(self, dataset: str) -> tuple[RegistryEntry, FairModel] | None:
+        entry = self.champion(dataset)
+        if entry is None:
+            return None
+        return entry, joblib.load(self.model_path(dataset))
+
+    def audit_log(self) -> list[dict[str, Any]]:
+        path = self.root / AUDIT_LOG
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    # -- writing --------------------------------------------------------------------------
+    def _append_audit(self, record: dict[str, Any]) -> None:
+        with (self.root / AUDIT_LOG).open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"at": now_iso(), **record}, sort_keys=True) + "\n")
+
+    def _transaction(self, write: Callable[[], tuple[str, str | None]]) -> None:
+        """Under the lock, run ``write`` (returns commit message and optional tag) and commit it.
+
+        Any failure before the tag exists restores HEAD, so the working tree holds the previous
+        champion and the history has no partial entry.
+        """
+        with self._locked():
+            self._init()
+            if self._git("status", "--porcelain").strip():
+                self._restore_head()  # an earlier crash left debris: HEAD is the truth
+            head = self._git("rev-parse", "HEAD").strip()
+            try:
+                message, tag = write()
+                self._git("add", "-A")
+                self._git("commit", "-q", "-m", message)
+                if tag:
+                    self._git("tag", "-a", tag, "-m", message)
+            except BaseException:
+                self._git("reset", "-q", "--hard", head)
+                self._restore_head()
+                raise
+
+    def record_decision(self, record: dict[str, Any]) -> None:
+        """Append a decision that promotes nothing (reject, expire, refused reviewer, gate failure)."""
+
+        def write() -> tuple[str, None]:
+            self._append_audit(record)
+            return f"{record['dataset']}: {record['action']}", None
+
+        self._transaction(write)
+
+    def promote(
+        self,
+        dataset: str,
+        model: FairModel,
+        train: pd.DataFrame,
+        *,
+        metrics: dict[str, float],
+        baseline_metrics: dict[str, float],
+        gates: list[dict[str, Any]],
+        lineage: dict[str, Any],
+        approval: dict[str, Any],
+        report_markdown: str,
+    ) -> RegistryEntry:
+        """Write a new champion version, commit and tag it; nothing is left half-written on failure."""
+        written: list[RegistryEntry] = []
+
+        def write() -> tuple[str, str]:
+            version = f"v{(self._versions_of(dataset) or [0])[-1] + 1}"
+            parent = self.champion(dataset)
+            folder = self.root / dataset
+            folder.mkdir(parents=True, exist_ok=True)
+            joblib.dump(model, self.model_path(dataset))
+            train.to_csv(folder / "train.csv", index=False)
+            entry = RegistryEntry(
+                dataset=dataset, version=version, promoted_at=now_iso(),
+                model_sha256=file_sha256(self.model_path(dataset)), train_sha256=file_sha256(folder / "train.csv"),
+                metrics=metrics, baseline_metrics=baseline_metrics, gates=gates,
+                lineage={**lineage, "parent": parent.version if parent else None}, approval=approval,
+            )
+            (folder / "entry.json").write_text(entry.model_dump_json(indent=2) + "\n")
+            (folder / "report.md").write_text(report_markdown)
+            repo = self._dvc()
+            repo.add([str(self.model_path(dataset)), str(folder / "train.csv")])
+            if self.remote is not None:
+                repo.push()
+            self._append_audit({"action": "promote", "dataset": dataset, "version": version,
+                                "run_id": lineage.get("prefect_flow_run_id"), **approval})
+            written.append(entry)
+            return f"Promote {dataset} {version} (approved by {approval.get('reviewer')})", f"{dataset}@{version}"
+
+        self._transaction(write)
+        return written[0]
+
+    def rollback(self, dataset: str, version: str, *, reviewer: str, reason: str) -> RegistryEntry:
+        """Make ``version`` the champion again, its model and data restored byte-identical."""
+        target = self.entry(dataset, version)
+        current = self.champion(dataset)
+        restored: list[RegistryEntry] = []
+
+        def write() -> tuple[str, None]:
+            self._git("rm", "-q", "-r", "--ignore-unmatch", "--", dataset)
+            self._git("checkout", f"{dataset}@{version}", "--", dataset)
+            repo = self._dvc()
+            outputs = [str(self.root / dataset / name) for name in ("model.joblib", "train.csv")]
+            try:
+                repo.checkout(targets=outputs, force=True)
+            except Exception:  # the local cache lost it: fetch from the remote
+                repo.pull(targets=outputs, force=True)
+            for name, expected in (("model.joblib", target.model_sha256), ("train.csv", target.train_sha256)):
+                actual = file_sha256(self.root / dataset / name)
+                if actual != expected:
+                    raise RegistryError(f"restored {dataset}/{name} has sha256 {actual}, {version} recorded {expected}")
+            self._append_audit({"action": "rollback", "dataset": dataset, "version": version,
+                                "from_version": current.version if current else None,
+                                "reviewer": reviewer, "comment": reason})
+            restored.append(target)
+            return f"Roll back {dataset} to {version} (by {reviewer}: {reason})", None
+
+        self._transaction(write)
+        return restored[0]

@@ -1,0 +1,72 @@
+"""What a human reviewer sees and answers: the report markdown and the Prefect input form."""
+
+from __future__ import annotations
+
+from prefect.input import RunInput
+
+from fairloop.audit import AuditReport
+from fairloop.evaluate import Evaluation, metrics_table
+from fairloop.policy import GateReport
+from fairloop.recipes import AugmentReport
+
+
+class ReviewDecision(RunInput):
+    """The Resume form in the Prefect UI (and what ``fairloop approve/reject`` sends)."""
+
+    approve: bool = False
+    reviewer: str  # no default: the UI marks it required
+    comment: str = ""
+
+
+def _markdown_table(frame) -> str:
+    header = "| metric | " + " | ".join(frame.columns) + " |"
+    rule = "|---|" + "---|" * len(frame.columns)
+    rows = [f"| {idx} | " + " | ".join(f"{v:.4f}" for v in row) + " |" for idx, row in frame.iterrows()]
+    return "\n".join([header, rule, *rows])
+
+
+def gate_table(gates: GateReport) -> str:
+    rows = [f"| {r.gate} | {'' if r.value is None else f'{r.value:.4f}'} | {r.threshold} | **{r.verdict}** |" for r in gates.results]
+    return "\n".join(["| gate | value | threshold | verdict |", "|---|---|---|---|", *rows])
+
+
+def render_report(
+    *,
+    dataset: str,
+    sensitive: str,
+    candidate_label: str,
+    recipe_label: str,
+    evaluations: dict[str, Evaluation],
+    gates: GateReport,
+    audit: AuditReport,
+    augment: AugmentReport,
+    needs_sensitive_at_predict: bool,
+) -> str:
+    """The review report: metrics of baseline vs candidate (and champion), gates, data changes."""
+    parts = [
+        f"## fairloop review: {dataset} (sensitive feature: `{sensitive}`)",
+        f"**Candidate**: {candidate_label}; **recipe**: {recipe_label}",
+    ]
+    if needs_sensitive_at_predict:
+        parts.append(
+            "> **Warning**: this candidate uses the sensitive feature at prediction time "
+            "(ThresholdOptimizer), which is disparate treatment in many jurisdictions."
+        )
+    parts += [
+        "### Held-out test metrics",
+        _markdown_table(metrics_table(evaluations)),
+        f"### Gates (policy `{gates.policy}`): {'PASS' if gates.passed else 'FAIL'}",
+        gate_table(gates),
+        "### Selection rate by group (candidate)",
+        "| group | rows | selection rate | TPR | FPR |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {g} | {int(m['count'])} | {m['selection_rate']:.3f} | {m['true_positive_rate']:.3f} | {m['false_positive_rate']:.3f} |"
+            for g, m in evaluations["candidate"].by_group.items()
+        ],
+        f"### Training data: audit **{audit.verdict}**, augmentation `{augment.kind}`",
+        f"Base-rate gap between groups: {audit.base_rate_gap:.3f}; rows {augment.rows_before} -> "
+        f"{augment.rows_after} ({augment.synthetic_rows} synthetic, never in validation or test).",
+        *[f"- {reason}" for reason in audit.reasons],
+    ]
+    return "\n\n".join(parts) + "\n"

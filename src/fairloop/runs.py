@@ -1,0 +1,82 @@
+"""Talking to flow runs on the Prefect server: links, review submission, waiting for outcomes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from uuid import UUID
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun
+from prefect.exceptions import ObjectNotFound
+from prefect.flow_runs import resume_flow_run
+from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
+from fairloop.errors import BadInputError, ServerError
+
+SCHEMA_WAIT_SECONDS = 30
+
+
+def flow_run_url(run_id: str | UUID) -> str:
+    ui = PREFECT_UI_URL.value() or (PREFECT_API_URL.value() or "").removesuffix("/api")
+    return f"{ui}/runs/flow-run/{run_id}"
+
+
+def review_commands(run_id: str | UUID) -> str:
+    return (
+        f"  fairloop approve {run_id} --reviewer NAME [--comment TEXT]\n"
+        f"  fairloop reject {run_id} --reviewer NAME --comment TEXT"
+    )
+
+
+def read_flow_run(run_id: str | UUID) -> FlowRun:
+    try:
+        run_uuid = UUID(str(run_id))
+    except ValueError:
+        raise BadInputError(f"'{run_id}' is not a flow run id (a UUID)") from None
+    with get_client(sync_client=True) as client:
+        try:
+            return client.read_flow_run(run_uuid)
+        except ObjectNotFound:
+            raise BadInputError(f"no flow run {run_id} on the Prefect server at {PREFECT_API_URL.value()}") from None
+
+
+def submit_review(run_id: str | UUID, decision: dict) -> None:
+    """Resume a paused run with the reviewer's answer, exactly as the UI's Resume form does.
+
+    The form's schema is saved just after the run pauses; until it exists the server rejects
+    input, so retry for a short while.
+    """
+    run = read_flow_run(run_id)
+    if not (run.state and run.state.is_paused()):
+        state = run.state.name if run.state else "unknown"
+        raise BadInputError(f"flow run {run_id} is not awaiting review (its state is {state})")
+    deadline = time.monotonic() + SCHEMA_WAIT_SECONDS
+    while True:
+        try:
+            resume_flow_run(run.id, run_input=decision)
+            return
+        except RuntimeError as exc:
+            if "schema" not in str(exc).lower() or time.monotonic() > deadline:
+                raise ServerError(f"the server refused the review of {run_id}: {exc}") from None
+            time.sleep(0.5)
+
+
+def wait_for_flow_run(
+    run_id: str | UUID, done: Callable[[FlowRun], bool], timeout: float, poll: float = 1.0
+) -> FlowRun:
+    """Poll a run until ``done(run)`` or the timeout; return the last run read."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = read_flow_run(run_id)
+        if done(run) or time.monotonic() > deadline:
+            return run
+        time.sleep(poll)
+
+
+def find_tagged_run(tag: str) -> FlowRun | None:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag])), limit=1)
+    return runs[0] if runs else None

@@ -1,0 +1,85 @@
+"""Find or start the local Prefect server (SQLite by default) that fairloop's runs talk to."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from fairloop.config import Settings
+from fairloop.errors import ServerError
+
+STARTUP_TIMEOUT_SECONDS = 90
+
+
+def healthy(api_url: str) -> bool:
+    try:
+        return httpx.get(f"{api_url.rstrip('/')}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def configured_api_url() -> str | None:
+    """PREFECT_API_URL from the environment or the active Prefect profile, if any."""
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value()
+
+
+def server_env(settings: Settings) -> dict[str, str]:
+    """Environment of a local server and of the processes that talk to it."""
+    api = f"http://{settings.server_host}:{settings.server_port}/api"
+    return {
+        "PREFECT_API_URL": api,
+        "PREFECT_UI_URL": f"http://{settings.server_host}:{settings.server_port}",
+        # Without this the UI keeps calling port 4200 when the server runs elsewhere.
+        "PREFECT_SERVER_UI_API_URL": api,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+
+
+def _prefect_executable() -> str:
+    beside = Path(sys.executable).with_name("prefect")
+    found = str(beside) if beside.exists() else shutil.which("prefect")
+    if not found:
+        raise ServerError("the 'prefect' command is not installed in this environment")
+    return found
+
+
+def ensure_server(settings: Settings) -> tuple[str, bool]:
+    """Return (API URL, started): reuse a configured or running server, else start one.
+
+    A PREFECT_API_URL that is configured but unreachable is an error rather than silently
+    replaced, because runs and approvals must all go to the same server.
+    """
+    configured = configured_api_url()
+    if configured:
+        if healthy(configured):
+            return configured, False
+        raise ServerError(
+            f"PREFECT_API_URL is set to {configured} but no Prefect server answers there; start it, "
+            "or unset PREFECT_API_URL to let fairloop start a local one"
+        )
+    env = server_env(settings)
+    api = env["PREFECT_API_URL"]
+    if healthy(api):
+        return api, False
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.state_dir / "prefect-server.log"
+    with log_path.open("ab") as log:
+        subprocess.Popen(
+            [_prefect_executable(), "server", "start", "--host", settings.server_host, "--port", str(settings.server_port)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **env}, start_new_session=True,  # outlives this command
+        )
+    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if healthy(api):
+            return api, True
+        time.sleep(1)
+    raise ServerError(f"the Prefect server did not answer at {api} within {STARTUP_TIMEOUT_SECONDS}s; see {log_path}")

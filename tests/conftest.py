@@ -1,0 +1,99 @@
+"""Shared fixtures: one Prefect test server per session, a fresh registry repo per test."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+@pytest.fixture
+def registry_dir(tmp_path, monkeypatch) -> Path:
+    """A registry (git + DVC repo) and DVC remote of its own for each test."""
+    monkeypatch.setenv("FAIRLOOP_PROJECT_DIR", str(PROJECT))
+    monkeypatch.setenv("FAIRLOOP_REGISTRY_DIR", str(tmp_path / "registry"))
+    monkeypatch.setenv("FAIRLOOP_REGISTRY_REMOTE", str(tmp_path / "dvc-remote"))
+    monkeypatch.chdir(PROJECT)
+    return tmp_path / "registry"
+
+
+@pytest.fixture(scope="session")
+def remediation_flow():
+    from prefect.flows import load_flow_from_entrypoint
+
+    return load_flow_from_entrypoint(f"{PROJECT / 'flows' / 'remediation.py'}:remediation")
+
+
+def write_policy(directory: Path, name: str = "test-policy", **thresholds) -> Path:
+    """A policy file for a test: gates chosen by the test, not by whatever the subsample yields."""
+    import yaml
+
+    path = directory / f"{name}.yaml"
+    approval = thresholds.pop("approval", {})
+    path.write_text(yaml.safe_dump({"name": name, "version": 1, "thresholds": thresholds, "approval": approval}))
+    return path
+
+
+class BackgroundRun:
+    """A remediation flow run in a thread (it blocks while paused), found on the server by tag."""
+
+    def __init__(self, flow, **parameters):
+        from prefect import tags
+
+        self.tag = f"test-{uuid.uuid4().hex[:10]}"
+        self.state = None
+        self.error: BaseException | None = None
+
+        def target():
+            try:
+                with tags(self.tag):
+                    self.state = flow(**parameters, return_state=True)
+            except BaseException as exc:  # surfaced by finish()
+                self.error = exc
+
+        self.thread = threading.Thread(target=target, daemon=True)
+        self.thread.start()
+
+    def wait_until(self, predicate, timeout: float = 180):
+        from fairloop.runs import find_tagged_run, wait_for_flow_run
+
+        import time
+
+        deadline = time.monotonic() + timeout
+        run = None
+        while run is None and time.monotonic() < deadline:
+            if not self.thread.is_alive():
+                break
+            run = find_tagged_run(self.tag)
+            time.sleep(0.2)
+        if run is None:
+            self.finish()
+            raise AssertionError(f"run {self.tag} never appeared (state {self.state})")
+        return wait_for_flow_run(run.id, predicate, deadline - time.monotonic(), poll=0.3)
+
+    def wait_paused(self, timeout: float = 180):
+        run = self.wait_until(lambda r: bool(r.state and (r.state.is_paused() or r.state.is_final())), timeout)
+        assert run.state.is_paused(), f"expected Paused, got {run.state.name}: {run.state.message}"
+        return run
+
+    def finish(self, timeout: float = 180):
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "flow run did not finish"
+        if self.error:
+            raise self.error
+        return self.state

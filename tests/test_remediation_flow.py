@@ -1,0 +1,136 @@
+"""End to end: the remediation flow on a real Prefect test server, real GX, real Fairlearn fits on
+an Adult subsample, a real git + DVC registry, reviews sent through resume_flow_run (the UI's API)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import joblib
+import pytest
+
+from conftest import BackgroundRun, write_policy
+from fairloop.datasets import load_dataset, make_splits
+from fairloop.outcomes import Outcome
+from fairloop.registry import Registry, file_sha256
+from fairloop.runs import submit_review
+
+TRAIN_ROWS = 3000
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+def params(policy, **extra):
+    return {
+        "dataset": "datasets/adult.yaml", "recipe": "recipes/none.yaml", "constraint": "constraints/gs-dp.yaml",
+        "policy": str(policy), "train_rows": TRAIN_ROWS, "requested_by": "pytest", **extra,
+    }
+
+
+@pytest.fixture
+def lenient_policy(tmp_path):
+    """Gates any sensible candidate passes: these tests are about the wiring after the gate."""
+    return write_policy(tmp_path, max_demographic_parity_difference=0.5, max_accuracy_drop_vs_baseline=0.2)
+
+
+def approve_run(flow, policy, reviewer="alice", **extra):
+    run = BackgroundRun(flow, **params(policy, **extra))
+    paused = run.wait_paused()
+    submit_review(paused.id, {"approve": True, "reviewer": reviewer, "comment": "looks fair"})
+    return paused, run.finish()
+
+
+def test_approved_run_is_promoted_and_the_champion_predicts(remediation_flow, registry_dir, lenient_policy):
+    paused, state = approve_run(remediation_flow, lenient_policy)
+    assert state.name == Outcome.PROMOTED.value, state.message
+
+    registry = Registry(registry_dir)
+    entry, model = registry.load_champion("adult")
+    assert entry.version == "v1"
+    assert entry.approval == {"reviewer": "alice", "comment": "looks fair", "approved": True}
+    assert entry.lineage["prefect_flow_run_id"] == str(paused.id)
+    assert entry.lineage["constraint"]["name"] == "gs-dp" and len(entry.lineage["recipe"]["sha256"]) == 64
+    assert entry.lineage["dataset"]["data_sha256"] == load_dataset("datasets/adult.yaml").data_sha256
+    assert entry.model_sha256 == file_sha256(registry.model_path("adult"))
+    # the champion loads and predicts on held-out rows
+    test = make_splits(load_dataset("datasets/adult.yaml")).test
+    predictions = model.predict(test.X.head(200))
+    assert set(predictions) <= {0, 1} and len(predictions) == 200
+    assert abs((predictions == test.y.head(200).to_numpy()).mean() - 0.85) < 0.1
+    # DVC tracks model and training snapshot; git holds the tag; the remote holds the bytes
+    tracked = subprocess.run(["git", "ls-files", "adult"], cwd=registry_dir, capture_output=True, text=True).stdout.split()
+    assert {"adult/model.joblib.dvc", "adult/train.csv.dvc", "adult/entry.json"} <= set(tracked)
+    assert "adult@v1" in subprocess.run(["git", "tag"], cwd=registry_dir, capture_output=True, text=True).stdout
+    from dvc.repo import Repo
+
+    assert Repo(str(registry_dir)).status() == {}  # workspace matches what DVC recorded
+    assert Repo(str(registry_dir)).status(cloud=True) == {}  # and the remote has every byte
+    assert [r["action"] for r in registry.audit_log()] == ["promote"]
+
+
+def test_rejected_run_promotes_nothing_and_records_the_comment(remediation_flow, registry_dir, lenient_policy):
+    run = BackgroundRun(remediation_flow, **params(lenient_policy))
+    paused = run.wait_paused()
+    submit_review(paused.id, {"approve": False, "reviewer": "bob", "comment": "EOD too high for this use"})
+    state = run.finish()
+    assert state.name == Outcome.REJECTED.value
+    registry = Registry(registry_dir)
+    assert registry.champion("adult") is None and registry.history("adult") == []
+    (record,) = registry.audit_log()
+    assert record["action"] == "reject" and record["reviewer"] == "bob"
+    assert record["comment"] == "EOD too high for this use" and record["run_id"] == str(paused.id)
+
+
+def test_unreviewed_run_expires_and_promotes_nothing(remediation_flow, registry_dir, lenient_policy):
+    run = BackgroundRun(remediation_flow, **params(lenient_policy, approval_timeout=3))
+    run.wait_paused()
+    state = run.finish()
+    assert Outcome.from_state(state) is Outcome.EXPIRED, state
+    registry = Registry(registry_dir)
+    assert registry.champion("adult") is None
+    assert [r["action"] for r in registry.audit_log()] == ["expired"]
+
+
+def test_failed_gate_never_pauses_and_lists_reasons(remediation_flow, registry_dir, tmp_path):
+    impossible = write_policy(tmp_path, max_demographic_parity_difference=0.0001, min_disparate_impact_ratio=0.999)
+    state = remediation_flow(**params(impossible), return_state=True)
+    assert state.name == Outcome.GATE_FAILED.value
+    assert "demographic_parity_difference" in state.message and "disparate_impact_ratio" in state.message
+    registry = Registry(registry_dir)
+    assert registry.champion("adult") is None
+    (record,) = registry.audit_log()
+    assert record["action"] == "gate_failed" and len(record["reasons"]) == 2
+
+
+def test_reviewer_who_started_the_run_is_refused_and_the_run_keeps_waiting(remediation_flow, registry_dir, lenient_policy):
+    run = BackgroundRun(remediation_flow, **params(lenient_policy))
+    paused = run.wait_paused()
+    submit_review(paused.id, {"approve": True, "reviewer": "pytest", "comment": "self-approval"})
+    again = run.wait_until(lambda r: bool(r.state and r.state.is_paused() and r.state.state_details.pause_key == "review-2"))
+    assert again.state.is_paused()
+    submit_review(paused.id, {"approve": True, "reviewer": "carol", "comment": ""})
+    assert run.finish().name == Outcome.PROMOTED.value
+    actions = [(r["action"], r.get("reviewer")) for r in Registry(registry_dir).audit_log()]
+    assert actions == [("refused", "pytest"), ("promote", "carol")]
+
+
+def test_rollback_restores_the_earlier_champion_byte_identical(remediation_flow, registry_dir, lenient_policy):
+    registry = Registry(registry_dir)
+    approve_run(remediation_flow, lenient_policy)
+    v1_bytes = registry.model_path("adult").read_bytes()
+    v1_train = (registry_dir / "adult" / "train.csv").read_bytes()
+    approve_run(remediation_flow, lenient_policy, seed=1, recipe="recipes/oversample-base-rates.yaml")
+    assert registry.champion("adult").version == "v2"
+    assert registry.model_path("adult").read_bytes() != v1_bytes
+
+    restored = registry.rollback("adult", "v1", reviewer="dana", reason="v2 drifted")
+    assert restored.version == "v1" and registry.champion("adult").version == "v1"
+    assert registry.model_path("adult").read_bytes() == v1_bytes
+    assert (registry_dir / "adult" / "train.csv").read_bytes() == v1_train
+    assert joblib.load(registry.model_path("adult")).predict  # loads
+    assert registry.audit_log()[-1] | {"at": None} == {
+        "action": "rollback", "dataset": "adult", "version": "v1", "from_version": "v2",
+        "reviewer": "dana", "comment": "v2 drifted", "at": None,
+    }
+    # the history keeps both versions; the champion entry is v1's, verbatim
+    assert [e.version for e in registry.history("adult")] == ["v1", "v2"]
+    assert json.loads((registry_dir / "adult" / "entry.json").read_text())["version"] == "v1"
