@@ -46,7 +46,7 @@ def promote_step(registry: Registry, dataset: str, **kwargs):
     return registry.promote(dataset, **kwargs)
 
 
-def await_review(report: str, policy, timeout: int, requested_by: str, registry: Registry, record: dict):
+def await_review(report: str, policy, timeout: int, poll_seconds: int, requested_by: str, registry: Registry, record: dict):
     """Pause for a reviewer until an allowed one answers, or the timeout passes (returns None).
 
     A reviewer who is not on the policy's list, or who started the run (separation of duties),
@@ -60,7 +60,7 @@ def await_review(report: str, policy, timeout: int, requested_by: str, registry:
         form = ReviewDecision.with_initial_data(description=report, approve=False)
         try:
             decision = pause_flow_run(
-                wait_for_input=form, timeout=remaining, poll_interval=min(5, max(1, remaining // 2)),
+                wait_for_input=form, timeout=remaining, poll_interval=min(poll_seconds, max(1, remaining // 2)),
                 key=f"review-{attempt}",  # a fresh key per attempt: a reused one is refused (HTTP 409)
             )
         except FlowPauseTimeout:
@@ -83,6 +83,7 @@ def remediation(
     train_rows: int | None = None,
     seed: int = 0,
     approval_timeout: int | None = None,
+    review_poll_seconds: int = 5,
     requested_by: str = "unknown",
 ):
     logger = get_run_logger()
@@ -134,7 +135,7 @@ def remediation(
 
     logger.info("Awaiting review: %s\n%s", flow_run_url(run_id), review_commands(run_id))
     timeout = approval_timeout or gate_policy.approval.timeout_seconds
-    decision = await_review(report, gate_policy, timeout, requested_by, registry, record)
+    decision = await_review(report, gate_policy, timeout, review_poll_seconds, requested_by, registry, record)
     if decision is None:
         registry.record_decision({**record, "action": "expired", "timeout_seconds": timeout})
         # Prefect's server replaces this with Failed("The flow was expired and never resumed.")

@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from fairloop.config import Settings, get_settings
@@ -43,10 +44,10 @@ def user_errors(command):
         try:
             return command(*args, **kwargs)
         except BadInputError as exc:
-            err.print(f"[red]bad input:[/red] {exc}")
+            err.print(f"[red]bad input:[/red] {escape(str(exc))}")
             raise typer.Exit(ExitCode.BAD_INPUT) from None
         except FairloopError as exc:
-            err.print(f"[red]error:[/red] {exc}")
+            err.print(f"[red]error:[/red] {escape(str(exc))}")
             raise typer.Exit(ExitCode.FAILED) from None
 
     return wrapper
@@ -79,16 +80,16 @@ def load_remediation_flow(settings: Settings):
 
 
 def validate_inputs(dataset: Path, recipe: Path, constraint: Path, policy: Path) -> None:
-    """Fail fast, before any server or training work, on a broken data file."""
+    """Fail fast, before any server or training work, on a broken data file or dataset."""
     from fairloop.constraints import load_constraint_template
-    from fairloop.datasets import load_dataset_spec
+    from fairloop.datasets import load_dataset
     from fairloop.policy import load_policy
     from fairloop.recipes import load_recipe
 
-    load_dataset_spec(dataset)
     load_recipe(recipe)
     load_constraint_template(constraint)
     load_policy(policy)
+    load_dataset(dataset)  # reads the files: columns, labels and sensitive values are checked
 
 
 def exit_for_state(state, run_id) -> ExitCode:
@@ -98,13 +99,13 @@ def exit_for_state(state, run_id) -> ExitCode:
         try:
             state.result(raise_on_failure=True)
         except BadInputError as exc:
-            err.print(f"[red]bad input:[/red] {exc}")
+            err.print(f"[red]bad input:[/red] {escape(str(exc))}")
             return ExitCode.BAD_INPUT
         except Exception as exc:  # noqa: BLE001 - the run failed; say how, without a traceback
-            err.print(f"[red]run {run_id} failed:[/red] {type(exc).__name__}: {exc}")
+            err.print(f"[red]run {run_id} failed:[/red] {type(exc).__name__}: {escape(str(exc))}")
             return ExitCode.FAILED
     colour = "green" if outcome is Outcome.PROMOTED else "red"
-    console.print(f"[{colour}]{outcome.value if outcome else state.name}[/{colour}]: {state.message or ''}")
+    console.print(f"[{colour}]{outcome.value if outcome else state.name}[/{colour}]: {escape(state.message or '')}")
     return outcome.exit_code if outcome else ExitCode.FAILED
 
 
@@ -166,7 +167,7 @@ def launch_detached(settings: Settings) -> ExitCode:
     if run.state.is_paused():
         console.print(f"[bold]Run {run.name} awaits review[/bold] (log: {log_path})")
         console.print(f"Open it in the Prefect UI and press Resume:\n  {flow_run_url(run.id)}")
-        console.print(f"or decide from the shell:\n{review_commands(run.id)}")
+        console.print(f"or decide from the shell:\n{escape(review_commands(run.id))}")
         return ExitCode.PROMOTED
     return exit_for_state(run.state, run.id)
 
@@ -177,7 +178,7 @@ def _review(run_id: str, reviewer: str, comment: str, approve: bool, wait_second
     settings = get_settings()
     with prefect_server(settings):
         submit_review(run_id, {"approve": approve, "reviewer": reviewer, "comment": comment})
-        console.print(f"{'Approved' if approve else 'Rejected'} {run_id} as {reviewer}; waiting for the run...")
+        console.print(f"{'Approved' if approve else 'Rejected'} {run_id} as {escape(reviewer)}; waiting for the run...")
         run = wait_for_flow_run(
             run_id, lambda r: bool(r.state and (r.state.is_final() or r.state.is_paused())), wait_seconds
         )

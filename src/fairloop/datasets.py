@@ -352,6 +352,14 @@ def load_dataset(spec_path: str | Path) -> LoadedDataset:
     """Read every file of the spec at ``spec_path`` into labelled splits by file role."""
     spec_path = Path(spec_path)
     spec = load_dataset_spec(spec_path)
+    try:
+        frames, hashes = _read_labelled_files(spec, spec_path)
+    except BadInputError as exc:
+        raise BadInputError(f"{exc} [dataset spec {spec_path}]") from None
+    return LoadedDataset(spec=spec, spec_path=spec_path, frames=frames, files_sha256=hashes)
+
+
+def _read_labelled_files(spec: DatasetSpec, spec_path: Path) -> tuple[dict[str, Split], dict[str, str]]:
     frames: dict[str, Split] = {}
     hashes: dict[str, str] = {}
     for source in spec.files:
@@ -378,7 +386,7 @@ def load_dataset(spec_path: str | Path) -> LoadedDataset:
             groups=pd.concat([_group_column(s, raw[s.column], file_path) for s in spec.sensitive], axis=1),
         )
         hashes[source.path] = _sha256(file_path)
-    return LoadedDataset(spec=spec, spec_path=spec_path, frames=frames, files_sha256=hashes)
+    return frames, hashes
 
 
 def _stratified_split(split: Split, size: float, seed: int, sensitive: str) -> tuple[Split, Split]:

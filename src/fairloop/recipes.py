@@ -143,9 +143,12 @@ def _oversample(train: Split, sensitive: str, params: OversampleParams, seed: in
             sampling_strategy=strategy, k_neighbors=params.k_neighbors, random_state=seed,
         )
         resampled, new_cells = sampler.fit_resample(matrix, cells)
-        X = resampled[train.X.columns].reset_index(drop=True)
-        X[numeric] = X[numeric].astype(float)
-        X[categorical] = X[categorical].astype("str")
+        # SMOTENC cannot take missing values: the real rows come back as they were, and a
+        # synthetic row keeps a missing category missing.
+        synthetic_rows = resampled.iloc[len(train):][train.X.columns].reset_index(drop=True)
+        synthetic_rows[numeric] = synthetic_rows[numeric].astype(float)
+        synthetic_rows[categorical] = synthetic_rows[categorical].replace("missing", np.nan).astype("str")
+        X = pd.concat([train.X, synthetic_rows], ignore_index=True)
     else:
         sampler = RandomOverSampler(sampling_strategy=strategy, shrinkage=params.shrinkage, random_state=seed)
         if params.shrinkage is not None and numeric:

@@ -1,0 +1,97 @@
+"""The installed ``fairloop`` command: help everywhere, bad input -> exit 2 with a message naming
+file and field, and nothing written to the registry."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import PROJECT
+from fairloop.outcomes import ExitCode
+
+COMMANDS = ["remediate", "approve", "reject", "models", "rollback", "audit", "server"]
+
+
+def fairloop(*args: str, env: dict | None = None, cwd: Path = PROJECT) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "fairloop", *args], cwd=cwd, capture_output=True, text=True, timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture
+def isolated(tmp_path) -> dict:
+    # An unreachable PREFECT_API_URL proves bad input is refused before any server is contacted.
+    return {
+        "FAIRLOOP_REGISTRY_DIR": str(tmp_path / "registry"),
+        "FAIRLOOP_PROJECT_DIR": str(PROJECT),
+        "PREFECT_API_URL": "http://127.0.0.1:9/api",
+    }
+
+
+@pytest.mark.parametrize("command", ["", *COMMANDS])
+def test_every_command_has_help(command):
+    result = fairloop(*filter(None, [command]), "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage" in result.stdout
+
+
+def broken_spec(tmp_path: Path, mutate) -> Path:
+    spec = yaml.safe_load((PROJECT / "datasets" / "german.yaml").read_text())
+    spec["files"][0]["path"] = str(PROJECT / "datasets" / spec["files"][0]["path"])
+    mutate(spec)
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda s: s["label"].update(column="no_such_column"), ["broken.yaml", "german.data.gz", "'no_such_column'", "label.column"]),
+        (lambda s: s["files"][0].update(path="missing/nowhere.csv"), ["nowhere.csv", "data file not found", "files.path"]),
+        (lambda s: s.pop("label"), ["broken.yaml", "field 'label'", "Field required"]),
+        (lambda s: s["label"].update(positive=[]), ["broken.yaml", "field 'label.positive'"]),
+        (lambda s: s["features"].update(numeric=["duration", "checking_status"], categorical=["purpose"]),
+         ["non-numeric value", "checking_status", "'A11'"]),
+        (lambda s: s["sensitive"][0]["values"].pop("A92"), ["'A92'", "sensitive.values", "personal_status"]),
+    ],
+    ids=["missing-label-column", "unknown-file", "no-label-field", "empty-positive", "text-in-numeric", "unmapped-sensitive"],
+)
+def test_broken_spec_is_bad_input_and_writes_nothing(tmp_path, isolated, mutate, expected):
+    spec = broken_spec(tmp_path, mutate)
+    result = fairloop("remediate", "--dataset", str(spec), env=isolated)
+    assert result.returncode == ExitCode.BAD_INPUT, result.stdout + result.stderr
+    message = " ".join(result.stderr.split())
+    for fragment in expected:
+        assert fragment in message, message
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "registry").exists()
+
+
+def test_unknown_recipe_file_is_bad_input(isolated, tmp_path):
+    result = fairloop("remediate", "--dataset", "datasets/german.yaml", "--recipe", "recipes/nope.yaml", env=isolated)
+    assert result.returncode == ExitCode.BAD_INPUT
+    assert "recipes/nope.yaml" in result.stderr and "Recipe file not found" in result.stderr
+    assert not (tmp_path / "registry").exists()
+
+
+def test_models_on_an_empty_registry_says_so(isolated):
+    result = fairloop("models", env=isolated)
+    assert result.returncode == 0 and "No models" in result.stdout
+
+
+def test_rollback_to_an_unknown_version_is_an_error(isolated):
+    result = fairloop("rollback", "adult", "--to", "v9", "--reviewer", "dana", env=isolated)
+    assert result.returncode == ExitCode.FAILED and "no version 'v9'" in result.stderr
+
+
+def test_audit_command_passes_on_german(isolated):
+    result = fairloop("audit", "--dataset", "datasets/german.yaml", env=isolated)
+    assert result.returncode == 0, result.stderr
+    assert '"verdict"' in result.stdout
