@@ -166,8 +166,8 @@ def launch_detached(settings: Settings) -> ExitCode:
         )
     if run.state.is_paused():
         console.print(f"[bold]Run {run.name} awaits review[/bold] (log: {log_path})")
-        console.print(f"Open it in the Prefect UI and press Resume:\n  {flow_run_url(run.id)}")
-        console.print(f"or decide from the shell:\n{escape(review_commands(run.id))}")
+        console.print(f"Open it in the Prefect UI and press Resume:\n  {flow_run_url(run.id)}", soft_wrap=True)
+        console.print(f"or decide from the shell:\n{escape(review_commands(run.id))}", soft_wrap=True)
         return ExitCode.PROMOTED
     return exit_for_state(run.state, run.id)
 

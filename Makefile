@@ -1,0 +1,25 @@
+# Two commands set everything up on a fresh clone:
+#   make demo   install, start a local Prefect server, run a remediation on Adult up to review
+#   make test   install, run the test suite (what CI runs through .ci/run)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export DVC_NO_ANALYTICS ?= 1
+
+.PHONY: demo test install
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+demo: install
+	$(BIN)/fairloop remediate --dataset datasets/adult.yaml --no-wait
+
+# pytest exits 5 when it collected no test: make treats that as a failure, as it should.
+test: install
+	$(BIN)/python -m pytest
