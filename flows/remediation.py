@@ -1,12 +1,14 @@
 """The remediation flow: audit -> augment -> retrain -> evaluate -> gate -> human review -> promote.
 
-Thin composition: every step is a plain function of the ``fairloop`` library; this file only
-decides the order, what becomes a Prefect task or artifact, and how the run ends. Its final
-state's name is the outcome: Promoted, GateFailed, AuditBlocked, Rejected or Expired.
+Thin composition over ``fairloop.pipeline`` (the same stage functions ``dvc repro`` runs):
+this file only decides what becomes a Prefect task or artifact, when to pause for a reviewer,
+and how the run ends. The final state's name is the outcome: Promoted, GateFailed,
+AuditBlocked, Rejected or Expired.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,15 +20,11 @@ from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.states import Cancelled, Completed, Failed
 
-from fairloop.outcomes import Outcome, refusal_reason
-from fairloop.audit import run_audit
+from fairloop import pipeline
 from fairloop.config import get_settings
-from fairloop.constraints import fit_candidate, load_constraint_template
-from fairloop.datasets import load_dataset, make_splits
-from fairloop.evaluate import evaluate
 from fairloop.lineage import code_version, package_versions
-from fairloop.policy import apply_gates, load_policy
-from fairloop.recipes import apply_recipe, load_recipe
+from fairloop.outcomes import Outcome, refusal_reason
+from fairloop.policy import apply_gates
 from fairloop.registry import Registry
 from fairloop.review import ReviewDecision, render_report
 from fairloop.runs import flow_run_url, review_commands
@@ -34,16 +32,20 @@ from fairloop.runs import flow_run_url, review_commands
 # Data moves between tasks in memory; hashing DataFrames for cache keys would cost more than it saves.
 step = task(cache_policy=NO_CACHE)
 
-load_step = step(load_dataset, name="load-dataset")
-audit_step = step(run_audit, name="audit")
-augment_step = step(apply_recipe, name="augment")
-fit_step = step(fit_candidate, name="retrain")
-evaluate_step = step(evaluate, name="evaluate")
+load_step = step(pipeline.load_inputs, name="load-inputs")
+prepare_step = step(pipeline.prepare, name="prepare")
+audit_step = step(pipeline.audit, name="audit")
+augment_step = step(pipeline.augment, name="augment")
+train_step = step(pipeline.train, name="retrain")
+evaluate_step = step(pipeline.evaluate_models, name="evaluate")
 
 
 @task(name="promote", cache_policy=NO_CACHE)
-def promote_step(registry: Registry, dataset: str, **kwargs):
-    return registry.promote(dataset, **kwargs)
+def promote_step(registry: Registry, inputs: pipeline.Inputs, lineage: dict, **entry):
+    with tempfile.TemporaryDirectory() as scratch:
+        copies = pipeline.snapshot_inputs(inputs, Path(scratch))
+        lineage = {**lineage, "inputs_spec_files": copies}
+        return registry.promote(inputs.loaded.spec.name, inputs_dir=Path(scratch), lineage=lineage, **entry)
 
 
 def await_review(report: str, policy, timeout: int, poll_seconds: int, requested_by: str, registry: Registry, record: dict):
@@ -91,51 +93,44 @@ def remediation(
     settings = get_settings()
     registry = Registry(settings.registry_path, settings.remote_path)
     run_id = str(get_run_context().flow_run.id)
+    params = pipeline.RunParams(dataset, recipe, constraint, policy, sensitive, train_rows, seed)
 
-    # Validate every data file before any heavy work.
-    recipe_spec, template, gate_policy = load_recipe(recipe), load_constraint_template(constraint), load_policy(policy)
-    loaded = load_step(dataset)
-    spec = loaded.spec
-    sensitive = sensitive or spec.primary_sensitive
-    splits = make_splits(loaded, sensitive=sensitive, train_rows=train_rows, seed=seed)
+    inputs = load_step(params)
+    spec, template, sensitive = inputs.loaded.spec, inputs.template, inputs.sensitive
     record = {"dataset": spec.name, "run_id": run_id, "requested_by": requested_by, "candidate": template.label()}
+    splits = prepare_step(inputs)
 
-    audit = audit_step(spec, splits.train, sensitive)
+    audit = audit_step(inputs, splits)
     create_table_artifact(key="audit-groups", table=[g.model_dump() for g in audit.groups], description="Training data by group")
     if audit.verdict == "block":
         registry.record_decision({**record, "action": "audit_blocked", "reasons": audit.reasons})
         return Failed(name=Outcome.AUDIT_BLOCKED.value, message="; ".join(audit.reasons))
 
-    augmented, augment_report = augment_step(splits.train, recipe_spec, sensitive, seed)
-    baseline_template = template.model_copy(update={"method": "none", "constraint": None, "bound": None})
-    # Sequential on purpose: learners use every core already (OpenMP), and two fits in threads thrash.
-    baseline, _ = fit_step(splits.train, baseline_template, sensitive, seed)
-    candidate, fit_seconds = fit_step(augmented, template, sensitive, seed)
-
+    augmented, augment_report = augment_step(inputs, splits)
+    fitted = train_step(inputs, splits, augmented)
+    models = {name: model for name, (model, _) in fitted.items()}
     champion = registry.load_champion(spec.name)
-    evaluations = {
-        "baseline": evaluate_step(baseline, splits.test, sensitive),
-        "candidate": evaluate_step(candidate, splits.test, sensitive),
-    }
-    if champion is not None:
-        evaluations[f"champion {champion[0].version}"] = evaluate_step(champion[1], splits.test, sensitive)
-    gates = apply_gates(gate_policy, evaluations["candidate"], evaluations["baseline"],
-                        evaluations.get(f"champion {champion[0].version}") if champion else None)
+    champion_key = f"champion {champion[0].version}" if champion else None
+    if champion:
+        models[champion_key] = champion[1]
+    evaluations = evaluate_step(models, splits.test, sensitive)
+    gates = apply_gates(inputs.policy, evaluations["candidate"], evaluations["baseline"], evaluations.get(champion_key))
     report = render_report(
         dataset=spec.name, sensitive=sensitive, candidate_label=template.label(),
-        recipe_label=f"{recipe_spec.name} v{recipe_spec.version}", evaluations=evaluations, gates=gates,
+        recipe_label=f"{inputs.recipe.name} v{inputs.recipe.version}", evaluations=evaluations, gates=gates,
         audit=audit, augment=augment_report, needs_sensitive_at_predict=template.needs_sensitive_at_predict,
     )
     create_markdown_artifact(key="remediation-report", markdown=report, description=f"{spec.name} candidate vs baseline")
-    logger.info("Candidate fitted in %.1fs; pipeline %.1fs before review.\n%s", fit_seconds, time.perf_counter() - started, report)
+    logger.info("Candidate fitted in %.1fs; pipeline %.1fs before review.\n%s",
+                fitted["candidate"][1], time.perf_counter() - started, report)
 
     if not gates.passed:
         registry.record_decision({**record, "action": "gate_failed", "reasons": gates.failures})
         return Failed(name=Outcome.GATE_FAILED.value, message="; ".join(gates.failures))
 
     logger.info("Awaiting review: %s\n%s", flow_run_url(run_id), review_commands(run_id))
-    timeout = approval_timeout or gate_policy.approval.timeout_seconds
-    decision = await_review(report, gate_policy, timeout, review_poll_seconds, requested_by, registry, record)
+    timeout = approval_timeout or inputs.policy.approval.timeout_seconds
+    decision = await_review(report, inputs.policy, timeout, review_poll_seconds, requested_by, registry, record)
     if decision is None:
         registry.record_decision({**record, "action": "expired", "timeout_seconds": timeout})
         # Prefect's server replaces this with Failed("The flow was expired and never resumed.")
@@ -146,15 +141,16 @@ def remediation(
         return Cancelled(name=Outcome.REJECTED.value, message=f"rejected by {decision.reviewer}: {decision.comment}")
 
     lineage = {
-        "dataset": {"name": spec.name, "version": spec.version, "spec_path": str(dataset),
-                    "spec_sha256": spec.content_hash(), "data_sha256": loaded.data_sha256, "files": loaded.files_sha256},
-        "recipe": recipe_spec.identity(recipe), "constraint": template.identity(constraint),
-        "policy": gate_policy.identity(policy), "sensitive": sensitive, "seed": seed, "train_rows": train_rows,
-        "augment": augment_report.model_dump(), "code": code_version(Path(settings.project_dir)),
+        "dataset": {"name": spec.name, "version": spec.version, "spec_path": dataset,
+                    "spec_sha256": spec.content_hash(), "data_sha256": inputs.loaded.data_sha256,
+                    "files": inputs.loaded.files_sha256},
+        "recipe": inputs.recipe.identity(recipe), "constraint": template.identity(constraint),
+        "policy": inputs.policy.identity(policy), "sensitive": sensitive, "seed": seed, "train_rows": train_rows,
+        "augment": augment_report.model_dump(), "audit": audit.model_dump(), "code": code_version(settings.project_dir),
         "packages": package_versions(), "prefect_flow_run_id": run_id, "requested_by": requested_by,
     }
     entry = promote_step(
-        registry, spec.name, model=candidate, train=augmented.to_frame(spec.label.column),
+        registry, inputs, model=fitted["candidate"][0], train=augmented.to_frame(spec.label.column),
         metrics=evaluations["candidate"].metrics, baseline_metrics=evaluations["baseline"].metrics,
         gates=[g.model_dump() for g in gates.results], lineage=lineage, approval=approval, report_markdown=report,
     )

@@ -262,6 +262,54 @@ def rollback(
 
 @app.command()
 @user_errors
+def lineage(dataset: str, version: str):
+    """Print the lineage record of a registered version (JSON)."""
+    from fairloop.registry import Registry
+
+    settings = get_settings()
+    entry = Registry(settings.registry_path, settings.remote_path).entry(dataset, version)
+    console.print_json(entry.model_dump_json())
+
+
+@app.command()
+@user_errors
+def reproduce(dataset: str, version: str):
+    """Retrain a registered version from its recorded inputs; exit 1 unless metrics match exactly."""
+    from fairloop.registry import Registry
+    from fairloop.reproduce import reproduce as reproduce_version
+
+    settings = get_settings()
+    result = reproduce_version(Registry(settings.registry_path, settings.remote_path), dataset, version)
+    table = Table(title=f"{dataset} {version}: recorded vs reproduced")
+    for column in ("metric", "recorded", "reproduced"):
+        table.add_column(column)
+    for metric, recorded in result.recorded.items():
+        table.add_row(metric, f"{recorded:.6f}", f"{result.reproduced[metric]:.6f}")
+    console.print(table)
+    console.print(f"training set identical: {result.training_set_identical}; "
+                  f"max |difference|: {result.max_abs_difference:.2e}")
+    console.print("[green]reproduced[/green]" if result.matches else "[red]does not match[/red]")
+    raise typer.Exit(0 if result.matches else ExitCode.FAILED)
+
+
+@app.command()
+@user_errors
+def stage(
+    name: Annotated[str, typer.Argument(help="prepare, audit, augment, train or evaluate")],
+    params: Annotated[Path, typer.Option(help="DVC params file")] = Path("params.yaml"),
+    out: Annotated[Path, typer.Option(help="folder of the stages' outputs")] = Path("pipeline"),
+):
+    """Run one stage of the DVC pipeline (what `dvc repro` calls; see dvc.yaml)."""
+    from fairloop.stages import run_stage
+
+    verdict = run_stage(name, params, out)
+    if verdict == "block":
+        err.print(f"[red]audit blocked[/red]: see {escape(str(out / 'audit.json'))}")
+        raise typer.Exit(ExitCode.AUDIT_BLOCKED)
+
+
+@app.command()
+@user_errors
 def audit(
     dataset: Annotated[Path, typer.Option(help="dataset spec")],
     sensitive: Annotated[Optional[str], typer.Option()] = None,

@@ -213,6 +213,11 @@ class LoadedDataset:
     files_sha256: dict[str, str] = field(default_factory=dict)
 
     @property
+    def file_paths(self) -> dict[str, Path]:
+        """Raw file of each role ('all', or 'train' and 'test'), resolved against the spec."""
+        return {f.role: (self.spec_path.parent / f.path).resolve() for f in self.spec.files}
+
+    @property
     def data_sha256(self) -> str:
         digest = hashlib.sha256()
         for name in sorted(self.files_sha256):
@@ -385,7 +390,7 @@ def _read_labelled_files(spec: DatasetSpec, spec_path: Path) -> tuple[dict[str, 
             y=_label_vector(spec, raw[spec.label.column], file_path),
             groups=pd.concat([_group_column(s, raw[s.column], file_path) for s in spec.sensitive], axis=1),
         )
-        hashes[source.path] = _sha256(file_path)
+        hashes[source.role] = _sha256(file_path)
     return frames, hashes
 
 

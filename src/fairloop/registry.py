@@ -7,6 +7,8 @@ Layout, per dataset ``D``::
     D/train.csv(.dvc)      the training set it was fitted on, after augmentation
     D/entry.json           version, metrics, gate verdicts, lineage, approval
     D/report.md            the report the reviewer saw
+    D/inputs/              the run's dataset spec, recipe, template and policy (git) and its
+                           raw data files (DVC): everything ``fairloop reproduce`` needs
     audit.jsonl            append-only log of every decision (promote, reject, expire, rollback)
 
 Each promotion is one commit tagged ``D@vN``; the champion is whatever ``HEAD`` holds, so a
@@ -21,6 +23,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -148,6 +151,12 @@ class Registry:
             return None
         return RegistryEntry.model_validate_json(path.read_text())
 
+    def _dvc_outputs(self, dataset: str) -> list[Path]:
+        """Files of a dataset's entry whose bytes DVC keeps (the rest is in git)."""
+        folder = self.root / dataset
+        data = sorted((folder / "inputs" / "data").glob("*")) if (folder / "inputs" / "data").is_dir() else []
+        return [folder / "model.joblib", folder / "train.csv", *[p for p in data if p.suffix != ".dvc" and p.name != ".gitignore"]]
+
     def model_path(self, dataset: str) -> Path:
         return self.root / dataset / "model.joblib"
 
@@ -156,6 +165,36 @@ class Registry:
         if entry is None:
             return None
         return entry, joblib.load(self.model_path(dataset))
+
+    def _dvc_outputs_at(self, dataset: str) -> list[Path]:
+        """DVC outputs named by the ``.dvc`` files now checked out (before DVC restores them)."""
+        return [p.with_suffix("") for p in sorted((self.root / dataset).rglob("*.dvc"))]
+
+    @staticmethod
+    def recorded_hashes(entry: RegistryEntry) -> dict[str, str]:
+        """sha256 of each file an entry promised: model, training snapshot and raw data files."""
+        hashes = {f"{entry.dataset}/model.joblib": entry.model_sha256, f"{entry.dataset}/train.csv": entry.train_sha256}
+        files = entry.lineage.get("dataset", {}).get("files", {})
+        spec = entry.lineage.get("inputs_spec_files", {})
+        for role, sha in files.items():
+            if role in spec:
+                hashes[f"{entry.dataset}/inputs/{spec[role]}"] = sha
+        return hashes
+
+    def materialize_inputs(self, dataset: str, version: str, destination: Path) -> Path:
+        """Write the inputs ``version`` was trained on into ``destination``, workspace untouched."""
+        import dvc.api
+
+        entry = self.entry(dataset, version)
+        rev = f"{dataset}@{version}"
+        destination.mkdir(parents=True, exist_ok=True)
+        for name in ("dataset.yaml", "recipe.yaml", "constraint.yaml", "policy.yaml"):
+            (destination / name).write_text(self._git("show", f"{rev}:{dataset}/inputs/{name}"))
+        (destination / "data").mkdir(exist_ok=True)
+        for relative in entry.lineage["inputs_spec_files"].values():
+            with dvc.api.open(f"{dataset}/inputs/{relative}", repo=str(self.root), rev=rev, mode="rb") as source:
+                (destination / relative).write_bytes(source.read())
+        return destination
 
     def audit_log(self) -> list[dict[str, Any]]:
         path = self.root / AUDIT_LOG
@@ -211,8 +250,12 @@ class Registry:
         lineage: dict[str, Any],
         approval: dict[str, Any],
         report_markdown: str,
+        inputs_dir: Path,
     ) -> RegistryEntry:
-        """Write a new champion version, commit and tag it; nothing is left half-written on failure."""
+        """Write a new champion version, commit and tag it; nothing is left half-written on failure.
+
+        ``inputs_dir`` holds the run's input files (see ``pipeline.snapshot_inputs``).
+        """
         written: list[RegistryEntry] = []
 
         def write() -> tuple[str, str]:
@@ -230,8 +273,11 @@ class Registry:
             )
             (folder / "entry.json").write_text(entry.model_dump_json(indent=2) + "\n")
             (folder / "report.md").write_text(report_markdown)
+            self._git("rm", "-q", "-r", "--ignore-unmatch", "--", f"{dataset}/inputs")
+            shutil.rmtree(folder / "inputs", ignore_errors=True)
+            shutil.copytree(inputs_dir, folder / "inputs")
             repo = self._dvc()
-            repo.add([str(self.model_path(dataset)), str(folder / "train.csv")])
+            repo.add([str(p) for p in self._dvc_outputs(dataset)])
             if self.remote is not None:
                 repo.push()
             self._append_audit({"action": "promote", "dataset": dataset, "version": version,
@@ -252,15 +298,15 @@ class Registry:
             self._git("rm", "-q", "-r", "--ignore-unmatch", "--", dataset)
             self._git("checkout", f"{dataset}@{version}", "--", dataset)
             repo = self._dvc()
-            outputs = [str(self.root / dataset / name) for name in ("model.joblib", "train.csv")]
+            outputs = [str(p) + ".dvc" for p in self._dvc_outputs_at(dataset)]
             try:
                 repo.checkout(targets=outputs, force=True)
             except Exception:  # the local cache lost it: fetch from the remote
                 repo.pull(targets=outputs, force=True)
-            for name, expected in (("model.joblib", target.model_sha256), ("train.csv", target.train_sha256)):
-                actual = file_sha256(self.root / dataset / name)
+            for path, expected in self.recorded_hashes(target).items():
+                actual = file_sha256(self.root / path)
                 if actual != expected:
-                    raise RegistryError(f"restored {dataset}/{name} has sha256 {actual}, {version} recorded {expected}")
+                    raise RegistryError(f"restored {path} has sha256 {actual}, {version} recorded {expected}")
             self._append_audit({"action": "rollback", "dataset": dataset, "version": version,
                                 "from_version": current.version if current else None,
                                 "reviewer": reviewer, "comment": reason})

@@ -1,0 +1,122 @@
+"""The remediation stages as plain functions, shared by every driver.
+
+The Prefect flow calls them as tasks in memory, ``dvc repro`` calls them through
+``fairloop stage NAME`` with files in between, and ``fairloop reproduce`` calls them on a
+registry entry's recorded inputs: one implementation, so all three reach the same metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from fairloop.audit import AuditReport, run_audit
+from fairloop.constraints import ConstraintTemplate, fit_candidate, load_constraint_template
+from fairloop.datasets import LoadedDataset, Split, Splits, load_dataset, make_splits
+from fairloop.evaluate import Evaluation, evaluate
+from fairloop.model import FairModel
+from fairloop.policy import Policy, load_policy
+from fairloop.recipes import AugmentReport, Recipe, apply_recipe, load_recipe
+
+
+@dataclass(frozen=True)
+class RunParams:
+    """What a run is asked to do: the data files it uses and its knobs (DVC's params.yaml)."""
+
+    dataset: str
+    recipe: str = "recipes/none.yaml"
+    constraint: str = "constraints/gs-dp.yaml"
+    policy: str = "policies/default.yaml"
+    sensitive: str | None = None
+    train_rows: int | None = None
+    seed: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    params: RunParams
+    loaded: LoadedDataset
+    recipe: Recipe
+    template: ConstraintTemplate
+    policy: Policy
+
+    @property
+    def sensitive(self) -> str:
+        return self.params.sensitive or self.loaded.spec.primary_sensitive
+
+
+def load_inputs(params: RunParams) -> Inputs:
+    """Validate every data file (cheap ones first), then read the dataset."""
+    recipe = load_recipe(params.recipe)
+    template = load_constraint_template(params.constraint)
+    policy = load_policy(params.policy)
+    loaded = load_dataset(params.dataset)
+    if params.sensitive:
+        loaded.spec.sensitive_named(params.sensitive)
+    return Inputs(params=params, loaded=loaded, recipe=recipe, template=template, policy=policy)
+
+
+def prepare(inputs: Inputs) -> Splits:
+    return make_splits(inputs.loaded, sensitive=inputs.sensitive, train_rows=inputs.params.train_rows, seed=inputs.params.seed)
+
+
+def audit(inputs: Inputs, splits: Splits) -> AuditReport:
+    return run_audit(inputs.loaded.spec, splits.train, inputs.sensitive)
+
+
+def augment(inputs: Inputs, splits: Splits) -> tuple[Split, AugmentReport]:
+    return apply_recipe(splits.train, inputs.recipe, inputs.sensitive, inputs.params.seed)
+
+
+def baseline_template(template: ConstraintTemplate) -> ConstraintTemplate:
+    """The unconstrained model every run reports: same learner, real data, no mitigation."""
+    return template.model_copy(update={"method": "none", "constraint": None, "bound": None})
+
+
+def train(inputs: Inputs, splits: Splits, augmented: Split) -> dict[str, tuple[FairModel, float]]:
+    """Fit the baseline and the candidate one after the other (each learner already uses every core)."""
+    seed, sensitive = inputs.params.seed, inputs.sensitive
+    return {
+        "baseline": fit_candidate(splits.train, baseline_template(inputs.template), sensitive, seed),
+        "candidate": fit_candidate(augmented, inputs.template, sensitive, seed),
+    }
+
+
+def evaluate_models(models: dict[str, FairModel], test: Split, sensitive: str) -> dict[str, Evaluation]:
+    return {name: evaluate(model, test, sensitive) for name, model in models.items()}
+
+
+def recorded_params(lineage: dict, inputs_dir: Path) -> RunParams:
+    """The RunParams of a registry entry, pointing at its stored copies of the inputs."""
+    return RunParams(
+        dataset=str(inputs_dir / "dataset.yaml"), recipe=str(inputs_dir / "recipe.yaml"),
+        constraint=str(inputs_dir / "constraint.yaml"), policy=str(inputs_dir / "policy.yaml"),
+        sensitive=lineage["sensitive"], train_rows=lineage["train_rows"], seed=lineage["seed"],
+    )
+
+
+def snapshot_inputs(inputs: Inputs, destination: Path) -> dict[str, str]:
+    """Copy every input of a run into ``destination`` so it can be re-run from there alone.
+
+    The recipe, template and policy are copied verbatim; the raw data files go to ``data/``
+    and the dataset spec copy points at them (only its file paths differ from the original).
+    Returns each file role's path inside ``destination``.
+    """
+    import shutil
+
+    import yaml
+
+    destination.mkdir(parents=True, exist_ok=True)
+    for name, source in (("recipe", inputs.params.recipe), ("constraint", inputs.params.constraint), ("policy", inputs.params.policy)):
+        shutil.copyfile(source, destination / f"{name}.yaml")
+    (destination / "data").mkdir(exist_ok=True)
+    spec = yaml.safe_load(Path(inputs.params.dataset).read_text(encoding="utf-8"))
+    copies = {}
+    for entry, (role, path) in zip(spec["files"], inputs.loaded.file_paths.items(), strict=True):
+        copies[role] = entry["path"] = f"data/{role}-{path.name}"
+        shutil.copyfile(path, destination / copies[role])
+    (destination / "dataset.yaml").write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    return copies

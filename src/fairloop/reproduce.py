@@ -1,0 +1,45 @@
+"""Retrain a registered version from its recorded inputs and check that the result matches."""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from fairloop import pipeline
+from fairloop.constraints import fit_candidate
+from fairloop.evaluate import evaluate
+from fairloop.registry import Registry
+
+
+class Reproduction(BaseModel):
+    dataset: str
+    version: str
+    recorded: dict[str, float]
+    reproduced: dict[str, float]
+    training_set_identical: bool
+    max_abs_difference: float
+
+    @property
+    def matches(self) -> bool:
+        return self.training_set_identical and self.max_abs_difference == 0.0
+
+
+def reproduce(registry: Registry, dataset: str, version: str) -> Reproduction:
+    entry = registry.entry(dataset, version)
+    with tempfile.TemporaryDirectory() as scratch:
+        inputs_dir = registry.materialize_inputs(dataset, version, Path(scratch))
+        inputs = pipeline.load_inputs(pipeline.recorded_params(entry.lineage, inputs_dir))
+        splits = pipeline.prepare(inputs)
+        augmented, _ = pipeline.augment(inputs, splits)
+        model, _ = fit_candidate(augmented, inputs.template, inputs.sensitive, inputs.params.seed)
+        metrics = evaluate(model, splits.test, inputs.sensitive).metrics
+    # the registry stores the snapshot with exactly this call
+    snapshot = augmented.to_frame(inputs.loaded.spec.label.column).to_csv(index=False).encode()
+    return Reproduction(
+        dataset=dataset, version=version, recorded=entry.metrics, reproduced=metrics,
+        training_set_identical=hashlib.sha256(snapshot).hexdigest() == entry.train_sha256,
+        max_abs_difference=max(abs(metrics[k] - entry.metrics[k]) for k in entry.metrics),
+    )
