@@ -312,15 +312,53 @@ def stage(
 @user_errors
 def audit(
     dataset: Annotated[Path, typer.Option(help="dataset spec")],
-    sensitive: Annotated[Optional[str], typer.Option()] = None,
+    data: Annotated[Optional[Path], typer.Option(help="audit this file (e.g. a new snapshot) with the spec's parsing rules")] = None,
+    sensitive: Annotated[Optional[str], typer.Option(help="sensitive feature to report groups for (default: the spec's first)")] = None,
+    output: Annotated[Optional[Path], typer.Option(help="also write the JSON audit record to this file")] = None,
+    update_reference: Annotated[bool, typer.Option(help="re-learn the suite's category sets and ranges from the spec's own files")] = False,
+    gx_dir: Annotated[Optional[Path], typer.Option(help="file-backed Great Expectations context (default: <project>/gx)")] = None,
 ):
-    """Audit a dataset alone (exit 0 on pass or warn, 6 on block): usable as a CI step."""
-    from fairloop.audit import run_audit
-    from fairloop.datasets import load_dataset
+    """Audit a dataset alone: exit 0 on pass or warn, 6 on block, 2 on bad input (a CI step).
 
-    loaded = load_dataset(dataset)
-    report = run_audit(loaded.spec, loaded.all_rows(), sensitive)
-    console.print_json(report.model_dump_json())
+    The JSON audit record goes to stdout (and --output), a summary to stderr. The GX suite is
+    saved in gx/expectations/ (learned from the spec's own files the first time, or with
+    --update-reference) and the validation goes into gx/ Data Docs.
+    """
+    from fairloop.audit import GxProject, default_gx_root, learn_reference, read_data_file, run_audit
+    from fairloop.datasets import load_dataset, load_dataset_spec
+
+    spec = load_dataset_spec(dataset)
+    if sensitive:
+        spec.sensitive_named(sensitive)
+    own_files = ", ".join(str(dataset.parent / f.path) for f in spec.files)
+    project = GxProject(gx_dir or default_gx_root())
+    loaded = None
+    if data is None or update_reference or project.stored_suite(spec.name) is None:
+        loaded = load_dataset(dataset)  # the spec's own files: the audited data, or the reference to learn
+    if data is None:
+        split, source = loaded.all_rows(), own_files
+    else:
+        spec, split = read_data_file(dataset, data)
+        source = str(data)
+    reference = None
+    if update_reference or project.stored_suite(spec.name) is None:
+        reference = learn_reference(spec, loaded.all_rows(), own_files)
+    report = run_audit(spec, split, sensitive, source=source, reference=reference, gx_root=project.root, write_gx=True)
+    record = report.model_dump_json(indent=2)
+    if output is not None:
+        output.write_text(record + "\n", encoding="utf-8")
+    typer.echo(record)
+    colour = {"pass": "green", "warn": "yellow", "block": "red"}[report.verdict]
+    # soft_wrap: CI logs get whole lines (paths and values are never broken)
+    err.print(f"[{colour}]audit {report.verdict.upper()}[/{colour}]: {escape(spec.name)}, {report.rows:,} rows of "
+              f"{escape(source)}", soft_wrap=True)
+    for finding in report.findings:
+        if finding.severity != "info":
+            err.print(f"  [{colour}]{finding.severity}[/{colour}] {escape(finding.message)}", soft_wrap=True)
+    for breakdown in report.sensitive_features:
+        top = ", ".join(f"{p.feature} {p.auc:.3f}" for p in report.top_proxies(breakdown.name, 3))
+        err.print(f"  top proxies of {escape(breakdown.name)} (AUC): {escape(top)}", soft_wrap=True)
+    err.print(f"  GX suite: {escape(report.gx_suite)}; Data Docs: {escape(report.data_docs or 'not built')}", soft_wrap=True)
     raise typer.Exit(ExitCode.AUDIT_BLOCKED if report.verdict == "block" else 0)
 
 

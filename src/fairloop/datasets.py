@@ -8,10 +8,12 @@ spec, so a new dataset needs a new YAML file and no code.
 
 from __future__ import annotations
 
+import csv
+import gzip
 import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -115,6 +117,34 @@ class SplitSpec(SpecModel):
     seed: int = 0
 
 
+class ExtraExpectation(SpecModel):
+    """A Great Expectations expectation the audit adds to the suite built from the spec.
+
+    It runs on the parsed data: features as declared, the label as 0/1, each sensitive
+    feature as column ``sensitive.NAME`` holding group names.
+    """
+
+    type: str = Field(description="GX expectation type, e.g. expect_column_values_to_be_between")
+    kwargs: dict[str, Any] = Field(description="its arguments, e.g. {column: age, min_value: 17}")
+    severity: Literal["block", "warn"] = Field("block", description="what a failure does to the verdict")
+
+
+class AuditSpec(SpecModel):
+    """Thresholds of the data audit (every field has a default; see audit.py)."""
+
+    min_cell_rows: int = Field(30, ge=1, description="group x label cells with fewer rows are too small to judge")
+    proxy_auc_threshold: float = Field(
+        0.70, gt=0.5, le=1.0, description="a feature whose one-feature AUC for a sensitive feature reaches this is a proxy"
+    )
+    proxy_sample_rows: int = Field(10_000, ge=200, description="seeded row sample the proxy models are fitted on")
+    base_rate_gap_warn: float | None = Field(
+        0.10, ge=0, le=1, description="warn when groups' positive rates differ by this much (and significantly)"
+    )
+    max_categories: int = Field(1000, ge=2, description="more distinct values in a categorical feature block the run")
+    not_null: list[str] = Field([], description="columns that must have no empty value")
+    expectations: list[ExtraExpectation] = []
+
+
 class DatasetSpec(VersionedSpec):
     provenance: str = ""
     format: CsvFormat = CsvFormat()
@@ -124,6 +154,7 @@ class DatasetSpec(VersionedSpec):
     features: FeatureSpec
     filters: list[RowFilter] = []
     split: SplitSpec = SplitSpec()
+    audit: AuditSpec = AuditSpec()
 
     @field_validator("name")
     @classmethod
@@ -145,7 +176,22 @@ class DatasetSpec(VersionedSpec):
         sensitive_features = sorted({s.column for s in self.sensitive} & set(self.features.columns))
         if sensitive_features:
             raise ValueError(f"features: sensitive columns {sensitive_features} cannot be features")
+        audited = set(self.audited_columns)
+        for position, column in enumerate(self.audit.not_null):
+            if column not in audited:
+                raise ValueError(f"audit.not_null[{position}]: unknown column '{column}'; the audit sees {sorted(audited)}")
+        for position, extra in enumerate(self.audit.expectations):
+            column = extra.kwargs.get("column")
+            if column is not None and column not in audited:
+                raise ValueError(
+                    f"audit.expectations[{position}].kwargs.column: unknown column '{column}'; the audit sees {sorted(audited)}"
+                )
         return self
+
+    @property
+    def audited_columns(self) -> list[str]:
+        """Columns of the table the audit validates (``Split.to_frame``): features, 0/1 label, groups."""
+        return [*self.features.columns, self.label.column, *(f"sensitive.{s.name}" for s in self.sensitive)]
 
     @property
     def primary_sensitive(self) -> str:
@@ -257,11 +303,108 @@ def read_raw_file(spec: DatasetSpec, source: SourceFile, file_path: Path) -> pd.
         )
     except pd.errors.EmptyDataError:
         raise BadInputError("file is empty", source=str(file_path)) from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise BadInputError(f"cannot parse as {fmt.separator!r}-separated text: {exc}", source=str(file_path)) from None
+    except UnicodeDecodeError as exc:
+        raise BadInputError(
+            f"not {exc.encoding} text (spec field format.encoding = '{fmt.encoding}'): byte "
+            f"{exc.object[exc.start:exc.start + 1]!r} at offset {exc.start} cannot be decoded; "
+            f"set format.encoding to the file's encoding (e.g. latin-1)",
+            source=str(file_path),
+        ) from None
+    except (pd.errors.ParserError, ValueError) as exc:
+        hint = _separator_hint(fmt, _head_lines(file_path, fmt.encoding, source.skip_rows))
+        raise BadInputError(
+            f"cannot parse as {fmt.separator!r}-separated text: {exc}{hint}", source=str(file_path)
+        ) from None
     if frame.empty:
         raise BadInputError("file has a header but no data rows", source=str(file_path))
+    _check_layout(spec, frame, _head_lines(file_path, fmt.encoding, source.skip_rows), file_path)
     return frame
+
+
+def _head_lines(file_path: Path, encoding: str, skip_rows: int, count: int = 20) -> list[str]:
+    """The first lines after the skipped ones, as text (for diagnosing a file pandas misread)."""
+    opener = gzip.open if file_path.suffix == ".gz" else open
+    lines: list[str] = []
+    with opener(file_path, "rt", encoding=encoding, errors="replace", newline="") as handle:
+        for number, line in enumerate(handle):
+            if number >= skip_rows:
+                lines.append(line.rstrip("\r\n"))
+            if len(lines) >= count:
+                break
+    return lines
+
+
+def _separator_hint(fmt: CsvFormat, head: list[str]) -> str:
+    """'; the file looks ';'-separated ...' when the sniffer finds another separator, else ''."""
+    try:
+        found = csv.Sniffer().sniff("\n".join(head), delimiters=",;\t|: ").delimiter
+    except csv.Error:
+        return ""
+    if found == fmt.separator:
+        return ""
+    return f"; the file looks {found!r}-separated: set format.separator to {found!r} (it is {fmt.separator!r})"
+
+
+def _spec_columns(spec: DatasetSpec) -> list[str]:
+    return [spec.label.column, *(s.column for s in spec.sensitive), *spec.features.columns, *(f.column for f in spec.filters)]
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_layout(spec: DatasetSpec, frame: pd.DataFrame, head: list[str], file_path: Path) -> None:
+    """Catch a wrong separator, a missing or an unexpected header and duplicated column names,
+    which pandas reads without complaint and which would otherwise surface as a confusing
+    'column not found' or non-numeric-value error."""
+    fmt = spec.format
+    wanted = list(dict.fromkeys(_spec_columns(spec)))
+    if len(frame.columns) == 1 and len(wanted) > 1:
+        hint = _separator_hint(fmt, head) or (f"; first line: {head[0][:80]!r}" if head else "")
+        raise BadInputError(f"every line reads as one column with separator {fmt.separator!r}{hint}", source=str(file_path))
+    if fmt.header:
+        names = [str(c) for c in frame.columns]
+        # Only when no column the spec names is there (an error anyway): a header made of numbers is data.
+        if not set(wanted) & set(names) and any(_looks_numeric(n) for n in names):
+            raise BadInputError(
+                f"the first line looks like data, not a header (columns read: {names[:6]}); if the file has no "
+                "header, set format.header: false and list format.columns",
+                source=str(file_path),
+            )
+        if len(fmt.separator) == 1 and head:
+            header = next(csv.reader(head[:1], delimiter=fmt.separator, skipinitialspace=fmt.skip_initial_space))
+            _check_duplicated_columns(header, frame, wanted, file_path)
+    elif fmt.columns:
+        first = [str(v).strip() for v in frame.iloc[0].tolist()]
+        repeated = sum(a == b for a, b in zip(first, fmt.columns))
+        if repeated * 2 >= len(fmt.columns):
+            raise BadInputError(
+                f"the first line repeats the column names ({first[:6]}) but format.header is false: "
+                "set format.header: true (and drop format.columns) or remove the header line",
+                source=str(file_path),
+            )
+
+
+def _check_duplicated_columns(header: list[str], frame: pd.DataFrame, wanted: list[str], file_path: Path) -> None:
+    """pandas renames a repeated column 'x' to 'x.1': harmless unless the spec uses 'x' and the copies differ."""
+    counts = pd.Series(header).value_counts()
+    for name, times in counts[counts > 1].items():
+        if name not in wanted:
+            continue
+        copies = [name, *(f"{name}.{k}" for k in range(1, times))]
+        if not all(c in frame.columns for c in copies):
+            continue
+        differing = int(sum((frame[c] != frame[name]) & ~(frame[c].isna() & frame[name].isna()) for c in copies[1:]).astype(bool).sum())
+        if differing:
+            raise BadInputError(
+                f"column '{name}' appears {times} times in the header, the spec uses it, and the copies differ in "
+                f"{differing} row(s): rename one of them so the spec can say which it means",
+                source=str(file_path),
+            )
 
 
 def _require_columns(frame: pd.DataFrame, wanted: dict[str, list[str]], file_path: Path) -> None:
@@ -380,8 +523,24 @@ def _read_labelled_files(spec: DatasetSpec, spec_path: Path) -> tuple[dict[str, 
             },
             file_path,
         )
+        # Rows with no sensitive value are never dropped unseen: 'fail' counts them before any
+        # filter could remove them, 'group' keeps them through filters on that column.
+        kept_missing = {}
+        for sensitive in spec.sensitive:
+            empty = raw[sensitive.column].isna()
+            if empty.any() and sensitive.missing == "fail":
+                raise BadInputError(
+                    f"sensitive column '{sensitive.column}' has {int(empty.sum())} empty value(s) (first at data row "
+                    f"{int(empty.to_numpy().argmax()) + 1}); set sensitive.missing: group to keep them as an explicit "
+                    f"'{MISSING_GROUP}' group",
+                    source=str(file_path),
+                )
+            kept_missing[sensitive.column] = empty
         for row_filter in spec.filters:
-            raw = raw[row_filter.mask(raw)]
+            keep = row_filter.mask(raw)
+            if row_filter.column in kept_missing:
+                keep = keep | kept_missing[row_filter.column].loc[raw.index]
+            raw = raw[keep]
         if raw.empty:
             raise BadInputError("no rows left after the spec's filters", source=str(file_path))
         raw = raw.reset_index(drop=True)

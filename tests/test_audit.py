@@ -1,0 +1,511 @@
+"""The data audit on the bundled real data (Adult, COMPAS, German): every verdict path, the
+findings the audit must make (Adult's proxies of sex, its small race x sex cells), and every
+kind of bad input, each refused with a message naming file, column and value, or turned into
+an audit finding, with no traceback and nothing written."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from conftest import PROJECT
+from fairloop.audit import learn_reference, read_data_file, render_markdown, run_audit
+from fairloop.cli import app
+from fairloop.datasets import Split, load_dataset, load_dataset_spec
+from fairloop.errors import BadInputError
+from fairloop.outcomes import ExitCode
+
+DATASETS = PROJECT / "datasets"
+COMPAS_FILE = DATASETS / "data" / "compas" / "compas-scores-two-years.csv.gz"
+GERMAN_FILE = DATASETS / "data" / "german" / "german.data.gz"
+
+
+@functools.cache
+def loaded(name: str):
+    return load_dataset(DATASETS / f"{name}.yaml")
+
+
+@functools.cache
+def compas_raw() -> pd.DataFrame:
+    return pd.read_csv(COMPAS_FILE)
+
+
+def german_lines() -> list[str]:
+    with gzip.open(GERMAN_FILE, "rt") as handle:
+        return handle.read().splitlines()
+
+
+def spec_copy(tmp_path: Path, name: str, mutate=lambda spec: None) -> Path:
+    """The shipped spec NAME with absolute file paths, changed by ``mutate``, written to tmp_path."""
+    spec = yaml.safe_load((DATASETS / f"{name}.yaml").read_text())
+    for source in spec["files"]:
+        source["path"] = str(DATASETS / source["path"])
+    mutate(spec)
+    path = tmp_path / f"{name}-variant.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def audit(name_or_spec, split: Split | None = None, tmp_path: Path | None = None, **kwargs):
+    """run_audit on a shipped dataset's rows, with a throw-away GX directory."""
+    loaded_dataset = loaded(name_or_spec) if isinstance(name_or_spec, str) else name_or_spec
+    split = split if split is not None else loaded_dataset.all_rows()
+    return run_audit(loaded_dataset.spec, split, gx_root=tmp_path / "gx", **kwargs)
+
+
+def by_check(report, check: str):
+    return [f for f in report.findings if f.check == check]
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())  # rich wraps long lines
+
+
+runner = CliRunner()
+
+
+def cli(*args: str):
+    """The CLI in this process; anything but a clean exit (an uncaught exception) fails the test."""
+    result = runner.invoke(app, list(args))
+    assert isinstance(result.exception, SystemExit | None), result.exception
+    assert "Traceback" not in result.output + result.stderr
+    return result
+
+
+# -------------------------------------------------------------------------------------------
+# Verdicts on the real data
+
+
+def test_german_passes_with_its_groups_and_no_proxy(tmp_path):
+    report = audit("german", tmp_path=tmp_path)
+    assert report.verdict == "pass", report.reasons
+    assert report.reasons == []
+    assert {(g.group, g.rows) for g in report.groups} == {("female", 310), ("male", 690)}
+    assert abs(report.base_rate_gap - (0.723 - 0.648)) < 0.002
+    assert all(not p.flagged for p in report.proxies)
+    assert report.proxies[0].feature == "age" and 0.6 < report.proxies[0].auc < 0.7
+    assert report.intersection is None  # one sensitive feature declared
+    assert all(e.success for e in report.expectations) and len(report.expectations) > 40
+
+
+def test_adult_warns_on_proxies_of_sex_small_race_x_sex_cells_and_base_rates(tmp_path):
+    report = audit("adult", tmp_path=tmp_path)
+    assert report.verdict == "warn"
+    assert not [f for f in report.findings if f.severity == "block"]
+
+    sex_proxies = report.top_proxies("sex", 11)
+    flagged = [p.feature for p in sex_proxies if p.flagged]
+    assert flagged[0] == "relationship" and "marital-status" in flagged, sex_proxies
+    assert sex_proxies[0].auc > 0.8 and sex_proxies[0].nmi > 0.2
+    (proxy,) = by_check(report, "proxy")
+    assert "relationship" in proxy.message and "marital-status" in proxy.message
+    assert "seeded sample of 10,000 of 48,842 rows" in proxy.message
+    assert not any(p.flagged for p in report.proxies if p.sensitive == "race")
+
+    small = {(c.group, c.label, c.rows) for c in report.intersection.small_cells}
+    assert {group for group, label, _ in small} >= {"sex=Female & race=Other", "sex=Female & race=Amer-Indian-Eskimo"}
+    assert all(rows < 30 and label == 1 for _, label, rows in small)
+    (cells,) = [f for f in by_check(report, "small-cells") if "intersection" in f.message]
+    assert "sex=Female & race=Other & label=1" in cells.message
+
+    gaps = {f.column: f for f in by_check(report, "base-rate-gap")}
+    assert set(gaps) == {"sex", "race"}
+    female, male = sorted(report.groups, key=lambda g: g.group)
+    assert (female.rows, male.rows) == (16192, 32650)
+    assert female.base_rate_ci_low < female.base_rate < female.base_rate_ci_high < male.base_rate_ci_low
+
+
+def test_compas_warns_on_the_base_rate_gap_only(tmp_path):
+    report = audit("compas", tmp_path=tmp_path)
+    assert report.verdict == "warn"
+    assert {f.check for f in report.findings if f.severity == "warn"} == {"base-rate-gap"}
+    (race,) = [f for f in by_check(report, "base-rate-gap") if f.column == "race"]
+    assert "African-American 0.523, Caucasian 0.391" in race.message
+    assert report.intersection.name == "race x sex" and not report.intersection.small_cells
+    assert max(p.auc for p in report.proxies) < 0.7
+
+
+def test_compas_restricted_to_one_race_blocks(tmp_path):
+    spec = spec_copy(tmp_path, "compas", lambda s: s["filters"][-1].update({"in": ["African-American"]}))
+    report = audit(load_dataset(spec), tmp_path=tmp_path, source="compas-one-race")
+    assert report.verdict == "block"
+    (single,) = [f for f in report.findings if f.check == "sensitive-two-groups"]
+    assert single.severity == "block" and single.value == "African-American" and single.column == "sensitive.race"
+    assert report.reasons[0].startswith("compas-one-race: sensitive 'race' (column 'race'): every row is in group 'African-American'")
+    assert report.proxies and all(p.sensitive == "sex" for p in report.proxies)  # nothing to predict for race
+
+
+def test_a_spec_expectation_the_real_data_breaks_blocks_and_names_column_and_values(tmp_path):
+    def require_age_up_to_70(spec):
+        spec["audit"] = {"expectations": [{"type": "expect_column_values_to_be_between",
+                                           "kwargs": {"column": "age", "min_value": 19, "max_value": 70}}]}
+
+    report = audit(load_dataset(spec_copy(tmp_path, "german", require_age_up_to_70)), tmp_path=tmp_path)
+    assert report.verdict == "block"
+    (finding,) = [f for f in report.findings if f.severity == "block"]
+    assert finding.check == "audit.expectations[0]" and finding.column == "age"
+    assert "unexpected value(s)" in finding.message and "75" in finding.message  # German's oldest applicant
+
+
+def test_the_same_expectation_as_a_warning_only_warns(tmp_path):
+    def warn_on_age(spec):
+        spec["audit"] = {"expectations": [{"type": "expect_column_values_to_be_between", "severity": "warn",
+                                           "kwargs": {"column": "age", "min_value": 19, "max_value": 70}}]}
+
+    report = audit(load_dataset(spec_copy(tmp_path, "german", warn_on_age)), tmp_path=tmp_path)
+    assert report.verdict == "warn" and [f.check for f in report.findings if f.severity != "info"] == ["audit.expectations[0]"]
+
+
+def test_thresholds_come_from_the_spec(tmp_path):
+    """A lower proxy threshold and a smaller cell minimum change what German's audit says."""
+    def stricter(spec):
+        spec["audit"] = {"proxy_auc_threshold": 0.6, "min_cell_rows": 200, "base_rate_gap_warn": 0.05}
+
+    report = audit(load_dataset(spec_copy(tmp_path, "german", stricter)), tmp_path=tmp_path)
+    assert report.verdict == "warn"
+    flagged = {p.feature: p.auc for p in report.proxies if p.flagged}
+    assert {"age", "employment_since"} <= set(flagged) and min(flagged.values()) >= 0.6
+    assert {c.group for c in report.cells if c.too_small} == {"female", "male"}  # female bad 109, male bad 191
+    # German's 0.075 gap exceeds 0.05 but is not significant at 1 % on 1,000 rows (chi-square p = 0.02)
+    assert report.sensitive_features[0].chi2_pvalue > 0.01 and not by_check(report, "base-rate-gap")
+
+
+def test_proxies_use_a_seeded_sample_and_the_record_is_deterministic(tmp_path):
+    def small_sample(spec):
+        spec["audit"] = {"proxy_sample_rows": 2000}
+
+    dataset = load_dataset(spec_copy(tmp_path, "adult", small_sample))
+    subsample = dataset.all_rows().take(np.arange(0, 48842, 4))
+    first, second = (audit(dataset, subsample, tmp_path=tmp_path) for _ in range(2))
+    assert first.proxy_sample_rows == 2000
+    assert "seeded sample of 2,000 of 12,211 rows" in by_check(first, "proxy")[0].message
+    assert first.model_dump_json() == second.model_dump_json()
+
+
+def test_missing_sensitive_values_form_an_explicit_group_counted_in_the_audit(tmp_path):
+    raw = compas_raw().head(1500).copy()
+    raw.loc[raw.index[:40], "race"] = np.nan
+    data = tmp_path / "compas-missing-race.csv"
+    raw.to_csv(data, index=False)
+
+    spec_fail = spec_copy(tmp_path, "compas")
+    with pytest.raises(BadInputError, match=r"compas-missing-race.csv: sensitive column 'race' has 40 empty value\(s\) \(first at data row 1\)"):
+        read_data_file(spec_fail, data)
+
+    spec_group = spec_copy(tmp_path, "compas", lambda s: s["sensitive"][0].update(missing="group"))
+    spec, split = read_data_file(spec_group, data)
+    kept = int((split.groups["race"] == "missing").sum())
+    assert 0 < kept <= 40  # the row filters on other columns may drop some; the race filter keeps them all
+    report = run_audit(spec, split, gx_root=tmp_path / "gx", source=str(data))
+    (finding,) = by_check(report, "missing-sensitive")
+    assert f"{kept} row(s) have no value" in finding.message and finding.column == "race"
+    assert report.sensitive_features[0].missing_rows == kept
+    assert "missing" in {g.group for g in report.groups}
+
+
+# -------------------------------------------------------------------------------------------
+# Reference snapshot, file-backed GX context, CLI
+
+
+def test_cli_learns_the_reference_suite_then_flags_unseen_categories_in_a_new_snapshot(tmp_path):
+    gx_dir = tmp_path / "gx"
+    spec = spec_copy(tmp_path, "compas")
+    first = cli("audit", "--dataset", str(spec), "--gx-dir", str(gx_dir), "--output", str(tmp_path / "record.json"))
+    assert first.exit_code == 0, first.output + first.stderr
+    record = json.loads((tmp_path / "record.json").read_text())
+    assert record["verdict"] == "warn" and record == json.loads(first.stdout)
+    suite_file = gx_dir / "expectations" / "compas.json"
+    suite = json.loads(suite_file.read_text())
+    charge = [e for e in suite["expectations"] if e["kwargs"].get("column") == "c_charge_degree" and e["meta"]["check"] == "reference-categories"]
+    assert charge[0]["kwargs"]["value_set"] == ["F", "M"]
+    assert (gx_dir / "uncommitted" / "data_docs" / "local_site" / "index.html").is_file()
+    assert record["data_docs"].endswith("index.html")
+
+    snapshot = compas_raw().head(2000).copy()
+    snapshot.loc[snapshot.index[:25], "c_charge_degree"] = "X"  # a charge degree the reference never saw
+    data = tmp_path / "snapshot.csv"
+    snapshot.to_csv(data, index=False)
+    before = suite_file.read_bytes()
+    second = cli("audit", "--dataset", str(spec), "--data", str(data), "--gx-dir", str(gx_dir))
+    assert second.exit_code == 0, second.stderr
+    report = json.loads(second.stdout)
+    (unseen,) = [f for f in report["findings"] if f["check"] == "reference-categories"]
+    assert unseen["column"] == "c_charge_degree" and unseen["value"] == "X" and "'X' (" in unseen["message"]
+    assert report["reasons"][0].startswith(str(data))
+    assert suite_file.read_bytes() == before  # the reference is the committed suite, not the new snapshot
+
+
+def test_cli_exit_codes_pass_and_block(tmp_path):
+    passed = cli("audit", "--dataset", str(spec_copy(tmp_path, "german")), "--gx-dir", str(tmp_path / "gx"))
+    assert passed.exit_code == 0 and json.loads(passed.stdout)["verdict"] == "pass"
+    one_race = spec_copy(tmp_path, "compas", lambda s: s["filters"][-1].update({"in": ["Caucasian"]}))
+    blocked = cli("audit", "--dataset", str(one_race), "--gx-dir", str(tmp_path / "gx"))
+    assert blocked.exit_code == ExitCode.AUDIT_BLOCKED
+    assert "every row is in group 'Caucasian'" in flat(blocked.stderr)
+
+
+def test_cli_as_a_ci_step_in_a_real_process(tmp_path):
+    """The installed command, as CI runs it: JSON on stdout, exit 6 on block."""
+    spec = spec_copy(tmp_path, "german", lambda s: s.update(filters=[{"column": "class", "in": [1]}]))
+    result = subprocess.run(
+        [sys.executable, "-m", "fairloop", "audit", "--dataset", str(spec), "--gx-dir", str(tmp_path / "gx")],
+        capture_output=True, text=True, timeout=120, cwd=PROJECT,
+    )
+    assert result.returncode == ExitCode.AUDIT_BLOCKED, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "every row has label 1 (raw values [1])" in flat(result.stderr)
+    assert json.loads(result.stdout)["verdict"] == "block"
+
+
+def test_repeated_audits_leave_the_committed_gx_files_unchanged(tmp_path):
+    spec = spec_copy(tmp_path, "german")
+    assert cli("audit", "--dataset", str(spec), "--gx-dir", str(tmp_path / "gx")).exit_code == 0
+    committed = {p: p.read_bytes() for p in (tmp_path / "gx").rglob("*") if p.is_file() and "uncommitted" not in p.parts}
+    assert cli("audit", "--dataset", str(spec), "--gx-dir", str(tmp_path / "gx")).exit_code == 0
+    assert {p: p.read_bytes() for p in committed} == committed
+
+
+def test_the_shipped_suites_match_what_the_specs_and_data_give():
+    """gx/expectations/*.json are committed: re-learning them from the bundled data changes nothing."""
+    from fairloop.audit import GxProject, _suite_content, build_suite
+
+    project = GxProject(PROJECT / "gx")
+    for name in ("adult", "compas", "german"):
+        dataset = loaded(name)
+        files = ", ".join(str(Path("datasets") / f.path) for f in dataset.spec.files)
+        expected = build_suite(dataset.spec, learn_reference(dataset.spec, dataset.all_rows(), files))
+        assert _suite_content(project.stored_suite(name)) == _suite_content(expected), (
+            f"gx/expectations/{name}.json is stale: run `fairloop audit --dataset datasets/{name}.yaml "
+            "--update-reference` and commit gx/")
+
+
+def test_markdown_for_the_reviewer_lists_findings_cells_and_proxies(tmp_path):
+    report = audit("adult", loaded("adult").all_rows().take(np.arange(0, 48842, 2)), tmp_path=tmp_path)
+    text = render_markdown(report)
+    assert "## Data audit of `adult`: **WARN**" in text
+    assert "| sex | relationship |" in text and "### Intersection sex x race" in text
+    assert "| Female | 8," in text  # rows per group with thousands separators
+
+
+def test_inside_a_prefect_run_the_audit_publishes_artifacts(prefect_server, tmp_path):
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    @flow
+    def audit_german():
+        from prefect.runtime import flow_run
+
+        report = audit("german", tmp_path=tmp_path)
+        return report.verdict, flow_run.id
+
+    verdict, run_id = audit_german()
+    assert verdict == "pass"
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+    by_key = {a.key: a for a in artifacts}
+    assert set(by_key) == {"audit-report", "audit-cells", "audit-proxies"}
+    assert "Data audit of `german`: **PASS**" in by_key["audit-report"].data
+    assert by_key["audit-proxies"].type == "table"
+
+
+# -------------------------------------------------------------------------------------------
+# Bad input: files
+
+
+def empty_file(path: Path) -> Path:
+    path.write_bytes(b"")
+    return path
+
+
+def write_compas(tmp_path: Path, frame: pd.DataFrame, name: str = "bad.csv", **to_csv) -> Path:
+    path = tmp_path / name
+    frame.to_csv(path, index=False, **to_csv)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make_file", "expected"),
+    [
+        (lambda d: d / "nowhere.csv", ["nowhere.csv", "data file not found"]),
+        (lambda d: write_compas(d, compas_raw().head(300), sep=";"),
+         ["bad.csv", "looks ';'-separated: set format.separator to ';' (it is ',')"]),
+        (lambda d: write_compas(d, compas_raw().head(300), header=False),
+         ["bad.csv", "first line looks like data, not a header", "format.header: false"]),
+        (lambda d: write_compas(d, compas_raw().head(300).drop(columns="two_year_recid")),
+         ["bad.csv", "['two_year_recid']", "label.column"]),
+        (lambda d: write_compas(d, compas_raw().head(300).drop(columns="race")),
+         ["bad.csv", "['race']", "sensitive[].column"]),
+        (lambda d: write_compas(d, compas_raw().head(300).assign(two_year_recid=lambda f: f.two_year_recid.where(f.index % 50 > 0))),
+         ["bad.csv", "label column 'two_year_recid' has", "empty value(s)"]),
+        (lambda d: write_compas(d, compas_raw().head(300).assign(two_year_recid=lambda f: f.two_year_recid + (f.index % 7 == 0) * 2)),
+         ["bad.csv", "'two_year_recid'", "['2', '3']", "label.positive [1]", "label.negative [0]"]),
+        (lambda d: write_compas(d, compas_raw().head(300).assign(priors_count=lambda f: f.priors_count.astype(str).where(f.index % 10 != 3, "several"))),
+         ["bad.csv", "numeric feature 'priors_count'", "'several'"]),
+        (lambda d: empty_file(d / "empty.csv"), ["empty.csv", "file is empty"]),
+        (lambda d: write_compas(d, compas_raw().head(0)), ["bad.csv", "header but no data rows"]),
+    ],
+    ids=["missing-file", "wrong-separator", "header-missing", "label-absent", "sensitive-absent", "nan-labels",
+         "label-more-than-two-values", "text-in-numeric", "empty-file", "header-only"],
+)
+def test_bad_compas_snapshot_is_refused_naming_file_column_value_and_writes_nothing(tmp_path, make_file, expected):
+    data = make_file(tmp_path)
+    spec = spec_copy(tmp_path, "compas")
+    gx_dir, output = tmp_path / "gx", tmp_path / "record.json"
+    result = cli("audit", "--dataset", str(spec), "--data", str(data), "--gx-dir", str(gx_dir), "--output", str(output))
+    assert result.exit_code == ExitCode.BAD_INPUT, result.output + result.stderr
+    message = flat(result.stderr)
+    for fragment in expected:
+        assert fragment in message, message
+    assert not gx_dir.exists() and not output.exists()
+
+
+def test_duplicated_column_the_spec_uses_is_refused_when_the_copies_differ(tmp_path):
+    raw = compas_raw().head(300)
+    data = tmp_path / "duplicated.csv"
+    pd.concat([raw, pd.DataFrame({"age": 30}, index=raw.index)], axis=1).to_csv(data, index=False)
+    assert data.read_text().splitlines()[0].split(",").count("age") == 2
+    with pytest.raises(BadInputError, match=r"duplicated.csv: column 'age' appears 2 times in the header.*differ in \d+ row"):
+        read_data_file(spec_copy(tmp_path, "compas"), data)
+    # COMPAS itself repeats priors_count and decile_score with identical copies: accepted
+    assert len(read_data_file(spec_copy(tmp_path, "compas"), COMPAS_FILE)[1]) == 5278
+
+
+def test_german_with_a_header_line_its_spec_does_not_expect_is_refused(tmp_path):
+    spec = load_dataset_spec(DATASETS / "german.yaml")
+    data = tmp_path / "german-with-header.txt"
+    data.write_text("\n".join([" ".join(spec.format.columns), *german_lines()[:200]]) + "\n")
+    with pytest.raises(BadInputError, match=r"german-with-header.txt: the first line repeats the column names"):
+        read_data_file(spec_copy(tmp_path, "german"), data)
+
+
+def test_latin1_file_read_as_utf8_names_the_encoding_field(tmp_path):
+    raw = compas_raw().head(300).assign(c_charge_desc="Batterie sur policier armé")
+    data = tmp_path / "latin1.csv"
+    raw.to_csv(data, index=False, encoding="latin-1")
+    with pytest.raises(BadInputError, match=r"latin1.csv: not utf-8 text \(spec field format.encoding = 'utf-8'\)"):
+        read_data_file(spec_copy(tmp_path, "compas"), data)
+
+
+def test_quoted_unicode_csv_with_a_bom_parses_and_unseen_values_are_named_exactly(tmp_path):
+    raw = compas_raw().head(1500).copy()
+    raw["age_cat"] = raw["age_cat"].where(raw.index % 10 > 0, "Moins de 25, Zürich «test»")
+    data = tmp_path / "quoted.csv"
+    raw.to_csv(data, index=False, encoding="utf-8-sig")  # BOM first, quoted fields with commas
+    assert data.read_bytes().startswith(b"\xef\xbb\xbf") and b'"Moins de 25, Z\xc3\xbcrich' in data.read_bytes()
+    spec_path = spec_copy(tmp_path, "compas")
+    spec, split = read_data_file(spec_path, data)
+    assert "Moins de 25, Zürich «test»" in set(split.X["age_cat"])
+    reference = learn_reference(spec, loaded("compas").all_rows(), "compas")
+    report = run_audit(spec, split, reference=reference, gx_root=tmp_path / "gx", source=str(data))
+    (unseen,) = by_check(report, "reference-categories")
+    assert unseen.value == "Moins de 25, Zürich «test»" and unseen.column == "age_cat"
+    assert report.verdict == "warn"
+
+
+# -------------------------------------------------------------------------------------------
+# Bad input that the data parses into: audit findings
+
+
+def test_every_row_in_one_group_blocks_naming_the_group(tmp_path):
+    german = loaded("german").all_rows()
+    males = german.take(np.flatnonzero(german.groups["sex"].to_numpy() == "male"))
+    report = audit("german", males, tmp_path=tmp_path, source="german-males.txt")
+    assert report.verdict == "block"
+    assert report.reasons[0] == ("german-males.txt: sensitive 'sex' (column 'personal_status'): every row is in group "
+                                 "'male'; fairness needs two or more groups to compare")
+
+
+def test_every_row_one_label_blocks_naming_the_raw_values(tmp_path):
+    german = loaded("german").all_rows()
+    bad_credit = german.take(np.flatnonzero(german.y.to_numpy() == 0))
+    report = audit("german", bad_credit, tmp_path=tmp_path)
+    assert report.verdict == "block"
+    (finding,) = [f for f in report.findings if f.severity == "block"]
+    assert finding.check == "label-both-classes" and finding.value == "0"
+    assert "every row has label 0 (raw values [2])" in finding.message
+
+
+def test_label_with_one_raw_value_and_no_negative_mapping_blocks(tmp_path):
+    """label.negative omitted (no mapping) and the file has only the positive value."""
+    spec = spec_copy(tmp_path, "german", lambda s: s["label"].pop("negative"))
+    data = tmp_path / "good-only.txt"
+    data.write_text("\n".join(line for line in german_lines() if line.endswith(" 1")) + "\n")
+    spec_model, split = read_data_file(spec, data)
+    report = run_audit(spec_model, split, gx_root=tmp_path / "gx", source=str(data))
+    assert report.verdict == "block" and "every row has label 1 (raw values [1])" in report.reasons[0]
+
+
+def test_label_with_three_raw_values_and_no_negative_mapping_is_refused(tmp_path):
+    spec = spec_copy(tmp_path, "german", lambda s: s["label"].pop("negative"))
+    lines = german_lines()
+    lines[5] = lines[5][:-1] + "3"
+    data = tmp_path / "three-labels.txt"
+    data.write_text("\n".join(lines) + "\n")
+    with pytest.raises(BadInputError, match=r"three-labels.txt: label column 'class' has more than two values \(\['2', '3'\]"):
+        read_data_file(spec, data)
+
+
+def test_a_column_with_100000_distinct_categories_blocks(tmp_path):
+    adult = loaded("adult").all_rows()
+    rows = adult.take(np.random.default_rng(0).integers(0, len(adult), 100_000))
+    ids = pd.Series([f"person-{k:06d}" for k in range(100_000)], dtype="str")
+    wide = Split(X=rows.X.assign(occupation=ids), y=rows.y, groups=rows.groups)
+    report = audit("adult", wide, tmp_path=tmp_path, source="adult-with-ids.csv")
+    assert report.verdict == "block"
+    (finding,) = [f for f in report.findings if f.severity == "block"]
+    assert finding.check == "category-count" and finding.column == "occupation" and finding.value == "100000"
+    assert report.reasons[0].startswith("adult-with-ids.csv: categorical feature 'occupation' has 100000 distinct values")
+    occupation = next(p for p in report.proxies if p.sensitive == "sex" and p.feature == "occupation")
+    assert occupation.nmi is None and not occupation.flagged  # an identifier predicts nothing out of fold
+
+
+# -------------------------------------------------------------------------------------------
+# Bad input: the audit section of a spec
+
+
+@pytest.mark.parametrize(
+    ("audit_section", "expected"),
+    [
+        ({"not_null": ["no_such_column"]}, r"german-variant.yaml: .*audit.not_null\[0\]: unknown column 'no_such_column'"),
+        ({"expectations": [{"type": "expect_column_values_to_be_between", "kwargs": {"column": "agee"}}]},
+         r"audit.expectations\[0\].kwargs.column: unknown column 'agee'"),
+        ({"min_cell_rows": 0}, r"field 'audit.min_cell_rows'"),
+        ({"proxy_threshold": 0.8}, r"field 'audit.proxy_threshold': Extra inputs are not permitted"),
+    ],
+    ids=["not-null-unknown-column", "expectation-unknown-column", "min-cell-rows-zero", "misspelled-field"],
+)
+def test_bad_audit_section_is_refused_at_load_naming_the_field(tmp_path, audit_section, expected):
+    spec = spec_copy(tmp_path, "german", lambda s: s.update(audit=audit_section))
+    with pytest.raises(BadInputError, match=expected):
+        load_dataset_spec(spec)
+
+
+@pytest.mark.parametrize(
+    ("expectation", "expected"),
+    [
+        ({"type": "expect_column_values_to_be_pretty", "kwargs": {"column": "age"}},
+         r"audit.expectations\[0\].type: unknown Great Expectations type 'expect_column_values_to_be_pretty'"),
+        ({"type": "expect_column_values_to_be_between", "kwargs": {"column": "age", "min_value": "young"}},
+         r"audit.expectations\[0\].kwargs: expect_column_values_to_be_between does not accept .*'young'"),
+    ],
+    ids=["unknown-type", "bad-kwargs"],
+)
+def test_bad_spec_expectation_is_bad_input_and_writes_nothing(tmp_path, expectation, expected):
+    spec = spec_copy(tmp_path, "german", lambda s: s.update(audit={"expectations": [expectation]}))
+    with pytest.raises(BadInputError, match=expected):
+        audit(load_dataset(spec), tmp_path=tmp_path)
+    result = cli("audit", "--dataset", str(spec), "--gx-dir", str(tmp_path / "gx-cli"))
+    assert result.exit_code == ExitCode.BAD_INPUT, result.stderr
+    assert "audit.expectations[0]" in flat(result.stderr)
+    assert not (tmp_path / "gx-cli").exists()
