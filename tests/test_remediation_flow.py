@@ -64,6 +64,10 @@ def test_approved_run_is_promoted_and_the_champion_predicts(remediation_flow, re
     assert Repo(str(registry_dir)).status() == {}  # workspace matches what DVC recorded
     assert Repo(str(registry_dir)).status(cloud=True) == {}  # and the remote has every byte
     assert [r["action"] for r in registry.audit_log()] == ["promote"]
+    # the report the reviewer saw is stored with its tables intact (rows contiguous for Markdown)
+    report = (registry_dir / "adult" / "report.md").read_text()
+    assert "| group | rows | selection rate | TPR | FPR |\n|---|---|---|---|---|\n| Female |" in report
+    assert "| max_demographic_parity_difference | **pass** |" in report
 
 
 def test_rejected_run_promotes_nothing_and_records_the_comment(remediation_flow, registry_dir, lenient_policy):

@@ -26,8 +26,17 @@ def _markdown_table(frame) -> str:
 
 
 def gate_table(gates: GateReport) -> str:
-    rows = [f"| {r.gate} | {'' if r.value is None else f'{r.value:.4f}'} | {r.threshold} | **{r.verdict}** |" for r in gates.results]
-    return "\n".join(["| gate | value | threshold | verdict |", "|---|---|---|---|", *rows])
+    # verdict second: the UI dialog is narrow and clips the last column of wide tables
+    rows = [f"| {r.gate} | **{r.verdict}** | {'' if r.value is None else f'{r.value:.4f}'} | {r.threshold} |" for r in gates.results]
+    return "\n".join(["| gate | verdict | value | threshold |", "|---|---|---|---|", *rows])
+
+
+def group_table(evaluation: Evaluation) -> str:
+    rows = [
+        f"| {g} | {int(m['count'])} | {m['selection_rate']:.3f} | {m['true_positive_rate']:.3f} | {m['false_positive_rate']:.3f} |"
+        for g, m in evaluation.by_group.items()
+    ]
+    return "\n".join(["| group | rows | selection rate | TPR | FPR |", "|---|---|---|---|---|", *rows])
 
 
 def render_report(
@@ -58,12 +67,7 @@ def render_report(
         f"### Gates (policy `{gates.policy}`): {'PASS' if gates.passed else 'FAIL'}",
         gate_table(gates),
         "### Selection rate by group (candidate)",
-        "| group | rows | selection rate | TPR | FPR |",
-        "|---|---|---|---|---|",
-        *[
-            f"| {g} | {int(m['count'])} | {m['selection_rate']:.3f} | {m['true_positive_rate']:.3f} | {m['false_positive_rate']:.3f} |"
-            for g, m in evaluations["candidate"].by_group.items()
-        ],
+        group_table(evaluations["candidate"]),
         f"### Training data: audit **{audit.verdict}**, augmentation `{augment.kind}`",
         f"Base-rate gap between groups: {audit.base_rate_gap:.3f}; rows {augment.rows_before} -> "
         f"{augment.rows_after} ({augment.synthetic_rows} synthetic, never in validation or test).",
