@@ -87,6 +87,9 @@ def main() -> int:
         timed("1M: GX validation only (in memory)", lambda: validate_schema(spec, gx_frame(spec, big), reference), times)
         report = timed("1M: run_audit", lambda: run_audit(spec, big, source=str(grown_path), reference=reference, gx_root=gx_root), times)
         print(f"  -> verdict {report.verdict}; proxies fitted on {report.proxy_sample_rows:,} rows")
+        # What `fairloop audit --data FILE` adds: validation in the file-backed context, results and Data Docs
+        timed("1M: run_audit in the GX project + Data Docs", lambda: run_audit(
+            spec, big, source=str(grown_path), reference=reference, gx_root=gx_root, write_gx=True), times)
         for reason in report.reasons:
             print(f"     - {reason[:200]}")
 
@@ -94,13 +97,15 @@ def main() -> int:
     per_small = times["Adult: run_audit"] / small_rows * 1000
     per_big = times["1M: run_audit"] / big_rows * 1000
     end_to_end = times["1M: parse the file through the spec"] + times["1M: run_audit"]
+    with_docs = times["1M: parse the file through the spec"] + times["1M: run_audit in the GX project + Data Docs"]
     print("Summary")
     print(f"  run_audit ms per 1,000 rows: Adult {per_small:.3f}, 1M {per_big:.3f}; ratio 1M / Adult {per_big / per_small:.2f}")
     print(f"  run_audit 1M / Adult wall-clock: {times['1M: run_audit'] / times['Adult: run_audit']:.1f}x for "
           f"{big_rows / small_rows:.1f}x the rows")
     print(f"  GX share of run_audit: Adult {times['Adult: GX validation only (in memory)'] / times['Adult: run_audit']:.0%}, "
           f"1M {times['1M: GX validation only (in memory)'] / times['1M: run_audit']:.0%}")
-    print(f"  1M end to end (parse + audit): {end_to_end:.1f} s; target <= 30 s: {'met' if end_to_end <= 30 else 'MISSED'}")
+    print(f"  1M end to end (parse + audit): {end_to_end:.1f} s; with GX project and Data Docs (the CLI's path): "
+          f"{with_docs:.1f} s; target <= 30 s: {'met' if max(end_to_end, with_docs) <= 30 else 'MISSED'}")
     return 0
 
 

@@ -245,6 +245,35 @@ def test_cli_learns_the_reference_suite_then_flags_unseen_categories_in_a_new_sn
     assert suite_file.read_bytes() == before  # the reference is the committed suite, not the new snapshot
 
 
+def test_first_audit_of_a_snapshot_learns_the_reference_from_the_specs_own_files(tmp_path):
+    snapshot = compas_raw().head(2000).copy()
+    snapshot.loc[snapshot.index[:25], "c_charge_degree"] = "X"
+    data = write_compas(tmp_path, snapshot, "snapshot.csv")
+    result = cli("audit", "--dataset", str(spec_copy(tmp_path, "compas")), "--data", str(data), "--gx-dir", str(tmp_path / "gx"))
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["reference"].endswith("compas-scores-two-years.csv.gz (5,278 rows)")
+    assert [f["value"] for f in report["findings"] if f["check"] == "reference-categories"] == ["X"]
+
+
+def test_update_reference_relearns_the_suite_when_the_specs_own_data_changes(tmp_path):
+    own = write_compas(tmp_path, compas_raw(), "own.csv")
+    spec = spec_copy(tmp_path, "compas", lambda s: s["files"][0].update(path=str(own)))
+    gx_dir = tmp_path / "gx"
+    assert cli("audit", "--dataset", str(spec), "--gx-dir", str(gx_dir)).exit_code == 0
+    suite_file = gx_dir / "expectations" / "compas.json"
+    learned = suite_file.read_bytes()
+
+    write_compas(tmp_path, compas_raw().assign(age_cat=lambda f: f.age_cat.replace("Less than 25", "Under 25")), "own.csv")
+    stale = json.loads(cli("audit", "--dataset", str(spec), "--gx-dir", str(gx_dir)).stdout)
+    assert [f["value"] for f in stale["findings"] if f["check"] == "reference-categories"] == ["Under 25"]
+    assert suite_file.read_bytes() == learned
+
+    relearned = json.loads(cli("audit", "--dataset", str(spec), "--gx-dir", str(gx_dir), "--update-reference").stdout)
+    assert not [f for f in relearned["findings"] if f["check"] == "reference-categories"]
+    assert b'"Under 25"' in suite_file.read_bytes()
+
+
 def test_cli_exit_codes_pass_and_block(tmp_path):
     passed = cli("audit", "--dataset", str(spec_copy(tmp_path, "german")), "--gx-dir", str(tmp_path / "gx"))
     assert passed.exit_code == 0 and json.loads(passed.stdout)["verdict"] == "pass"
