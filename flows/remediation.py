@@ -25,7 +25,7 @@ from fairloop.config import get_settings
 from fairloop.lineage import code_version, package_versions
 from fairloop.outcomes import Outcome, refusal_reason
 from fairloop.policy import apply_gates
-from fairloop.registry import Registry
+from fairloop.registry import Registry, file_sha256
 from fairloop.review import ReviewDecision, render_report
 from fairloop.runs import flow_run_url, review_commands
 
@@ -87,18 +87,22 @@ def remediation(
     approval_timeout: int | None = None,
     review_poll_seconds: int = 5,
     requested_by: str = "unknown",
+    extra_training_data: str | None = None,
 ):
     logger = get_run_logger()
     started = time.perf_counter()
     settings = get_settings()
     registry = Registry(settings.registry_path, settings.remote_path)
     run_id = str(get_run_context().flow_run.id)
-    params = pipeline.RunParams(dataset, recipe, constraint, policy, sensitive, train_rows, seed)
+    params = pipeline.RunParams(dataset, recipe, constraint, policy, sensitive, train_rows, seed, extra_training_data)
 
     inputs = load_step(params)
     spec, template, sensitive = inputs.loaded.spec, inputs.template, inputs.sensitive
     record = {"dataset": spec.name, "run_id": run_id, "requested_by": requested_by, "candidate": template.label()}
     splits = prepare_step(inputs)
+    if extra_training_data:
+        record["extra_training_data"] = extra_training_data
+        logger.info("Training pool includes the labelled rows of %s (%d training rows in all)", extra_training_data, len(splits.train))
 
     audit = audit_step(inputs, splits)
     create_table_artifact(key="audit-groups", table=[g.model_dump() for g in audit.groups], description="Training data by group")
@@ -110,13 +114,13 @@ def remediation(
     fitted = train_step(inputs, splits, augmented)
     models = {name: model for name, (model, _) in fitted.items()}
     champion = registry.load_champion(spec.name)
-    champion_key = f"champion {champion[0].version}" if champion else None
     if champion:
-        models[champion_key] = champion[1]
-    evaluations = evaluate_step(models, splits.test, sensitive)
-    gates = apply_gates(inputs.policy, evaluations["candidate"], evaluations["baseline"], evaluations.get(champion_key))
+        models["champion"] = champion[1]
+    evaluations = evaluate_step(models, splits.test, sensitive, inputs.policy.bootstrap)
+    gates = apply_gates(inputs.policy, evaluations)
     report = render_report(
         dataset=spec.name, sensitive=sensitive, candidate_label=template.label(),
+        champion_version=champion[0].version if champion else None,
         recipe_label=f"{inputs.recipe.name} v{inputs.recipe.version}", evaluations=evaluations, gates=gates,
         audit=audit, augment=augment_report, needs_sensitive_at_predict=template.needs_sensitive_at_predict,
     )
@@ -149,6 +153,8 @@ def remediation(
         "augment": augment_report.model_dump(), "audit": audit.model_dump(), "code": code_version(settings.project_dir),
         "packages": package_versions(), "prefect_flow_run_id": run_id, "requested_by": requested_by,
     }
+    if extra_training_data:
+        lineage["extra_training_data"] = {"path": extra_training_data, "sha256": file_sha256(Path(extra_training_data))}
     entry = promote_step(
         registry, inputs, model=fitted["candidate"][0], train=augmented.to_frame(spec.label.column),
         metrics=evaluations["candidate"].metrics, baseline_metrics=evaluations["baseline"].metrics,

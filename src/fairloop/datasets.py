@@ -155,6 +155,10 @@ class DatasetSpec(VersionedSpec):
     filters: list[RowFilter] = []
     split: SplitSpec = SplitSpec()
     audit: AuditSpec = AuditSpec()
+    time_column: str | None = Field(
+        None, exclude_if=lambda value: value is None,  # absent: the spec's content hash is unchanged
+        description="timestamp column of production windows (monitoring); not a feature",
+    )
 
     @field_validator("name")
     @classmethod
@@ -563,13 +567,92 @@ def _stratified_split(split: Split, size: float, seed: int, sensitive: str) -> t
     return split.take(np.sort(keep)), split.take(np.sort(held))
 
 
+@dataclass(frozen=True)
+class ParsedRows:
+    """Rows of a file in the dataset's raw format (e.g. a production window), parsed by the spec.
+
+    ``y`` holds NaN where the label is empty (outcome not known yet); ``raw`` keeps the original
+    columns of the kept rows (after the spec's filters), e.g. to write a window back out.
+    """
+
+    X: pd.DataFrame
+    y: pd.Series | None
+    groups: pd.DataFrame
+    raw: pd.DataFrame
+    skipped_filters: list[str]
+
+    def labelled(self) -> Split:
+        """The rows whose label is known, as a Split (raises when there are none)."""
+        if self.y is None:
+            raise BadInputError("no label column: these rows cannot be trained on")
+        known = self.y.notna().to_numpy()
+        if not known.any():
+            raise BadInputError("no row has a label: these rows cannot be trained on")
+        positions = np.flatnonzero(known)
+        return Split(
+            X=self.X.iloc[positions].reset_index(drop=True), y=self.y.iloc[positions].astype(int).reset_index(drop=True),
+            groups=self.groups.iloc[positions].reset_index(drop=True),
+        )
+
+
+def parse_rows(spec: DatasetSpec, raw: pd.DataFrame, file_path: Path, *, extra_columns: list[str] = ()) -> ParsedRows:
+    """Parse raw rows with the spec: features, sensitive groups and (optional, possibly empty) label.
+
+    Unlike the spec's own files the label may be absent or partly empty; a row filter whose
+    column is absent is skipped and reported. ``extra_columns`` must be present too.
+    """
+    _require_columns(
+        raw,
+        {"sensitive[].column": [s.column for s in spec.sensitive], "features": spec.features.columns,
+         "(requested)": list(extra_columns)},
+        file_path,
+    )
+    skipped = []
+    for row_filter in spec.filters:
+        if row_filter.column not in raw.columns:
+            skipped.append(row_filter.column)
+            continue
+        keep = row_filter.mask(raw)
+        if row_filter.column in {s.column for s in spec.sensitive if s.missing == "group"}:
+            keep = keep | raw[row_filter.column].isna()
+        raw = raw[keep]
+    if raw.empty:
+        raise BadInputError("no rows left after the spec's filters", source=str(file_path))
+    raw = raw.reset_index(drop=True)
+    y = None
+    if spec.label.column in raw.columns:
+        values = raw[spec.label.column]
+        known = values.notna()
+        y = pd.Series(np.nan, index=raw.index, name="label")
+        if known.any():
+            y[known] = _label_vector(spec, values[known], file_path).astype(float)
+    return ParsedRows(
+        X=_typed_features(spec, raw, file_path), y=y,
+        groups=pd.concat([_group_column(s, raw[s.column], file_path) for s in spec.sensitive], axis=1),
+        raw=raw, skipped_filters=skipped,
+    )
+
+
+def read_extra_training_rows(spec: DatasetSpec, path: str | Path) -> Split:
+    """The labelled rows of an extra file in the dataset's raw format (rows with no label are left out)."""
+    file_path = Path(path)
+    raw = read_raw_file(spec, SourceFile(path=str(path)), file_path)
+    try:
+        return parse_rows(spec, raw, file_path).labelled()
+    except BadInputError as exc:
+        raise BadInputError(f"{exc} (extra training data {file_path})") from None
+
+
 def make_splits(
-    dataset: LoadedDataset, *, sensitive: str | None = None, train_rows: int | None = None, seed: int | None = None
+    dataset: LoadedDataset, *, sensitive: str | None = None, train_rows: int | None = None, seed: int | None = None,
+    extra_training_data: str | Path | None = None,
 ) -> Splits:
     """Form train / validation / test as the spec says.
 
     ``train_rows`` caps the training pool by a stratified subsample (for quick runs); the
-    test split is never subsampled, so figures stay comparable.
+    test split is never subsampled, so figures stay comparable. ``extra_training_data`` (a
+    file in the dataset's raw format, e.g. a drifted production window) is appended to the
+    training pool after that cap; its rows without a label are left out.
     """
     spec = dataset.spec
     sensitive = sensitive or spec.primary_sensitive
@@ -581,5 +664,11 @@ def make_splits(
         pool, test = _stratified_split(dataset.frames["all"], spec.split.test_size, seed, sensitive)
     if train_rows is not None and train_rows < len(pool):
         pool, _ = _stratified_split(pool, 1 - train_rows / len(pool), seed, sensitive)
+    if extra_training_data is not None:
+        extra = read_extra_training_rows(spec, extra_training_data)
+        pool = Split(
+            X=pd.concat([pool.X, extra.X], ignore_index=True), y=pd.concat([pool.y, extra.y], ignore_index=True),
+            groups=pd.concat([pool.groups, extra.groups], ignore_index=True),
+        )
     train, validation = _stratified_split(pool, spec.split.validation_size, seed, sensitive)
     return Splits(train=train, validation=validation, test=test)

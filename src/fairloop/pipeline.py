@@ -13,9 +13,10 @@ from pathlib import Path
 from fairloop.audit import AuditReport, run_audit
 from fairloop.constraints import ConstraintTemplate, fit_candidate, load_constraint_template
 from fairloop.datasets import LoadedDataset, Split, Splits, load_dataset, make_splits
-from fairloop.evaluate import Evaluation, evaluate
+from fairloop.evaluate import Evaluation, predict, score_predictions
+from fairloop.intervals import bootstrap_intervals
 from fairloop.model import FairModel
-from fairloop.policy import Policy, load_policy
+from fairloop.policy import BootstrapSettings, Policy, load_policy
 from fairloop.recipes import AugmentReport, Recipe, apply_recipe, load_recipe
 
 
@@ -30,6 +31,7 @@ class RunParams:
     sensitive: str | None = None
     train_rows: int | None = None
     seed: int = 0
+    extra_training_data: str | None = None  # raw-format CSV appended to the training pool (e.g. a drifted window)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -60,7 +62,10 @@ def load_inputs(params: RunParams) -> Inputs:
 
 
 def prepare(inputs: Inputs) -> Splits:
-    return make_splits(inputs.loaded, sensitive=inputs.sensitive, train_rows=inputs.params.train_rows, seed=inputs.params.seed)
+    return make_splits(
+        inputs.loaded, sensitive=inputs.sensitive, train_rows=inputs.params.train_rows, seed=inputs.params.seed,
+        extra_training_data=inputs.params.extra_training_data,
+    )
 
 
 def audit(inputs: Inputs, splits: Splits) -> AuditReport:
@@ -85,8 +90,21 @@ def train(inputs: Inputs, splits: Splits, augmented: Split) -> dict[str, tuple[F
     }
 
 
-def evaluate_models(models: dict[str, FairModel], test: Split, sensitive: str) -> dict[str, Evaluation]:
-    return {name: evaluate(model, test, sensitive) for name, model in models.items()}
+def evaluate_models(
+    models: dict[str, FairModel], test: Split, sensitive: str, bootstrap: BootstrapSettings | None = None
+) -> dict[str, Evaluation]:
+    """Held-out metrics of every model; with ``bootstrap``, paired intervals on the same resamples
+    (and the candidate's accuracy drop against 'baseline' and 'champion')."""
+    predicted = {name: predict(model, test) for name, model in models.items()}
+    evaluations = {name: score_predictions(test, sensitive, *pair) for name, pair in predicted.items()}
+    if bootstrap is not None:
+        intervals = bootstrap_intervals(
+            test.y.to_numpy(), {name: pair[0] for name, pair in predicted.items()}, test.groups[sensitive].to_numpy(),
+            n_boot=bootstrap.n_boot, confidence=bootstrap.confidence, seed=bootstrap.seed,
+            drops_against=("baseline", "champion"),
+        )
+        evaluations = {name: ev.model_copy(update={"intervals": intervals[name]}) for name, ev in evaluations.items()}
+    return evaluations
 
 
 def recorded_params(lineage: dict, inputs_dir: Path) -> RunParams:
@@ -95,6 +113,9 @@ def recorded_params(lineage: dict, inputs_dir: Path) -> RunParams:
         dataset=str(inputs_dir / "dataset.yaml"), recipe=str(inputs_dir / "recipe.yaml"),
         constraint=str(inputs_dir / "constraint.yaml"), policy=str(inputs_dir / "policy.yaml"),
         sensitive=lineage["sensitive"], train_rows=lineage["train_rows"], seed=lineage["seed"],
+        extra_training_data=(
+            str(inputs_dir / lineage["inputs_spec_files"]["extra"]) if "extra" in lineage.get("inputs_spec_files", {}) else None
+        ),
     )
 
 
@@ -118,5 +139,8 @@ def snapshot_inputs(inputs: Inputs, destination: Path) -> dict[str, str]:
     for entry, (role, path) in zip(spec["files"], inputs.loaded.file_paths.items(), strict=True):
         copies[role] = entry["path"] = f"data/{role}-{path.name}"
         shutil.copyfile(path, destination / copies[role])
+    if inputs.params.extra_training_data:  # a drifted window the run trained on: kept for reproduce
+        copies["extra"] = f"data/extra-{Path(inputs.params.extra_training_data).name}"
+        shutil.copyfile(inputs.params.extra_training_data, destination / copies["extra"])
     (destination / "dataset.yaml").write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     return copies

@@ -25,9 +25,53 @@ class ApprovalRules(SpecModel):
     reviewers: list[str] = Field([], description="who may approve; empty means any named reviewer")
 
 
+class MonitoringSchedule(SpecModel):
+    """Cron schedules of the served deployments (``fairloop serve``); None: no schedule."""
+
+    monitor_cron: str | None = Field("0 6 * * *", description="when the monitor checks the production feed")
+    remediation_cron: str | None = Field(None, description="periodic remediation reruns (requested_by 'schedule')")
+
+
+class Monitoring(SpecModel):
+    """Production monitoring (``fairloop monitor``, ``flows/monitor.py``); every field has a default."""
+
+    window_days: int = Field(30, ge=1, description="length of one production window")
+    ks_threshold: float = Field(0.20, gt=0, le=1, description="numeric feature: a two-sample KS statistic above this is a breach")
+    psi_threshold: float = Field(0.20, gt=0, description="categorical feature and group shares: a PSI above this is a breach")
+    max_prediction_rate_gap: float | None = Field(
+        None, ge=0, le=1, description="max - min selection rate between groups; default: thresholds.max_demographic_parity_difference"
+    )
+    max_equalized_odds_difference: float | None = Field(
+        None, ge=0, le=1, description="when labels are present; default: thresholds.max_equalized_odds_difference"
+    )
+    persistence_windows: int = Field(3, ge=1, description="an alert fires when a metric breaches in this many consecutive windows")
+    alert_on: list[Literal["persistent", "interval"]] = Field(
+        ["persistent", "interval"],
+        description="persistent: N consecutive breaches; interval: the metric's confidence interval lies above its threshold",
+    )
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="level of the intervals")
+    bootstrap: int = Field(400, ge=50, description="parametric bootstrap draws for PSI and fairness-gap intervals")
+    min_group_rows: int = Field(30, ge=2, description="groups with fewer window rows get no per-group drift test")
+    schedule: MonitoringSchedule = MonitoringSchedule()
+
+
+class BootstrapSettings(SpecModel):
+    n_boot: int = Field(300, ge=50, le=5000)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    seed: int = 0
+
+
 class Policy(VersionedSpec):
     thresholds: Thresholds
+    bootstrap: BootstrapSettings = BootstrapSettings()
+    inconclusive_blocks: bool = Field(True, description="an interval straddling a threshold blocks promotion")
     approval: ApprovalRules = ApprovalRules()
+    # Omitted from the content hash when absent, so existing policies keep their recorded hash.
+    monitoring: Monitoring | None = Field(None, exclude_if=lambda value: value is None)
+
+    @property
+    def monitoring_settings(self) -> Monitoring:
+        return self.monitoring or Monitoring()
 
 
 def load_policy(path) -> Policy:
@@ -46,53 +90,73 @@ GATES: dict[str, tuple[str, Literal["max", "min", "drop"], Literal["none", "base
 }
 
 
+Verdict = Literal["pass", "fail", "inconclusive", "skipped"]
+
+
 class GateResult(BaseModel):
     gate: str
     metric: str
     value: float | None
+    interval: tuple[float, float] | None = None
     threshold: float
-    verdict: Literal["pass", "fail", "skipped"]
+    verdict: Verdict
     reason: str
 
 
 class GateReport(BaseModel):
     policy: str
+    inconclusive_blocks: bool = True
     results: list[GateResult]
 
     @property
+    def blocking(self) -> list[GateResult]:
+        stops = {"fail", "inconclusive"} if self.inconclusive_blocks else {"fail"}
+        return [r for r in self.results if r.verdict in stops]
+
+    @property
     def passed(self) -> bool:
-        return all(r.verdict != "fail" for r in self.results)
+        return not self.blocking
 
     @property
     def failures(self) -> list[str]:
-        return [r.reason for r in self.results if r.verdict == "fail"]
+        return [r.reason for r in self.blocking]
 
 
-def apply_gates(
-    policy: Policy, candidate: Evaluation, baseline: Evaluation, champion: Evaluation | None
-) -> GateReport:
-    """Check every threshold the policy sets; drops are measured against baseline or champion."""
+def _verdict(value: float, interval: tuple[float, float] | None, threshold: float, upper: bool) -> Verdict:
+    """pass / fail when the whole interval (or, without one, the value) is on one side of the
+    threshold; inconclusive when the interval straddles it."""
+    low, high = interval if interval is not None else (value, value)
+    if upper:
+        return "pass" if high <= threshold else "fail" if low > threshold else "inconclusive"
+    return "pass" if low >= threshold else "fail" if high < threshold else "inconclusive"
+
+
+def apply_gates(policy: Policy, evaluations: dict[str, Evaluation]) -> GateReport:
+    """Check every threshold the policy sets on ``evaluations['candidate']``; drops are measured
+    against ``'baseline'`` or ``'champion'`` (skipped when there is none)."""
+    candidate = evaluations["candidate"]
     results = []
     for gate, threshold in policy.thresholds.model_dump().items():
         if threshold is None:
             continue
         metric, comparison, reference = GATES[gate]
-        value = candidate.metrics[metric]
         if comparison == "drop":
-            ref = {"baseline": baseline, "champion": champion}[reference]
+            ref = evaluations.get(reference)
             if ref is None:
                 results.append(GateResult(gate=gate, metric=metric, value=None, threshold=threshold,
                                           verdict="skipped", reason=f"{gate}: no current {reference} to compare with"))
                 continue
-            value = ref.metrics[metric] - value
-            ok = value <= threshold
-            text = f"{metric} drop vs {reference} {value:+.4f} {'<=' if ok else '>'} {threshold}"
-        elif comparison == "max":
-            ok = value <= threshold
-            text = f"{metric} {value:.4f} {'<=' if ok else '>'} {threshold}"
+            value = ref.metrics[metric] - candidate.metrics[metric]
+            interval = candidate.intervals.get(f"{metric}_drop_vs_{reference}")
+            label, upper = f"{metric} drop vs {reference}", True
         else:
-            ok = value >= threshold
-            text = f"{metric} {value:.4f} {'>=' if ok else '<'} {threshold}"
-        results.append(GateResult(gate=gate, metric=metric, value=value, threshold=threshold,
-                                  verdict="pass" if ok else "fail", reason=text))
-    return GateReport(policy=policy.name, results=results)
+            value, interval = candidate.metrics[metric], candidate.intervals.get(metric)
+            label, upper = metric, comparison == "max"
+        verdict = _verdict(value, interval, threshold, upper)
+        shown = f"{value:+.4f}" if comparison == "drop" else f"{value:.4f}"
+        if interval is not None:
+            shown += f" [{interval[0]:.4f}, {interval[1]:.4f}]"
+        bound = "<=" if upper else ">="
+        results.append(GateResult(gate=gate, metric=metric, value=value, interval=interval, threshold=threshold,
+                                  verdict=verdict, reason=f"{label} {shown}: {verdict} ({bound} {threshold})"))
+    return GateReport(policy=policy.name, inconclusive_blocks=policy.inconclusive_blocks, results=results)
