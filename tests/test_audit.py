@@ -274,6 +274,15 @@ def test_update_reference_relearns_the_suite_when_the_specs_own_data_changes(tmp
     assert b'"Under 25"' in suite_file.read_bytes()
 
 
+def test_a_feature_added_to_the_spec_after_the_suite_was_stored_is_learned_and_said_so(tmp_path):
+    without_housing = spec_copy(tmp_path, "german", lambda s: s["features"]["categorical"].remove("housing"))
+    assert cli("audit", "--dataset", str(without_housing), "--gx-dir", str(tmp_path / "gx")).exit_code == 0
+    report = audit("german", tmp_path=tmp_path)  # the shipped spec, which has housing
+    (info,) = by_check(report, "reference")
+    assert info.severity == "info" and "no category set or range for ['housing']" in info.message
+    assert report.verdict == "pass" and any(e.column == "housing" and e.check == "reference-categories" for e in report.expectations)
+
+
 def test_cli_exit_codes_pass_and_block(tmp_path):
     passed = cli("audit", "--dataset", str(spec_copy(tmp_path, "german")), "--gx-dir", str(tmp_path / "gx"))
     assert passed.exit_code == 0 and json.loads(passed.stdout)["verdict"] == "pass"

@@ -249,8 +249,8 @@ def build_suite(spec: DatasetSpec, reference: ReferenceProfile):
                                 field=f"{check}.kwargs") from None
     meta = {
         "fairloop": {
-            "dataset": spec.name, "spec_version": spec.version, "spec_sha256": spec.content_hash(),
-            "reference_rows": reference.rows, "reference_source": reference.source,
+            # No spec hash: a spec edit that does not change what is checked must not make the suite stale.
+            "dataset": spec.name, "reference_rows": reference.rows, "reference_source": reference.source,
         }
     }
     return gx.ExpectationSuite(name=spec.name, expectations=expectations, meta=meta)
@@ -684,14 +684,18 @@ def run_audit(
     if reference is None:
         stored = project.stored_suite(spec.name)
         reference = reference_from_suite(stored) if stored is not None else None
-        if reference is not None and stored.meta["fairloop"].get("spec_sha256") != spec.content_hash():
-            findings.append(Finding(severity="info", check="reference", message=(
-                f"the reference suite {project.suite_path(spec.name)} was saved for another version of this spec; "
-                "features it has no sets for are learned from the audited data")))
+        if reference is not None:
+            # Columns the spec gained since the suite was learned get their sets from the audited data.
             learned = learn_reference(spec, split, "audited data")
-            reference = reference.model_copy(update={
-                "categories": {**learned.categories, **reference.categories}, "ranges": {**learned.ranges, **reference.ranges},
-            })
+            gained = sorted((set(learned.categories) - set(reference.categories)) | (set(learned.ranges) - set(reference.ranges)))
+            if gained:
+                findings.append(Finding(severity="info", check="reference", message=(
+                    f"the reference suite {project.suite_path(spec.name)} has no category set or range for {gained}: "
+                    "learned from the audited data (run `fairloop audit --dataset SPEC --update-reference`)")))
+                reference = reference.model_copy(update={
+                    "categories": {**learned.categories, **reference.categories},
+                    "ranges": {**learned.ranges, **reference.ranges},
+                })
     if reference is None:
         reference = learn_reference(spec, split, source or "audited data")
         findings.append(Finding(severity="info", check="reference", message=(
