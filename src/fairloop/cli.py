@@ -371,6 +371,92 @@ def server():
         console.print(f"Other shells: export PREFECT_API_URL={api_url}")
 
 
+def load_monitor_flow(settings: Settings):
+    from prefect.flows import load_flow_from_entrypoint
+
+    entrypoint = settings.project_dir / "flows" / "monitor.py"
+    if not entrypoint.is_file():
+        raise BadInputError(f"no monitor flow at {entrypoint}; run fairloop from the project directory")
+    return load_flow_from_entrypoint(f"{entrypoint}:monitor")
+
+
+@app.command()
+@user_errors
+def monitor(
+    dataset: Annotated[Path, typer.Option(help="dataset spec of the champion to check")],
+    window: Annotated[Path, typer.Option(help="production rows in the dataset's raw format (timestamps, optional labels)")],
+    policy: Annotated[Path, typer.Option(help="policy with the monitoring section (thresholds, window, persistence)")] = Path(DEFAULT_POLICY),
+    window_end: Annotated[Optional[str], typer.Option(help="check the window_days before this date (default: the file's last day)")] = None,
+    every_window: Annotated[bool, typer.Option(help="check every window of the file in order instead of the latest")] = False,
+    prediction_column: Annotated[Optional[str], typer.Option(help="column of production's 0/1 decisions (default: the champion predicts)")] = None,
+    server: Annotated[bool, typer.Option(help="--no-server checks locally: no Prefect run, artifacts or drift event")] = True,
+):
+    """Check a production window against the champion by hand; an alert emits the drift event."""
+    from fairloop.monitor import load_dataset_spec, run_monitor
+    from fairloop.policy import load_policy
+    from fairloop.registry import Registry
+
+    settings = get_settings()
+    load_dataset_spec(dataset)
+    load_policy(policy)
+    if not window.is_file():
+        raise BadInputError("window file not found", source=str(window))
+    if server:
+        with prefect_server(settings):
+            flow = load_monitor_flow(settings)
+            records = flow(dataset=str(dataset), window=str(window), policy=str(policy), window_end=window_end,
+                           every_window=every_window, prediction_column=prediction_column)
+        from fairloop.monitor import WindowReport
+
+        reports = [WindowReport.model_validate(r) for r in records]
+    else:
+        reports = run_monitor(dataset, window, policy, Registry(settings.registry_path, settings.remote_path),
+                              settings.state_dir, window_end=window_end, every_window=every_window,
+                              prediction_column=prediction_column)
+    for report in reports:
+        table = Table(title=f"{report.dataset} {report.champion_version}: window {report.window_start or 'all rows'} .. "
+                            f"{report.window_end or ''} ({report.rows} rows, {report.labelled_rows} labelled)")
+        for column in ("metric", "value", "interval", "threshold", "streak", "alert"):
+            table.add_column(column)
+        for row in report.table():
+            if row["breach"] or row["metric"].startswith(("prediction_rate_gap", "group_share", "equalized_odds")):
+                table.add_row(escape(row["metric"]), f"{row['value']:.3f}", row["interval"], str(row["threshold"]),
+                              str(row["streak"]), "ALERT" if row["alert"] else "")
+        console.print(table)
+        verdict = "[red]ALERT[/red]: " + ", ".join(m.key for m in report.alerts) if report.alert else "[green]no alert[/green]"
+        console.print(f"{verdict}  (record: {escape(str(report.window_file or ''))})", soft_wrap=True)
+
+
+@app.command()
+@user_errors
+def serve(
+    dataset: Annotated[Path, typer.Option(help="dataset spec")],
+    feed: Annotated[Path, typer.Option(help="production feed the scheduled monitor reads (raw format, with timestamps)")],
+    policy: Annotated[Path, typer.Option(help="policy: gates, and monitoring thresholds and cron schedules")] = Path(DEFAULT_POLICY),
+    recipe: Annotated[Path, typer.Option(help="recipe of triggered and scheduled reruns")] = Path(DEFAULT_RECIPE),
+    constraint: Annotated[Path, typer.Option(help="constraint template of reruns")] = Path(DEFAULT_CONSTRAINT),
+    train_rows: Annotated[Optional[int], typer.Option(help="subsample the training pool of reruns")] = None,
+):
+    """Serve the monitor and remediation deployments (cron schedules, drift trigger) until stopped."""
+    from prefect import serve as prefect_serve
+
+    from fairloop.monitor import build_deployments
+
+    settings = get_settings()
+    validate_inputs(dataset, recipe, constraint, policy)
+    with prefect_server(settings) as api_url:
+        deployments = build_deployments(
+            load_monitor_flow(settings), load_remediation_flow(settings), dataset=str(dataset), feed=str(feed),
+            policy=str(policy), recipe=str(recipe), constraint=str(constraint), train_rows=train_rows,
+        )
+        for deployment in deployments:
+            schedules = ", ".join(s.schedule.cron for s in deployment.schedules or []) or "no schedule"
+            triggers = ", ".join(sorted(t.expect)[0] for t in deployment.triggers or []) or "no trigger"
+            console.print(f"{deployment.flow_name}/{deployment.name}: {schedules}; {triggers}")
+        console.print(f"Serving on {api_url} (Ctrl-C stops)")
+        prefect_serve(*deployments, print_starting_message=False)
+
+
 def main() -> None:
     app()
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -56,12 +56,13 @@ class Rows:
     predictions: np.ndarray | None = None
     times: pd.Series | None = None
     raw: pd.DataFrame | None = None
+    memo: dict = field(default_factory=dict, compare=False, repr=False)  # reference-side figures, computed once
 
     def __len__(self) -> int:
         return len(self.X)
 
     def take(self, mask: np.ndarray) -> Rows:
-        pick = lambda part: None if part is None else part[mask].reset_index(drop=True)  # noqa: E731
+        pick = lambda part: None if part is None else part.iloc[mask].reset_index(drop=True)  # noqa: E731
         return Rows(
             X=pick(self.X), groups=pick(self.groups), y=pick(self.y),
             predictions=None if self.predictions is None else self.predictions[mask],
@@ -354,7 +355,9 @@ def check_window(
     predictions = rows.predictions if rows.predictions is not None else model.predict(rows.X, rows.groups)
     ref_predictions = reference.predictions if reference.predictions is not None else model.predict(reference.X, reference.groups)
     rates = selection_rates(predictions, win_groups)
-    ref_rates = selection_rates(ref_predictions, ref_groups)
+    if ("rates", sensitive) not in reference.memo:
+        reference.memo[("rates", sensitive)] = selection_rates(ref_predictions, ref_groups)
+    ref_rates = reference.memo[("rates", sensitive)]
     big = rates[rates["rows"] >= cfg.min_group_rows]
     small = rates.index.difference(big.index)
     if len(small):
@@ -422,18 +425,19 @@ def _labelled_metrics(y, predictions, groups, reference, ref_predictions, ref_gr
     boot = np.maximum(tpr.max(axis=1) - tpr.min(axis=1), fpr.max(axis=1) - fpr.min(axis=1))
     eod_low, eod_high = basic_interval(eod, boot, cfg.confidence)
     ref_known = reference.y.notna().to_numpy() if reference.y is not None else None
-    ref_eod = None
-    if ref_known is not None and ref_known.any():
-        ref_eod = float(equalized_odds_difference(reference.y[ref_known].astype(int).to_numpy(), ref_predictions[ref_known],
-                                                  sensitive_features=ref_groups[ref_known].to_numpy()))
-    dpd_threshold = cfg.max_prediction_rate_gap if cfg.max_prediction_rate_gap is not None else policy.thresholds.max_demographic_parity_difference
+    if ("eod", sensitive) not in reference.memo:
+        reference.memo[("eod", sensitive)] = None if ref_known is None or not ref_known.any() else float(
+            equalized_odds_difference(reference.y[ref_known].astype(int).to_numpy(), ref_predictions[ref_known],
+                                      sensitive_features=ref_groups[ref_known].to_numpy()))
+    ref_eod = reference.memo[("eod", sensitive)]
     eod_threshold = cfg.max_equalized_odds_difference
     if eod_threshold is None:
         eod_threshold = policy.thresholds.max_equalized_odds_difference
     n = int(len(y))
     return [
+        # reported, not gated: the prediction-rate gap gates the same quantity on every row
         Metric(key=f"demographic_parity_difference:{sensitive}", kind="demographic_parity_difference", feature=sensitive,
-               value=dpd, low=low_d, high=high_d, threshold=dpd_threshold, rows=n),
+               value=dpd, low=low_d, high=high_d, threshold=None, rows=n),
         Metric(key=f"equalized_odds_difference:{sensitive}", kind="equalized_odds_difference", feature=sensitive,
                value=eod, low=eod_low, high=eod_high,
                threshold=eod_threshold, reference=ref_eod, rows=n),
@@ -693,3 +697,48 @@ def run_monitor(
 
 def to_json(reports: list[WindowReport]) -> str:
     return json.dumps([json.loads(r.model_dump_json()) for r in reports], indent=2)
+
+
+# -- serving: the monitor and remediation deployments ------------------------------------------
+def build_deployments(
+    monitor_flow,
+    remediation_flow,
+    *,
+    dataset: str,
+    feed: str,
+    policy: str,
+    recipe: str = "recipes/none.yaml",
+    constraint: str = "constraints/gs-dp.yaml",
+    train_rows: int | None = None,
+) -> list:
+    """The deployments ``fairloop serve`` serves, with the policy's cron schedules.
+
+    * ``monitor/<dataset>``: checks the latest window of the production ``feed`` on
+      ``monitoring.schedule.monitor_cron``;
+    * ``remediation/<dataset>``: a ``DeploymentEventTrigger`` on ``fairloop.drift.detected``
+      for this dataset starts a rerun with the drifted window appended to its training data
+      (``requested_by='drift-trigger'``); on ``remediation_cron``, if set, a scheduled rerun
+      (``requested_by='schedule'``).
+    """
+    from prefect.events import DeploymentEventTrigger
+
+    spec = load_dataset_spec(dataset)
+    schedule = load_policy(policy).monitoring_settings.schedule
+    common = {"dataset": dataset, "recipe": recipe, "constraint": constraint, "policy": policy, "train_rows": train_rows}
+    trigger = DeploymentEventTrigger(
+        name=f"fairloop-{spec.name}-drift-rerun",
+        description=f"Rerun remediation of {spec.name} when the monitor alerts",
+        expect={DRIFT_EVENT},
+        match={"prefect.resource.id": dataset_resource_id(spec.name)},
+        parameters={**common, "requested_by": "drift-trigger", "extra_training_data": "{{ event.payload.window_file }}"},
+    )
+    remediation = remediation_flow.to_deployment(
+        name=spec.name, cron=schedule.remediation_cron, triggers=[trigger],
+        parameters={**common, "requested_by": "schedule"}, tags=["fairloop", spec.name],
+        description=f"Remediation of {spec.name}: triggered by drift alerts, scheduled by the policy",
+    )
+    monitor = monitor_flow.to_deployment(
+        name=spec.name, cron=schedule.monitor_cron, parameters={"dataset": dataset, "window": feed, "policy": policy},
+        tags=["fairloop", spec.name], description=f"Drift and fairness monitor of {spec.name} on {feed}",
+    )
+    return [monitor, remediation]

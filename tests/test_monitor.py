@@ -1,0 +1,332 @@
+"""Production monitoring on real COMPAS rows: a real champion (ThresholdOptimizer, promoted into a
+real git + DVC registry), windows cut from rows it never saw, SciPy / Fairlearn statistics, and a
+served remediation deployment started by a real drift event on the Prefect test server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import PROJECT
+from fairloop import monitor as core
+from fairloop import pipeline
+from fairloop.constraints import fit_candidate
+from fairloop.datasets import load_dataset, load_dataset_spec, make_splits
+from fairloop.errors import BadInputError
+from fairloop.policy import load_policy
+from fairloop.registry import Registry
+
+COMPAS = PROJECT / "datasets" / "compas.yaml"
+RAW = PROJECT / "datasets" / "data" / "compas" / "compas-scores-two-years.csv.gz"
+TIME = "compas_screening_date"
+WINDOW_ROWS = 1000
+GAP_THRESHOLD = 0.15  # the prediction-rate gap the test policy tolerates (the champion's own is far below)
+
+
+def write_test_policy(directory: Path, **monitoring) -> Path:
+    path = directory / "monitor-policy.yaml"
+    monitoring = {"max_prediction_rate_gap": GAP_THRESHOLD, "persistence_windows": 3, **monitoring}
+    path.write_text(yaml.safe_dump({
+        "name": "monitor-test", "version": 1,
+        # gates no candidate meets (DPD exactly 0): a triggered rerun ends quickly as GateFailed
+        "thresholds": {"max_demographic_parity_difference": 0.0},
+        "monitoring": monitoring,
+    }))
+    return path
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """COMPAS rows split in two: a champion is trained on one half, windows are drawn from the other."""
+    folder = tmp_path_factory.mktemp("monitor")
+    spec = load_dataset_spec(COMPAS)
+    raw = pd.read_csv(RAW, low_memory=False)
+    kept = raw[raw["race"].isin(["African-American", "Caucasian"]) & raw["days_b_screening_arrest"].between(-30, 30)
+               & (raw["is_recid"] != -1) & (raw["c_charge_degree"] != "O") & (raw["score_text"] != "N/A")]
+    train_part = kept.sample(frac=0.6, random_state=1)
+    stream_part = kept.drop(train_part.index).reset_index(drop=True)
+    train_file = folder / "compas-train.csv"
+    train_part.to_csv(train_file, index=False)
+    spec_data = yaml.safe_load(COMPAS.read_text())
+    spec_data["files"] = [{"path": str(train_file)}]
+    spec_path = folder / "compas.yaml"
+    spec_path.write_text(yaml.safe_dump(spec_data, sort_keys=False))
+
+    registry = Registry(folder / "registry", folder / "dvc-remote")
+    inputs = pipeline.load_inputs(pipeline.RunParams(str(spec_path), constraint=str(PROJECT / "constraints/threshold-dp.yaml"),
+                                                     recipe=str(PROJECT / "recipes/none.yaml"),
+                                                     policy=str(PROJECT / "policies/default.yaml")))
+    splits = pipeline.prepare(inputs)
+    model, _ = fit_candidate(splits.train, inputs.template, inputs.sensitive, 0)
+    metrics = pipeline.evaluate_models({"c": model}, splits.test, inputs.sensitive)["c"].metrics
+    with tempfile.TemporaryDirectory() as scratch:
+        copies = pipeline.snapshot_inputs(inputs, Path(scratch))
+        registry.promote("compas", model, splits.train.to_frame(spec.label.column), metrics=metrics, baseline_metrics=metrics,
+                         gates=[], lineage={"sensitive": "race", "seed": 0, "train_rows": None, "inputs_spec_files": copies},
+                         approval={"reviewer": "pytest", "comment": "monitor fixture", "approved": True},
+                         report_markdown="monitor fixture\n", inputs_dir=Path(scratch))
+    stream = core.read_window(spec, _write(folder / "stream.csv", stream_part))
+    return {"folder": folder, "spec": spec, "spec_path": spec_path, "registry": registry,
+            "champion": core.load_champion(registry, spec), "stream_raw": stream_part, "stream": stream}
+
+
+def _write(path: Path, frame: pd.DataFrame) -> Path:
+    frame.to_csv(path, index=False)
+    return path
+
+
+def feed(world, windows: list[pd.DataFrame], name: str) -> Path:
+    """A production feed: the given row sets dated into consecutive 30-day windows from 2015-01-01."""
+    parts = []
+    for k, rows in enumerate(windows):
+        rows = rows.copy()
+        days = np.random.default_rng(k).integers(0, 30, len(rows))
+        rows[TIME] = (pd.Timestamp("2015-01-01") + pd.to_timedelta(30 * k + days, unit="D")).strftime("%Y-%m-%d")
+        parts.append(rows)
+    return _write(world["folder"] / f"{name}.csv", pd.concat(parts, ignore_index=True))
+
+
+def stable(world, seed: int, rows: int = WINDOW_ROWS) -> pd.DataFrame:
+    return world["stream_raw"].sample(rows, replace=True, random_state=seed)
+
+
+def shifted(world, seed: int, rows: int = WINDOW_ROWS) -> pd.DataFrame:
+    """Group shares moved: 90 % African-American (the stream has about 60 %)."""
+    raw = world["stream_raw"]
+    weights = np.where(raw["race"] == "African-American", 0.9 / (raw["race"] == "African-American").mean(),
+                       0.1 / (raw["race"] == "Caucasian").mean())
+    return raw.sample(rows, replace=True, weights=weights, random_state=seed)
+
+
+def monitor_feed(world, path: Path, policy: Path, state: Path) -> list[core.WindowReport]:
+    return core.run_monitor(world["spec_path"], path, policy, world["registry"], state, every_window=True)
+
+
+def test_injected_group_share_shift_fires(world, tmp_path):
+    policy = write_test_policy(tmp_path)
+    path = feed(world, [stable(world, 0), shifted(world, 1), shifted(world, 2), shifted(world, 3)], "shift")
+    reports = monitor_feed(world, path, policy, tmp_path / "state")
+    assert [r.rows for r in reports] == [WINDOW_ROWS] * 4
+    assert not reports[0].alert
+    share = reports[1].metric("group_share:race")
+    # a large window: the interval lies above the threshold, so the first shifted window alerts
+    assert share.value > 0.2 and share.low > share.threshold and share.alert and reports[1].alert
+    assert reports[1].selection_rates.keys() == {"African-American", "Caucasian"}
+    # the record, the plot and the window's own rows (what a rerun trains on) are on disk
+    window_file = Path(reports[1].window_file)
+    assert window_file.is_file() and len(pd.read_csv(window_file)) == WINDOW_ROWS
+    assert window_file.parent.parent.joinpath("records", window_file.stem + ".png").stat().st_size > 5000
+    event = core.drift_event(reports[1])
+    assert event["event"] == "fairloop.drift.detected" and event["resource"]["prefect.resource.id"] == "fairloop.dataset.compas"
+    assert event["payload"]["window_file"] == str(window_file)
+    assert "group_share:race" in [a["key"] for a in event["payload"]["alerts"]]
+
+    # with the persistence rule alone it fires on the third consecutive shifted window, not before
+    (tmp_path / "p").mkdir()
+    persistent = write_test_policy(tmp_path / "p", alert_on=["persistent"])
+    reports = monitor_feed(world, path, persistent, tmp_path / "state-persistent")
+    assert [r.metric("group_share:race").streak for r in reports] == [0, 1, 2, 3]
+    assert [r.alert for r in reports] == [False, False, False, True]
+
+
+def test_feature_shift_fires_within_groups(world, tmp_path):
+    policy = write_test_policy(tmp_path)
+    window = stable(world, 5)
+    window["priors_count"] = window["priors_count"] + 3  # record systems start counting differently
+    reports = monitor_feed(world, feed(world, [window], "priors"), policy, tmp_path / "state")
+    assert reports[0].alert
+    alerts = {m.key for m in reports[0].alerts}
+    assert {"ks:priors_count", "ks:priors_count|race=African-American", "ks:priors_count|race=Caucasian"} <= alerts
+    assert not any(k.startswith("ks:age") for k in alerts)
+
+
+def test_stable_stream_does_not_fire(world, tmp_path):
+    policy = write_test_policy(tmp_path)
+    reports = monitor_feed(world, feed(world, [stable(world, seed) for seed in range(10, 14)], "stable"), policy, tmp_path / "state")
+    assert len(reports) == 4 and not any(r.alert for r in reports), [(r.window_start, [m.key for m in r.alerts]) for r in reports]
+    assert max(m.value for r in reports for m in r.metrics if m.kind == "ks" and m.group is None) < 0.1
+    gap = reports[0].metric("prediction_rate_gap:race")
+    assert gap.reference is not None and gap.reference < GAP_THRESHOLD
+    assert reports[0].labelled_rows == WINDOW_ROWS and reports[0].metric("equalized_odds_difference:race").value >= 0
+
+
+def test_single_noisy_window_does_not_fire_but_a_persistent_breach_does(world, tmp_path):
+    """A small window of unshifted rows that breaches by chance alone: its interval still covers the
+    threshold and the breach does not persist, so no alert; the same breach three windows running alerts."""
+    policy = load_policy(write_test_policy(tmp_path))
+    spec, champion, stream = world["spec"], world["champion"], world["stream"]
+
+    def check(rows, previous=None):
+        return core.check_window(spec, core.Window(rows, None, None), champion.reference, champion.model, policy,
+                                 sensitive="race", champion_version=champion.version, source="test", previous=previous)
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):  # find a 40-row sample of the unshifted stream that breaches by chance
+        noisy_rows = stream.take(rng.choice(len(stream), 40, replace=False))
+        noisy = check(noisy_rows)
+        if noisy.breaches:
+            break
+    assert noisy.breaches, "no 40-row sample breached; the search is broken"
+    assert not noisy.alert and all(m.low <= m.threshold for m in noisy.breaches)
+    big = lambda seed: stream.take(np.random.default_rng(seed).choice(len(stream), WINDOW_ROWS))  # noqa: E731
+    before = check(big(1))
+    during = check(noisy_rows, previous=before)
+    after = check(big(2), previous=during)
+    assert not before.alert and not during.alert and not after.alert
+    key = noisy.breaches[0].key
+    assert during.metric(key).streak == 1 and after.metric(key).streak == 0
+    # the same breach persisting: streak 1, 2, 3 -> alert on the third
+    first = check(noisy_rows, previous=before)
+    second = check(noisy_rows, previous=first)
+    third = check(noisy_rows, previous=second)
+    assert (first.metric(key).streak, second.metric(key).streak, third.metric(key).streak) == (1, 2, 3)
+    assert not second.metric(key).alert and third.metric(key).alert and third.alert
+
+
+def test_bad_window_input_names_file_column_and_value(world, tmp_path):
+    policy = write_test_policy(tmp_path)
+    registry, state = world["registry"], tmp_path / "state"
+    no_priors = _write(tmp_path / "no-priors.csv", stable(world, 0, 50).drop(columns=["priors_count"]))
+    with pytest.raises(BadInputError, match=r"no-priors\.csv.*priors_count"):
+        core.run_monitor(world["spec_path"], no_priors, policy, registry, state)
+    empty = tmp_path / "empty.csv"
+    empty.write_text(",".join(world["stream_raw"].columns) + "\n")
+    with pytest.raises(BadInputError, match=r"empty\.csv.*no data rows"):
+        core.run_monitor(world["spec_path"], empty, policy, registry, state)
+    bad_date = stable(world, 0, 50)
+    bad_date.loc[bad_date.index[3], TIME] = "not a date"
+    with pytest.raises(BadInputError, match=r"compas_screening_date.*'not a date'"):
+        core.run_monitor(world["spec_path"], _write(tmp_path / "bad-date.csv", bad_date), policy, registry, state)
+    with pytest.raises(BadInputError, match=r"nope\.yaml"):
+        core.run_monitor(tmp_path / "nope.yaml", no_priors, policy, registry, state)
+    with pytest.raises(BadInputError, match="no champion for dataset 'compas'"):
+        core.run_monitor(world["spec_path"], no_priors, policy, Registry(tmp_path / "empty-registry"), state)
+    assert not state.exists()  # nothing recorded for rejected input
+
+    # the CLI: exit 2 and a one-line message, no traceback
+    env = {**os.environ, "FAIRLOOP_REGISTRY_DIR": str(registry.root), "FAIRLOOP_PROJECT_DIR": str(PROJECT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "fairloop", "monitor", "--dataset", str(world["spec_path"]), "--window", str(no_priors),
+         "--policy", str(policy), "--no-server"], capture_output=True, text=True, env=env, cwd=PROJECT, timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "bad input" in done.stderr and "priors_count" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_extra_training_data_joins_the_training_pool(world, tmp_path):
+    loaded = load_dataset(world["spec_path"])
+    window = stable(world, 7, 200).reset_index(drop=True)
+    window.loc[window.index[:20], "two_year_recid"] = np.nan  # outcomes not known yet: left out
+    path = _write(tmp_path / "window.csv", window)
+    plain = make_splits(loaded)
+    extended = make_splits(loaded, extra_training_data=path)
+    assert len(extended.train) + len(extended.validation) == len(plain.train) + len(plain.validation) + 180
+    assert extended.test.X.equals(plain.test.X)  # held-out data unchanged: figures stay comparable
+    with pytest.raises(BadInputError, match="extra training data.*window.csv"):
+        make_splits(loaded, extra_training_data=_write(tmp_path / "window.csv", window.assign(two_year_recid=np.nan)))
+
+
+# -- served deployments on the Prefect test server -------------------------------------------------
+@pytest.fixture(scope="module")
+def served(world, prefect_server):
+    """``fairloop serve`` in its own process group against the test server; stopped afterwards."""
+    from prefect.settings import PREFECT_API_URL
+
+    folder = world["folder"]
+    policy = write_test_policy(folder, schedule={"monitor_cron": "15 6 * * *", "remediation_cron": "0 3 1 * *"})
+    env = {
+        **os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "FAIRLOOP_PROJECT_DIR": str(PROJECT),
+        "FAIRLOOP_REGISTRY_DIR": str(world["registry"].root), "FAIRLOOP_REGISTRY_REMOTE": str(folder / "dvc-remote"),
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+    }
+    log = (folder / "serve.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fairloop", "serve", "--dataset", str(world["spec_path"]), "--feed", str(folder / "stream.csv"),
+         "--policy", str(policy), "--constraint", "constraints/threshold-dp.yaml", "--train-rows", "800"],
+        cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        yield {"process": process, "policy": policy, "log": folder / "serve.log"}
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)  # the serve process and the flow runs it started
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+        log.close()
+
+
+def _deployment(name: str, served, timeout: float = 90):
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            assert served["process"].poll() is None, served["log"].read_text()[-3000:]
+            try:
+                return client.read_deployment_by_name(name)
+            except ObjectNotFound:
+                time.sleep(0.5)
+    raise AssertionError(f"deployment {name} never appeared:\n{served['log'].read_text()[-3000:]}")
+
+
+def test_served_deployments_carry_the_configured_cron_and_trigger(served):
+    monitor_deployment = _deployment("monitor/compas", served)
+    remediation_deployment = _deployment("remediation/compas", served)
+    assert [s.schedule.cron for s in monitor_deployment.schedules] == ["15 6 * * *"]
+    assert [s.schedule.cron for s in remediation_deployment.schedules] == ["0 3 1 * *"]
+    assert remediation_deployment.parameters["requested_by"] == "schedule"
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        automations = client.read_automations_by_name("fairloop-compas-drift-rerun")
+    assert len(automations) == 1
+    assert automations[0].trigger.expect == {"fairloop.drift.detected"}
+    assert automations[0].actions[0].deployment_id == remediation_deployment.id
+
+
+def test_drift_event_starts_a_triggered_rerun_with_the_window(world, served, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.flows import load_flow_from_entrypoint
+
+    remediation_deployment = _deployment("remediation/compas", served)
+    _deployment("monitor/compas", served)
+    time.sleep(2)  # let the server load the new automation before the event arrives
+    monitor_flow = load_flow_from_entrypoint(f"{PROJECT / 'flows' / 'monitor.py'}:monitor")
+    path = feed(world, [shifted(world, 21)], "served-shift")
+    records = monitor_flow(dataset=str(world["spec_path"]), window=str(path), policy=str(served["policy"]),
+                           every_window=True, state_dir=str(tmp_path / "state"))
+    assert records[0]["alert"], records[0]
+    window_file = records[0]["window_file"]
+
+    deadline = time.monotonic() + 150
+    run = None
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[remediation_deployment.id])))
+            run = next((r for r in runs if r.parameters.get("requested_by") == "drift-trigger"), None)
+            if run is not None and run.state is not None and run.state.is_final():
+                break
+            assert served["process"].poll() is None, served["log"].read_text()[-3000:]
+            time.sleep(1)
+    assert run is not None, f"no triggered run:\n{served['log'].read_text()[-3000:]}"
+    assert run.parameters["extra_training_data"] == window_file
+    assert run.state is not None and run.state.is_final(), f"{run.state}\n{served['log'].read_text()[-3000:]}"
+    assert run.state.name == "GateFailed", f"{run.state.name}: {run.state.message}\n{served['log'].read_text()[-3000:]}"
+    # the rerun read the drifted window into its training data and said so in the registry's audit log
+    decisions = [r for r in world["registry"].audit_log() if r.get("run_id") == str(run.id)]
+    assert decisions and decisions[0]["requested_by"] == "drift-trigger"
+    assert decisions[0]["extra_training_data"] == window_file and decisions[0]["action"] == "gate_failed"
