@@ -37,16 +37,24 @@ class Evaluation(BaseModel):
     sensitive: str
     metrics: dict[str, float]
     by_group: dict[str, dict[str, float]]
+    intervals: dict[str, tuple[float, float]] = {}
+
+
+def predict(model: FairModel, split: Split) -> tuple[np.ndarray, np.ndarray]:
+    """Decisions and positive-class probabilities of ``model`` on a held-out split."""
+    if split.synthetic.any():
+        raise BadInputError("refusing to evaluate on a split that contains synthetic rows")
+    return model.predict(split.X, split.groups), model.predict_proba(split.X, split.groups)
 
 
 def evaluate(model: FairModel, split: Split, sensitive: str) -> Evaluation:
     """Score ``model`` on ``split``: accuracy, AUC, DPD, EOD, disparate-impact ratio, per-group rates."""
-    if split.synthetic.any():
-        raise BadInputError("refusing to evaluate on a split that contains synthetic rows")
+    return score_predictions(split, sensitive, *predict(model, split))
+
+
+def score_predictions(split: Split, sensitive: str, y_pred: np.ndarray, scores: np.ndarray) -> Evaluation:
     groups = split.groups[sensitive]
     y_true = split.y.to_numpy()
-    y_pred = model.predict(split.X, split.groups)
-    scores = model.predict_proba(split.X, split.groups)
     auc = roc_auc_score(y_true, scores) if len(np.unique(y_true)) == 2 else float("nan")
     metrics = {
         "accuracy": float(accuracy_score(y_true, y_pred)),

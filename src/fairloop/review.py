@@ -27,8 +27,13 @@ def _markdown_table(frame) -> str:
 
 def gate_table(gates: GateReport) -> str:
     # verdict second: the UI dialog is narrow and clips the last column of wide tables
-    rows = [f"| {r.gate} | **{r.verdict}** | {'' if r.value is None else f'{r.value:.4f}'} | {r.threshold} |" for r in gates.results]
-    return "\n".join(["| gate | verdict | value | threshold |", "|---|---|---|---|", *rows])
+    def cells(r) -> str:
+        value = "" if r.value is None else f"{r.value:.4f}"
+        interval = "" if r.interval is None else f"[{r.interval[0]:.4f}, {r.interval[1]:.4f}]"
+        return f"| {r.gate} | **{r.verdict}** | {value} | {interval} | {r.threshold} |"
+
+    header = ["| gate | verdict | value | 95% interval | threshold |", "|---|---|---|---|---|"]
+    return "\n".join([*header, *map(cells, gates.results)])
 
 
 def group_table(evaluation: Evaluation) -> str:
@@ -44,6 +49,7 @@ def render_report(
     dataset: str,
     sensitive: str,
     candidate_label: str,
+    champion_version: str | None,
     recipe_label: str,
     evaluations: dict[str, Evaluation],
     gates: GateReport,
@@ -54,7 +60,8 @@ def render_report(
     """The review report: metrics of baseline vs candidate (and champion), gates, data changes."""
     parts = [
         f"## fairloop review: {dataset} (sensitive feature: `{sensitive}`)",
-        f"**Candidate**: {candidate_label}; **recipe**: {recipe_label}",
+        f"**Candidate**: {candidate_label}; **recipe**: {recipe_label}; "
+        f"**current champion**: {champion_version or 'none'}",
     ]
     if needs_sensitive_at_predict:
         parts.append(
@@ -64,7 +71,8 @@ def render_report(
     parts += [
         "### Held-out test metrics",
         _markdown_table(metrics_table(evaluations)),
-        f"### Gates (policy `{gates.policy}`): {'PASS' if gates.passed else 'FAIL'}",
+        f"### Gates (policy `{gates.policy}`): {'PASS' if gates.passed else 'BLOCKED'}"
+        + ("" if gates.inconclusive_blocks else " (inconclusive does not block)"),
         gate_table(gates),
         "### Selection rate by group (candidate)",
         group_table(evaluations["candidate"]),

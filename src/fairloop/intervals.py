@@ -1,0 +1,69 @@
+"""Bootstrap confidence intervals for the gated metrics.
+
+Fairlearn's ``MetricFrame(n_boot=..., ci_quantiles=...)`` computes the same intervals but
+re-runs its whole disaggregation per resample (measured here: 90 s for 200 resamples of the
+16k-row Adult test set). Gates need intervals on every run, so this module draws the
+resamples once as an index matrix and computes every group's confusion counts with
+``np.bincount``: same statistics, well under a second. The same resamples serve every
+model (a paired bootstrap), so a drop against the baseline or champion gets its own
+interval rather than a difference of two independent ones.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+GROUP_METRICS = ("demographic_parity_difference", "equalized_odds_difference", "disparate_impact_ratio")
+
+
+def _resample_metrics(y: np.ndarray, pred: np.ndarray, group_codes: np.ndarray, n_groups: int,
+                      samples: np.ndarray) -> dict[str, np.ndarray]:
+    """Metrics of one model on every resample (rows of ``samples`` are index vectors)."""
+    n_boot = samples.shape[0]
+    ys, ps, gs = y[samples], pred[samples], group_codes[samples]
+    offsets = (np.arange(n_boot)[:, None] * n_groups + gs).ravel()
+
+    def per_group(weights: np.ndarray) -> np.ndarray:
+        return np.bincount(offsets, weights=weights.ravel(), minlength=n_boot * n_groups).reshape(n_boot, n_groups)
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        count = per_group(np.ones_like(ys, dtype=float))
+        selection = per_group(ps.astype(float)) / count
+        tpr = per_group((ps & ys).astype(float)) / per_group(ys.astype(float))
+        fpr = per_group((ps & (1 - ys)).astype(float)) / per_group((1 - ys).astype(float))
+        gap = lambda rates: np.nanmax(rates, axis=1) - np.nanmin(rates, axis=1)  # noqa: E731
+        return {
+            "accuracy": (ps == ys).mean(axis=1),
+            "demographic_parity_difference": gap(selection),
+            "equalized_odds_difference": np.maximum(gap(tpr), gap(fpr)),
+            "disparate_impact_ratio": np.nanmin(selection, axis=1) / np.nanmax(selection, axis=1),
+        }
+
+
+def bootstrap_intervals(
+    y_true: np.ndarray,
+    predictions: dict[str, np.ndarray],
+    groups: np.ndarray,
+    *,
+    n_boot: int,
+    confidence: float,
+    seed: int,
+    drops_against: tuple[str, ...] = (),
+) -> dict[str, dict[str, tuple[float, float]]]:
+    """Percentile intervals per model and metric; plus ``accuracy_drop_vs_<ref>`` for the
+    candidate against each reference model named in ``drops_against``."""
+    y = np.asarray(y_true).astype(int)
+    codes, group_codes = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    samples = np.random.default_rng(seed).integers(0, len(y), size=(n_boot, len(y)))
+    per_model = {
+        name: _resample_metrics(y, np.asarray(pred).astype(int), group_codes, len(codes), samples)
+        for name, pred in predictions.items()
+    }
+    tail = (1 - confidence) / 2
+    interval = lambda values: (float(np.nanquantile(values, tail)), float(np.nanquantile(values, 1 - tail)))  # noqa: E731
+    result = {name: {metric: interval(values) for metric, values in metrics.items()} for name, metrics in per_model.items()}
+    for reference in drops_against:
+        if reference in per_model:
+            drop = per_model[reference]["accuracy"] - per_model["candidate"]["accuracy"]
+            result["candidate"][f"accuracy_drop_vs_{reference}"] = interval(drop)
+    return result

@@ -1,0 +1,108 @@
+"""Gate verdicts with bootstrap intervals: every gate kind reaches pass, fail and inconclusive."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from fairlearn.metrics import MetricFrame, selection_rate
+
+from fairloop.datasets import Split
+from fairloop.evaluate import Evaluation, score_predictions
+from fairloop.intervals import bootstrap_intervals
+from fairloop.policy import BootstrapSettings, Policy, apply_gates
+
+
+def synthetic_split(n: int, rate_a: float, rate_b: float, accuracy: float, seed: int = 0):
+    """Labels and decisions with chosen per-group selection rates and accuracy."""
+    rng = np.random.default_rng(seed)
+    groups = rng.choice(["a", "b"], n)
+    pred = (rng.random(n) < np.where(groups == "a", rate_a, rate_b)).astype(int)
+    y = np.where(rng.random(n) < accuracy, pred, 1 - pred)
+    split = Split(X=pd.DataFrame({"x": np.zeros(n)}), y=pd.Series(y), groups=pd.DataFrame({"g": groups}))
+    return split, pred
+
+
+def evaluations_for(n: int, candidate_rates, baseline_accuracy_gap: float = 0.0, seed: int = 0) -> dict[str, Evaluation]:
+    split, pred = synthetic_split(n, *candidate_rates, accuracy=0.8, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    # the baseline agrees with the truth more often by about `baseline_accuracy_gap`
+    fix = rng.random(n) < baseline_accuracy_gap / 0.2
+    baseline_pred = np.where(fix, split.y.to_numpy(), pred)
+    preds = {"candidate": pred, "baseline": baseline_pred}
+    intervals = bootstrap_intervals(split.y.to_numpy(), preds, split.groups["g"].to_numpy(), n_boot=400,
+                                    confidence=0.95, seed=0, drops_against=("baseline",))
+    return {
+        name: score_predictions(split, "g", p, p.astype(float)).model_copy(update={"intervals": intervals[name]})
+        for name, p in preds.items()
+    }
+
+
+def verdict(policy_thresholds: dict, evaluations) -> str:
+    policy = Policy(name="p", version=1, thresholds=policy_thresholds)
+    (result,) = apply_gates(policy, evaluations).results
+    return result.verdict
+
+
+@pytest.mark.parametrize(
+    ("gate", "threshold", "setup", "expected"),
+    [
+        # DPD ~0.10 measured on 20k rows: interval ~±0.015
+        ("max_demographic_parity_difference", 0.20, (20000, (0.2, 0.3)), "pass"),
+        ("max_demographic_parity_difference", 0.05, (20000, (0.2, 0.3)), "fail"),
+        ("max_demographic_parity_difference", 0.10, (20000, (0.2, 0.3)), "inconclusive"),
+        # DI ratio ~0.667
+        ("min_disparate_impact_ratio", 0.5, (20000, (0.2, 0.3)), "pass"),
+        ("min_disparate_impact_ratio", 0.8, (20000, (0.2, 0.3)), "fail"),
+        ("min_disparate_impact_ratio", 0.667, (20000, (0.2, 0.3)), "inconclusive"),
+        # EOD: same decisions, labels agree 80 % of the time
+        ("max_equalized_odds_difference", 0.5, (20000, (0.2, 0.3)), "pass"),
+        ("max_equalized_odds_difference", 0.01, (20000, (0.2, 0.3)), "fail"),
+        # on 400 rows the interval is wide ([0.001, 0.105] here): the gate that clearly fails on
+        # 20k rows cannot be decided
+        ("max_demographic_parity_difference", 0.05, (400, (0.2, 0.3)), "inconclusive"),
+    ],
+)
+def test_fairness_gate_verdicts(gate, threshold, setup, expected):
+    n, rates = setup
+    assert verdict({gate: threshold}, evaluations_for(n, rates)) == expected
+
+
+def test_equalized_odds_gate_can_be_inconclusive():
+    evaluations = evaluations_for(20000, (0.2, 0.3))
+    low, high = evaluations["candidate"].intervals["equalized_odds_difference"]
+    assert verdict({"max_equalized_odds_difference": (low + high) / 2}, evaluations) == "inconclusive"
+
+
+@pytest.mark.parametrize(("threshold", "expected"), [(0.08, "pass"), (0.01, "fail"), (0.05, "inconclusive")])
+def test_accuracy_drop_gate_uses_a_paired_interval(threshold, expected):
+    evaluations = evaluations_for(10000, (0.3, 0.3), baseline_accuracy_gap=0.05)
+    low, high = evaluations["candidate"].intervals["accuracy_drop_vs_baseline"]
+    assert low < 0.05 < high
+    assert verdict({"max_accuracy_drop_vs_baseline": threshold}, evaluations) == expected
+
+
+def test_champion_gate_is_skipped_without_a_champion():
+    assert verdict({"max_accuracy_drop_vs_champion": 0.01}, evaluations_for(2000, (0.3, 0.3))) == "skipped"
+
+
+def test_inconclusive_blocks_only_when_the_policy_says_so():
+    evaluations = evaluations_for(20000, (0.2, 0.3))
+    thresholds = {"max_demographic_parity_difference": 0.10}
+    strict = apply_gates(Policy(name="p", version=1, thresholds=thresholds), evaluations)
+    lenient = apply_gates(Policy(name="p", version=1, thresholds=thresholds, inconclusive_blocks=False), evaluations)
+    assert not strict.passed and "inconclusive" in strict.failures[0]
+    assert lenient.passed and lenient.results[0].verdict == "inconclusive"
+
+
+def test_bootstrap_agrees_with_fairlearn_metricframe():
+    split, pred = synthetic_split(3000, 0.2, 0.35, accuracy=0.8, seed=4)
+    ours = bootstrap_intervals(split.y.to_numpy(), {"candidate": pred}, split.groups["g"].to_numpy(),
+                               n_boot=400, confidence=0.95, seed=0)["candidate"]
+    frame = MetricFrame(metrics=selection_rate, y_true=split.y, y_pred=pred, sensitive_features=split.groups["g"],
+                        n_boot=100, ci_quantiles=[0.025, 0.975], random_state=0)
+    for ours_bounds, theirs in ((ours["demographic_parity_difference"], frame.difference_ci()),
+                                (ours["disparate_impact_ratio"], frame.ratio_ci())):
+        assert ours_bounds[0] == pytest.approx(float(theirs[0]), abs=0.02)
+        assert ours_bounds[1] == pytest.approx(float(theirs[1]), abs=0.02)
+    assert BootstrapSettings().n_boot >= 300
