@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from prefect.exceptions import FlowPauseTimeout
@@ -21,6 +21,7 @@ from prefect.flow_runs import pause_flow_run
 from prefect.states import Cancelled, Completed, Failed
 
 from fairloop import pipeline
+from fairloop.audit import publish_artifacts
 from fairloop.config import get_settings
 from fairloop.lineage import code_version, package_versions
 from fairloop.outcomes import Outcome, refusal_reason
@@ -105,7 +106,7 @@ def remediation(
         logger.info("Training pool includes the labelled rows of %s (%d training rows in all)", extra_training_data, len(splits.train))
 
     audit = audit_step(inputs, splits)
-    create_table_artifact(key="audit-groups", table=[g.model_dump() for g in audit.groups], description="Training data by group")
+    publish_artifacts(audit)
     if audit.verdict == "block":
         registry.record_decision({**record, "action": "audit_blocked", "reasons": audit.reasons})
         return Failed(name=Outcome.AUDIT_BLOCKED.value, message="; ".join(audit.reasons))

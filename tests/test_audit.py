@@ -19,7 +19,7 @@ import yaml
 from typer.testing import CliRunner
 
 from conftest import PROJECT
-from fairloop.audit import learn_reference, read_data_file, render_markdown, run_audit
+from fairloop.audit import learn_reference, publish_artifacts, read_data_file, render_markdown, run_audit
 from fairloop.cli import app
 from fairloop.datasets import Split, load_dataset, load_dataset_spec
 from fairloop.errors import BadInputError
@@ -335,7 +335,7 @@ def test_markdown_for_the_reviewer_lists_findings_cells_and_proxies(tmp_path):
     assert "| Female | 8," in text  # rows per group with thousands separators
 
 
-def test_inside_a_prefect_run_the_audit_publishes_artifacts(prefect_server, tmp_path):
+def test_the_audit_publishes_its_artifacts_on_a_prefect_run(prefect_server, tmp_path):
     from prefect import flow
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
@@ -345,6 +345,7 @@ def test_inside_a_prefect_run_the_audit_publishes_artifacts(prefect_server, tmp_
         from prefect.runtime import flow_run
 
         report = audit("german", tmp_path=tmp_path)
+        publish_artifacts(report)
         return report.verdict, flow_run.id
 
     verdict, run_id = audit_german()

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -675,7 +674,6 @@ def run_audit(
     committed in ``gx_root`` (default ``<project>/gx``), else from ``split`` itself (then
     nothing can be unseen, and an info finding says so). ``write_gx`` saves the suite into
     ``gx_root`` and validates there (results and Data Docs); otherwise nothing is written.
-    Inside a Prefect run the report is also published as markdown and table artifacts.
     """
     sensitive = sensitive or spec.primary_sensitive
     spec.sensitive_named(sensitive)
@@ -741,21 +739,11 @@ def run_audit(
         proxy_method=PROXY_METHOD, settings=spec.audit, reference=f"{reference.source} ({reference.rows:,} rows)",
         gx_suite=str(project.suite_path(spec.name)), data_docs=docs,
     )
-    if _inside_prefect_run():
-        publish_artifacts(report)
     return report
 
 
 # ---------------------------------------------------------------------------------------------
 # For people: markdown, Prefect artifacts
-
-
-def _inside_prefect_run() -> bool:
-    if "prefect" not in sys.modules:  # never import Prefect (~1.4 s) just to find out
-        return False
-    from prefect.context import FlowRunContext, TaskRunContext
-
-    return FlowRunContext.get() is not None or TaskRunContext.get() is not None
 
 
 def _group_table(audit: SensitiveAudit) -> list[str]:
