@@ -282,6 +282,20 @@ def _deployment(name: str, served, timeout: float = 90):
     raise AssertionError(f"deployment {name} never appeared:\n{served['log'].read_text()[-3000:]}")
 
 
+def _automations(served, timeout: float = 60):
+    """The drift trigger's automation (serve creates it just after the deployment)."""
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            found = client.read_automations_by_name("fairloop-compas-drift-rerun")
+            if found:
+                return found
+            time.sleep(0.5)
+    raise AssertionError(f"no automation for the drift trigger:\n{served['log'].read_text()[-3000:]}")
+
+
 def test_served_deployments_carry_the_configured_cron_and_trigger(served):
     monitor_deployment = _deployment("monitor/compas", served)
     remediation_deployment = _deployment("remediation/compas", served)
@@ -290,21 +304,23 @@ def test_served_deployments_carry_the_configured_cron_and_trigger(served):
     assert remediation_deployment.parameters["requested_by"] == "schedule"
     from prefect.client.orchestration import get_client
 
-    with get_client(sync_client=True) as client:
-        automations = client.read_automations_by_name("fairloop-compas-drift-rerun")
+    automations = _automations(served)
     assert len(automations) == 1
     assert automations[0].trigger.expect == {"fairloop.drift.detected"}
     assert automations[0].actions[0].deployment_id == remediation_deployment.id
 
 
-def test_drift_event_starts_a_triggered_rerun_with_the_window(world, served, tmp_path):
+def test_drift_event_starts_a_triggered_rerun_with_the_window(world, served, tmp_path, monkeypatch):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
     from prefect.flows import load_flow_from_entrypoint
 
+    monkeypatch.setenv("FAIRLOOP_REGISTRY_DIR", str(world["registry"].root))
+    monkeypatch.setenv("FAIRLOOP_PROJECT_DIR", str(PROJECT))
     remediation_deployment = _deployment("remediation/compas", served)
     _deployment("monitor/compas", served)
-    time.sleep(2)  # let the server load the new automation before the event arrives
+    _automations(served)
+    time.sleep(2)  # let the triggers service load the new automation before the event arrives
     monitor_flow = load_flow_from_entrypoint(f"{PROJECT / 'flows' / 'monitor.py'}:monitor")
     path = feed(world, [shifted(world, 21)], "served-shift")
     records = monitor_flow(dataset=str(world["spec_path"]), window=str(path), policy=str(served["policy"]),
