@@ -243,15 +243,31 @@ def _gap_interval(successes: np.ndarray, totals: np.ndarray, confidence: float, 
     return basic_interval(float(observed.max() - observed.min()), rates.max(axis=1) - rates.min(axis=1), confidence)
 
 
-def selection_rates(predictions: np.ndarray, groups: pd.Series) -> pd.DataFrame:
-    """Per group: rows and selection rate (Fairlearn MetricFrame)."""
-    from fairlearn.metrics import MetricFrame, count, selection_rate
+def cells(groups, y: np.ndarray | None, predictions: np.ndarray) -> pd.DataFrame:
+    """Rows collapsed to their distinct (group, label, prediction) cells with a row count each.
 
+    Fairlearn's metrics are weighted means over rows, so passing the cells with
+    ``sample_weight=rows`` gives exactly the per-row figures at a cost independent of the
+    window's size (a million rows are at most 2 x 2 x groups cells).
+    """
+    frame = pd.DataFrame({"group": np.asarray(groups), "y": 0 if y is None else np.asarray(y).astype(int),
+                          "prediction": np.asarray(predictions).astype(int)})
+    return frame.value_counts(sort=False).rename("rows").reset_index()
+
+
+def selection_rates(predictions: np.ndarray, groups: pd.Series) -> pd.DataFrame:
+    """Per group: rows and selection rate (Fairlearn MetricFrame over the row cells)."""
+    from fairlearn.metrics import MetricFrame, selection_rate
+
+    table = cells(groups, None, predictions)
     frame = MetricFrame(
-        metrics={"rows": count, "selection_rate": selection_rate},
-        y_true=predictions, y_pred=predictions, sensitive_features=groups.to_numpy(),
+        metrics={"selection_rate": selection_rate}, y_true=table["prediction"].to_numpy(),
+        y_pred=table["prediction"].to_numpy(), sensitive_features=table["group"].to_numpy(),
+        sample_params={"selection_rate": {"sample_weight": table["rows"].to_numpy()}},
     )
-    return frame.by_group
+    by_group = frame.by_group.copy()
+    by_group["rows"] = table.groupby("group")["rows"].sum().reindex(by_group.index)
+    return by_group
 
 
 # -- one window -----------------------------------------------------------------------------
@@ -416,9 +432,10 @@ def _labelled_metrics(y, predictions, groups, reference, ref_predictions, ref_gr
         skipped.append(f"DPD/EOD: fewer than two groups with {MIN_LABELLED_PER_GROUP} labelled positives and negatives")
         return []
     keep = groups.isin(usable.index).to_numpy()
-    y, predictions, groups = y[keep], predictions[keep], groups[keep].to_numpy()
-    dpd = float(demographic_parity_difference(y, predictions, sensitive_features=groups))
-    eod = float(equalized_odds_difference(y, predictions, sensitive_features=groups))
+    table = cells(groups[keep], y[keep], predictions[keep])
+    weighted = {"sensitive_features": table["group"].to_numpy(), "sample_weight": table["rows"].to_numpy()}
+    dpd = float(demographic_parity_difference(table["y"].to_numpy(), table["prediction"].to_numpy(), **weighted))
+    eod = float(equalized_odds_difference(table["y"].to_numpy(), table["prediction"].to_numpy(), **weighted))
     low_d, high_d = _gap_interval(usable["sel"].to_numpy(float), usable["rows"].to_numpy(float), cfg.confidence, cfg.bootstrap, rng)
     tpr = rng.binomial(usable["pos"].to_numpy(int), usable["tp"] / usable["pos"], size=(cfg.bootstrap, len(usable))) / usable["pos"].to_numpy()
     fpr = rng.binomial(usable["neg"].to_numpy(int), usable["fp"] / usable["neg"], size=(cfg.bootstrap, len(usable))) / usable["neg"].to_numpy()
@@ -433,7 +450,7 @@ def _labelled_metrics(y, predictions, groups, reference, ref_predictions, ref_gr
     eod_threshold = cfg.max_equalized_odds_difference
     if eod_threshold is None:
         eod_threshold = policy.thresholds.max_equalized_odds_difference
-    n = int(len(y))
+    n = int(table["rows"].sum())
     return [
         # reported, not gated: the prediction-rate gap gates the same quantity on every row
         Metric(key=f"demographic_parity_difference:{sensitive}", kind="demographic_parity_difference", feature=sensitive,
