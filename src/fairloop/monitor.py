@@ -545,8 +545,9 @@ def record(report: WindowReport, spec: DatasetSpec, rows: Rows, state_dir: Path)
     """Write the window's rows, its JSON record and plot; append it to the dataset's history."""
     folder = state_folder(state_dir, report.dataset)
     stem = window_stem(report)
-    window_file = write_window_file(spec, rows, folder / "windows" / f"{stem}.csv")
-    report = report.model_copy(update={"window_file": str(window_file.resolve())})
+    if rows.raw is not None:  # rows built in memory (no raw file behind them) have nothing to write
+        window_file = write_window_file(spec, rows, folder / "windows" / f"{stem}.csv")
+        report = report.model_copy(update={"window_file": str(window_file.resolve())})
     (folder / "records").mkdir(parents=True, exist_ok=True)
     (folder / "records" / f"{stem}.json").write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
     plot_window(report, folder / "records" / f"{stem}.png")
