@@ -57,7 +57,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    from fairloop.audit import gx_frame, learn_reference, read_data_file, run_audit, validate_schema
+    from fairloop.audit import gx_frame, learn_reference, run_audit, validate_schema
+    from fairloop.datasets import load_data_file
     from fairloop.datasets import load_dataset
 
     times: dict[str, float] = {}
@@ -83,7 +84,7 @@ def main() -> int:
             grown.to_csv(handle, header=False, index=False)
         del grown
         print(f"Adult grown to {args.rows:,} rows (seed {args.seed}, {grown_path.stat().st_size / 1e6:.1f} MB gzip)")
-        _, big = timed("1M: parse the file through the spec", lambda: read_data_file(spec_path, grown_path), times)
+        _, big = timed("1M: parse the file through the spec", lambda: load_data_file(spec_path, grown_path), times)
         timed("1M: GX validation only (in memory)", lambda: validate_schema(spec, gx_frame(spec, big), reference), times)
         report = timed("1M: run_audit", lambda: run_audit(spec, big, source=str(grown_path), reference=reference, gx_root=gx_root), times)
         print(f"  -> verdict {report.verdict}; proxies fitted on {report.proxy_sample_rows:,} rows")

@@ -19,9 +19,9 @@ import yaml
 from typer.testing import CliRunner
 
 from conftest import PROJECT
-from fairloop.audit import learn_reference, publish_artifacts, read_data_file, render_markdown, run_audit
+from fairloop.audit import learn_reference, publish_artifacts, render_markdown, run_audit
 from fairloop.cli import app
-from fairloop.datasets import Split, load_dataset, load_dataset_spec
+from fairloop.datasets import Split, load_data_file, load_dataset, load_dataset_spec
 from fairloop.errors import BadInputError
 from fairloop.outcomes import ExitCode
 
@@ -200,10 +200,10 @@ def test_missing_sensitive_values_form_an_explicit_group_counted_in_the_audit(tm
 
     spec_fail = spec_copy(tmp_path, "compas")
     with pytest.raises(BadInputError, match=r"compas-missing-race.csv: sensitive column 'race' has 40 empty value\(s\) \(first at data row 1\)"):
-        read_data_file(spec_fail, data)
+        load_data_file(spec_fail, data)
 
     spec_group = spec_copy(tmp_path, "compas", lambda s: s["sensitive"][0].update(missing="group"))
-    spec, split = read_data_file(spec_group, data)
+    spec, split = load_data_file(spec_group, data)
     kept = int((split.groups["race"] == "missing").sum())
     assert 0 < kept <= 40  # the row filters on other columns may drop some; the race filter keeps them all
     report = run_audit(spec, split, gx_root=tmp_path / "gx", source=str(data))
@@ -415,9 +415,9 @@ def test_duplicated_column_the_spec_uses_is_refused_when_the_copies_differ(tmp_p
     pd.concat([raw, pd.DataFrame({"age": 30}, index=raw.index)], axis=1).to_csv(data, index=False)
     assert data.read_text().splitlines()[0].split(",").count("age") == 2
     with pytest.raises(BadInputError, match=r"duplicated.csv: column 'age' appears 2 times in the header.*differ in \d+ row"):
-        read_data_file(spec_copy(tmp_path, "compas"), data)
+        load_data_file(spec_copy(tmp_path, "compas"), data)
     # COMPAS itself repeats priors_count and decile_score with identical copies: accepted
-    assert len(read_data_file(spec_copy(tmp_path, "compas"), COMPAS_FILE)[1]) == 5278
+    assert len(load_data_file(spec_copy(tmp_path, "compas"), COMPAS_FILE)[1]) == 5278
 
 
 def test_german_with_a_header_line_its_spec_does_not_expect_is_refused(tmp_path):
@@ -425,7 +425,7 @@ def test_german_with_a_header_line_its_spec_does_not_expect_is_refused(tmp_path)
     data = tmp_path / "german-with-header.txt"
     data.write_text("\n".join([" ".join(spec.format.columns), *german_lines()[:200]]) + "\n")
     with pytest.raises(BadInputError, match=r"german-with-header.txt: the first line repeats the column names"):
-        read_data_file(spec_copy(tmp_path, "german"), data)
+        load_data_file(spec_copy(tmp_path, "german"), data)
 
 
 def test_latin1_file_read_as_utf8_names_the_encoding_field(tmp_path):
@@ -433,7 +433,7 @@ def test_latin1_file_read_as_utf8_names_the_encoding_field(tmp_path):
     data = tmp_path / "latin1.csv"
     raw.to_csv(data, index=False, encoding="latin-1")
     with pytest.raises(BadInputError, match=r"latin1.csv: not utf-8 text \(spec field format.encoding = 'utf-8'\)"):
-        read_data_file(spec_copy(tmp_path, "compas"), data)
+        load_data_file(spec_copy(tmp_path, "compas"), data)
 
 
 def test_quoted_unicode_csv_with_a_bom_parses_and_unseen_values_are_named_exactly(tmp_path):
@@ -443,7 +443,7 @@ def test_quoted_unicode_csv_with_a_bom_parses_and_unseen_values_are_named_exactl
     raw.to_csv(data, index=False, encoding="utf-8-sig")  # BOM first, quoted fields with commas
     assert data.read_bytes().startswith(b"\xef\xbb\xbf") and b'"Moins de 25, Z\xc3\xbcrich' in data.read_bytes()
     spec_path = spec_copy(tmp_path, "compas")
-    spec, split = read_data_file(spec_path, data)
+    spec, split = load_data_file(spec_path, data)
     assert "Moins de 25, Zürich «test»" in set(split.X["age_cat"])
     reference = learn_reference(spec, loaded("compas").all_rows(), "compas")
     report = run_audit(spec, split, reference=reference, gx_root=tmp_path / "gx", source=str(data))
@@ -480,7 +480,7 @@ def test_label_with_one_raw_value_and_no_negative_mapping_blocks(tmp_path):
     spec = spec_copy(tmp_path, "german", lambda s: s["label"].pop("negative"))
     data = tmp_path / "good-only.txt"
     data.write_text("\n".join(line for line in german_lines() if line.endswith(" 1")) + "\n")
-    spec_model, split = read_data_file(spec, data)
+    spec_model, split = load_data_file(spec, data)
     report = run_audit(spec_model, split, gx_root=tmp_path / "gx", source=str(data))
     assert report.verdict == "block" and "every row has label 1 (raw values [1])" in report.reasons[0]
 
@@ -492,7 +492,7 @@ def test_label_with_three_raw_values_and_no_negative_mapping_is_refused(tmp_path
     data = tmp_path / "three-labels.txt"
     data.write_text("\n".join(lines) + "\n")
     with pytest.raises(BadInputError, match=r"three-labels.txt: label column 'class' has more than two values \(\['2', '3'\]"):
-        read_data_file(spec, data)
+        load_data_file(spec, data)
 
 
 def test_a_column_with_100000_distinct_categories_blocks(tmp_path):

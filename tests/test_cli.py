@@ -14,7 +14,7 @@ import yaml
 from conftest import PROJECT
 from fairloop.outcomes import ExitCode
 
-COMMANDS = ["remediate", "approve", "reject", "models", "rollback", "audit", "server"]
+COMMANDS = ["remediate", "approve", "reject", "models", "rollback", "audit", "server", "gate", "lineage", "reproduce", "stage"]
 
 
 def fairloop(*args: str, env: dict | None = None, cwd: Path = PROJECT) -> subprocess.CompletedProcess:
@@ -95,3 +95,46 @@ def test_audit_command_passes_on_german(isolated):
     result = fairloop("audit", "--dataset", "datasets/german.yaml", env=isolated)
     assert result.returncode == 0, result.stderr
     assert '"verdict"' in result.stdout
+
+
+@pytest.fixture(scope="module")
+def adult_models(tmp_path_factory):
+    """A real unconstrained and a real DP-constrained model on an Adult subsample, as files."""
+    import joblib
+
+    from fairloop import pipeline
+
+    inputs = pipeline.load_inputs(pipeline.RunParams(
+        dataset=str(PROJECT / "datasets/adult.yaml"), constraint=str(PROJECT / "constraints/threshold-dp.yaml"),
+        recipe=str(PROJECT / "recipes/none.yaml"), policy=str(PROJECT / "policies/default.yaml"), train_rows=3000))
+    splits = pipeline.prepare(inputs)
+    fitted = pipeline.train(inputs, splits, splits.train)
+    folder = tmp_path_factory.mktemp("models")
+    for name, (model, _) in fitted.items():
+        joblib.dump(model, folder / f"{name}.joblib")
+    return folder
+
+
+GATE_DATA = ["--data", str(PROJECT / "datasets/data/adult/adult.data.gz"), "--dataset", "datasets/adult.yaml"]
+
+
+def test_gate_command_passes_a_fair_model_and_blocks_an_unfair_one(adult_models, tmp_path):
+    from conftest import write_policy
+
+    policy = write_policy(tmp_path, max_demographic_parity_difference=0.08, max_accuracy_drop_vs_baseline=0.05)
+    fair = fairloop("gate", "--model", str(adult_models / "candidate.joblib"), "--baseline",
+                    str(adult_models / "baseline.joblib"), "--policy", str(policy), *GATE_DATA)
+    assert fair.returncode == 0, fair.stdout + fair.stderr
+    assert fair.stdout.count("│ pass ") == 2 and fair.stdout.rstrip().endswith("pass")  # both gates
+    unfair = fairloop("gate", "--model", str(adult_models / "baseline.joblib"), "--policy", str(policy), *GATE_DATA)
+    assert unfair.returncode == ExitCode.GATE_FAILED
+    assert "blocked: demographic_parity_difference" in " ".join(unfair.stderr.split())
+
+
+def test_gate_command_bad_inputs(adult_models, tmp_path):
+    not_a_model = tmp_path / "model.joblib"
+    not_a_model.write_text("hello")
+    for model, expected in ((tmp_path / "missing.joblib", "model file not found"),
+                            (not_a_model, "not a readable model file")):
+        result = fairloop("gate", "--model", str(model), "--policy", "policies/default.yaml", *GATE_DATA)
+        assert result.returncode == ExitCode.BAD_INPUT and expected in result.stderr and str(model.name) in result.stderr

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from fairloop.datasets import MISSING_GROUP, AuditSpec, DatasetSpec, SourceFile, Split, _read_labelled_files, load_dataset_spec
+from fairloop.datasets import MISSING_GROUP, AuditSpec, DatasetSpec, Split
 from fairloop.errors import BadInputError
 
 Verdict = Literal["pass", "warn", "block"]
@@ -636,20 +636,6 @@ def _proxy_finding(sensitive: str, scores: list[ProxyScore], spec: DatasetSpec, 
 
 # ---------------------------------------------------------------------------------------------
 # The audit
-
-
-def read_data_file(spec_path: str | Path, data_path: str | Path) -> tuple[DatasetSpec, Split]:
-    """Read ``data_path`` (e.g. a new snapshot) with the parsing rules of the spec at ``spec_path``.
-
-    Returns the spec unchanged (its own files stay what the reference suite was learned for)."""
-    spec_path, data_path = Path(spec_path), Path(data_path).resolve()
-    spec = load_dataset_spec(spec_path)
-    one_file = spec.model_copy(update={"files": [SourceFile(path=str(data_path), role="all")]})
-    try:
-        frames, _ = _read_labelled_files(one_file, spec_path)
-    except BadInputError as exc:
-        raise BadInputError(f"{exc} [dataset spec {spec_path}]") from None
-    return spec, frames["all"]
 
 
 def default_gx_root() -> Path:

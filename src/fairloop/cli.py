@@ -27,7 +27,7 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # error lines stay whole for logs and grep
 
 DEFAULT_RECIPE = "recipes/none.yaml"
 DEFAULT_CONSTRAINT = "constraints/gs-dp.yaml"
@@ -324,7 +324,8 @@ def audit(
     saved in gx/expectations/ (learned from the spec's own files the first time, or with
     --update-reference) and the validation goes into gx/ Data Docs.
     """
-    from fairloop.audit import GxProject, default_gx_root, learn_reference, read_data_file, run_audit
+    from fairloop.audit import GxProject, default_gx_root, learn_reference, run_audit
+    from fairloop.datasets import load_data_file
     from fairloop.datasets import load_dataset, load_dataset_spec
 
     spec = load_dataset_spec(dataset)
@@ -338,7 +339,7 @@ def audit(
     if data is None:
         split, source = loaded.all_rows(), own_files
     else:
-        spec, split = read_data_file(dataset, data)
+        spec, split = load_data_file(dataset, data)
         source = str(data)
     reference = None
     if update_reference or project.stored_suite(spec.name) is None:
@@ -360,6 +361,45 @@ def audit(
         err.print(f"  top proxies of {escape(breakdown.name)} (AUC): {escape(top)}", soft_wrap=True)
     err.print(f"  GX suite: {escape(report.gx_suite)}; Data Docs: {escape(report.data_docs or 'not built')}", soft_wrap=True)
     raise typer.Exit(ExitCode.AUDIT_BLOCKED if report.verdict == "block" else 0)
+
+
+@app.command()
+@user_errors
+def gate(
+    model: Annotated[Path, typer.Option(help="model file (registry/<dataset>/model.joblib)")],
+    data: Annotated[Path, typer.Option(help="labelled data file in the dataset's raw format")],
+    policy: Annotated[Path, typer.Option(help="gate policy")],
+    dataset: Annotated[Path, typer.Option(help="dataset spec that says how to read --data")],
+    baseline: Annotated[Optional[Path], typer.Option(help="model for the *_vs_baseline gates")] = None,
+    champion: Annotated[Optional[Path], typer.Option(help="model for the *_vs_champion gates")] = None,
+    sensitive: Annotated[Optional[str], typer.Option()] = None,
+):
+    """Gate a model on labelled data with a policy: exit 0 on pass, 3 when the policy blocks it."""
+    from fairloop.datasets import load_data_file
+    from fairloop.model import load_model
+    from fairloop.pipeline import evaluate_models
+    from fairloop.policy import apply_gates, load_policy
+
+    gate_policy = load_policy(policy)
+    spec, split = load_data_file(dataset, data)
+    sensitive = sensitive or spec.primary_sensitive
+    spec.sensitive_named(sensitive)
+    models = {name: load_model(path) for name, path in
+              (("candidate", model), ("baseline", baseline), ("champion", champion)) if path is not None}
+    report = apply_gates(gate_policy, evaluate_models(models, split, sensitive, gate_policy.bootstrap))
+    table = Table(title=f"policy {gate_policy.name} v{gate_policy.version} on {data} ({len(split)} rows, {sensitive})")
+    table.add_column("gate", overflow="fold")
+    for column in ("verdict", "value", f"{gate_policy.bootstrap.confidence:.0%} interval", "threshold"):
+        table.add_column(column)
+    for r in report.results:
+        interval = "" if r.interval is None else f"[{r.interval[0]:.4f}, {r.interval[1]:.4f}]"
+        table.add_row(r.gate, r.verdict, "" if r.value is None else f"{r.value:.4f}", interval, str(r.threshold))
+    console.print(table)
+    if not report.passed:
+        for reason in report.failures:
+            err.print(f"[red]blocked:[/red] {escape(reason)}")
+        raise typer.Exit(ExitCode.GATE_FAILED)
+    console.print("[green]pass[/green]")
 
 
 @app.command()

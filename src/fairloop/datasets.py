@@ -511,6 +511,19 @@ def load_dataset(spec_path: str | Path) -> LoadedDataset:
     return LoadedDataset(spec=spec, spec_path=spec_path, frames=frames, files_sha256=hashes)
 
 
+def load_data_file(spec_path: str | Path, data_path: str | Path) -> tuple[DatasetSpec, Split]:
+    """Read ``data_path`` (a new snapshot, a production window) with the parsing, label and
+    sensitive rules of the spec at ``spec_path``; the spec itself is returned unchanged."""
+    spec_path, data_path = Path(spec_path), Path(data_path).resolve()
+    spec = load_dataset_spec(spec_path)
+    one_file = spec.model_copy(update={"files": [SourceFile(path=str(data_path), role="all")]})
+    try:
+        frames, _ = _read_labelled_files(one_file, spec_path)
+    except BadInputError as exc:
+        raise BadInputError(f"{exc} [dataset spec {spec_path}]") from None
+    return spec, frames["all"]
+
+
 def _read_labelled_files(spec: DatasetSpec, spec_path: Path) -> tuple[dict[str, Split], dict[str, str]]:
     frames: dict[str, Split] = {}
     hashes: dict[str, str] = {}

@@ -94,3 +94,23 @@ class FairModel:
         if self.method in ("exponentiated_gradient", "threshold_optimizer"):
             return np.asarray(self.estimator._pmf_predict(matrix, **self._sensitive_kwargs(groups)))[:, 1]
         return np.asarray(self.estimator.predict_proba(matrix))[:, 1]
+
+
+def load_model(path) -> FairModel:
+    """Load a model file written by fairloop (``registry/<dataset>/model.joblib``).
+
+    Only load files you trust: joblib files are pickles and run code when loaded.
+    """
+    import joblib
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError("model file not found", source=str(path))
+    try:
+        model = joblib.load(path)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+        raise BadInputError(f"not a readable model file ({type(exc).__name__}: {exc})", source=str(path)) from None
+    if not isinstance(model, FairModel):
+        raise BadInputError(f"holds a {type(model).__name__}, not a fairloop model", source=str(path))
+    return model
