@@ -220,8 +220,11 @@ def psi_metric(
     p_value = None
     if len(categories) > 1:
         p_value = float(chi2_contingency(np.vstack([r, w]))[1])
-    boot = _psi(rng.multinomial(int(r.sum()), r / r.sum(), size=draws).astype(float),
-                rng.multinomial(int(w.sum()), w / w.sum(), size=draws).astype(float))
+    # draws from Jeffreys-smoothed shares: a category absent from one sample still varies in the
+    # resamples, so the interval does not shrink to a point around an extreme PSI
+    smooth = lambda c: (c + 0.5) / (c + 0.5).sum()  # noqa: E731
+    boot = _psi(rng.multinomial(int(r.sum()), smooth(r), size=draws).astype(float),
+                rng.multinomial(int(w.sum()), smooth(w), size=draws).astype(float))
     return (value, p_value, *basic_interval(value, boot, confidence))
 
 
