@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -22,6 +23,31 @@ def healthy(api_url: str) -> bool:
         return httpx.get(f"{api_url.rstrip('/')}/health", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def auth_headers() -> dict[str, str]:
+    """Basic auth from PREFECT_API_AUTH_STRING ('user:password'), as Prefect's own client sends it."""
+    from prefect.settings import get_current_settings
+
+    secret = get_current_settings().api.auth_string
+    if secret is None or not secret.get_secret_value():
+        return {}
+    return {"Authorization": "Basic " + base64.b64encode(secret.get_secret_value().encode()).decode()}
+
+
+def check_credentials(api_url: str) -> None:
+    """The health probe answers without credentials; a server that requires them would refuse
+    every later call, so say so now, naming the setting."""
+    try:
+        response = httpx.get(f"{api_url.rstrip('/')}/admin/version", headers=auth_headers(), timeout=5)
+    except httpx.HTTPError as exc:
+        raise ServerError(f"the Prefect server at {api_url} did not answer: {exc}") from None
+    if response.status_code == 401:
+        given = "refused the credentials in" if auth_headers() else "requires credentials: set"
+        raise ServerError(
+            f"the Prefect server at {api_url} {given} PREFECT_API_AUTH_STRING "
+            "('user:password', the value of the server's PREFECT_SERVER_API_AUTH_STRING)"
+        )
 
 
 def configured_api_url() -> str | None:
@@ -60,6 +86,7 @@ def ensure_server(settings: Settings) -> tuple[str, bool]:
     configured = configured_api_url()
     if configured:
         if healthy(configured):
+            check_credentials(configured)
             return configured, False
         raise ServerError(
             f"PREFECT_API_URL is set to {configured} but no Prefect server answers there; start it, "
@@ -68,6 +95,7 @@ def ensure_server(settings: Settings) -> tuple[str, bool]:
     env = server_env(settings)
     api = env["PREFECT_API_URL"]
     if healthy(api):
+        check_credentials(api)
         return api, False
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     log_path = settings.state_dir / "prefect-server.log"
@@ -80,6 +108,7 @@ def ensure_server(settings: Settings) -> tuple[str, bool]:
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if healthy(api):
+            check_credentials(api)
             return api, True
         time.sleep(1)
     raise ServerError(f"the Prefect server did not answer at {api} within {STARTUP_TIMEOUT_SECONDS}s; see {log_path}")
