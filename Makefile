@@ -11,7 +11,10 @@ export DVC_NO_ANALYTICS ?= 1
 
 install: $(VENV)/.installed
 
+# tests/test_review_ui.py drives the Prefect UI in Debian's chromium (through the playwright
+# package; never `playwright install`, which downloads a browser build of its own).
 $(VENV)/.installed: pyproject.toml
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
