@@ -33,6 +33,16 @@ WINDOW_ROWS = 1000
 GAP_THRESHOLD = 0.15  # the prediction-rate gap the test policy tolerates (the champion's own is far below)
 
 
+def report_documents(text: str) -> dict:
+    """The report argument of ``Registry.promote``: ``documents`` (a callable per version) where the
+    registry takes it, else the older ``report_markdown``."""
+    import inspect
+
+    if "documents" in inspect.signature(Registry.promote).parameters:
+        return {"documents": lambda version: {"report.md": text}}
+    return {"report_markdown": text}
+
+
 def write_test_policy(directory: Path, **monitoring) -> Path:
     path = directory / "monitor-policy.yaml"
     monitoring = {"max_prediction_rate_gap": GAP_THRESHOLD, "persistence_windows": 3, **monitoring}
@@ -74,7 +84,7 @@ def world(tmp_path_factory):
         registry.promote("compas", model, splits.train.to_frame(spec.label.column), metrics=metrics, baseline_metrics=metrics,
                          gates=[], lineage={"sensitive": "race", "seed": 0, "train_rows": None, "inputs_spec_files": copies},
                          approval={"reviewer": "pytest", "comment": "monitor fixture", "approved": True},
-                         report_markdown="monitor fixture\n", inputs_dir=Path(scratch))
+                         inputs_dir=Path(scratch), **report_documents("monitor fixture\n"))
     stream = core.read_window(spec, _write(folder / "stream.csv", stream_part))
     return {"folder": folder, "spec": spec, "spec_path": spec_path, "registry": registry,
             "champion": core.load_champion(registry, spec), "stream_raw": stream_part, "stream": stream}
@@ -302,7 +312,6 @@ def test_served_deployments_carry_the_configured_cron_and_trigger(served):
     assert [s.schedule.cron for s in monitor_deployment.schedules] == ["15 6 * * *"]
     assert [s.schedule.cron for s in remediation_deployment.schedules] == ["0 3 1 * *"]
     assert remediation_deployment.parameters["requested_by"] == "schedule"
-    from prefect.client.orchestration import get_client
 
     automations = _automations(served)
     assert len(automations) == 1
