@@ -27,6 +27,7 @@ from fairloop.lineage import code_version, package_versions
 from fairloop.outcomes import Outcome, refusal_reason
 from fairloop.policy import apply_gates
 from fairloop.registry import Registry, file_sha256
+from fairloop.report import render_html, render_model_card
 from fairloop.review import ReviewDecision, render_report
 from fairloop.runs import flow_run_url, review_commands
 
@@ -117,7 +118,7 @@ def remediation(
     champion = registry.load_champion(spec.name)
     if champion:
         models["champion"] = champion[1]
-    evaluations = evaluate_step(models, splits.test, sensitive, inputs.policy.bootstrap)
+    evaluations = evaluate_step(models, splits.test, sensitive, inputs.policy)
     gates = apply_gates(inputs.policy, evaluations)
     report = render_report(
         dataset=spec.name, sensitive=sensitive, candidate_label=template.label(),
@@ -156,9 +157,22 @@ def remediation(
     }
     if extra_training_data:
         lineage["extra_training_data"] = {"path": extra_training_data, "sha256": file_sha256(Path(extra_training_data))}
+    def documents(version: str) -> dict[str, str]:
+        model_card = render_model_card(
+            dataset=spec.name, description=spec.description, provenance=spec.provenance, version=version,
+            candidate_label=template.label(), recipe_label=f"{inputs.recipe.name} v{inputs.recipe.version}",
+            sensitive=[s.name for s in spec.sensitive], evaluation=evaluations["candidate"], gates=gates,
+            needs_sensitive_at_predict=template.needs_sensitive_at_predict, approval=approval,
+            train_rows=len(augmented), test_rows=len(splits.test), confidence=inputs.policy.bootstrap.confidence,
+        )
+        return {"report.md": report, "report.html": render_html(f"fairloop {spec.name} {version}", report, evaluations),
+                "model_card.md": model_card}
+
     entry = promote_step(
         registry, inputs, model=fitted["candidate"][0], train=augmented.to_frame(spec.label.column),
         metrics=evaluations["candidate"].metrics, baseline_metrics=evaluations["baseline"].metrics,
-        gates=[g.model_dump() for g in gates.results], lineage=lineage, approval=approval, report_markdown=report,
+        gates=[g.model_dump() for g in gates.results], lineage=lineage, approval=approval, documents=documents,
     )
+    create_markdown_artifact(key="model-card", markdown=(registry.root / spec.name / "model_card.md").read_text(),
+                             description=f"Model card of {spec.name} {entry.version}")
     return Completed(name=Outcome.PROMOTED.value, message=f"{spec.name} {entry.version} promoted, approved by {decision.reviewer}")

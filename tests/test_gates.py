@@ -106,3 +106,51 @@ def test_bootstrap_agrees_with_fairlearn_metricframe():
         assert ours_bounds[0] == pytest.approx(float(theirs[0]), abs=0.02)
         assert ours_bounds[1] == pytest.approx(float(theirs[1]), abs=0.02)
     assert BootstrapSettings().n_boot >= 300
+
+
+def test_groups_below_the_size_floor_do_not_count():
+    split, pred = synthetic_split(4000, 0.2, 0.3, accuracy=0.8)
+    groups = split.groups["g"].to_numpy().copy()
+    groups[:12] = "tiny"  # a 12-row group with an extreme rate would dominate every gap
+    pred[:12] = 1
+    split = Split(X=split.X, y=split.y, groups=pd.DataFrame({"g": groups}))
+    with_tiny = score_predictions(split, "g", pred, pred.astype(float))
+    floored = score_predictions(split, "g", pred, pred.astype(float), min_group_size=30)
+    assert with_tiny.metrics["disparate_impact_ratio"] < 0.3
+    assert floored.metrics["disparate_impact_ratio"] > 0.6
+    assert floored.by_group["tiny"]["counted"] == 0.0 and floored.by_group["a"]["counted"] == 1.0
+    one_group = score_predictions(split, "g", pred, pred.astype(float), min_group_size=10_000)
+    policy = Policy(name="p", version=1, thresholds={"max_demographic_parity_difference": 0.5})
+    (result,) = apply_gates(policy, {"candidate": one_group}).results
+    assert result.verdict == "inconclusive"
+
+
+@pytest.mark.parametrize(("threshold", "expected"), [(0.3, "pass"), (0.9, "fail")])
+def test_min_group_true_positive_rate_gate(threshold, expected):
+    evaluations = evaluations_for(20000, (0.4, 0.6))
+    low, high = evaluations["candidate"].intervals["min_group_true_positive_rate"]
+    assert low <= evaluations["candidate"].metrics["min_group_true_positive_rate"] <= high
+    assert verdict({"min_group_true_positive_rate": threshold}, evaluations) == expected
+    assert verdict({"min_group_true_positive_rate": (low + high) / 2}, evaluations) == "inconclusive"
+
+
+def test_net_benefit_gate_over_a_threshold_band():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 5000)
+    informative = np.clip(y * 0.6 + rng.random(5000) * 0.4, 0, 1)  # separates the classes
+    useless = np.full(5000, 0.9)  # acts on everyone: net benefit negative when prevalence < threshold
+    y = np.where(rng.random(5000) < 0.7, 0, y)  # prevalence ~15 %
+    split = Split(X=pd.DataFrame({"x": np.zeros(5000)}), y=pd.Series(y), groups=pd.DataFrame({"g": ["a"] * 5000}))
+    policy = Policy(name="p", version=1, thresholds={"min_net_benefit": 0.0})
+    for scores, expected in ((informative, "pass"), (useless, "fail")):
+        ev = score_predictions(split, "g", (scores >= 0.5).astype(int), scores, net_benefit_band=(0.1, 0.2))
+        (result,) = apply_gates(policy, {"candidate": ev}).results
+        assert result.verdict == expected, ev.metrics["net_benefit_min"]
+
+
+def test_calibration_is_reported_per_group():
+    split, pred = synthetic_split(2000, 0.2, 0.3, accuracy=0.8)
+    ev = score_predictions(split, "g", pred, pred * 0.8 + 0.1)
+    for stats in ev.by_group.values():
+        assert {"mean_score", "observed_rate", "brier"} <= set(stats)
+        assert 0 <= stats["brier"] <= 1

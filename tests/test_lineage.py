@@ -145,7 +145,7 @@ def test_concurrent_promotions_both_complete_consistently(registry, tmp_path):
             registry.promote(
                 "adult", model, train, metrics=v1.metrics, baseline_metrics=v1.baseline_metrics, gates=v1.gates,
                 lineage=v1.lineage, approval={"reviewer": reviewer, "comment": "", "approved": True},
-                report_markdown="concurrent", inputs_dir=inputs,
+                documents=lambda version: {"report.md": "concurrent"}, inputs_dir=inputs,
             )
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)

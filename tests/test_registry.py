@@ -30,7 +30,7 @@ def candidate(tmp_path_factory):
         "metrics": evaluations["candidate"].metrics, "baseline_metrics": evaluations["baseline"].metrics,
         "gates": [], "lineage": {"dataset": {"files": inputs.loaded.files_sha256}, "inputs_spec_files": copies,
                                  "sensitive": "sex", "seed": 0, "train_rows": 2000},
-        "report_markdown": "report", "inputs_dir": snapshot,
+        "documents": lambda version: {"report.md": f"report {version}"}, "inputs_dir": snapshot,
     }
 
 

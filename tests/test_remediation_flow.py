@@ -68,6 +68,10 @@ def test_approved_run_is_promoted_and_the_champion_predicts(remediation_flow, re
     report = (registry_dir / "adult" / "report.md").read_text()
     assert "| group | rows | selection rate | TPR | FPR |\n|---|---|---|---|---|\n| Female |" in report
     assert "| max_demographic_parity_difference | **pass** |" in report
+    card = (registry_dir / "adult" / "model_card.md").read_text()
+    assert card.startswith("# Model card: adult v1") and "Approved by alice" in card and "## Limitations" in card
+    html = (registry_dir / "adult" / "report.html").read_text()
+    assert "<table>" in html and 'src="data:image/png;base64,' in html
 
 
 def test_rejected_run_promotes_nothing_and_records_the_comment(remediation_flow, registry_dir, lenient_policy):

@@ -386,7 +386,7 @@ def gate(
     spec.sensitive_named(sensitive)
     models = {name: load_model(path) for name, path in
               (("candidate", model), ("baseline", baseline), ("champion", champion)) if path is not None}
-    report = apply_gates(gate_policy, evaluate_models(models, split, sensitive, gate_policy.bootstrap))
+    report = apply_gates(gate_policy, evaluate_models(models, split, sensitive, gate_policy))
     table = Table(title=f"policy {gate_policy.name} v{gate_policy.version} on {data} ({len(split)} rows, {sensitive})")
     table.add_column("gate", overflow="fold")
     for column in ("verdict", "value", f"{gate_policy.bootstrap.confidence:.0%} interval", "threshold"):

@@ -15,7 +15,7 @@ from fairlearn.metrics import (
     true_positive_rate,
 )
 from pydantic import BaseModel
-from sklearn.metrics import accuracy_score, roc_auc_score
+from sklearn.metrics import accuracy_score, brier_score_loss, roc_auc_score
 
 from fairloop.datasets import Split
 from fairloop.errors import BadInputError
@@ -27,6 +27,8 @@ METRIC_LABELS = {
     "demographic_parity_difference": "DPD",
     "equalized_odds_difference": "EOD",
     "disparate_impact_ratio": "DI ratio",
+    "min_group_true_positive_rate": "min group TPR",
+    "net_benefit_min": "min net benefit",
 }
 
 
@@ -52,17 +54,49 @@ def evaluate(model: FairModel, split: Split, sensitive: str) -> Evaluation:
     return score_predictions(split, sensitive, *predict(model, split))
 
 
-def score_predictions(split: Split, sensitive: str, y_pred: np.ndarray, scores: np.ndarray) -> Evaluation:
-    groups = split.groups[sensitive]
+def counted_groups(groups: pd.Series, min_group_size: int) -> np.ndarray:
+    """Groups with enough rows for their rates to count in group fairness metrics."""
+    sizes = groups.astype(str).value_counts()
+    return np.sort(sizes[sizes >= min_group_size].index.to_numpy())
+
+
+def net_benefit(y_true: np.ndarray, scores: np.ndarray, threshold: float) -> float:
+    """Decision-curve net benefit of acting when the probability is at least ``threshold``."""
+    act = scores >= threshold
+    n = len(y_true)
+    true_pos = np.sum(act & (y_true == 1)) / n
+    false_pos = np.sum(act & (y_true == 0)) / n
+    return float(true_pos - false_pos * threshold / (1 - threshold))
+
+
+def score_predictions(
+    split: Split, sensitive: str, y_pred: np.ndarray, scores: np.ndarray, *,
+    min_group_size: int = 0, net_benefit_band: tuple[float, float] | None = None,
+) -> Evaluation:
+    """Metrics from decisions and scores. Group fairness metrics count only groups of at least
+    ``min_group_size`` rows (a rate on a handful of rows decides nothing); with fewer than
+    two such groups they are NaN, which the gates treat as inconclusive."""
+    groups = split.groups[sensitive].astype(str)
     y_true = split.y.to_numpy()
     auc = roc_auc_score(y_true, scores) if len(np.unique(y_true)) == 2 else float("nan")
-    metrics = {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "auc": float(auc),
-        "demographic_parity_difference": float(demographic_parity_difference(y_true, y_pred, sensitive_features=groups)),
-        "equalized_odds_difference": float(equalized_odds_difference(y_true, y_pred, sensitive_features=groups)),
-        "disparate_impact_ratio": float(demographic_parity_ratio(y_true, y_pred, sensitive_features=groups)),
-    }
+    counted = groups.isin(counted_groups(groups, min_group_size)).to_numpy()
+    metrics = {"accuracy": float(accuracy_score(y_true, y_pred)), "auc": float(auc)}
+    if len(np.unique(groups[counted])) >= 2:
+        yc, pc, gc = y_true[counted], y_pred[counted], groups[counted]
+        metrics |= {
+            "demographic_parity_difference": float(demographic_parity_difference(yc, pc, sensitive_features=gc)),
+            "equalized_odds_difference": float(equalized_odds_difference(yc, pc, sensitive_features=gc)),
+            "disparate_impact_ratio": float(demographic_parity_ratio(yc, pc, sensitive_features=gc)),
+            "min_group_true_positive_rate": float(
+                MetricFrame(metrics=true_positive_rate, y_true=yc, y_pred=pc, sensitive_features=gc).group_min()),
+        }
+    else:
+        metrics |= dict.fromkeys(
+            ("demographic_parity_difference", "equalized_odds_difference", "disparate_impact_ratio",
+             "min_group_true_positive_rate"), float("nan"))
+    if net_benefit_band is not None:
+        band = np.linspace(*net_benefit_band, 11)
+        metrics["net_benefit_min"] = min(net_benefit(y_true, scores, t) for t in band)
     frame = MetricFrame(
         metrics={
             "count": count,
@@ -75,12 +109,21 @@ def score_predictions(split: Split, sensitive: str, y_pred: np.ndarray, scores: 
         y_pred=y_pred,
         sensitive_features=groups,
     )
-    by_group = {str(g): {k: float(v) for k, v in row.items()} for g, row in frame.by_group.iterrows()}
+    calibration = MetricFrame(
+        metrics={"mean_score": lambda yt, ys: float(np.mean(ys)), "observed_rate": lambda yt, ys: float(np.mean(yt)),
+                 "brier": brier_score_loss},
+        y_true=y_true, y_pred=scores, sensitive_features=groups,
+    )
+    by_group = {
+        str(g): {**{k: float(v) for k, v in row.items()}, **calibration.by_group.loc[g].astype(float).to_dict(),
+                 "counted": float(g in set(groups[counted]))}
+        for g, row in frame.by_group.iterrows()
+    }
     return Evaluation(rows=len(split), sensitive=sensitive, metrics=metrics, by_group=by_group)
 
 
 def metrics_table(columns: dict[str, Evaluation]) -> pd.DataFrame:
     """One row per metric, one column per evaluated model (for reports)."""
     return pd.DataFrame(
-        {name: {METRIC_LABELS[k]: v for k, v in ev.metrics.items()} for name, ev in columns.items()}
+        {name: {METRIC_LABELS.get(k, k): v for k, v in ev.metrics.items()} for name, ev in columns.items()}
     )

@@ -17,8 +17,9 @@ GROUP_METRICS = ("demographic_parity_difference", "equalized_odds_difference", "
 
 
 def _resample_metrics(y: np.ndarray, pred: np.ndarray, group_codes: np.ndarray, n_groups: int,
-                      samples: np.ndarray) -> dict[str, np.ndarray]:
-    """Metrics of one model on every resample (rows of ``samples`` are index vectors)."""
+                      samples: np.ndarray, counted: np.ndarray, names: np.ndarray) -> dict[str, np.ndarray]:
+    """Metrics of one model on every resample (rows of ``samples`` are index vectors); group
+    metrics use only the groups flagged in ``counted``."""
     n_boot = samples.shape[0]
     ys, ps, gs = y[samples], pred[samples], group_codes[samples]
     offsets = (np.arange(n_boot)[:, None] * n_groups + gs).ravel()
@@ -28,15 +29,17 @@ def _resample_metrics(y: np.ndarray, pred: np.ndarray, group_codes: np.ndarray, 
 
     with np.errstate(invalid="ignore", divide="ignore"):
         count = per_group(np.ones_like(ys, dtype=float))
-        selection = per_group(ps.astype(float)) / count
-        tpr = per_group((ps & ys).astype(float)) / per_group(ys.astype(float))
-        fpr = per_group((ps & (1 - ys)).astype(float)) / per_group((1 - ys).astype(float))
+        selection = (per_group(ps.astype(float)) / count)[:, counted]
+        tpr = (per_group((ps & ys).astype(float)) / per_group(ys.astype(float)))[:, counted]
+        fpr = (per_group((ps & (1 - ys)).astype(float)) / per_group((1 - ys).astype(float)))[:, counted]
         gap = lambda rates: np.nanmax(rates, axis=1) - np.nanmin(rates, axis=1)  # noqa: E731
         return {
             "accuracy": (ps == ys).mean(axis=1),
             "demographic_parity_difference": gap(selection),
             "equalized_odds_difference": np.maximum(gap(tpr), gap(fpr)),
             "disparate_impact_ratio": np.nanmin(selection, axis=1) / np.nanmax(selection, axis=1),
+            "min_group_true_positive_rate": np.nanmin(tpr, axis=1),
+            **{f"selection_rate[{name}]": selection[:, i] for i, name in enumerate(names[counted])},
         }
 
 
@@ -49,14 +52,16 @@ def bootstrap_intervals(
     confidence: float,
     seed: int,
     drops_against: tuple[str, ...] = (),
+    counted_groups: np.ndarray | None = None,
 ) -> dict[str, dict[str, tuple[float, float]]]:
-    """Percentile intervals per model and metric; plus ``accuracy_drop_vs_<ref>`` for the
-    candidate against each reference model named in ``drops_against``."""
+    """Percentile intervals per model and metric (group metrics over ``counted_groups``, default
+    all); plus ``accuracy_drop_vs_<ref>`` for the candidate against each model in ``drops_against``."""
     y = np.asarray(y_true).astype(int)
     codes, group_codes = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    counted = np.isin(codes, codes if counted_groups is None else counted_groups)
     samples = np.random.default_rng(seed).integers(0, len(y), size=(n_boot, len(y)))
     per_model = {
-        name: _resample_metrics(y, np.asarray(pred).astype(int), group_codes, len(codes), samples)
+        name: _resample_metrics(y, np.asarray(pred).astype(int), group_codes, len(codes), samples, counted, codes)
         for name, pred in predictions.items()
     }
     tail = (1 - confidence) / 2

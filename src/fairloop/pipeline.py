@@ -13,10 +13,10 @@ from pathlib import Path
 from fairloop.audit import AuditReport, run_audit
 from fairloop.constraints import ConstraintTemplate, fit_candidate, load_constraint_template
 from fairloop.datasets import LoadedDataset, Split, Splits, load_dataset, make_splits
-from fairloop.evaluate import Evaluation, predict, score_predictions
+from fairloop.evaluate import Evaluation, counted_groups, predict, score_predictions
 from fairloop.intervals import bootstrap_intervals
 from fairloop.model import FairModel
-from fairloop.policy import BootstrapSettings, Policy, load_policy
+from fairloop.policy import Policy, load_policy
 from fairloop.recipes import AugmentReport, Recipe, apply_recipe, load_recipe
 
 
@@ -91,17 +91,20 @@ def train(inputs: Inputs, splits: Splits, augmented: Split) -> dict[str, tuple[F
 
 
 def evaluate_models(
-    models: dict[str, FairModel], test: Split, sensitive: str, bootstrap: BootstrapSettings | None = None
+    models: dict[str, FairModel], test: Split, sensitive: str, policy: Policy | None = None
 ) -> dict[str, Evaluation]:
-    """Held-out metrics of every model; with ``bootstrap``, paired intervals on the same resamples
-    (and the candidate's accuracy drop against 'baseline' and 'champion')."""
+    """Held-out metrics of every model. With a ``policy``: its group-size floor and net-benefit
+    band, and paired bootstrap intervals on the same resamples (plus the candidate's accuracy
+    drop against 'baseline' and 'champion')."""
     predicted = {name: predict(model, test) for name, model in models.items()}
-    evaluations = {name: score_predictions(test, sensitive, *pair) for name, pair in predicted.items()}
-    if bootstrap is not None:
+    options = {} if policy is None else {"min_group_size": policy.min_group_size, "net_benefit_band": policy.net_benefit_band}
+    evaluations = {name: score_predictions(test, sensitive, *pair, **options) for name, pair in predicted.items()}
+    if policy is not None:
+        groups = test.groups[sensitive].astype(str)
         intervals = bootstrap_intervals(
-            test.y.to_numpy(), {name: pair[0] for name, pair in predicted.items()}, test.groups[sensitive].to_numpy(),
-            n_boot=bootstrap.n_boot, confidence=bootstrap.confidence, seed=bootstrap.seed,
-            drops_against=("baseline", "champion"),
+            test.y.to_numpy(), {name: pair[0] for name, pair in predicted.items()}, groups.to_numpy(),
+            n_boot=policy.bootstrap.n_boot, confidence=policy.bootstrap.confidence, seed=policy.bootstrap.seed,
+            drops_against=("baseline", "champion"), counted_groups=counted_groups(groups, policy.min_group_size),
         )
         evaluations = {name: ev.model_copy(update={"intervals": intervals[name]}) for name, ev in evaluations.items()}
     return evaluations

@@ -18,6 +18,8 @@ class Thresholds(SpecModel):
     max_accuracy_drop_vs_champion: float | None = Field(None, ge=0, le=1)
     max_auc_drop_vs_baseline: float | None = Field(None, ge=0, le=1)
     max_auc_drop_vs_champion: float | None = Field(None, ge=0, le=1)
+    min_group_true_positive_rate: float | None = Field(None, ge=0, le=1)
+    min_net_benefit: float | None = Field(None, ge=-1, le=1, description="over net_benefit_band; 0 = never worse than acting on nobody")
 
 
 class ApprovalRules(SpecModel):
@@ -63,6 +65,8 @@ class BootstrapSettings(SpecModel):
 
 class Policy(VersionedSpec):
     thresholds: Thresholds
+    min_group_size: int = Field(0, ge=0, description="groups with fewer test rows do not count in group fairness metrics")
+    net_benefit_band: tuple[float, float] = Field((0.1, 0.2), description="probability thresholds for min_net_benefit")
     bootstrap: BootstrapSettings = BootstrapSettings()
     inconclusive_blocks: bool = Field(True, description="an interval straddling a threshold blocks promotion")
     approval: ApprovalRules = ApprovalRules()
@@ -87,6 +91,8 @@ GATES: dict[str, tuple[str, Literal["max", "min", "drop"], Literal["none", "base
     "max_accuracy_drop_vs_champion": ("accuracy", "drop", "champion"),
     "max_auc_drop_vs_baseline": ("auc", "drop", "baseline"),
     "max_auc_drop_vs_champion": ("auc", "drop", "champion"),
+    "min_group_true_positive_rate": ("min_group_true_positive_rate", "min", "none"),
+    "min_net_benefit": ("net_benefit_min", "min", "none"),
 }
 
 
@@ -124,7 +130,9 @@ class GateReport(BaseModel):
 
 def _verdict(value: float, interval: tuple[float, float] | None, threshold: float, upper: bool) -> Verdict:
     """pass / fail when the whole interval (or, without one, the value) is on one side of the
-    threshold; inconclusive when the interval straddles it."""
+    threshold; inconclusive when the interval straddles it or there is no value (NaN)."""
+    if value != value:
+        return "inconclusive"
     low, high = interval if interval is not None else (value, value)
     if upper:
         return "pass" if high <= threshold else "fail" if low > threshold else "inconclusive"

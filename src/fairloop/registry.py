@@ -6,7 +6,8 @@ Layout, per dataset ``D``::
     D/model.joblib(.dvc)   the champion model (bytes in the DVC cache and remote)
     D/train.csv(.dvc)      the training set it was fitted on, after augmentation
     D/entry.json           version, metrics, gate verdicts, lineage, approval
-    D/report.md            the report the reviewer saw
+    D/report.md, .html     the report the reviewer saw (HTML with plots by group)
+    D/model_card.md        intended use, data, metrics by group, gates, limitations, approval
     D/inputs/              the run's dataset spec, recipe, template and policy (git) and its
                            raw data files (DVC): everything ``fairloop reproduce`` needs
     audit.jsonl            append-only log of every decision (promote, reject, expire, rollback)
@@ -249,11 +250,12 @@ class Registry:
         gates: list[dict[str, Any]],
         lineage: dict[str, Any],
         approval: dict[str, Any],
-        report_markdown: str,
+        documents: Callable[[str], dict[str, str]],
         inputs_dir: Path,
     ) -> RegistryEntry:
         """Write a new champion version, commit and tag it; nothing is left half-written on failure.
 
+        ``documents(version)`` gives the text files for people (report, model card) by file name;
         ``inputs_dir`` holds the run's input files (see ``pipeline.snapshot_inputs``).
         """
         written: list[RegistryEntry] = []
@@ -272,7 +274,8 @@ class Registry:
                 lineage={**lineage, "parent": parent.version if parent else None}, approval=approval,
             )
             (folder / "entry.json").write_text(entry.model_dump_json(indent=2) + "\n")
-            (folder / "report.md").write_text(report_markdown)
+            for name, text in documents(version).items():
+                (folder / name).write_text(text, encoding="utf-8")
             self._git("rm", "-q", "-r", "--ignore-unmatch", "--", f"{dataset}/inputs")
             shutil.rmtree(folder / "inputs", ignore_errors=True)
             shutil.copytree(inputs_dir, folder / "inputs")
