@@ -154,3 +154,20 @@ def test_calibration_is_reported_per_group():
     for stats in ev.by_group.values():
         assert {"mean_score", "observed_rate", "brier"} <= set(stats)
         assert 0 <= stats["brier"] <= 1
+
+
+def test_on_compas_small_groups_leave_fairness_gates_inconclusive():
+    """COMPAS's test split has ~1,600 rows: the DP gates' intervals are about +-0.05 wide."""
+    from conftest import PROJECT
+    from fairloop import pipeline
+
+    inputs = pipeline.load_inputs(pipeline.RunParams(
+        dataset=str(PROJECT / "datasets/compas.yaml"), recipe=str(PROJECT / "recipes/none.yaml"),
+        constraint=str(PROJECT / "constraints/threshold-dp.yaml"), policy=str(PROJECT / "policies/default.yaml")))
+    splits = pipeline.prepare(inputs)
+    fitted = pipeline.train(inputs, splits, splits.train)
+    evaluations = pipeline.evaluate_models({k: m for k, (m, _) in fitted.items()}, splits.test, "race", inputs.policy)
+    verdicts = {r.gate: r for r in apply_gates(inputs.policy, evaluations).results}
+    dpd = verdicts["max_demographic_parity_difference"]
+    assert dpd.verdict == "inconclusive" and dpd.interval[1] - dpd.interval[0] > 0.05
+    assert verdicts["min_disparate_impact_ratio"].verdict == "inconclusive"

@@ -92,7 +92,9 @@ class FairModel:
         """
         matrix = self._matrix(X)
         if self.method in ("exponentiated_gradient", "threshold_optimizer"):
-            return np.asarray(self.estimator._pmf_predict(matrix, **self._sensitive_kwargs(groups)))[:, 1]
+            # a weighted sum of predictors' outputs: float error can land at 1 + 2e-16
+            pmf = np.asarray(self.estimator._pmf_predict(matrix, **self._sensitive_kwargs(groups)))[:, 1]
+            return np.clip(pmf, 0.0, 1.0)
         return np.asarray(self.estimator.predict_proba(matrix))[:, 1]
 
 

@@ -54,7 +54,9 @@ def submit_review(run_id: str | UUID, decision: dict) -> None:
     deadline = time.monotonic() + SCHEMA_WAIT_SECONDS
     while True:
         try:
-            resume_flow_run(run.id, run_input=decision)
+            # _sync: with an event loop running in this thread Prefect would otherwise return an
+            # un-awaited coroutine, and the review would silently never be sent
+            resume_flow_run(run.id, run_input=decision, _sync=True)
             return
         except RuntimeError as exc:
             if "schema" not in str(exc).lower() or time.monotonic() > deadline:
