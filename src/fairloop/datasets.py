@@ -492,7 +492,7 @@ def _typed_features(spec: DatasetSpec, frame: pd.DataFrame, file_path: Path) -> 
     return features
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -566,7 +566,7 @@ def _read_labelled_files(spec: DatasetSpec, spec_path: Path) -> tuple[dict[str, 
             y=_label_vector(spec, raw[spec.label.column], file_path),
             groups=pd.concat([_group_column(s, raw[s.column], file_path) for s in spec.sensitive], axis=1),
         )
-        hashes[source.role] = _sha256(file_path)
+        hashes[source.role] = file_sha256(file_path)
     return frames, hashes
 
 

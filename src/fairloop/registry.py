@@ -20,7 +20,6 @@ completely or leaves the previous commit's state in the working tree.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -37,6 +36,7 @@ import pandas as pd
 from filelock import FileLock
 from pydantic import BaseModel
 
+from fairloop.datasets import file_sha256
 from fairloop.errors import RegistryError
 from fairloop.model import FairModel
 
@@ -55,14 +55,6 @@ class RegistryEntry(BaseModel):
     gates: list[dict[str, Any]]
     lineage: dict[str, Any]
     approval: dict[str, Any]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def now_iso() -> str:
