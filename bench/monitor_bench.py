@@ -36,16 +36,6 @@ from fairloop.policy import load_policy  # noqa: E402
 from fairloop.registry import Registry  # noqa: E402
 
 
-def report_documents(text: str) -> dict:
-    """The report argument of ``Registry.promote``: ``documents`` (a callable per version) where the
-    registry takes it, else the older ``report_markdown``."""
-    import inspect
-
-    if "documents" in inspect.signature(Registry.promote).parameters:
-        return {"documents": lambda version: {"report.md": text}}
-    return {"report_markdown": text}
-
-
 def promote_champion(spec_path: Path, registry: Registry, constraint: str = "constraints/threshold-dp.yaml") -> dict:
     """Train the spec's candidate on its train split and promote it straight into ``registry``.
 
@@ -65,7 +55,7 @@ def promote_champion(spec_path: Path, registry: Registry, constraint: str = "con
             baseline_metrics=metrics, gates=[],
             lineage={"sensitive": inputs.sensitive, "seed": 0, "train_rows": None, "inputs_spec_files": copies},
             approval={"reviewer": "bench", "comment": "scratch champion, not reviewed", "approved": True},
-            inputs_dir=Path(scratch), **report_documents("scratch champion\n"),
+            inputs_dir=Path(scratch), documents=lambda version: {"report.md": "scratch champion\n"},
         )
     return {"train_rows": len(splits.train), "test_rows": len(splits.test), "fit_seconds": seconds, **metrics}
 

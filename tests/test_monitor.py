@@ -33,16 +33,6 @@ WINDOW_ROWS = 1000
 GAP_THRESHOLD = 0.15  # the prediction-rate gap the test policy tolerates (the champion's own is far below)
 
 
-def report_documents(text: str) -> dict:
-    """The report argument of ``Registry.promote``: ``documents`` (a callable per version) where the
-    registry takes it, else the older ``report_markdown``."""
-    import inspect
-
-    if "documents" in inspect.signature(Registry.promote).parameters:
-        return {"documents": lambda version: {"report.md": text}}
-    return {"report_markdown": text}
-
-
 def write_test_policy(directory: Path, **monitoring) -> Path:
     path = directory / "monitor-policy.yaml"
     monitoring = {"max_prediction_rate_gap": GAP_THRESHOLD, "persistence_windows": 3, **monitoring}
@@ -84,7 +74,7 @@ def world(tmp_path_factory):
         registry.promote("compas", model, splits.train.to_frame(spec.label.column), metrics=metrics, baseline_metrics=metrics,
                          gates=[], lineage={"sensitive": "race", "seed": 0, "train_rows": None, "inputs_spec_files": copies},
                          approval={"reviewer": "pytest", "comment": "monitor fixture", "approved": True},
-                         inputs_dir=Path(scratch), **report_documents("monitor fixture\n"))
+                         inputs_dir=Path(scratch), documents=lambda version: {"report.md": "monitor fixture\n"})
     stream = core.read_window(spec, _write(folder / "stream.csv", stream_part))
     return {"folder": folder, "spec": spec, "spec_path": spec_path, "registry": registry,
             "champion": core.load_champion(registry, spec), "stream_raw": stream_part, "stream": stream}

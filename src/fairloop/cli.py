@@ -70,13 +70,14 @@ def prefect_server(settings: Settings):
         yield api_url
 
 
-def load_remediation_flow(settings: Settings):
+def load_project_flow(settings: Settings, name: str):
+    """The flow ``name`` from ``flows/<name>.py`` of the project (Prefect entrypoint style)."""
     from prefect.flows import load_flow_from_entrypoint
 
-    entrypoint = settings.project_dir / "flows" / "remediation.py"
+    entrypoint = settings.project_dir / "flows" / f"{name}.py"
     if not entrypoint.is_file():
-        raise BadInputError(f"no remediation flow at {entrypoint}; run fairloop from the project directory")
-    return load_flow_from_entrypoint(f"{entrypoint}:remediation")
+        raise BadInputError(f"no {name} flow at {entrypoint}; run fairloop from the project directory")
+    return load_flow_from_entrypoint(f"{entrypoint}:{name}")
 
 
 def validate_inputs(dataset: Path, recipe: Path, constraint: Path, policy: Path) -> None:
@@ -130,7 +131,7 @@ def remediate(
             raise typer.Exit(launch_detached(settings))
         from prefect import tags
 
-        flow = load_remediation_flow(settings)
+        flow = load_project_flow(settings, "remediation")
         with tags(*filter(None, [os.environ.get(RUN_TAG_ENV)])):
             state = flow(
                 dataset=str(dataset), recipe=str(recipe), constraint=str(constraint), policy=str(policy),
@@ -411,15 +412,6 @@ def server():
         console.print(f"Other shells: export PREFECT_API_URL={api_url}")
 
 
-def load_monitor_flow(settings: Settings):
-    from prefect.flows import load_flow_from_entrypoint
-
-    entrypoint = settings.project_dir / "flows" / "monitor.py"
-    if not entrypoint.is_file():
-        raise BadInputError(f"no monitor flow at {entrypoint}; run fairloop from the project directory")
-    return load_flow_from_entrypoint(f"{entrypoint}:monitor")
-
-
 @app.command()
 @user_errors
 def monitor(
@@ -443,7 +435,7 @@ def monitor(
         raise BadInputError("window file not found", source=str(window))
     if server:
         with prefect_server(settings):
-            flow = load_monitor_flow(settings)
+            flow = load_project_flow(settings, "monitor")
             records = flow(dataset=str(dataset), window=str(window), policy=str(policy), window_end=window_end,
                            every_window=every_window, prediction_column=prediction_column)
         from fairloop.monitor import WindowReport
@@ -484,9 +476,11 @@ def serve(
 
     settings = get_settings()
     validate_inputs(dataset, recipe, constraint, policy)
+    if not feed.is_file():  # a typo here would only show at the first scheduled check
+        raise BadInputError("production feed file not found", source=str(feed))
     with prefect_server(settings) as api_url:
         deployments = build_deployments(
-            load_monitor_flow(settings), load_remediation_flow(settings), dataset=str(dataset), feed=str(feed),
+            load_project_flow(settings, "monitor"), load_project_flow(settings, "remediation"), dataset=str(dataset), feed=str(feed),
             policy=str(policy), recipe=str(recipe), constraint=str(constraint), train_rows=train_rows,
         )
         for deployment in deployments:
