@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -23,6 +25,7 @@ def synthetic_split(n: int, rate_a: float, rate_b: float, accuracy: float, seed:
     return split, pred
 
 
+@functools.cache  # the same constructed data serves several thresholds; Evaluations are not mutated
 def evaluations_for(n: int, candidate_rates, baseline_accuracy_gap: float = 0.0, seed: int = 0) -> dict[str, Evaluation]:
     split, pred = synthetic_split(n, *candidate_rates, accuracy=0.8, seed=seed)
     rng = np.random.default_rng(seed + 1)

@@ -63,7 +63,10 @@ def test_approved_run_is_promoted_and_the_champion_predicts(remediation_flow, re
 
     assert Repo(str(registry_dir)).status() == {}  # workspace matches what DVC recorded
     assert Repo(str(registry_dir)).status(cloud=True) == {}  # and the remote has every byte
-    assert [r["action"] for r in registry.audit_log()] == ["promote"]
+    (record,) = registry.audit_log()
+    assert record["action"] == "promote" and record["reviewer"] == "alice" and record["comment"] == "looks fair"
+    assert record["run_id"] == str(paused.id) and record["candidate"] == "gs-dp" and record["at"]
+    assert record["verdicts"] == {"max_demographic_parity_difference": "pass", "max_accuracy_drop_vs_baseline": "pass"}
     # the report the reviewer saw is stored with its tables intact (rows contiguous for Markdown)
     report = (registry_dir / "adult" / "report.md").read_text()
     assert "| group | rows | selection rate | TPR | FPR |\n|---|---|---|---|---|\n| Female |" in report

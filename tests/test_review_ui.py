@@ -1,6 +1,6 @@
-"""The reviewer's path as a reviewer uses it: a real ``prefect server start`` (the UI is not
-served by prefect_test_harness), the remediation flow paused for review, and the Resume dialog
-driven in headless Chromium with Playwright. Then the same server with credentials required.
+"""The reviewer's path as a reviewer uses it: a real ``prefect server start`` that requires
+credentials (the UI is not served by prefect_test_harness), the remediation flow paused for
+review, and the UI's login and Resume dialog driven in headless Chromium with Playwright.
 
 Needs Debian's ``chromium`` and the ``playwright`` package (``make test`` installs both); the
 tests fail, never skip, when either is missing.
@@ -146,13 +146,6 @@ def drain_prefect_workers() -> None:
 
 
 @pytest.fixture(scope="module")
-def open_server(tmp_path_factory):
-    server = RealServer(tmp_path_factory.mktemp("prefect-open"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def locked_server(tmp_path_factory):
     server = RealServer(tmp_path_factory.mktemp("prefect-auth"), auth_string=AUTH_STRING)
     yield server
@@ -188,25 +181,7 @@ def chromium_page(evidence: Path):
             browser.close()
 
 
-# 1. The reviewer approves in the Prefect UI -----------------------------------------------------
-
-
-def test_reviewer_approves_in_the_prefect_ui_and_the_model_is_promoted(
-    open_server, remediation_flow, registry_dir, lenient_policy, tmp_path
-):
-    with open_server.client_settings():
-        run = BackgroundRun(remediation_flow, **params(lenient_policy))
-        paused = run.wait_paused()
-        with chromium_page(tmp_path) as page:
-            approve_in_the_ui(page, f"{open_server.ui_url}/runs/flow-run/{paused.id}", "dana", "Approved in the UI: DPD within policy")
-        state = run.finish()
-        assert read_flow_run(paused.id).state.name == Outcome.PROMOTED.value  # what the UI now shows
-    assert state.name == Outcome.PROMOTED.value, state.message
-
-    entry = Registry(registry_dir).champion("adult")
-    assert entry is not None and entry.version == "v1"
-    assert entry.approval == {"reviewer": "dana", "comment": "Approved in the UI: DPD within policy", "approved": True}
-    assert entry.lineage["prefect_flow_run_id"] == str(paused.id)
+# The reviewer's path in the Prefect UI ---------------------------------------------------------
 
 
 def approve_in_the_ui(page, run_url: str, reviewer: str, comment: str) -> None:
@@ -234,7 +209,7 @@ def approve_in_the_ui(page, run_url: str, reviewer: str, comment: str) -> None:
     expect(dialog).to_be_hidden(timeout=UI_TIMEOUT_MS)
 
 
-# 2. A server that requires credentials --------------------------------------------------------
+# A server that requires credentials --------------------------------------------------------
 
 
 def read_report_artifacts(run_id) -> dict[str, str]:
@@ -275,14 +250,14 @@ def log_in_to_the_ui(page, ui_url: str, run_url: str) -> None:
     login.fill(AUTH_STRING)
     page.get_by_role("button", name="Login").click()
     expect(page).not_to_have_url(re.compile(r"/login"), timeout=UI_TIMEOUT_MS)
-    page.goto(run_url)  # logged in, the same link shows the run and its Resume dialog
-    page.get_by_role("button", name="Resume").first.click(timeout=UI_TIMEOUT_MS)
-    expect(page.get_by_role("dialog")).to_contain_text("Held-out test metrics", timeout=UI_TIMEOUT_MS)
 
 
-def test_server_with_credentials_refuses_clients_without_them(
+def test_only_a_reviewer_with_credentials_can_approve_and_does_so_in_the_ui(
     locked_server, remediation_flow, registry_dir, lenient_policy, tmp_path
 ):
+    """On a server that requires credentials, clients without them can neither resume the paused
+    run nor read runs or artifacts; a reviewer logs in to the Prefect UI, reads the report in the
+    Resume dialog, approves there, and the model is promoted."""
     from prefect.flow_runs import resume_flow_run
     from prefect.settings import PREFECT_API_AUTH_STRING, temporary_settings
 
@@ -322,16 +297,19 @@ def test_server_with_credentials_refuses_clients_without_them(
         assert httpx.get(f"{api}/flow_runs/{paused.id}", auth=basic(AUTH_STRING)).status_code == 200
         assert httpx.post(f"{api}/artifacts/filter", json={}, auth=basic(AUTH_STRING)).status_code == 200
 
-        # In the UI a reviewer first logs in with the same user:password string
-        with chromium_page(tmp_path) as page:
-            log_in_to_the_ui(page, locked_server.ui_url, f"{locked_server.ui_url}/runs/flow-run/{paused.id}")
-
-        # Nothing got through: still paused, nothing promoted; with credentials the review lands
+        # Nothing got through: still paused, nothing promoted
         assert read_flow_run(paused.id).state.is_paused()
         assert Registry(registry_dir).audit_log() == []
-        submit_review(paused.id, approve)
+
+        # The reviewer logs in with the user:password string and approves in the Resume dialog
+        run_url = f"{locked_server.ui_url}/runs/flow-run/{paused.id}"
+        with chromium_page(tmp_path) as page:
+            log_in_to_the_ui(page, locked_server.ui_url, run_url)
+            approve_in_the_ui(page, run_url, "dana", "Approved in the UI: DPD within policy")
         state = run.finish()
+        assert read_flow_run(paused.id).state.name == Outcome.PROMOTED.value  # what the UI now shows
     assert state.name == Outcome.PROMOTED.value, state.message
     entry = Registry(registry_dir).champion("adult")
     assert entry.version == "v1"
-    assert entry.approval == {"reviewer": "erin", "comment": "approved with credentials", "approved": True}
+    assert entry.approval == {"reviewer": "dana", "comment": "Approved in the UI: DPD within policy", "approved": True}
+    assert entry.lineage["prefect_flow_run_id"] == str(paused.id)

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import uuid
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
@@ -231,7 +232,7 @@ def models(dataset: Annotated[Optional[str], typer.Argument(help="dataset name; 
     for name in names:
         champion = registry.champion(name)
         table = Table(title=f"{name}: champion {champion.version if champion else 'none'}  ({registry.root})")
-        for column in ("", "version", "promoted", "recipe", "constraint", "accuracy", "DPD", "EOD", "reviewer"):
+        for column in ("", "version", "promoted", "recipe", "constraint", "accuracy", "DPD", "EOD", "gates", "reviewer"):
             table.add_column(column)
         for entry in registry.history(name):
             lineage, metrics = entry.lineage, entry.metrics
@@ -240,7 +241,9 @@ def models(dataset: Annotated[Optional[str], typer.Argument(help="dataset name; 
                 f"{lineage['recipe']['name']} v{lineage['recipe']['version']}",
                 f"{lineage['constraint']['name']} v{lineage['constraint']['version']}",
                 f"{metrics['accuracy']:.4f}", f"{metrics['demographic_parity_difference']:.4f}",
-                f"{metrics['equalized_odds_difference']:.4f}", entry.approval.get("reviewer", ""),
+                f"{metrics['equalized_odds_difference']:.4f}",
+                ", ".join(f"{n} {v}" for v, n in sorted(Counter(g["verdict"] for g in entry.gates).items())),
+                entry.approval.get("reviewer", ""),
             )
         console.print(table)
 

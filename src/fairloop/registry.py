@@ -276,7 +276,10 @@ class Registry:
             if self.remote is not None:
                 repo.push()
             self._append_audit({"action": "promote", "dataset": dataset, "version": version,
-                                "run_id": lineage.get("prefect_flow_run_id"), **approval})
+                                "run_id": lineage.get("prefect_flow_run_id"),
+                                "candidate": lineage.get("constraint", {}).get("name"),
+                                "recipe": lineage.get("recipe", {}).get("name"),
+                                "verdicts": {g["gate"]: g["verdict"] for g in gates}, **approval})
             written.append(entry)
             return f"Promote {dataset} {version} (approved by {approval.get('reviewer')})", f"{dataset}@{version}"
 
