@@ -10,7 +10,6 @@ from pydantic import BaseModel
 
 from fairloop import pipeline
 from fairloop.constraints import fit_candidate
-from fairloop.evaluate import evaluate
 from fairloop.registry import Registry
 
 
@@ -35,7 +34,7 @@ def reproduce(registry: Registry, dataset: str, version: str) -> Reproduction:
         splits = pipeline.prepare(inputs)
         augmented, _ = pipeline.augment(inputs, splits)
         model, _ = fit_candidate(augmented, inputs.template, inputs.sensitive, inputs.params.seed)
-        metrics = evaluate(model, splits.test, inputs.sensitive).metrics
+        metrics = pipeline.evaluate_models({"candidate": model}, splits.test, inputs.sensitive, inputs.policy)["candidate"].metrics
     # the registry stores the snapshot with exactly this call
     snapshot = augmented.to_frame(inputs.loaded.spec.label.column).to_csv(index=False).encode()
     return Reproduction(

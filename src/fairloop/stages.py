@@ -55,6 +55,6 @@ def run_stage(name: str, params_path: Path, out: Path) -> str | None:
         joblib.dump({key: model for key, (model, _) in fitted.items()}, out / "models.joblib")
         _write_json(out / "fit_seconds.json", {key: seconds for key, (_, seconds) in fitted.items()})
     else:
-        evaluations = pipeline.evaluate_models(joblib.load(out / "models.joblib"), splits.test, inputs.sensitive)
+        evaluations = pipeline.evaluate_models(joblib.load(out / "models.joblib"), splits.test, inputs.sensitive, inputs.policy)
         _write_json(out / "metrics.json", {key: ev.metrics for key, ev in evaluations.items()})
     return None
