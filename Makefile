@@ -7,14 +7,11 @@ BIN := $(VENV)/bin
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DVC_NO_ANALYTICS ?= 1
 
-.PHONY: demo test install
+.PHONY: demo test install browser
 
 install: $(VENV)/.installed
 
-# tests/test_review_ui.py drives the Prefect UI in Debian's chromium (through the playwright
-# package; never `playwright install`, which downloads a browser build of its own).
 $(VENV)/.installed: pyproject.toml
-	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
@@ -23,6 +20,11 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/fairloop remediate --dataset datasets/adult.yaml --no-wait
 
+# tests/test_review_ui.py drives the Prefect UI in Debian's chromium (through the playwright
+# package; never `playwright install`, which downloads a browser build of its own).
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
 # pytest exits 5 when it collected no test: make treats that as a failure, as it should.
-test: install
+test: install browser
 	$(BIN)/python -m pytest
