@@ -90,3 +90,14 @@ def test_rollback_to_an_unknown_version_names_the_known_ones(tmp_path, candidate
     promote(registry, candidate, "ann")
     with pytest.raises(RegistryError, match=r"no version 'v7' \(versions: v1\)"):
         registry.rollback("adult", "v7", reviewer="x", reason="")
+
+
+def test_a_git_repository_fairloop_did_not_create_is_refused(tmp_path, candidate):
+    project = tmp_path / "project"
+    project.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    (project / "work-in-progress.py").write_text("uncommitted work")
+    with pytest.raises(RegistryError, match="did not create"):
+        promote(Registry(project), candidate, "ann")
+    assert (project / "work-in-progress.py").read_text() == "uncommitted work"
+    assert subprocess.run(["git", "log"], cwd=project, capture_output=True).returncode != 0  # no commit made

@@ -12,7 +12,7 @@ class Settings(BaseSettings):
 
     project_dir: Path = Path(".")
     # The registry is its own git + DVC repository so promotions never commit into the
-    # project checkout; point it at the project repo itself to keep lineage there.
+    # project checkout.
     registry_dir: Path | None = None
     registry_remote: Path | None = None
     server_host: str = "127.0.0.1"

@@ -41,6 +41,7 @@ from fairloop.errors import RegistryError
 from fairloop.model import FairModel
 
 AUDIT_LOG = "audit.jsonl"
+MARKER = ".fairloop-registry"  # committed at creation: only such repositories are ever reset or cleaned
 LOCK_TIMEOUT_SECONDS = 600
 
 
@@ -94,6 +95,13 @@ class Registry:
     def _init(self) -> None:
         from dvc.repo import Repo
 
+        if (self.root / ".git").exists() and not (self.root / MARKER).is_file():
+            # A registry transaction stages everything and resets the tree on failure: never
+            # do that to a repository holding anything else, such as the project checkout.
+            raise RegistryError(
+                f"{self.root} is a git repository that fairloop did not create; point FAIRLOOP_REGISTRY_DIR "
+                "at a new or empty directory (the registry must be its own repository)"
+            )
         if not (self.root / ".git").is_dir():
             self._git("init", "-q", "-b", "main")
             self._git("config", "user.name", "fairloop registry")
@@ -107,6 +115,7 @@ class Registry:
                     conf["remote"]["storage"] = {"url": str(self.remote)}
                     conf["core"]["remote"] = "storage"
             (self.root / AUDIT_LOG).touch()
+            (self.root / MARKER).write_text("This repository is a fairloop model registry.\n")
             self._git("add", "-A")
             self._git("commit", "-q", "-m", "Initialise fairloop registry")
 
