@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.states import Cancelled, Completed, Failed
 
-from fairloop import pipeline
+from fairloop import pipeline, sweep
 from fairloop.audit import publish_artifacts
 from fairloop.config import get_settings
+from fairloop.frontier import candidates_table, frontier_report
 from fairloop.lineage import code_version, package_versions
 from fairloop.outcomes import Outcome, refusal_reason
 from fairloop.policy import apply_gates
@@ -40,6 +42,15 @@ audit_step = step(pipeline.audit, name="audit")
 augment_step = step(pipeline.augment, name="augment")
 train_step = step(pipeline.train, name="retrain")
 evaluate_step = step(pipeline.evaluate_models, name="evaluate")
+def publish_frontier(png: bytes, section: str, run_dir: Path, outcome: sweep.SweepOutcome | None) -> Path:
+    """The frontier as a PNG file of the run and a Prefect artifact; a sweep's candidates as a table artifact."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "frontier.png").write_bytes(png)
+    create_markdown_artifact(key="frontier", markdown=section, description=f"Accuracy-fairness frontier ({run_dir / 'frontier.png'})")
+    if outcome is not None:
+        create_table_artifact(key="sweep-candidates", table=candidates_table(outcome),
+                              description=f"Sweep '{outcome.sweep}': every candidate. {outcome.explanation}")
+    return run_dir / "frontier.png"
 
 
 @task(name="promote", cache_policy=NO_CACHE)
@@ -83,6 +94,7 @@ def remediation(
     recipe: str = "recipes/none.yaml",
     constraint: str = "constraints/gs-dp.yaml",
     policy: str = "policies/default.yaml",
+    sweep_file: str | None = None,
     sensitive: str | None = None,
     train_rows: int | None = None,
     seed: int = 0,
@@ -96,11 +108,12 @@ def remediation(
     settings = get_settings()
     registry = Registry(settings.registry_path, settings.remote_path)
     run_id = str(get_run_context().flow_run.id)
+    run_dir = settings.state_dir / "runs" / run_id  # files of this run that are not promoted (frontier, chosen template)
     params = pipeline.RunParams(dataset, recipe, constraint, policy, sensitive, train_rows, seed, extra_training_data)
 
     inputs = load_step(params)
-    spec, template, sensitive = inputs.loaded.spec, inputs.template, inputs.sensitive
-    record = {"dataset": spec.name, "run_id": run_id, "requested_by": requested_by, "candidate": template.label()}
+    spec, sensitive = inputs.loaded.spec, inputs.sensitive
+    record = {"dataset": spec.name, "run_id": run_id, "requested_by": requested_by}
     splits = prepare_step(inputs)
     if extra_training_data:
         record["extra_training_data"] = extra_training_data
@@ -112,23 +125,51 @@ def remediation(
         registry.record_decision({**record, "action": "audit_blocked", "reasons": audit.reasons})
         return Failed(name=Outcome.AUDIT_BLOCKED.value, message="; ".join(audit.reasons))
 
-    augmented, augment_report = augment_step(inputs, splits)
-    fitted = train_step(inputs, splits, augmented)
-    models = {name: model for name, (model, _) in fitted.items()}
     champion = registry.load_champion(spec.name)
+    swept = None
+    if sweep_file:
+        sweep_spec = sweep.load_sweep(sweep_file)
+        swept = sweep.run_sweep(sweep_spec, splits, sensitive, seed, inputs.policy,
+                                champion=champion[1] if champion else None, fit_all=sweep.fit_in_processes(sweep_spec.workers))
+        record["sweep"] = sweep_spec.name
+        if swept.chosen is None:
+            publish_frontier(*frontier_report(inputs.policy, spec.name, swept.reference_test_metrics(), swept.outcome),
+                             run_dir, swept.outcome)
+            logger.warning(swept.outcome.explanation)
+            registry.record_decision({**record, "action": "gate_failed", "reasons": swept.outcome.explanation.splitlines()})
+            return Failed(name=Outcome.GATE_FAILED.value, message=swept.outcome.explanation)
+        chosen, fitted = swept.chosen
+        constraint_path = sweep.write_chosen_template(chosen, run_dir)
+        inputs = replace(inputs, recipe=chosen.recipe, template=chosen.template,
+                         params=replace(params, recipe=chosen.recipe_path, constraint=str(constraint_path)))
+        models = {"baseline": swept.baseline.model, "candidate": fitted.model}
+        fit_seconds = fitted.fit_seconds
+        augmented, augment_report = augment_step(inputs, splits)  # the rows the chosen model was fitted on
+    else:
+        augmented, augment_report = augment_step(inputs, splits)
+        trained = train_step(inputs, splits, augmented)
+        models = {name: model for name, (model, _) in trained.items()}
+        fit_seconds = trained["candidate"][1]
+    template = inputs.template
+    record["candidate"] = template.label()
     if champion:
         models["champion"] = champion[1]
     evaluations = evaluate_step(models, splits.test, sensitive, inputs.policy)
     gates = apply_gates(inputs.policy, evaluations)
+    frontier_image, frontier = frontier_report(
+        inputs.policy, spec.name, {name: evaluations[name].metrics for name in ("baseline", "champion") if name in models},
+        outcome=swept.outcome if swept else None, candidate=evaluations["candidate"].metrics,
+    )
+    publish_frontier(frontier_image, frontier, run_dir, swept.outcome if swept else None)
     report = render_report(
         dataset=spec.name, sensitive=sensitive, candidate_label=template.label(),
         champion_version=champion[0].version if champion else None,
         recipe_label=f"{inputs.recipe.name} v{inputs.recipe.version}", evaluations=evaluations, gates=gates,
         audit=audit, augment=augment_report, needs_sensitive_at_predict=template.needs_sensitive_at_predict,
+        frontier=frontier,
     )
     create_markdown_artifact(key="remediation-report", markdown=report, description=f"{spec.name} candidate vs baseline")
-    logger.info("Candidate fitted in %.1fs; pipeline %.1fs before review.\n%s",
-                fitted["candidate"][1], time.perf_counter() - started, report)
+    logger.info("Candidate fitted in %.1fs; pipeline %.1fs before review.", fit_seconds, time.perf_counter() - started)
 
     if not gates.passed:
         registry.record_decision({**record, "action": "gate_failed", "reasons": gates.failures})
@@ -150,11 +191,16 @@ def remediation(
         "dataset": {"name": spec.name, "version": spec.version, "spec_path": dataset,
                     "spec_sha256": spec.content_hash(), "data_sha256": inputs.loaded.data_sha256,
                     "files": inputs.loaded.files_sha256},
-        "recipe": inputs.recipe.identity(recipe), "constraint": template.identity(constraint),
+        "recipe": inputs.recipe.identity(inputs.params.recipe), "constraint": template.identity(inputs.params.constraint),
         "policy": inputs.policy.identity(policy), "sensitive": sensitive, "seed": seed, "train_rows": train_rows,
         "augment": augment_report.model_dump(), "audit": audit.model_dump(), "code": code_version(settings.project_dir),
         "packages": package_versions(), "prefect_flow_run_id": run_id, "requested_by": requested_by,
     }
+    if swept is not None:
+        lineage["sweep"] = {**sweep_spec.identity(sweep_file), "chosen": swept.outcome.chosen,
+                            "template_file": chosen.template_path, "explanation": swept.outcome.explanation,
+                            "candidates": [c.model_dump(include={"name", "validation", "test", "fit_seconds"})
+                                           for c in swept.outcome.candidates]}
     if extra_training_data:
         lineage["extra_training_data"] = {"path": extra_training_data, "sha256": file_sha256(Path(extra_training_data))}
     def documents(version: str) -> dict[str, str]:
@@ -166,10 +212,10 @@ def remediation(
             train_rows=len(augmented), test_rows=len(splits.test), confidence=inputs.policy.bootstrap.confidence,
         )
         return {"report.md": report, "report.html": render_html(f"fairloop {spec.name} {version}", report, evaluations),
-                "model_card.md": model_card}
+                "model_card.md": model_card, "frontier.png": frontier_image}
 
     entry = promote_step(
-        registry, inputs, model=fitted["candidate"][0], train=augmented.to_frame(spec.label.column),
+        registry, inputs, model=models["candidate"], train=augmented.to_frame(spec.label.column),
         metrics=evaluations["candidate"].metrics, baseline_metrics=evaluations["baseline"].metrics,
         gates=[g.model_dump() for g in gates.results], lineage=lineage, approval=approval, documents=documents,
     )

@@ -198,6 +198,10 @@ def approve_in_the_ui(page, run_url: str, reviewer: str, comment: str) -> None:
     expect(dialog).to_contain_text("Held-out test metrics", timeout=UI_TIMEOUT_MS)
     expect(dialog).to_contain_text("Gates")
     expect(dialog).to_contain_text("max_demographic_parity_difference")
+    # the accuracy-fairness frontier, inline in the form: the browser decoded the image
+    frontier = dialog.get_by_role("img", name="accuracy-fairness frontier")
+    expect(frontier).to_be_visible(timeout=UI_TIMEOUT_MS)
+    assert frontier.evaluate("img => img.complete && img.naturalWidth") > 300
 
     approve = dialog.get_by_role("switch")
     approve.click()

@@ -81,15 +81,22 @@ def load_project_flow(settings: Settings, name: str):
     return load_flow_from_entrypoint(f"{entrypoint}:{name}")
 
 
-def validate_inputs(dataset: Path, recipe: Path, constraint: Path, policy: Path) -> None:
+def validate_inputs(dataset: Path, recipe: Path, constraint: Path, policy: Path, sweep: Path | None = None) -> None:
     """Fail fast, before any server or training work, on a broken data file or dataset."""
     from fairloop.constraints import load_constraint_template
     from fairloop.datasets import load_dataset
     from fairloop.policy import load_policy
     from fairloop.recipes import load_recipe
 
-    load_recipe(recipe)
-    load_constraint_template(constraint)
+    if sweep is not None:
+        from fairloop.sweep import expand_candidates, load_sweep
+
+        if (str(recipe), str(constraint)) != (DEFAULT_RECIPE, DEFAULT_CONSTRAINT):
+            raise BadInputError("give either --sweep or --recipe/--constraint: a sweep names its own", field="--sweep")
+        expand_candidates(load_sweep(sweep))  # reads every recipe and template the sweep names
+    else:
+        load_recipe(recipe)
+        load_constraint_template(constraint)
     load_policy(policy)
     load_dataset(dataset)  # reads the files: columns, labels and sensitive values are checked
 
@@ -118,15 +125,18 @@ def remediate(
     recipe: Annotated[Path, typer.Option(help="augmentation recipe")] = Path(DEFAULT_RECIPE),
     constraint: Annotated[Path, typer.Option(help="constraint template")] = Path(DEFAULT_CONSTRAINT),
     policy: Annotated[Path, typer.Option(help="gate policy")] = Path(DEFAULT_POLICY),
+    sweep: Annotated[Optional[Path], typer.Option(
+        help="sweep file (e.g. constraints/sweeps/default.yaml): fit its recipe x template candidates in "
+             "parallel and take the most accurate that passes the policy on validation")] = None,
     sensitive: Annotated[Optional[str], typer.Option(help="sensitive feature (default: the spec's first)")] = None,
     train_rows: Annotated[Optional[int], typer.Option(help="subsample the training pool (quick runs)")] = None,
     seed: int = 0,
     approval_timeout: Annotated[Optional[int], typer.Option(help="seconds to wait for review (default: policy's)")] = None,
     wait: Annotated[bool, typer.Option(help="--no-wait returns once the run awaits review")] = True,
 ):
-    """Run one remediation: audit, augment, retrain, evaluate, gate, await review, promote."""
+    """Run one remediation: audit, augment, retrain (one candidate or a sweep), evaluate, gate, await review, promote."""
     settings = get_settings()
-    validate_inputs(dataset, recipe, constraint, policy)
+    validate_inputs(dataset, recipe, constraint, policy, sweep)
     with prefect_server(settings):
         if not wait:
             raise typer.Exit(launch_detached(settings))
@@ -136,7 +146,7 @@ def remediate(
         with tags(*filter(None, [os.environ.get(RUN_TAG_ENV)])):
             state = flow(
                 dataset=str(dataset), recipe=str(recipe), constraint=str(constraint), policy=str(policy),
-                sensitive=sensitive, train_rows=train_rows, seed=seed, approval_timeout=approval_timeout,
+                sweep_file=str(sweep) if sweep else None, sensitive=sensitive, train_rows=train_rows, seed=seed, approval_timeout=approval_timeout,
                 requested_by=getpass.getuser(), return_state=True,
             )
         raise typer.Exit(exit_for_state(state, state.state_details.flow_run_id))

@@ -7,15 +7,12 @@ import pandas as pd
 from fairlearn.metrics import (
     MetricFrame,
     count,
-    demographic_parity_difference,
-    demographic_parity_ratio,
-    equalized_odds_difference,
     false_positive_rate,
     selection_rate,
     true_positive_rate,
 )
 from pydantic import BaseModel
-from sklearn.metrics import accuracy_score, brier_score_loss, roc_auc_score
+from sklearn.metrics import accuracy_score, roc_auc_score
 
 from fairloop.datasets import Split
 from fairloop.errors import BadInputError
@@ -75,28 +72,17 @@ def score_predictions(
 ) -> Evaluation:
     """Metrics from decisions and scores. Group fairness metrics count only groups of at least
     ``min_group_size`` rows (a rate on a handful of rows decides nothing); with fewer than
-    two such groups they are NaN, which the gates treat as inconclusive."""
-    groups = split.groups[sensitive].astype(str)
+    two such groups they are NaN, which the gates treat as inconclusive.
+
+    One ``MetricFrame`` gives every group's rates; DPD, EOD, the disparate-impact ratio and the
+    minimum TPR are its between-groups differences, ratios and minima over the counted groups,
+    as Fairlearn's ``demographic_parity_difference`` etc. compute them (tested equal). Building
+    one frame instead of one per metric keeps a sweep's scoring cheap: Fairlearn stacks every
+    row per metric call.
+    """
+    groups = split.groups[sensitive].astype(str).to_numpy()
     y_true = split.y.to_numpy()
     auc = roc_auc_score(y_true, scores) if len(np.unique(y_true)) == 2 else float("nan")
-    counted = groups.isin(counted_groups(groups, min_group_size)).to_numpy()
-    metrics = {"accuracy": float(accuracy_score(y_true, y_pred)), "auc": float(auc)}
-    if len(np.unique(groups[counted])) >= 2:
-        yc, pc, gc = y_true[counted], y_pred[counted], groups[counted]
-        metrics |= {
-            "demographic_parity_difference": float(demographic_parity_difference(yc, pc, sensitive_features=gc)),
-            "equalized_odds_difference": float(equalized_odds_difference(yc, pc, sensitive_features=gc)),
-            "disparate_impact_ratio": float(demographic_parity_ratio(yc, pc, sensitive_features=gc)),
-            "min_group_true_positive_rate": float(
-                MetricFrame(metrics=true_positive_rate, y_true=yc, y_pred=pc, sensitive_features=gc).group_min()),
-        }
-    else:
-        metrics |= dict.fromkeys(
-            ("demographic_parity_difference", "equalized_odds_difference", "disparate_impact_ratio",
-             "min_group_true_positive_rate"), float("nan"))
-    if net_benefit_band is not None:
-        band = np.linspace(*net_benefit_band, 11)
-        metrics["net_benefit_min"] = min(net_benefit(y_true, scores, t) for t in band)
     frame = MetricFrame(
         metrics={
             "count": count,
@@ -107,16 +93,33 @@ def score_predictions(
         },
         y_true=y_true,
         y_pred=y_pred,
-        sensitive_features=groups,
+        sensitive_features=pd.Series(groups, name=sensitive),
     )
-    calibration = MetricFrame(
-        metrics={"mean_score": lambda yt, ys: float(np.mean(ys)), "observed_rate": lambda yt, ys: float(np.mean(yt)),
-                 "brier": brier_score_loss},
-        y_true=y_true, y_pred=scores, sensitive_features=groups,
-    )
+    metrics = {"accuracy": float(frame.overall["accuracy"]), "auc": float(auc)}
+    counted = frame.by_group.loc[frame.by_group["count"] >= min_group_size]
+    if len(counted) >= 2:
+        rates = counted[["selection_rate", "true_positive_rate", "false_positive_rate"]]
+        gaps = rates.max() - rates.min()
+        metrics |= {
+            "demographic_parity_difference": float(gaps["selection_rate"]),
+            "equalized_odds_difference": float(max(gaps["true_positive_rate"], gaps["false_positive_rate"])),
+            "disparate_impact_ratio": float(rates["selection_rate"].min() / rates["selection_rate"].max()),
+            "min_group_true_positive_rate": float(rates["true_positive_rate"].min()),
+        }
+    else:
+        metrics |= dict.fromkeys(
+            ("demographic_parity_difference", "equalized_odds_difference", "disparate_impact_ratio",
+             "min_group_true_positive_rate"), float("nan"))
+    if net_benefit_band is not None:
+        band = np.linspace(*net_benefit_band, 11)
+        metrics["net_benefit_min"] = min(net_benefit(y_true, scores, t) for t in band)
+    calibration = pd.DataFrame(
+        {"mean_score": scores, "observed_rate": y_true, "brier": (scores - y_true) ** 2, "group": groups}
+    ).groupby("group").mean()  # per-group Brier score = mean squared error of the probability
+    counted_names = set(counted.index.astype(str))
     by_group = {
-        str(g): {**{k: float(v) for k, v in row.items()}, **calibration.by_group.loc[g].astype(float).to_dict(),
-                 "counted": float(g in set(groups[counted]))}
+        str(g): {**{k: float(v) for k, v in row.items()}, **calibration.loc[str(g)].astype(float).to_dict(),
+                 "counted": float(str(g) in counted_names)}
         for g, row in frame.by_group.iterrows()
     }
     return Evaluation(rows=len(split), sensitive=sensitive, metrics=metrics, by_group=by_group)

@@ -32,7 +32,7 @@ def _resample_metrics(y: np.ndarray, pred: np.ndarray, group_codes: np.ndarray, 
         selection = (per_group(ps.astype(float)) / count)[:, counted]
         tpr = (per_group((ps & ys).astype(float)) / per_group(ys.astype(float)))[:, counted]
         fpr = (per_group((ps & (1 - ys)).astype(float)) / per_group((1 - ys).astype(float)))[:, counted]
-        gap = lambda rates: np.nanmax(rates, axis=1) - np.nanmin(rates, axis=1)  # noqa: E731
+        gap = lambda rates: np.nanmax(rates, axis=1) - np.nanmin(rates, axis=1)
         return {
             "accuracy": (ps == ys).mean(axis=1),
             "demographic_parity_difference": gap(selection),
@@ -52,10 +52,11 @@ def bootstrap_intervals(
     confidence: float,
     seed: int,
     drops_against: tuple[str, ...] = (),
+    challengers: tuple[str, ...] = ("candidate",),
     counted_groups: np.ndarray | None = None,
 ) -> dict[str, dict[str, tuple[float, float]]]:
     """Percentile intervals per model and metric (group metrics over ``counted_groups``, default
-    all); plus ``accuracy_drop_vs_<ref>`` for the candidate against each model in ``drops_against``."""
+    all); plus ``accuracy_drop_vs_<ref>`` for each challenger against each model in ``drops_against``."""
     y = np.asarray(y_true).astype(int)
     codes, group_codes = np.unique(np.asarray(groups).astype(str), return_inverse=True)
     counted = np.isin(codes, codes if counted_groups is None else counted_groups)
@@ -65,10 +66,11 @@ def bootstrap_intervals(
         for name, pred in predictions.items()
     }
     tail = (1 - confidence) / 2
-    interval = lambda values: (float(np.nanquantile(values, tail)), float(np.nanquantile(values, 1 - tail)))  # noqa: E731
+    interval = lambda values: (float(np.nanquantile(values, tail)), float(np.nanquantile(values, 1 - tail)))
     result = {name: {metric: interval(values) for metric, values in metrics.items()} for name, metrics in per_model.items()}
-    for reference in drops_against:
-        if reference in per_model:
-            drop = per_model[reference]["accuracy"] - per_model["candidate"]["accuracy"]
-            result["candidate"][f"accuracy_drop_vs_{reference}"] = interval(drop)
+    for challenger in challengers:
+        for reference in drops_against:
+            if reference in per_model and challenger in per_model:
+                drop = per_model[reference]["accuracy"] - per_model[challenger]["accuracy"]
+                result[challenger][f"accuracy_drop_vs_{reference}"] = interval(drop)
     return result

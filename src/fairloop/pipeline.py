@@ -10,8 +10,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from fairloop.audit import AuditReport, run_audit
-from fairloop.constraints import ConstraintTemplate, fit_candidate, load_constraint_template
+from fairloop.constraints import (
+    ConstraintTemplate,
+    fit_candidate,
+    load_constraint_template,
+)
 from fairloop.datasets import LoadedDataset, Split, Splits, load_dataset, make_splits
 from fairloop.evaluate import Evaluation, counted_groups, predict, score_predictions
 from fairloop.intervals import bootstrap_intervals
@@ -91,23 +97,47 @@ def train(inputs: Inputs, splits: Splits, augmented: Split) -> dict[str, tuple[F
 
 
 def evaluate_models(
-    models: dict[str, FairModel], test: Split, sensitive: str, policy: Policy | None = None
+    models: dict[str, FairModel], split: Split, sensitive: str, policy: Policy | None = None,
+    challengers: tuple[str, ...] = ("candidate",),
 ) -> dict[str, Evaluation]:
     """Held-out metrics of every model. With a ``policy``: its group-size floor and net-benefit
-    band, and paired bootstrap intervals on the same resamples (plus the candidate's accuracy
+    band, and paired bootstrap intervals on the same resamples (plus each challenger's accuracy
     drop against 'baseline' and 'champion')."""
-    predicted = {name: predict(model, test) for name, model in models.items()}
-    options = {} if policy is None else {"min_group_size": policy.min_group_size, "net_benefit_band": policy.net_benefit_band}
-    evaluations = {name: score_predictions(test, sensitive, *pair, **options) for name, pair in predicted.items()}
-    if policy is not None:
-        groups = test.groups[sensitive].astype(str)
-        intervals = bootstrap_intervals(
-            test.y.to_numpy(), {name: pair[0] for name, pair in predicted.items()}, groups.to_numpy(),
-            n_boot=policy.bootstrap.n_boot, confidence=policy.bootstrap.confidence, seed=policy.bootstrap.seed,
-            drops_against=("baseline", "champion"), counted_groups=counted_groups(groups, policy.min_group_size),
-        )
-        evaluations = {name: ev.model_copy(update={"intervals": intervals[name]}) for name, ev in evaluations.items()}
-    return evaluations
+    predictions = {name: predict(model, split) for name, model in models.items()}
+    return score_models(predictions, split, sensitive, policy, challengers)
+
+
+def score_models(
+    predictions: dict[str, tuple[np.ndarray, np.ndarray]], split: Split, sensitive: str, policy: Policy | None = None,
+    challengers: tuple[str, ...] = ("candidate",),
+) -> dict[str, Evaluation]:
+    """:func:`evaluate_models` from decisions and scores already made."""
+    options = scoring_options(policy)
+    evaluations = {name: score_predictions(split, sensitive, *pair, **options) for name, pair in predictions.items()}
+    if policy is None:
+        return evaluations
+    return with_intervals(evaluations, {name: pair[0] for name, pair in predictions.items()}, split, sensitive, policy,
+                          challengers)
+
+
+def scoring_options(policy: Policy | None) -> dict:
+    """What a policy changes in scoring: its group-size floor and net-benefit band."""
+    return {} if policy is None else {"min_group_size": policy.min_group_size, "net_benefit_band": policy.net_benefit_band}
+
+
+def with_intervals(
+    evaluations: dict[str, Evaluation], decisions: dict[str, np.ndarray], split: Split, sensitive: str,
+    policy: Policy, challengers: tuple[str, ...],
+) -> dict[str, Evaluation]:
+    """``evaluations`` with the policy's paired bootstrap intervals, every model on the same resamples."""
+    groups = split.groups[sensitive].astype(str)
+    intervals = bootstrap_intervals(
+        split.y.to_numpy(), decisions, groups.to_numpy(),
+        n_boot=policy.bootstrap.n_boot, confidence=policy.bootstrap.confidence, seed=policy.bootstrap.seed,
+        drops_against=("baseline", "champion"), challengers=challengers,
+        counted_groups=counted_groups(groups, policy.min_group_size),
+    )
+    return {name: ev.model_copy(update={"intervals": intervals[name]}) for name, ev in evaluations.items()}
 
 
 def recorded_params(lineage: dict, inputs_dir: Path) -> RunParams:

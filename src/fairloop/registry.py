@@ -251,12 +251,12 @@ class Registry:
         gates: list[dict[str, Any]],
         lineage: dict[str, Any],
         approval: dict[str, Any],
-        documents: Callable[[str], dict[str, str]],
+        documents: Callable[[str], dict[str, str | bytes]],
         inputs_dir: Path,
     ) -> RegistryEntry:
         """Write a new champion version, commit and tag it; nothing is left half-written on failure.
 
-        ``documents(version)`` gives the text files for people (report, model card) by file name;
+        ``documents(version)`` gives the files for people (report, model card, frontier plot) by name;
         ``inputs_dir`` holds the run's input files (see ``pipeline.snapshot_inputs``).
         """
         written: list[RegistryEntry] = []
@@ -275,8 +275,11 @@ class Registry:
                 lineage={**lineage, "parent": parent.version if parent else None}, approval=approval,
             )
             (folder / "entry.json").write_text(entry.model_dump_json(indent=2) + "\n")
-            for name, text in documents(version).items():
-                (folder / name).write_text(text, encoding="utf-8")
+            for name, content in documents(version).items():
+                if isinstance(content, bytes):
+                    (folder / name).write_bytes(content)
+                else:
+                    (folder / name).write_text(content, encoding="utf-8")
             self._git("rm", "-q", "-r", "--ignore-unmatch", "--", f"{dataset}/inputs")
             shutil.rmtree(folder / "inputs", ignore_errors=True)
             shutil.copytree(inputs_dir, folder / "inputs")

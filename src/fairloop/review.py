@@ -25,6 +25,12 @@ def _markdown_table(frame) -> str:
     return "\n".join([header, rule, *rows])
 
 
+def _with_champion_difference(table):
+    if "champion" in table.columns:
+        table = table.assign(**{"candidate - champion": table["candidate"] - table["champion"]})
+    return table
+
+
 def gate_table(gates: GateReport) -> str:
     # verdict second: the UI dialog is narrow and clips the last column of wide tables
     def cells(r) -> str:
@@ -56,8 +62,10 @@ def render_report(
     audit: AuditReport,
     augment: AugmentReport,
     needs_sensitive_at_predict: bool,
+    frontier: str,
 ) -> str:
-    """The review report: metrics of baseline vs candidate (and champion), gates, data changes."""
+    """The review report: metrics of baseline vs candidate (and champion), gates, the
+    accuracy-fairness frontier (markdown: plot, and the sweep's candidates if any), data changes."""
     parts = [
         f"## fairloop review: {dataset} (sensitive feature: `{sensitive}`)",
         f"**Candidate**: {candidate_label}; **recipe**: {recipe_label}; "
@@ -70,10 +78,12 @@ def render_report(
         )
     parts += [
         "### Held-out test metrics",
-        _markdown_table(metrics_table(evaluations)),
+        _markdown_table(_with_champion_difference(metrics_table(evaluations))),
         f"### Gates (policy `{gates.policy}`): {'PASS' if gates.passed else 'BLOCKED'}"
         + ("" if gates.inconclusive_blocks else " (inconclusive does not block)"),
         gate_table(gates),
+        "### Accuracy-fairness frontier",
+        frontier,
         "### Selection rate by group (candidate)",
         group_table(evaluations["candidate"]),
         f"### Training data: audit **{audit.verdict}**, augmentation `{augment.kind}`",

@@ -1,0 +1,140 @@
+"""The candidate sweep: recipes x templates x bounds, fitted in Prefect's process pool, gated and
+selected on validation, shown as a frontier; real fits on an Adult subsample."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from conftest import PROJECT, BackgroundRun, write_policy
+from fairloop.datasets import load_dataset, make_splits
+from fairloop.errors import BadInputError
+from fairloop.outcomes import Outcome
+from fairloop.policy import load_policy
+from fairloop.registry import Registry
+from fairloop.reproduce import reproduce
+from fairloop.runs import submit_review
+from fairloop.sweep import expand_candidates, fit_in_processes, load_sweep, run_sweep
+
+TRAIN_ROWS = 3000
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def write_sweep(directory, **overrides):
+    """A sweep of fast learners: post-processing and a logistic-regression reduction, two recipes."""
+    spec = {
+        "name": "test-sweep", "version": 1,
+        "recipes": ["recipes/none.yaml", "recipes/reweigh.yaml"],
+        "constraints": [
+            "constraints/unconstrained.yaml",
+            {"template": "constraints/threshold-dp.yaml", "bounds": [0.02, 0.05]},
+            "constraints/lr-eg-dp.yaml",
+        ],
+        "workers": 2,
+        **overrides,
+    }
+    path = directory / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return make_splits(load_dataset(PROJECT / "datasets" / "adult.yaml"), train_rows=TRAIN_ROWS)
+
+
+def test_candidates_cross_recipes_templates_and_bounds_and_skip_weights_with_reductions(tmp_path, monkeypatch):
+    monkeypatch.chdir(PROJECT)
+    candidates, skipped = expand_candidates(load_sweep(write_sweep(tmp_path)))
+    assert [c.name for c in candidates] == [
+        "none+unconstrained", "none+threshold-dp@0.02", "none+threshold-dp@0.05", "none+lr-eg-dp@0.02",
+        "reweigh+unconstrained", "reweigh+threshold-dp@0.02", "reweigh+threshold-dp@0.05",
+    ]
+    assert [(s.name, s.reason) for s in skipped] == [("reweigh+lr-eg-dp@0.02", "a weighting recipe cannot feed a reduction")]
+    swept = candidates[1]
+    assert swept.bound_overridden and swept.template.bound == 0.02
+    assert swept.template.content_hash() != candidates[2].template.content_hash()  # the bound is in the hash
+
+
+@pytest.mark.parametrize(("override", "field"), [
+    ({"constraints": [{"template": "constraints/unconstrained.yaml", "bounds": [0.1]}]}, "no constraint"),
+    ({"constraints": [{"template": "constraints/threshold-dp.yaml", "bounds": [1.5]}]}, "constraints.0"),
+    ({"recipes": ["recipes/missing.yaml"]}, "recipes/missing.yaml"),
+    ({"recipes": ["recipes/none.yaml", "recipes/none.yaml"]}, "more than once"),
+])
+def test_broken_sweep_files_name_the_problem(tmp_path, monkeypatch, override, field):
+    monkeypatch.chdir(PROJECT)
+    with pytest.raises(BadInputError, match=field):
+        expand_candidates(load_sweep(write_sweep(tmp_path, **override)))
+
+
+def test_prefect_process_pool_gives_the_serial_result(tmp_path, monkeypatch, splits, prefect_server):
+    """Same seed, same candidates: fitting in Prefect's process pool changes nothing (deterministic
+    under the seed, one thread per worker or not)."""
+    from prefect import flow
+
+    monkeypatch.chdir(PROJECT)
+    sweep = load_sweep(write_sweep(tmp_path))
+    policy = load_policy(PROJECT / "policies" / "default.yaml")
+
+    @flow
+    def parallel_sweep():
+        return run_sweep(sweep, splits, "sex", 0, policy, fit_all=fit_in_processes(2))
+
+    parallel = parallel_sweep().outcome
+    serial = run_sweep(sweep, splits, "sex", 0, policy).outcome
+    assert [c.model_dump() for c in parallel.candidates] == [
+        c.model_dump(exclude={"fit_seconds"}) | {"fit_seconds": p.fit_seconds}
+        for c, p in zip(serial.candidates, parallel.candidates, strict=True)
+    ]
+    assert parallel.chosen == serial.chosen and parallel.explanation == serial.explanation
+
+
+def run_params(sweep, policy, **extra):
+    return {"dataset": "datasets/adult.yaml", "sweep_file": str(sweep), "policy": str(policy), "train_rows": TRAIN_ROWS,
+            "requested_by": "pytest", "review_poll_seconds": 1, **extra}
+
+
+def test_sweep_run_promotes_the_chosen_candidate_with_its_frontier(
+    remediation_flow, registry_dir, tmp_path, prefect_server
+):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from prefect.input.run_input import keyset_from_paused_state, read_flow_run_input
+
+    policy = write_policy(tmp_path, max_demographic_parity_difference=0.2, max_accuracy_drop_vs_baseline=0.05)
+    run = BackgroundRun(remediation_flow, **run_params(write_sweep(tmp_path), policy))
+    paused = run.wait_paused()
+    form = read_flow_run_input(keyset_from_paused_state(paused.state)["description"], flow_run_id=paused.id)
+    assert "data:image/png;base64," in form and "| # | candidate |" in form and "(chosen)" in form
+    submit_review(paused.id, {"approve": True, "reviewer": "alice", "comment": "frontier checked"})
+    assert run.finish().name == Outcome.PROMOTED.value
+
+    registry = Registry(registry_dir)
+    entry = registry.champion("adult")
+    chosen = entry.lineage["sweep"]["chosen"]
+    assert entry.lineage["sweep"]["name"] == "test-sweep" and len(entry.lineage["sweep"]["candidates"]) == 7
+    recipe, template = chosen.split("+")
+    assert entry.lineage["recipe"]["name"] == recipe and template.startswith(entry.lineage["constraint"]["name"])
+    assert (registry.root / "adult" / "frontier.png").read_bytes().startswith(PNG_MAGIC)
+    assert (PROJECT / ".fairloop" / "runs" / str(paused.id) / "frontier.png").read_bytes().startswith(PNG_MAGIC)
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[paused.id])))
+    keys = {a.key for a in artifacts}
+    assert {"frontier", "sweep-candidates", "remediation-report", "model-card"} <= keys
+    # the chosen candidate (its swept bound written into the stored template) retrains to the same metrics
+    assert reproduce(registry, "adult", entry.version).matches
+
+
+def test_sweep_with_no_passing_candidate_promotes_nothing_and_says_why(remediation_flow, registry_dir, tmp_path):
+    infeasible = write_policy(tmp_path, max_demographic_parity_difference=0.05, max_equalized_odds_difference=0.05)
+    state = remediation_flow(**run_params(write_sweep(tmp_path), infeasible), return_state=True)
+    assert state.name == Outcome.GATE_FAILED.value
+    assert "No candidate of sweep 'test-sweep' passes" in state.message
+    assert "Closest candidates:" in state.message and "equalized_odds_difference" in state.message
+    registry = Registry(registry_dir)
+    assert registry.champion("adult") is None
+    (record,) = registry.audit_log()
+    assert record["action"] == "gate_failed" and record["sweep"] == "test-sweep"
+    run_dir = PROJECT / ".fairloop" / "runs" / str(state.state_details.flow_run_id)
+    assert (run_dir / "frontier.png").read_bytes().startswith(PNG_MAGIC)
