@@ -39,7 +39,7 @@ def approve_run(flow, policy, reviewer="alice", **extra):
 
 
 def test_approved_run_is_promoted_and_the_champion_predicts(remediation_flow, registry_dir, lenient_policy):
-    paused, state = approve_run(remediation_flow, lenient_policy, constraint="constraints/gs-dp.yaml")
+    paused, state = approve_run(remediation_flow, lenient_policy)
     assert state.name == Outcome.PROMOTED.value, state.message
 
     registry = Registry(registry_dir)
@@ -47,12 +47,12 @@ def test_approved_run_is_promoted_and_the_champion_predicts(remediation_flow, re
     assert entry.version == "v1"
     assert entry.approval == {"reviewer": "alice", "comment": "looks fair", "approved": True}
     assert entry.lineage["prefect_flow_run_id"] == str(paused.id)
-    assert entry.lineage["constraint"]["name"] == "gs-dp" and len(entry.lineage["recipe"]["sha256"]) == 64
+    assert entry.lineage["constraint"]["name"] == "threshold-dp" and len(entry.lineage["recipe"]["sha256"]) == 64
     assert entry.lineage["dataset"]["data_sha256"] == load_dataset("datasets/adult.yaml").data_sha256
     assert entry.model_sha256 == file_sha256(registry.model_path("adult"))
     # the champion loads and predicts on held-out rows
     test = make_splits(load_dataset("datasets/adult.yaml")).test
-    predictions = model.predict(test.X.head(200))
+    predictions = model.predict(test.X.head(200), test.groups.head(200))  # ThresholdOptimizer needs the group
     assert set(predictions) <= {0, 1} and len(predictions) == 200
     assert abs((predictions == test.y.head(200).to_numpy()).mean() - 0.85) < 0.1
     # DVC tracks model and training snapshot; git holds the tag; the remote holds the bytes
@@ -65,7 +65,7 @@ def test_approved_run_is_promoted_and_the_champion_predicts(remediation_flow, re
     assert Repo(str(registry_dir)).status(cloud=True) == {}  # and the remote has every byte
     (record,) = registry.audit_log()
     assert record["action"] == "promote" and record["reviewer"] == "alice" and record["comment"] == "looks fair"
-    assert record["run_id"] == str(paused.id) and record["candidate"] == "gs-dp" and record["at"]
+    assert record["run_id"] == str(paused.id) and record["candidate"] == "threshold-dp" and record["at"]
     assert record["verdicts"] == {"max_demographic_parity_difference": "pass", "max_accuracy_drop_vs_baseline": "pass"}
     # the report the reviewer saw is stored with its tables intact (rows contiguous for Markdown)
     report = (registry_dir / "adult" / "report.md").read_text()

@@ -12,6 +12,7 @@ from fairloop.datasets import load_dataset, make_splits
 from fairloop.errors import BadInputError
 from fairloop.policy import load_policy
 from fairloop.recipes import load_recipe
+from fairloop.sweep import expand_candidates, load_sweep
 
 
 @pytest.mark.parametrize("path", sorted((PROJECT / "recipes").glob("*.yaml")), ids=lambda p: p.name)
@@ -22,6 +23,13 @@ def test_shipped_recipes_load(path):
 @pytest.mark.parametrize("path", sorted((PROJECT / "constraints").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_constraint_templates_load(path):
     assert load_constraint_template(path).version >= 1
+
+
+@pytest.mark.parametrize("path", sorted((PROJECT / "constraints" / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_sweeps_expand_to_at_least_eight_candidates(path, monkeypatch):
+    monkeypatch.chdir(PROJECT)  # sweep files name recipes and templates from the project root
+    candidates, _ = expand_candidates(load_sweep(path))
+    assert len(candidates) >= 8
 
 
 @pytest.mark.parametrize("path", sorted((PROJECT / "policies").glob("*.yaml")), ids=lambda p: p.name)

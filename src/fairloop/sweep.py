@@ -48,6 +48,9 @@ class SweptTemplate(SpecModel):
     bounds: list[Annotated[float, Field(gt=0, lt=1)]] = Field(
         [], description="the template once per bound (overriding its own); empty: its own bound"
     )
+    recipes: list[str] | None = Field(
+        None, description="only with these of the sweep's recipes (default: all); keeps costly reductions off some"
+    )
 
 
 class SweepSpec(VersionedSpec):
@@ -81,6 +84,10 @@ class SweepCandidate:
         bound = f"@{self.template.bound:g}" if self.template.bound is not None else ""
         return f"{self.recipe.name}+{self.template.name}{bound}"
 
+    @property
+    def is_reduction(self) -> bool:
+        return self.template.method in ("exponentiated_gradient", "grid_search")
+
     def template_yaml(self) -> str:
         """The template as a file of its own (its bound may differ from ``template_path``'s)."""
         return yaml.safe_dump(self.template.model_dump(mode="json", exclude_defaults=True), sort_keys=False)
@@ -104,16 +111,22 @@ def expand_candidates(sweep: SweepSpec) -> tuple[list[SweepCandidate], list[Skip
     for entry, template in templates:
         if entry.bounds and template.constraint is None:
             raise BadInputError(f"template '{entry.template}' has no constraint, so no bound to sweep", field="constraints")
+        unknown = sorted(set(entry.recipes or []) - set(sweep.recipes))
+        if unknown:
+            raise BadInputError(f"template '{entry.template}' names recipes {unknown} the sweep does not list",
+                                field="constraints.recipes")
     candidates, skipped = [], []
     for recipe_path, recipe in recipes:
         for entry, template in templates:
+            if entry.recipes is not None and recipe_path not in entry.recipes:
+                continue
             variants = [(template, False)]
             if entry.bounds:
                 variants = [(template.model_copy(update={"bound": bound}), True) for bound in entry.bounds]
             template_path = entry.template
             for variant, overridden in variants:
                 candidate = SweepCandidate(recipe, recipe_path, variant, template_path, overridden)
-                if recipe.produces_weights and variant.method in ("exponentiated_gradient", "grid_search"):
+                if recipe.produces_weights and candidate.is_reduction:
                     skipped.append(SkippedCandidate(candidate.name, "a weighting recipe cannot feed a reduction"))
                 else:
                     candidates.append(candidate)
@@ -174,13 +187,16 @@ def fit_in_processes(workers: int | None) -> FitAll:
 
     def fit_all(jobs, splits, sensitive, seed, policy):
         count = min(workers or os.cpu_count() or 1, len(jobs))
+        # Longest first: a reduction refits its learner dozens of times; started last, it would
+        # leave the other workers idle at the end.
+        order = sorted(range(len(jobs)), key=lambda i: not jobs[i].is_reduction)
         with ProcessPoolTaskRunner(max_workers=count, initializer=limit_to_one_thread) as runner:
-            futures = [
-                runner.submit(fit_task.with_options(task_run_name=f"fit-{job.name}"),
-                              {"candidate": job, "splits": splits, "sensitive": sensitive, "seed": seed, "policy": policy})
-                for job in jobs
-            ]
-            return [future.result() for future in futures]
+            futures = {
+                i: runner.submit(fit_task.with_options(task_run_name=f"fit-{jobs[i].name}"),
+                                 {"candidate": jobs[i], "splits": splits, "sensitive": sensitive, "seed": seed, "policy": policy})
+                for i in order
+            }
+            return [futures[i].result() for i in range(len(jobs))]
 
     return fit_all
 
