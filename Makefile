@@ -1,5 +1,5 @@
 # Two commands set everything up on a fresh clone:
-#   make demo   install, start a local Prefect server, run a remediation on Adult up to review
+#   make demo   install, start a local Prefect server, run a remediation sweep on Adult up to review
 #   make test   install, run the test suite (what CI runs through .ci/run)
 PYTHON ?= python3
 VENV ?= .venv
@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	$(BIN)/fairloop remediate --dataset datasets/adult.yaml --no-wait
+	$(BIN)/fairloop remediate --dataset datasets/adult.yaml --sweep constraints/sweeps/default.yaml --no-wait
 
 # tests/test_review_ui.py drives the Prefect UI in Debian's chromium (through the playwright
 # package; never `playwright install`, which downloads a browser build of its own).

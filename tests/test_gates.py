@@ -174,3 +174,52 @@ def test_on_compas_small_groups_leave_fairness_gates_inconclusive():
     dpd = verdicts["max_demographic_parity_difference"]
     assert dpd.verdict == "inconclusive" and dpd.interval[1] - dpd.interval[0] > 0.05
     assert verdicts["min_disparate_impact_ratio"].verdict == "inconclusive"
+
+
+def scored_evaluations(n: int = 4000, seed: int = 0, net_benefit_band=(0.1, 0.2)) -> dict[str, Evaluation]:
+    """A candidate whose scores separate the classes less well than the baseline's (AUC ~0.05 lower)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    groups = rng.choice(["a", "b"], n)
+    split = Split(X=pd.DataFrame({"x": np.zeros(n)}), y=pd.Series(y), groups=pd.DataFrame({"g": groups}))
+    scores = {"baseline": np.clip(0.3 * y + rng.random(n) * 0.7, 0, 1),
+              "candidate": np.clip(0.25 * y + rng.random(n) * 0.75, 0, 1)}
+    decisions = {name: (s >= 0.5).astype(int) for name, s in scores.items()}
+    intervals = bootstrap_intervals(y, decisions, groups, n_boot=400, confidence=0.95, seed=0,
+                                    drops_against=("baseline",), scores=scores, net_benefit_band=net_benefit_band)
+    return {
+        name: score_predictions(split, "g", decisions[name], scores[name], net_benefit_band=net_benefit_band)
+        .model_copy(update={"intervals": intervals[name]})
+        for name in scores
+    }
+
+
+def test_resampled_auc_is_scikit_learns_on_the_sample_itself():
+    from sklearn.metrics import roc_auc_score
+
+    from fairloop.intervals import _resample_auc
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 3000)
+    scores = np.round(np.clip(0.3 * y + rng.random(3000) * 0.7, 0, 1), 1)  # many ties
+    identity = np.arange(3000)[None, :]
+    assert _resample_auc(y, scores, identity)[0] == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
+
+
+@pytest.mark.parametrize("gate", ["max_auc_drop_vs_baseline", "min_net_benefit"])
+def test_score_based_gates_reach_pass_fail_and_inconclusive(gate):
+    evaluations = scored_evaluations()
+    candidate = evaluations["candidate"]
+    key = "auc_drop_vs_baseline" if gate == "max_auc_drop_vs_baseline" else "net_benefit_min"
+    low, high = candidate.intervals[key]
+    assert low < high
+    if gate == "max_auc_drop_vs_baseline":
+        drop = evaluations["baseline"].metrics["auc"] - candidate.metrics["auc"]
+        assert low <= drop <= high and low > 0  # the candidate ranks worse, and the interval says so
+        passing, failing = high + 0.01, low - 0.01
+    else:
+        assert low <= candidate.metrics["net_benefit_min"] <= high
+        passing, failing = low - 0.01, high + 0.01
+    assert verdict({gate: passing}, evaluations) == "pass"
+    assert verdict({gate: failing}, evaluations) == "fail"
+    assert verdict({gate: (low + high) / 2}, evaluations) == "inconclusive"

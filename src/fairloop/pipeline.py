@@ -116,8 +116,7 @@ def score_models(
     evaluations = {name: score_predictions(split, sensitive, *pair, **options) for name, pair in predictions.items()}
     if policy is None:
         return evaluations
-    return with_intervals(evaluations, {name: pair[0] for name, pair in predictions.items()}, split, sensitive, policy,
-                          challengers)
+    return with_intervals(evaluations, predictions, split, sensitive, policy, challengers)
 
 
 def scoring_options(policy: Policy | None) -> dict:
@@ -126,16 +125,22 @@ def scoring_options(policy: Policy | None) -> dict:
 
 
 def with_intervals(
-    evaluations: dict[str, Evaluation], decisions: dict[str, np.ndarray], split: Split, sensitive: str,
-    policy: Policy, challengers: tuple[str, ...],
+    evaluations: dict[str, Evaluation], predictions: dict[str, tuple[np.ndarray, np.ndarray]], split: Split,
+    sensitive: str, policy: Policy, challengers: tuple[str, ...],
 ) -> dict[str, Evaluation]:
-    """``evaluations`` with the policy's paired bootstrap intervals, every model on the same resamples."""
+    """``evaluations`` with the policy's paired bootstrap intervals, every model on the same
+    resamples; score-based metrics (AUC, net benefit) only when the policy gates them."""
     groups = split.groups[sensitive].astype(str)
+    thresholds = policy.thresholds
+    gates_auc = thresholds.max_auc_drop_vs_baseline is not None or thresholds.max_auc_drop_vs_champion is not None
+    gates_net_benefit = thresholds.min_net_benefit is not None
     intervals = bootstrap_intervals(
-        split.y.to_numpy(), decisions, groups.to_numpy(),
+        split.y.to_numpy(), {name: pair[0] for name, pair in predictions.items()}, groups.to_numpy(),
         n_boot=policy.bootstrap.n_boot, confidence=policy.bootstrap.confidence, seed=policy.bootstrap.seed,
         drops_against=("baseline", "champion"), challengers=challengers,
         counted_groups=counted_groups(groups, policy.min_group_size),
+        scores={name: pair[1] for name, pair in predictions.items()} if gates_auc or gates_net_benefit else None,
+        net_benefit_band=policy.net_benefit_band if gates_net_benefit else None,
     )
     return {name: ev.model_copy(update={"intervals": intervals[name]}) for name, ev in evaluations.items()}
 

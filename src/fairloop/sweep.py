@@ -139,11 +139,11 @@ def expand_candidates(sweep: SweepSpec) -> tuple[list[SweepCandidate], list[Skip
 
 @dataclass
 class Scored:
-    """A model's figures for a sweep: validation (gated, so its decisions are kept for the
+    """A model's figures for a sweep: validation (gated, so its predictions are kept for the
     paired bootstrap) and test (reported)."""
 
     validation: Evaluation
-    validation_decisions: np.ndarray
+    validation_predictions: tuple[np.ndarray, np.ndarray]  # decisions, scores
     test: Evaluation
 
 
@@ -152,7 +152,7 @@ def score_model(model: FairModel, splits: Splits, sensitive: str, policy: Policy
     options = scoring_options(policy)
     return Scored(
         validation=score_predictions(splits.validation, sensitive, *validation, **options),
-        validation_decisions=validation[0],
+        validation_predictions=validation,
         test=score_predictions(splits.test, sensitive, *predict(model, splits.test), **options),
     )
 
@@ -311,7 +311,7 @@ def select(
     go to the earlier candidate in the sweep file. The Pareto flags use test figures."""
     scored = {c.name: f.scored for c, f in zip(candidates, fitted, strict=True)} | references
     validation = with_intervals(
-        {name: s.validation for name, s in scored.items()}, {name: s.validation_decisions for name, s in scored.items()},
+        {name: s.validation for name, s in scored.items()}, {name: s.validation_predictions for name, s in scored.items()},
         validation_split, sensitive, policy, challengers=tuple(c.name for c in candidates),
     )
     reference_validation = {name: validation[name] for name in references}
@@ -396,6 +396,7 @@ def write_chosen_template(candidate: SweepCandidate, directory: Path) -> Path:
     bound makes it differ from the file it came from."""
     if not candidate.bound_overridden:
         return Path(candidate.template_path)
+    directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{candidate.template.name}-bound-{candidate.template.bound:g}.yaml"
     path.write_text(candidate.template_yaml(), encoding="utf-8")
     return path
