@@ -36,9 +36,13 @@ def frontier_png(
 
     names = list(points)
     metrics = frontier_metrics(policy)
-    figure, axes = plt.subplots(1, len(metrics), figsize=(4.4 * len(metrics), 3.8), squeeze=False)
+    # two panels per row: the review dialog is narrow, and a wide strip would shrink to a sliver
+    rows = (len(metrics) + 1) // 2
+    figure, axes = plt.subplots(rows, 2, figsize=(9.5, 3.9 * rows), squeeze=False)
+    for unused in axes.flat[len(metrics):]:
+        unused.set_visible(False)
     accuracy = np.array([points[n]["accuracy"] for n in names])
-    for axis, metric in zip(axes[0], metrics, strict=True):
+    for axis, metric in zip(axes.flat, metrics, strict=False):
         values = np.array([points[n][metric] for n in names])
         usable = ~np.isnan(values)
         axis.scatter(values[usable], accuracy[usable], color="tab:blue", alpha=0.7, label="candidate")
@@ -105,7 +109,8 @@ def candidates_markdown(outcome: SweepOutcome) -> str:
     rows = []
     numbered = sorted(enumerate(outcome.candidates, start=1), key=lambda pair: -pair[1].validation["accuracy"])
     for number, c in numbered:
-        name = f"**{c.name}** (chosen)" if c.name == outcome.chosen else c.name
+        # code spans: the UI would turn "recipe+template@0.02" into an e-mail link
+        name = f"**`{c.name}`** (chosen)" if c.name == outcome.chosen else f"`{c.name}`"
         if c.needs_sensitive_at_predict:
             name += " [uses sensitive at predict]"
         verdict = "pass" if c.passed else "blocked: " + ", ".join(g.metric for g in c.gates.blocking)

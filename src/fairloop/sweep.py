@@ -122,7 +122,13 @@ def expand_candidates(sweep: SweepSpec) -> tuple[list[SweepCandidate], list[Skip
                 continue
             variants = [(template, False)]
             if entry.bounds:
-                variants = [(template.model_copy(update={"bound": bound}), True) for bound in entry.bounds]
+                variants = [
+                    (template.model_copy(update={
+                        "bound": bound,
+                        "description": f"{template.description.strip()} [bound {bound:g} set by sweep '{sweep.name}' v{sweep.version}]",
+                    }), True)
+                    for bound in entry.bounds
+                ]
             template_path = entry.template
             for variant, overridden in variants:
                 candidate = SweepCandidate(recipe, recipe_path, variant, template_path, overridden)
@@ -292,7 +298,7 @@ def explain_no_pass(outcome: SweepOutcome) -> str:
         )
     lines.append("Closest candidates:")
     for candidate in outcome.closest():
-        lines.append(f"- {candidate.name}: " + "; ".join(candidate.gates.failures))
+        lines.append(f"- `{candidate.name}`: " + "; ".join(candidate.gates.failures))
     return "\n".join(lines)
 
 
@@ -342,7 +348,7 @@ def select(
         return outcome.model_copy(update={"explanation": explain_no_pass(outcome)})
     best = max(passing, key=lambda r: r.validation["accuracy"])  # max keeps the first of equals
     explanation = (
-        f"{best.name} is the most accurate of {len(passing)} candidate(s) passing policy '{policy.name}' on "
+        f"`{best.name}` is the most accurate of {len(passing)} candidate(s) passing policy '{policy.name}' on "
         f"validation (accuracy {best.validation['accuracy']:.4f}; {len(results)} fitted, {len(skipped)} skipped)."
     )
     return outcome.model_copy(update={"chosen": best.name, "explanation": explanation})
