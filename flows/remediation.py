@@ -42,6 +42,8 @@ audit_step = step(pipeline.audit, name="audit")
 augment_step = step(pipeline.augment, name="augment")
 train_step = step(pipeline.train, name="retrain")
 evaluate_step = step(pipeline.evaluate_models, name="evaluate")
+
+
 def publish_frontier(png: bytes, section: str, run_dir: Path, outcome: sweep.SweepOutcome | None) -> Path:
     """The frontier as a PNG file of the run and a Prefect artifact; a sweep's candidates as a table artifact."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -203,7 +205,7 @@ def remediation(
                                            for c in swept.outcome.candidates]}
     if extra_training_data:
         lineage["extra_training_data"] = {"path": extra_training_data, "sha256": file_sha256(Path(extra_training_data))}
-    def documents(version: str) -> dict[str, str]:
+    def documents(version: str) -> dict[str, str | bytes]:
         model_card = render_model_card(
             dataset=spec.name, description=spec.description, provenance=spec.provenance, version=version,
             candidate_label=template.label(), recipe_label=f"{inputs.recipe.name} v{inputs.recipe.version}",

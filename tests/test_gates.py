@@ -111,6 +111,29 @@ def test_bootstrap_agrees_with_fairlearn_metricframe():
     assert BootstrapSettings().n_boot >= 300
 
 
+def test_scores_are_fairlearns_own_metric_functions():
+    """score_predictions derives the group metrics from one MetricFrame; they equal Fairlearn's
+    functions (and scikit-learn's Brier score per group)."""
+    from fairlearn.metrics import demographic_parity_difference, demographic_parity_ratio, equalized_odds_difference
+    from sklearn.metrics import brier_score_loss
+
+    rng = np.random.default_rng(3)
+    n = 5000
+    groups = pd.Series(rng.choice(["a", "b", "c"], n, p=[0.6, 0.3, 0.1]))
+    y = pd.Series(rng.integers(0, 2, n))
+    scores = np.clip(0.3 * y + rng.random(n) * 0.7, 0, 1)
+    pred = (scores >= 0.5).astype(int)
+    split = Split(X=pd.DataFrame({"x": scores}), y=y, groups=pd.DataFrame({"g": groups}))
+    metrics = score_predictions(split, "g", pred, scores)
+    kwargs = {"sensitive_features": groups}
+    assert metrics.metrics["demographic_parity_difference"] == pytest.approx(demographic_parity_difference(y, pred, **kwargs))
+    assert metrics.metrics["equalized_odds_difference"] == pytest.approx(equalized_odds_difference(y, pred, **kwargs))
+    assert metrics.metrics["disparate_impact_ratio"] == pytest.approx(demographic_parity_ratio(y, pred, **kwargs))
+    for group in "abc":
+        rows = (groups == group).to_numpy()
+        assert metrics.by_group[group]["brier"] == pytest.approx(brier_score_loss(y[rows], scores[rows]))
+
+
 def test_groups_below_the_size_floor_do_not_count():
     split, pred = synthetic_split(4000, 0.2, 0.3, accuracy=0.8)
     groups = split.groups["g"].to_numpy().copy()

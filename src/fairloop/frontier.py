@@ -120,8 +120,8 @@ def candidates_markdown(outcome: SweepOutcome) -> str:
             f"{c.test['accuracy']:.4f} | {c.test['demographic_parity_difference']:.4f} | "
             f"{c.test['equalized_odds_difference']:.4f} | {verdict} |"
         )
-    return "\n".join([*header, *rows, "", "\\* on the Pareto front (test accuracy vs a fairness metric); # is the "
-                                          "candidate's number in the frontier plot."])
+    legend = "\\* on the Pareto front (test accuracy vs a fairness metric); # is the candidate's number in the plot."
+    return "\n".join([*header, *rows, "", legend])
 
 
 def frontier_report(

@@ -13,11 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from fairloop.audit import AuditReport, run_audit
-from fairloop.constraints import (
-    ConstraintTemplate,
-    fit_candidate,
-    load_constraint_template,
-)
+from fairloop.constraints import ConstraintTemplate, fit_candidate, load_constraint_template
 from fairloop.datasets import LoadedDataset, Split, Splits, load_dataset, make_splits
 from fairloop.evaluate import Evaluation, counted_groups, predict, score_predictions
 from fairloop.intervals import bootstrap_intervals
@@ -97,26 +93,17 @@ def train(inputs: Inputs, splits: Splits, augmented: Split) -> dict[str, tuple[F
 
 
 def evaluate_models(
-    models: dict[str, FairModel], split: Split, sensitive: str, policy: Policy | None = None,
-    challengers: tuple[str, ...] = ("candidate",),
+    models: dict[str, FairModel], split: Split, sensitive: str, policy: Policy | None = None
 ) -> dict[str, Evaluation]:
     """Held-out metrics of every model. With a ``policy``: its group-size floor and net-benefit
-    band, and paired bootstrap intervals on the same resamples (plus each challenger's accuracy
-    drop against 'baseline' and 'champion')."""
+    band, and paired bootstrap intervals on the same resamples (plus the candidate's drops
+    against 'baseline' and 'champion')."""
     predictions = {name: predict(model, split) for name, model in models.items()}
-    return score_models(predictions, split, sensitive, policy, challengers)
-
-
-def score_models(
-    predictions: dict[str, tuple[np.ndarray, np.ndarray]], split: Split, sensitive: str, policy: Policy | None = None,
-    challengers: tuple[str, ...] = ("candidate",),
-) -> dict[str, Evaluation]:
-    """:func:`evaluate_models` from decisions and scores already made."""
     options = scoring_options(policy)
     evaluations = {name: score_predictions(split, sensitive, *pair, **options) for name, pair in predictions.items()}
     if policy is None:
         return evaluations
-    return with_intervals(evaluations, predictions, split, sensitive, policy, challengers)
+    return with_intervals(evaluations, predictions, split, sensitive, policy, challengers=("candidate",))
 
 
 def scoring_options(policy: Policy | None) -> dict:
