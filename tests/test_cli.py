@@ -92,6 +92,18 @@ def test_unknown_recipe_file_is_bad_input(isolated, tmp_path):
     assert not (tmp_path / "registry").exists()
 
 
+@pytest.mark.parametrize(("extra", "expected"), [
+    (["--sweep", "constraints/sweeps/nope.yaml"], "constraints/sweeps/nope.yaml: SweepSpec file not found"),
+    (["--sweep", "constraints/sweeps/default.yaml", "--constraint", "constraints/eg-dp.yaml"],
+     "give either --sweep or --recipe/--constraint"),
+])
+def test_bad_sweep_options_are_bad_input(isolated, tmp_path, extra, expected):
+    result = fairloop("remediate", "--dataset", "datasets/german.yaml", *extra, env=isolated)
+    assert result.returncode == ExitCode.BAD_INPUT
+    assert expected in " ".join(result.stderr.split())
+    assert not (tmp_path / "registry").exists()
+
+
 def test_models_on_an_empty_registry_says_so(isolated):
     result = fairloop("models", env=isolated)
     assert result.returncode == 0 and "No models" in result.stdout

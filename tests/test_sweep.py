@@ -70,10 +70,12 @@ def test_candidates_cross_recipes_templates_and_bounds_and_skip_weights_with_red
     ({"constraints": [{"template": "constraints/lr-eg-dp.yaml", "recipes": ["recipes/smotenc-base-rates.yaml"]}]},
      "does not list"),
 ])
-def test_broken_sweep_files_name_the_problem(tmp_path, monkeypatch, override, field):
+def test_broken_sweep_files_name_the_file_and_the_problem(tmp_path, monkeypatch, override, field):
     monkeypatch.chdir(PROJECT)
-    with pytest.raises(BadInputError, match=field):
-        expand_candidates(load_sweep(write_sweep(tmp_path, **override)))
+    path = write_sweep(tmp_path, **override)
+    with pytest.raises(BadInputError, match=field) as error:
+        load_sweep(path)
+    assert str(error.value).startswith(str(path))
 
 
 def test_prefect_process_pool_gives_the_serial_result(tmp_path, monkeypatch, splits, prefect_server):

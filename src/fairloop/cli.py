@@ -89,11 +89,11 @@ def validate_inputs(dataset: Path, recipe: Path, constraint: Path, policy: Path,
     from fairloop.recipes import load_recipe
 
     if sweep is not None:
-        from fairloop.sweep import expand_candidates, load_sweep
+        from fairloop.sweep import load_sweep
 
         if (str(recipe), str(constraint)) != (DEFAULT_RECIPE, DEFAULT_CONSTRAINT):
             raise BadInputError("give either --sweep or --recipe/--constraint: a sweep names its own", field="--sweep")
-        expand_candidates(load_sweep(sweep))  # reads every recipe and template the sweep names
+        load_sweep(sweep)  # reads every recipe and template the sweep names
     else:
         load_recipe(recipe)
         load_constraint_template(constraint)

@@ -66,7 +66,14 @@ class SweepSpec(VersionedSpec):
 
 
 def load_sweep(path) -> SweepSpec:
-    return load_spec(path, SweepSpec)
+    """Read a sweep file and check it expands: every recipe and template it names loads, and the
+    combinations make sense. Errors name the sweep file first."""
+    sweep = load_spec(path, SweepSpec)
+    try:
+        expand_candidates(sweep)
+    except BadInputError as exc:
+        raise BadInputError(str(exc), source=str(path)) from None
+    return sweep
 
 
 @dataclass(frozen=True)
