@@ -111,13 +111,18 @@ def test_failed_gate_never_pauses_and_lists_reasons(remediation_flow, registry_d
     assert record["action"] == "gate_failed" and len(record["reasons"]) == 2
 
 
-def test_reviewer_who_started_the_run_is_refused_and_the_run_keeps_waiting(remediation_flow, registry_dir, lenient_policy):
-    run = BackgroundRun(remediation_flow, **params(lenient_policy))
+def test_self_approval_and_unlisted_reviewers_are_refused_and_the_run_keeps_waiting(remediation_flow, registry_dir, tmp_path):
+    policy = write_policy(tmp_path, max_demographic_parity_difference=0.5, max_accuracy_drop_vs_baseline=0.2,
+                          approval={"reviewers": ["carol", "pytest"]})
+    run = BackgroundRun(remediation_flow, **params(policy))
     paused = run.wait_paused()
-    submit_review(paused.id, {"approve": True, "reviewer": "pytest", "comment": "self-approval"})
-    again = run.wait_until(lambda r: bool(r.state and r.state.is_paused() and r.state.state_details.pause_key == "review-2"))
-    assert again.state.is_paused()
+    for attempt, reviewer in enumerate(("pytest", "mallory"), start=2):  # who started the run; not on the list
+        submit_review(paused.id, {"approve": True, "reviewer": reviewer, "comment": "let me"})
+        again = run.wait_until(lambda r, key=f"review-{attempt}": bool(
+            r.state and r.state.is_paused() and r.state.state_details.pause_key == key))
+        assert again.state.is_paused()
     submit_review(paused.id, {"approve": True, "reviewer": "carol", "comment": ""})
     assert run.finish().name == Outcome.PROMOTED.value
-    actions = [(r["action"], r.get("reviewer")) for r in Registry(registry_dir).audit_log()]
-    assert actions == [("refused", "pytest"), ("promote", "carol")]
+    log = Registry(registry_dir).audit_log()
+    assert [(r["action"], r.get("reviewer")) for r in log] == [("refused", "pytest"), ("refused", "mallory"), ("promote", "carol")]
+    assert "started this run" in log[0]["comment"] and "not on the policy" in log[1]["comment"]
