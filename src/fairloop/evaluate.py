@@ -16,6 +16,7 @@ from sklearn.metrics import accuracy_score, roc_auc_score
 
 from fairloop.datasets import Split
 from fairloop.errors import BadInputError
+from fairloop.intervals import net_benefit_min
 from fairloop.model import FairModel
 
 METRIC_LABELS = {
@@ -55,15 +56,6 @@ def counted_groups(groups: pd.Series, min_group_size: int) -> np.ndarray:
     """Groups with enough rows for their rates to count in group fairness metrics."""
     sizes = groups.astype(str).value_counts()
     return np.sort(sizes[sizes >= min_group_size].index.to_numpy())
-
-
-def net_benefit(y_true: np.ndarray, scores: np.ndarray, threshold: float) -> float:
-    """Decision-curve net benefit of acting when the probability is at least ``threshold``."""
-    act = scores >= threshold
-    n = len(y_true)
-    true_pos = np.sum(act & (y_true == 1)) / n
-    false_pos = np.sum(act & (y_true == 0)) / n
-    return float(true_pos - false_pos * threshold / (1 - threshold))
 
 
 def score_predictions(
@@ -111,8 +103,7 @@ def score_predictions(
             ("demographic_parity_difference", "equalized_odds_difference", "disparate_impact_ratio",
              "min_group_true_positive_rate"), float("nan"))
     if net_benefit_band is not None:
-        band = np.linspace(*net_benefit_band, 11)
-        metrics["net_benefit_min"] = min(net_benefit(y_true, scores, t) for t in band)
+        metrics["net_benefit_min"] = float(net_benefit_min(y_true, scores, np.arange(len(y_true))[None, :], net_benefit_band)[0])
     calibration = pd.DataFrame(
         {"mean_score": scores, "observed_rate": y_true, "brier": (scores - y_true) ** 2, "group": groups}
     ).groupby("group").mean()  # per-group Brier score = mean squared error of the probability

@@ -64,9 +64,10 @@ def _resample_auc(y: np.ndarray, scores: np.ndarray, samples: np.ndarray) -> np.
         return (positives * (below + 0.5 * negatives)).sum(axis=1) / (positives.sum(axis=1) * negatives.sum(axis=1))
 
 
-def _resample_net_benefit_min(y: np.ndarray, scores: np.ndarray, samples: np.ndarray, band: tuple[float, float]) -> np.ndarray:
-    """The lowest decision-curve net benefit over the band's thresholds, per resample
-    (:func:`fairloop.evaluate.net_benefit` on every resample)."""
+def net_benefit_min(y: np.ndarray, scores: np.ndarray, samples: np.ndarray, band: tuple[float, float]) -> np.ndarray:
+    """The lowest decision-curve net benefit (true positives minus false positives weighted by
+    the threshold's odds, per row) over 11 thresholds across ``band``, for every row of
+    ``samples`` (index vectors; ``np.arange(n)[None, :]`` is the sample itself)."""
     ys = y[samples].astype(bool)
     n = samples.shape[1]
     worst = np.full(samples.shape[0], np.inf)
@@ -106,7 +107,7 @@ def bootstrap_intervals(
     for name, model_scores in (scores or {}).items():
         per_model[name]["auc"] = _resample_auc(y, np.asarray(model_scores), samples)
         if net_benefit_band is not None:
-            per_model[name]["net_benefit_min"] = _resample_net_benefit_min(y, np.asarray(model_scores), samples, net_benefit_band)
+            per_model[name]["net_benefit_min"] = net_benefit_min(y, np.asarray(model_scores), samples, net_benefit_band)
     tail = (1 - confidence) / 2
     interval = lambda values: (float(np.nanquantile(values, tail)), float(np.nanquantile(values, 1 - tail)))
     result = {name: {metric: interval(values) for metric, values in metrics.items()} for name, metrics in per_model.items()}
