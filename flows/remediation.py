@@ -63,11 +63,13 @@ def promote_step(registry: Registry, inputs: pipeline.Inputs, lineage: dict, **e
         return registry.promote(inputs.loaded.spec.name, inputs_dir=Path(scratch), lineage=lineage, **entry)
 
 
-def await_review(report: str, policy, timeout: int, poll_seconds: int, requested_by: str, registry: Registry, record: dict):
+def await_review(report: str, policy, timeout: int, poll_seconds: int, requested_by: str, registry: Registry,
+                 record: dict, needs_acceptance: list[str]):
     """Pause for a reviewer until an allowed one answers, or the timeout passes (returns None).
 
     A reviewer who is not on the policy's list, or who started the run (separation of duties),
-    is refused and logged; the run keeps waiting for someone else within the same deadline.
+    is refused and logged, and so is an approval that does not accept the risk of the
+    ``needs_acceptance`` (inconclusive) gates; the run keeps waiting within the same deadline.
     """
     logger = get_run_logger()
     deadline = time.monotonic() + timeout
@@ -83,6 +85,9 @@ def await_review(report: str, policy, timeout: int, poll_seconds: int, requested
         except FlowPauseTimeout:
             return None
         refusal = refusal_reason(decision.reviewer, policy.approval.reviewers, requested_by)
+        if refusal is None and decision.approve and needs_acceptance and not decision.accept_inconclusive_risk:
+            refusal = (f"approving needs accept_inconclusive_risk: gates {needs_acceptance} are inconclusive and the "
+                       "policy lets them through only with an explicit acceptance")
         if refusal is None:
             return decision
         logger.warning("Refused review by %r: %s. Still waiting for an allowed reviewer.", decision.reviewer, refusal)
@@ -117,6 +122,8 @@ def remediation(
     spec, sensitive = inputs.loaded.spec, inputs.sensitive
     record = {"dataset": spec.name, "run_id": run_id, "requested_by": requested_by}
     splits = prepare_step(inputs)
+    mode = pipeline.decide_mode(inputs, splits)
+    logger.info("Evaluation mode %s: %s", mode.mode, mode.reason)
     if extra_training_data:
         record["extra_training_data"] = extra_training_data
         logger.info("Training pool includes the labelled rows of %s (%d training rows in all)", extra_training_data, len(splits.train))
@@ -131,7 +138,7 @@ def remediation(
     swept = None
     if sweep_file:
         sweep_spec = sweep.load_sweep(sweep_file)
-        swept = sweep.run_sweep(sweep_spec, splits, sensitive, seed, inputs.policy,
+        swept = sweep.run_sweep(sweep_spec, splits, sensitive, seed, inputs.policy, mode,
                                 champion=champion[1] if champion else None, fit_all=sweep.fit_in_processes(sweep_spec.workers))
         record["sweep"] = sweep_spec.name
         if swept.chosen is None:
@@ -146,10 +153,10 @@ def remediation(
                          params=replace(params, recipe=chosen.recipe_path, constraint=str(constraint_path)))
         models = {"baseline": swept.baseline.model, "candidate": fitted.model}
         fit_seconds = fitted.fit_seconds
-        augmented, augment_report = augment_step(inputs, splits)  # the rows the chosen model was fitted on
+        augmented, augment_report = augment_step(inputs, splits, mode)  # the rows the chosen model was fitted on
     else:
-        augmented, augment_report = augment_step(inputs, splits)
-        trained = train_step(inputs, splits, augmented)
+        augmented, augment_report = augment_step(inputs, splits, mode)
+        trained = train_step(inputs, splits, mode)
         models = {name: model for name, (model, _) in trained.items()}
         fit_seconds = trained["candidate"][1]
     template = inputs.template
@@ -157,7 +164,8 @@ def remediation(
     if champion:
         models["champion"] = champion[1]
     evaluations = evaluate_step(models, splits.test, sensitive, inputs.policy)
-    gates = apply_gates(inputs.policy, evaluations)
+    gates = apply_gates(inputs.policy, evaluations, needs_sensitive_at_predict=template.needs_sensitive_at_predict,
+                        evaluation_mode=mode.mode)
     frontier_image, frontier = frontier_report(
         inputs.policy, spec.name, {name: evaluations[name].metrics for name in ("baseline", "champion") if name in models},
         outcome=swept.outcome if swept else None, candidate=evaluations["candidate"].metrics,
@@ -179,12 +187,15 @@ def remediation(
 
     logger.info("Awaiting review: %s\n%s", flow_run_url(run_id), review_commands(run_id))
     timeout = approval_timeout or inputs.policy.approval.timeout_seconds
-    decision = await_review(report, inputs.policy, timeout, review_poll_seconds, requested_by, registry, record)
+    accept = [r.gate for r in gates.needs_acceptance]
+    decision = await_review(report, inputs.policy, timeout, review_poll_seconds, requested_by, registry, record, accept)
     if decision is None:
         registry.record_decision({**record, "action": "expired", "timeout_seconds": timeout})
         # Prefect's server replaces this with Failed("The flow was expired and never resumed.")
         return Failed(name=Outcome.EXPIRED.value, message=f"no approval within {timeout}s; nothing promoted")
     approval = {"reviewer": decision.reviewer, "comment": decision.comment, "approved": decision.approve}
+    if accept and decision.approve:  # who accepted which undecided gates, and why
+        approval["accepted_inconclusive"] = {"gates": accept, "reviewer": decision.reviewer, "reason": decision.comment}
     if not decision.approve:
         registry.record_decision({**record, "action": "reject", **approval})
         return Cancelled(name=Outcome.REJECTED.value, message=f"rejected by {decision.reviewer}: {decision.comment}")
@@ -196,6 +207,7 @@ def remediation(
         "recipe": inputs.recipe.identity(inputs.params.recipe), "constraint": template.identity(inputs.params.constraint),
         "policy": inputs.policy.identity(policy), "sensitive": sensitive, "seed": seed, "train_rows": train_rows,
         "augment": augment_report.model_dump(), "audit": audit.model_dump(), "code": code_version(settings.project_dir),
+        "evaluation": mode.model_dump(),
         "packages": package_versions(), "prefect_flow_run_id": run_id, "requested_by": requested_by,
     }
     if swept is not None:

@@ -39,13 +39,18 @@ def remediation_flow():
     return load_flow_from_entrypoint(f"{PROJECT / 'flows' / 'remediation.py'}:remediation")
 
 
+POLICY_SETTINGS = ("approval", "allow_sensitive_at_predict", "evaluation", "crossfit", "inconclusive", "group_floors",
+                   "bootstrap")
+
+
 def write_policy(directory: Path, name: str = "test-policy", **thresholds) -> Path:
-    """A policy file for a test: gates chosen by the test, not by whatever the subsample yields."""
+    """A policy file for a test: gates chosen by the test, not by whatever the subsample yields
+    (keyword arguments named in POLICY_SETTINGS are policy settings, the rest thresholds)."""
     import yaml
 
     path = directory / f"{name}.yaml"
-    approval = thresholds.pop("approval", {})
-    path.write_text(yaml.safe_dump({"name": name, "version": 1, "thresholds": thresholds, "approval": approval}))
+    settings = {key: thresholds.pop(key) for key in POLICY_SETTINGS if key in thresholds}
+    path.write_text(yaml.safe_dump({"name": name, "version": 1, "thresholds": thresholds, **settings}))
     return path
 
 

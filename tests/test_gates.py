@@ -10,7 +10,8 @@ import pytest
 from fairlearn.metrics import MetricFrame, selection_rate
 
 from fairloop.datasets import Split
-from fairloop.evaluate import Evaluation, score_predictions
+from fairloop.evaluate import Evaluation, Predictions, score_predictions
+from fairloop.groups import GroupFloors
 from fairloop.intervals import bootstrap_intervals
 from fairloop.policy import BootstrapSettings, Policy, apply_gates
 
@@ -36,9 +37,15 @@ def evaluations_for(n: int, candidate_rates, baseline_accuracy_gap: float = 0.0,
     intervals = bootstrap_intervals(split.y.to_numpy(), preds, split.groups["g"].to_numpy(), n_boot=400,
                                     confidence=0.95, seed=0, drops_against=("baseline",))
     return {
-        name: score_predictions(split, "g", p, p.astype(float)).model_copy(update={"intervals": intervals[name]})
+        name: score_predictions(split, "g", decided(p)).model_copy(update={"intervals": intervals[name]})
         for name, p in preds.items()
     }
+
+
+def decided(decisions: np.ndarray, scores: np.ndarray | None = None) -> Predictions:
+    """Predictions of a deterministic model (its scores are its decision probabilities)."""
+    scores = decisions.astype(float) if scores is None else scores
+    return Predictions(decisions, scores, scores)
 
 
 def verdict(policy_thresholds: dict, evaluations) -> str:
@@ -89,13 +96,15 @@ def test_champion_gate_is_skipped_without_a_champion():
     assert verdict({"max_accuracy_drop_vs_champion": 0.01}, evaluations_for(2000, (0.3, 0.3))) == "skipped"
 
 
-def test_inconclusive_blocks_only_when_the_policy_says_so():
+def test_inconclusive_goes_to_review_only_with_acceptance_when_the_policy_says_so():
     evaluations = evaluations_for(20000, (0.2, 0.3))
     thresholds = {"max_demographic_parity_difference": 0.10}
     strict = apply_gates(Policy(name="p", version=1, thresholds=thresholds), evaluations)
-    lenient = apply_gates(Policy(name="p", version=1, thresholds=thresholds, inconclusive_blocks=False), evaluations)
-    assert not strict.passed and "inconclusive" in strict.failures[0]
+    lenient = apply_gates(Policy(name="p", version=1, thresholds=thresholds, inconclusive="review_with_acceptance"),
+                          evaluations)
+    assert not strict.passed and "inconclusive" in strict.failures[0] and not strict.needs_acceptance
     assert lenient.passed and lenient.results[0].verdict == "inconclusive"
+    assert [r.gate for r in lenient.needs_acceptance] == ["max_demographic_parity_difference"]
 
 
 def test_bootstrap_agrees_with_fairlearn_metricframe():
@@ -124,7 +133,7 @@ def test_scores_are_fairlearns_own_metric_functions():
     scores = np.clip(0.3 * y + rng.random(n) * 0.7, 0, 1)
     pred = (scores >= 0.5).astype(int)
     split = Split(X=pd.DataFrame({"x": scores}), y=y, groups=pd.DataFrame({"g": groups}))
-    metrics = score_predictions(split, "g", pred, scores)
+    metrics = score_predictions(split, "g", decided(pred, scores))
     kwargs = {"sensitive_features": groups}
     assert metrics.metrics["demographic_parity_difference"] == pytest.approx(demographic_parity_difference(y, pred, **kwargs))
     assert metrics.metrics["equalized_odds_difference"] == pytest.approx(equalized_odds_difference(y, pred, **kwargs))
@@ -140,15 +149,17 @@ def test_groups_below_the_size_floor_do_not_count():
     groups[:12] = "tiny"  # a 12-row group with an extreme rate would dominate every gap
     pred[:12] = 1
     split = Split(X=split.X, y=split.y, groups=pd.DataFrame({"g": groups}))
-    with_tiny = score_predictions(split, "g", pred, pred.astype(float))
-    floored = score_predictions(split, "g", pred, pred.astype(float), min_group_size=30)
+    with_tiny = score_predictions(split, "g", decided(pred))
+    floored = score_predictions(split, "g", decided(pred), floors=GroupFloors(rows=30))
     assert with_tiny.metrics["disparate_impact_ratio"] < 0.3
     assert floored.metrics["disparate_impact_ratio"] > 0.6
-    assert floored.by_group["tiny"]["counted"] == 0.0 and floored.by_group["a"]["counted"] == 1.0
-    one_group = score_predictions(split, "g", pred, pred.astype(float), min_group_size=10_000)
+    assert floored.by_group["tiny"]["counted_selection_rate"] == 0.0 and floored.by_group["a"]["counted_selection_rate"] == 1.0
+    assert [(e.group, e.rate, e.rows) for e in floored.excluded_groups if e.rate == "selection_rate"] == [("tiny", "selection_rate", 12)]
+    one_group = score_predictions(split, "g", decided(pred), floors=GroupFloors(rows=10_000))
     policy = Policy(name="p", version=1, thresholds={"max_demographic_parity_difference": 0.5})
     (result,) = apply_gates(policy, {"candidate": one_group}).results
-    assert result.verdict == "inconclusive"
+    assert result.verdict == "inconclusive" and result.value is None
+    assert "needs two counted group(s)" in result.reason and "10000" in result.reason
 
 
 @pytest.mark.parametrize(("threshold", "expected"), [(0.3, "pass"), (0.9, "fail")])
@@ -169,14 +180,14 @@ def test_net_benefit_gate_over_a_threshold_band():
     split = Split(X=pd.DataFrame({"x": np.zeros(5000)}), y=pd.Series(y), groups=pd.DataFrame({"g": ["a"] * 5000}))
     policy = Policy(name="p", version=1, thresholds={"min_net_benefit": 0.0})
     for scores, expected in ((informative, "pass"), (useless, "fail")):
-        ev = score_predictions(split, "g", (scores >= 0.5).astype(int), scores, net_benefit_band=(0.1, 0.2))
+        ev = score_predictions(split, "g", decided((scores >= 0.5).astype(int), scores), net_benefit_band=(0.1, 0.2))
         (result,) = apply_gates(policy, {"candidate": ev}).results
         assert result.verdict == expected, ev.metrics["net_benefit_min"]
 
 
 def test_calibration_is_reported_per_group():
     split, pred = synthetic_split(2000, 0.2, 0.3, accuracy=0.8)
-    ev = score_predictions(split, "g", pred, pred * 0.8 + 0.1)
+    ev = score_predictions(split, "g", decided(pred, pred * 0.8 + 0.1))
     for stats in ev.by_group.values():
         assert {"mean_score", "observed_rate", "brier"} <= set(stats)
         assert 0 <= stats["brier"] <= 1
@@ -191,7 +202,7 @@ def test_on_compas_small_groups_leave_fairness_gates_inconclusive():
         dataset=str(PROJECT / "datasets/compas.yaml"), recipe=str(PROJECT / "recipes/none.yaml"),
         constraint=str(PROJECT / "constraints/threshold-dp.yaml"), policy=str(PROJECT / "policies/default.yaml")))
     splits = pipeline.prepare(inputs)
-    fitted = pipeline.train(inputs, splits, splits.train)
+    fitted = pipeline.train(inputs, splits, pipeline.decide_mode(inputs, splits))
     evaluations = pipeline.evaluate_models({k: m for k, (m, _) in fitted.items()}, splits.test, "race", inputs.policy)
     verdicts = {r.gate: r for r in apply_gates(inputs.policy, evaluations).results}
     dpd = verdicts["max_demographic_parity_difference"]
@@ -209,9 +220,10 @@ def scored_evaluations(n: int = 4000, seed: int = 0, net_benefit_band=(0.1, 0.2)
               "candidate": np.clip(0.25 * y + rng.random(n) * 0.75, 0, 1)}
     decisions = {name: (s >= 0.5).astype(int) for name, s in scores.items()}
     intervals = bootstrap_intervals(y, decisions, groups, n_boot=400, confidence=0.95, seed=0,
-                                    drops_against=("baseline",), scores=scores, net_benefit_band=net_benefit_band)
+                                    drops_against=("baseline",), scores=scores, decision_probabilities=scores,
+                                    net_benefit_band=net_benefit_band)
     return {
-        name: score_predictions(split, "g", decisions[name], scores[name], net_benefit_band=net_benefit_band)
+        name: score_predictions(split, "g", decided(decisions[name], scores[name]), net_benefit_band=net_benefit_band)
         .model_copy(update={"intervals": intervals[name]})
         for name in scores
     }

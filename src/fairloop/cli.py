@@ -400,7 +400,8 @@ def gate(
     spec.sensitive_named(sensitive)
     models = {name: load_model(path) for name, path in
               (("candidate", model), ("baseline", baseline), ("champion", champion)) if path is not None}
-    report = apply_gates(gate_policy, evaluate_models(models, split, sensitive, gate_policy))
+    evaluations = evaluate_models(models, split, sensitive, gate_policy)
+    report = apply_gates(gate_policy, evaluations, needs_sensitive_at_predict=models["candidate"].needs_sensitive_at_predict)
     table = Table(title=f"policy {gate_policy.name} v{gate_policy.version} on {data} ({len(split)} rows, {sensitive})")
     table.add_column("gate", overflow="fold")
     for column in ("verdict", "value", f"{gate_policy.bootstrap.confidence:.0%} interval", "threshold"):
@@ -409,6 +410,10 @@ def gate(
         interval = "" if r.interval is None else f"[{r.interval[0]:.4f}, {r.interval[1]:.4f}]"
         table.add_row(r.gate, r.verdict, "" if r.value is None else f"{r.value:.4f}", interval, str(r.threshold))
     console.print(table)
+    for excluded in evaluations["candidate"].excluded_groups:
+        console.print(f"left out of {excluded.rate.replace('_', ' ')}: group '{escape(excluded.group)}' ({escape(excluded.reason)})")
+    for advice in report.advice:
+        console.print(f"[yellow]sample size:[/yellow] {escape(advice)}")
     if not report.passed:
         for reason in report.failures:
             err.print(f"[red]blocked:[/red] {escape(reason)}")

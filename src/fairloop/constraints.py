@@ -12,6 +12,8 @@ selection rate against the *overall* rate, so the max-min gap a gate measures ca
 from __future__ import annotations
 
 import time
+
+import numpy as np
 from typing import Any, Literal
 
 from fairlearn.postprocessing import ThresholdOptimizer
@@ -30,7 +32,9 @@ from sklearn.linear_model import LogisticRegression
 
 from fairloop.datasets import Split
 from fairloop.errors import BadInputError
-from fairloop.model import FairModel, categorical_mask, make_preprocessor
+from fairloop.crossfit import fold_positions
+from fairloop.model import FairModel, ScorePassthrough, categorical_mask, make_preprocessor
+from fairloop.recipes import NO_RECIPE, Recipe, apply_recipe
 from fairloop.specfile import VersionedSpec, load_spec
 
 REDUCTION_CONSTRAINTS = {
@@ -62,6 +66,9 @@ class ConstraintTemplate(VersionedSpec):
     constraint: Constraint | None = None
     bound: float | None = Field(None, gt=0, lt=1, description="difference_bound (reductions) or tol (threshold optimizer)")
     method_params: dict[str, Any] = Field({}, description="extra keyword arguments of the Fairlearn mitigator")
+    calibration_folds: int = Field(
+        5, ge=2, le=20, description="threshold_optimizer: folds whose held-out scores its thresholds are fitted on"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ConstraintTemplate:
@@ -113,18 +120,17 @@ def _mitigator(template: ConstraintTemplate, learner, seed: int):
         return ExponentiatedGradient(learner, REDUCTION_CONSTRAINTS[template.constraint](**bound_kwargs), **template.method_params)
     if template.method == "grid_search":
         return GridSearch(learner, REDUCTION_CONSTRAINTS[template.constraint](**bound_kwargs), **template.method_params)
-    kwargs = {"predict_method": "predict_proba", "objective": "accuracy_score", **template.method_params}
+    kwargs = {"predict_method": "predict_proba", "objective": "accuracy_score", "prefit": True, **template.method_params}
     if template.bound is not None:
         kwargs["tol"] = template.bound
     return ThresholdOptimizer(estimator=learner, constraints=THRESHOLD_CONSTRAINTS[template.constraint], **kwargs)
 
 
-def fit_candidate(train: Split, template: ConstraintTemplate, sensitive: str, seed: int = 0) -> tuple[FairModel, float]:
-    """Fit ``template`` on ``train`` (with its sample weights, if any); return the model and fit seconds."""
+def _fit_estimator(train: Split, template: ConstraintTemplate, sensitive: str, seed: int) -> FairModel:
+    """Preprocess ``train`` (already augmented) and fit ``template``'s learner with its reduction, if any."""
     numeric = [c for c in train.X.columns if train.X[c].dtype.kind in "fi"]
     categorical = [c for c in train.X.columns if c not in numeric]
     preprocessor = make_preprocessor(template.learner, numeric, categorical)
-    started = time.perf_counter()
     matrix = preprocessor.fit_transform(train.X)
     estimator = _mitigator(template, _learner(template, categorical_mask(numeric, categorical), seed), seed)
     fit_kwargs: dict[str, Any] = {}
@@ -140,13 +146,45 @@ def fit_candidate(train: Split, template: ConstraintTemplate, sensitive: str, se
             )
         fit_kwargs["sample_weight"] = train.sample_weight.to_numpy()
     estimator.fit(matrix, train.y.to_numpy(), **fit_kwargs)
-    model = FairModel(
-        features=list(train.X.columns),
-        sensitive=sensitive,
-        preprocessor=preprocessor,
-        estimator=estimator,
-        method=template.method,
-        needs_sensitive_at_predict=template.needs_sensitive_at_predict,
-        random_state=seed,
+    return FairModel(
+        features=list(train.X.columns), sensitive=sensitive, preprocessor=preprocessor, estimator=estimator,
+        method=template.method, needs_sensitive_at_predict=template.needs_sensitive_at_predict, random_state=seed,
     )
+
+
+def _fit_postprocessed(real: Split, recipe: Recipe, template: ConstraintTemplate, sensitive: str, seed: int) -> FairModel:
+    """ThresholdOptimizer whose thresholds are fitted on held-out scores, never on the rows its
+    estimator saw: the real rows are cut into ``calibration_folds`` folds (group x label
+    stratified), the recipe and estimator are fitted without each fold and score it; the
+    thresholds are chosen on these out-of-fold scores; the deployed estimator is refitted on
+    all rows. (Fitting thresholds on training scores overfits them: parity met on training
+    rows, missed on new ones, most visibly on small data.)"""
+    unconstrained = template.model_copy(update={"method": "none", "constraint": None, "bound": None})
+    held_out_scores = np.empty(len(real))
+    for held in fold_positions(real, sensitive, template.calibration_folds, seed):
+        kept = np.setdiff1d(np.arange(len(real)), held)
+        augmented, _ = apply_recipe(real.take(kept), recipe, sensitive, seed)
+        fold_model = _fit_estimator(augmented, unconstrained, sensitive, seed)
+        held_out_scores[held] = fold_model.predictions(real.X.iloc[held]).scores
+    augmented, _ = apply_recipe(real, recipe, sensitive, seed)
+    scorer = _fit_estimator(augmented, unconstrained, sensitive, seed)
+    thresholds = _mitigator(template, ScorePassthrough().fit(None, None), seed)
+    thresholds.fit(held_out_scores[:, None], real.y.to_numpy(), sensitive_features=real.groups[sensitive].to_numpy())
+    return FairModel(
+        features=scorer.features, sensitive=sensitive, preprocessor=scorer.preprocessor, estimator=thresholds,
+        method=template.method, needs_sensitive_at_predict=True, random_state=seed, scorer=scorer.estimator,
+    )
+
+
+def fit_candidate(
+    train: Split, template: ConstraintTemplate, sensitive: str, seed: int = 0, recipe: Recipe = NO_RECIPE,
+) -> tuple[FairModel, float]:
+    """Apply ``recipe`` to the real rows ``train`` and fit ``template``; return the model and the
+    seconds it took. Post-processing (ThresholdOptimizer) is cross-fitted, see :func:`_fit_postprocessed`."""
+    started = time.perf_counter()
+    if template.method == "threshold_optimizer":
+        model = _fit_postprocessed(train, recipe, template, sensitive, seed)
+    else:
+        augmented, _ = apply_recipe(train, recipe, sensitive, seed)
+        model = _fit_estimator(augmented, template, sensitive, seed)
     return model, time.perf_counter() - started

@@ -245,6 +245,14 @@ class Split:
     def with_weights(self, weights: pd.Series) -> Split:
         return replace(self, sample_weight=weights.rename("sample_weight"))
 
+    @staticmethod
+    def concat(parts: list[Split]) -> Split:
+        """The rows of ``parts`` one after the other (real rows only: no weights, no synthetic flags)."""
+        if any(p.sample_weight is not None or p.synthetic.any() for p in parts):
+            raise BadInputError("only unweighted real rows can be concatenated")
+        join = lambda frames: pd.concat(frames, ignore_index=True)  # noqa: E731
+        return Split(X=join([p.X for p in parts]), y=join([p.y for p in parts]), groups=join([p.groups for p in parts]))
+
 
 @dataclass(frozen=True)
 class Splits:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 from fairlearn.metrics import (
@@ -12,22 +14,58 @@ from fairlearn.metrics import (
     true_positive_rate,
 )
 from pydantic import BaseModel
-from sklearn.metrics import accuracy_score, roc_auc_score
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 
 from fairloop.datasets import Split
 from fairloop.errors import BadInputError
+from fairloop.groups import ExcludedGroup, GroupFloors, count_groups
 from fairloop.intervals import net_benefit_min
 from fairloop.model import FairModel
 
 METRIC_LABELS = {
     "accuracy": "accuracy",
-    "auc": "AUC",
+    "balanced_accuracy": "balanced accuracy",
+    "majority_class_accuracy": "majority-class accuracy",
+    "accuracy_lift_over_majority": "accuracy lift over majority class",
+    "balanced_accuracy_lift_over_majority": "balanced-accuracy lift over majority class",
+    "auc": "scorer AUC",
+    "decision_auc": "decision AUC",
     "demographic_parity_difference": "DPD",
     "equalized_odds_difference": "EOD",
     "disparate_impact_ratio": "DI ratio",
     "min_group_true_positive_rate": "min group TPR",
     "net_benefit_min": "min net benefit",
 }
+FAIRNESS_METRICS = ("demographic_parity_difference", "equalized_odds_difference", "disparate_impact_ratio",
+                    "min_group_true_positive_rate")
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """What a model says about some rows.
+
+    ``decisions`` are the deployed 0/1 decisions; ``probabilities`` the probability that the
+    decision is positive (for randomised mitigators, the probability their draw gives 1);
+    ``scores`` the underlying scorer's positive-class probability (the learner's own for
+    reductions, the estimator's for ThresholdOptimizer). For a deterministic unconstrained
+    learner the last two are the same. AUC is reported for both: the decision AUC of a
+    randomised classifier is far below its scorer's, which says nothing about the scorer.
+    """
+
+    decisions: np.ndarray
+    probabilities: np.ndarray
+    scores: np.ndarray
+
+    def take(self, positions: np.ndarray) -> Predictions:
+        return Predictions(self.decisions[positions], self.probabilities[positions], self.scores[positions])
+
+    @staticmethod
+    def concatenate(parts: list[tuple[np.ndarray, Predictions]], size: int) -> Predictions:
+        """Reassemble predictions made on disjoint row positions (e.g. cross-fitting folds)."""
+        decisions, probabilities, scores = np.zeros(size, dtype=int), np.zeros(size), np.zeros(size)
+        for positions, part in parts:
+            decisions[positions], probabilities[positions], scores[positions] = part.decisions, part.probabilities, part.scores
+        return Predictions(decisions, probabilities, scores)
 
 
 class Evaluation(BaseModel):
@@ -38,43 +76,44 @@ class Evaluation(BaseModel):
     metrics: dict[str, float]
     by_group: dict[str, dict[str, float]]
     intervals: dict[str, tuple[float, float]] = {}
+    excluded_groups: list[ExcludedGroup] = []
 
 
-def predict(model: FairModel, split: Split) -> tuple[np.ndarray, np.ndarray]:
-    """Decisions and positive-class probabilities of ``model`` on a held-out split."""
+def predict(model: FairModel, split: Split) -> Predictions:
+    """Decisions, decision probabilities and scorer scores of ``model`` on a held-out split."""
     if split.synthetic.any():
         raise BadInputError("refusing to evaluate on a split that contains synthetic rows")
-    return model.predict(split.X, split.groups), model.predict_proba(split.X, split.groups)
+    return model.predictions(split.X, split.groups)
 
 
 def evaluate(model: FairModel, split: Split, sensitive: str) -> Evaluation:
     """Score ``model`` on ``split``: accuracy, AUC, DPD, EOD, disparate-impact ratio, per-group rates."""
-    return score_predictions(split, sensitive, *predict(model, split))
+    return score_predictions(split, sensitive, predict(model, split))
 
 
-def counted_groups(groups: pd.Series, min_group_size: int) -> np.ndarray:
-    """Groups with enough rows for their rates to count in group fairness metrics."""
-    sizes = groups.astype(str).value_counts()
-    return np.sort(sizes[sizes >= min_group_size].index.to_numpy())
+def _auc(y_true: np.ndarray, scores: np.ndarray) -> float:
+    return float(roc_auc_score(y_true, scores)) if len(np.unique(y_true)) == 2 else float("nan")
 
 
 def score_predictions(
-    split: Split, sensitive: str, y_pred: np.ndarray, scores: np.ndarray, *,
-    min_group_size: int = 0, net_benefit_band: tuple[float, float] | None = None,
+    split: Split, sensitive: str, predictions: Predictions, *,
+    floors: GroupFloors | None = None, net_benefit_band: tuple[float, float] | None = None,
 ) -> Evaluation:
-    """Metrics from decisions and scores. Group fairness metrics count only groups of at least
-    ``min_group_size`` rows (a rate on a handful of rows decides nothing); with fewer than
-    two such groups they are NaN, which the gates treat as inconclusive.
+    """Metrics from a model's predictions on ``split``.
+
+    Group fairness metrics count, per rate, only the groups that meet ``floors`` (rows for
+    selection rates, positives for TPR, negatives for FPR; see :mod:`fairloop.groups`); the
+    others are listed in ``excluded_groups``. With fewer than two counted groups a
+    between-group metric is NaN, which the gates report as inconclusive with that reason.
 
     One ``MetricFrame`` gives every group's rates; DPD, EOD, the disparate-impact ratio and the
     minimum TPR are its between-groups differences, ratios and minima over the counted groups,
     as Fairlearn's ``demographic_parity_difference`` etc. compute them (tested equal). Building
-    one frame instead of one per metric keeps a sweep's scoring cheap: Fairlearn stacks every
-    row per metric call.
+    one frame instead of one per metric keeps a sweep's scoring cheap.
     """
     groups = split.groups[sensitive].astype(str).to_numpy()
-    y_true = split.y.to_numpy()
-    auc = roc_auc_score(y_true, scores) if len(np.unique(y_true)) == 2 else float("nan")
+    y_true = split.y.to_numpy().astype(int)
+    y_pred = np.asarray(predictions.decisions).astype(int)
     frame = MetricFrame(
         metrics={
             "count": count,
@@ -87,33 +126,49 @@ def score_predictions(
         y_pred=y_pred,
         sensitive_features=pd.Series(groups, name=sensitive),
     )
-    metrics = {"accuracy": float(frame.overall["accuracy"]), "auc": float(auc)}
-    counted = frame.by_group.loc[frame.by_group["count"] >= min_group_size]
-    if len(counted) >= 2:
-        rates = counted[["selection_rate", "true_positive_rate", "false_positive_rate"]]
-        gaps = rates.max() - rates.min()
-        metrics |= {
-            "demographic_parity_difference": float(gaps["selection_rate"]),
-            "equalized_odds_difference": float(max(gaps["true_positive_rate"], gaps["false_positive_rate"])),
-            "disparate_impact_ratio": float(rates["selection_rate"].min() / rates["selection_rate"].max()),
-            "min_group_true_positive_rate": float(rates["true_positive_rate"].min()),
-        }
-    else:
-        metrics |= dict.fromkeys(
-            ("demographic_parity_difference", "equalized_odds_difference", "disparate_impact_ratio",
-             "min_group_true_positive_rate"), float("nan"))
+    majority = max(y_true.mean(), 1 - y_true.mean()) if len(y_true) else float("nan")
+    accuracy = float(frame.overall["accuracy"])
+    balanced = float(balanced_accuracy_score(y_true, y_pred)) if len(np.unique(y_true)) == 2 else float("nan")
+    metrics = {
+        "accuracy": accuracy,
+        "balanced_accuracy": balanced,
+        "majority_class_accuracy": float(majority),
+        "accuracy_lift_over_majority": accuracy - float(majority),
+        "balanced_accuracy_lift_over_majority": balanced - 0.5,
+        "auc": _auc(y_true, predictions.scores),
+        "decision_auc": _auc(y_true, predictions.probabilities),
+    }
+    counted = count_groups(groups, y_true, floors or GroupFloors(rows=1, positives=1, negatives=1))
+    rates = frame.by_group.loc[counted.names]  # MetricFrame's groups are sorted like count_groups'
+
+    def between(rate: str, reduce) -> float:
+        chosen = rates[rate].to_numpy()[counted.counted[rate]]
+        return float(reduce(chosen)) if len(chosen) >= 2 else float("nan")
+
+    tpr_counted = rates["true_positive_rate"].to_numpy()[counted.counted["true_positive_rate"]]
+    metrics |= {
+        "demographic_parity_difference": between("selection_rate", np.ptp),
+        "equalized_odds_difference": max(between("true_positive_rate", np.ptp), between("false_positive_rate", np.ptp)),
+        "disparate_impact_ratio": between("selection_rate", lambda r: r.min() / r.max()),
+        "min_group_true_positive_rate": float(tpr_counted.min()) if len(tpr_counted) else float("nan"),
+    }
     if net_benefit_band is not None:
-        metrics["net_benefit_min"] = float(net_benefit_min(y_true, scores, np.arange(len(y_true))[None, :], net_benefit_band)[0])
+        metrics["net_benefit_min"] = float(
+            net_benefit_min(y_true, predictions.probabilities, np.arange(len(y_true))[None, :], net_benefit_band)[0]
+        )
+    scores = predictions.probabilities
     calibration = pd.DataFrame(
         {"mean_score": scores, "observed_rate": y_true, "brier": (scores - y_true) ** 2, "group": groups}
     ).groupby("group").mean()  # per-group Brier score = mean squared error of the probability
-    counted_names = set(counted.index.astype(str))
-    by_group = {
-        str(g): {**{k: float(v) for k, v in row.items()}, **calibration.loc[str(g)].astype(float).to_dict(),
-                 "counted": float(str(g) in counted_names)}
-        for g, row in frame.by_group.iterrows()
-    }
-    return Evaluation(rows=len(split), sensitive=sensitive, metrics=metrics, by_group=by_group)
+    by_group = {}
+    for i, (g, row) in enumerate(rates.iterrows()):
+        by_group[str(g)] = {
+            **{k: float(v) for k, v in row.items()}, **calibration.loc[str(g)].astype(float).to_dict(),
+            "positives": float(y_true[groups == str(g)].sum()),
+            **{f"counted_{rate}": float(mask[i]) for rate, mask in counted.counted.items()},
+        }
+    return Evaluation(rows=len(split), sensitive=sensitive, metrics=metrics, by_group=by_group,
+                      excluded_groups=counted.excluded)
 
 
 def metrics_table(columns: dict[str, Evaluation]) -> pd.DataFrame:

@@ -1,28 +1,57 @@
-"""Bootstrap confidence intervals for the gated metrics.
+"""Bootstrap confidence intervals for the gated metrics: the one interval method of fairloop.
 
-Fairlearn's ``MetricFrame(n_boot=..., ci_quantiles=...)`` computes the same intervals but
-re-runs its whole disaggregation per resample (measured here: 90 s for 200 resamples of the
-16k-row Adult test set). Gates need intervals on every run, so this module draws the
-resamples once as an index matrix and computes every group's confusion counts with
-``np.bincount``: same statistics, well under a second. The same resamples serve every
-model (a paired bootstrap), so a drop against the baseline or champion gets its own
-interval rather than a difference of two independent ones. AUC and net benefit, which need
-the scores rather than the decisions, are computed per resample the same way (no per-resample
-sort or loop).
+Resampling is **stratified by group x label**: every resample keeps each (sensitive group,
+label) cell's row count and draws its rows with replacement from that cell. Group sizes and
+base rates are then fixed across resamples, as they are by design of the data collection, so
+a small group never vanishes from a resample (no NaN rates, no empty reductions), and a
+group's TPR is always measured on as many positives as the sample has. The monitor uses the
+same function for the same statistics.
+
+Fairlearn's ``MetricFrame(n_boot=..., ci_quantiles=...)`` computes percentile intervals too, but
+unstratified and by re-running its whole disaggregation per resample (measured here: 90 s for
+200 resamples of the 16k-row Adult test set). Gates need intervals on every run and every
+sweep candidate, so this module draws the resamples once as an index matrix and computes every
+group's confusion counts with ``np.bincount``: the same statistics (tested against Fairlearn's
+metric functions), well under a second. The same resamples serve every model (a paired
+bootstrap), so a drop against the baseline or champion gets its own interval rather than a
+difference of two independent ones. AUC and net benefit, which need scores rather than
+decisions, are computed per resample the same way (no per-resample sort or loop).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-GROUP_METRICS = ("demographic_parity_difference", "equalized_odds_difference", "disparate_impact_ratio")
+from fairloop.groups import CountedGroups, GroupFloors, count_groups
+
+GROUP_METRICS = ("demographic_parity_difference", "equalized_odds_difference", "disparate_impact_ratio",
+                 "min_group_true_positive_rate")
 
 
-def _resample_metrics(y: np.ndarray, pred: np.ndarray, group_codes: np.ndarray, n_groups: int,
-                      samples: np.ndarray, counted: np.ndarray, names: np.ndarray) -> dict[str, np.ndarray]:
-    """Metrics of one model on every resample (rows of ``samples`` are index vectors); group
-    metrics use only the groups flagged in ``counted``."""
-    n_boot = samples.shape[0]
+def stratified_resamples(strata: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """``n_boot`` index vectors over ``len(strata)`` rows; column ``j`` of every resample is a
+    row drawn with replacement from row ``j``'s stratum, so every stratum keeps its size."""
+    _, codes = np.unique(np.asarray(strata), return_inverse=True)
+    rng = np.random.default_rng(seed)
+    samples = np.empty((n_boot, len(codes)), dtype=np.int64)
+    for code in range(codes.max() + 1 if len(codes) else 0):
+        members = np.flatnonzero(codes == code)
+        samples[:, members] = members[rng.integers(0, len(members), size=(n_boot, len(members)))]
+    return samples
+
+
+def _gap(rates: np.ndarray, counted: np.ndarray) -> np.ndarray:
+    """max - min of each row over the counted columns; NaN with fewer than two counted."""
+    if counted.sum() < 2:
+        return np.full(rates.shape[0], np.nan)
+    chosen = rates[:, counted]
+    return chosen.max(axis=1) - chosen.min(axis=1)
+
+
+def _resample_metrics(y: np.ndarray, pred: np.ndarray, group_codes: np.ndarray, samples: np.ndarray,
+                      groups: CountedGroups) -> dict[str, np.ndarray]:
+    """Decision metrics of one model on every resample (rows of ``samples`` are index vectors)."""
+    n_boot, n_groups = samples.shape[0], len(groups.names)
     ys, ps, gs = y[samples], pred[samples], group_codes[samples]
     offsets = (np.arange(n_boot)[:, None] * n_groups + gs).ravel()
 
@@ -30,19 +59,30 @@ def _resample_metrics(y: np.ndarray, pred: np.ndarray, group_codes: np.ndarray, 
         return np.bincount(offsets, weights=weights.ravel(), minlength=n_boot * n_groups).reshape(n_boot, n_groups)
 
     with np.errstate(invalid="ignore", divide="ignore"):
-        count = per_group(np.ones_like(ys, dtype=float))
-        selection = (per_group(ps.astype(float)) / count)[:, counted]
-        tpr = (per_group((ps & ys).astype(float)) / per_group(ys.astype(float)))[:, counted]
-        fpr = (per_group((ps & (1 - ys)).astype(float)) / per_group((1 - ys).astype(float)))[:, counted]
-        gap = lambda rates: np.nanmax(rates, axis=1) - np.nanmin(rates, axis=1)
-        return {
-            "accuracy": (ps == ys).mean(axis=1),
-            "demographic_parity_difference": gap(selection),
-            "equalized_odds_difference": np.maximum(gap(tpr), gap(fpr)),
-            "disparate_impact_ratio": np.nanmin(selection, axis=1) / np.nanmax(selection, axis=1),
-            "min_group_true_positive_rate": np.nanmin(tpr, axis=1),
-            **{f"selection_rate[{name}]": selection[:, i] for i, name in enumerate(names[counted])},
-        }
+        selection = per_group(ps.astype(float)) / per_group(np.ones_like(ys, dtype=float))
+        tpr = per_group((ps & ys).astype(float)) / per_group(ys.astype(float))
+        fpr = per_group((ps & (1 - ys)).astype(float)) / per_group((1 - ys).astype(float))
+        positives, negatives = ys.sum(axis=1), (1 - ys).sum(axis=1)
+        balanced = ((ps & ys).sum(axis=1) / positives + ((1 - ps) & (1 - ys)).sum(axis=1) / negatives) / 2
+    accuracy = (ps == ys).mean(axis=1)
+    counted = groups.counted
+    selected = selection[:, counted["selection_rate"]]
+    eod = np.maximum(_gap(tpr, counted["true_positive_rate"]), _gap(fpr, counted["false_positive_rate"]))
+    return {
+        "accuracy": accuracy,
+        "balanced_accuracy": balanced,
+        "accuracy_lift_over_majority": accuracy - np.maximum(positives, negatives) / ys.shape[1],
+        "balanced_accuracy_lift_over_majority": balanced - 0.5,  # the majority-class predictor scores 0.5
+        "demographic_parity_difference": _gap(selection, counted["selection_rate"]),
+        "equalized_odds_difference": eod,
+        "disparate_impact_ratio": (
+            selected.min(axis=1) / selected.max(axis=1) if selected.shape[1] >= 2 else np.full(n_boot, np.nan)
+        ),
+        "min_group_true_positive_rate": (
+            tpr[:, counted["true_positive_rate"]].min(axis=1) if counted["true_positive_rate"].any() else np.full(n_boot, np.nan)
+        ),
+        **{f"selection_rate[{name}]": selected[:, i] for i, name in enumerate(groups.names_for("selection_rate"))},
+    }
 
 
 def _resample_auc(y: np.ndarray, scores: np.ndarray, samples: np.ndarray) -> np.ndarray:
@@ -78,6 +118,15 @@ def net_benefit_min(y: np.ndarray, scores: np.ndarray, samples: np.ndarray, band
     return worst
 
 
+def percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The central ``confidence`` share of ``values`` (NaN draws left out; all NaN: (nan, nan))."""
+    finite = values[~np.isnan(values)]
+    if finite.size == 0:
+        return (float("nan"), float("nan"))
+    tail = (1 - confidence) / 2
+    return (float(np.quantile(finite, tail)), float(np.quantile(finite, 1 - tail)))
+
+
 def bootstrap_intervals(
     y_true: np.ndarray,
     predictions: dict[str, np.ndarray],
@@ -86,31 +135,40 @@ def bootstrap_intervals(
     n_boot: int,
     confidence: float,
     seed: int,
+    floors: GroupFloors | None = None,
     drops_against: tuple[str, ...] = (),
     challengers: tuple[str, ...] = ("candidate",),
-    counted_groups: np.ndarray | None = None,
     scores: dict[str, np.ndarray] | None = None,
+    decision_probabilities: dict[str, np.ndarray] | None = None,
     net_benefit_band: tuple[float, float] | None = None,
 ) -> dict[str, dict[str, tuple[float, float]]]:
-    """Percentile intervals per model and metric (group metrics over ``counted_groups``, default
-    all); plus ``accuracy_drop_vs_<ref>`` for each challenger against each model in ``drops_against``.
-    With ``scores`` (positive-class probabilities by model): ``auc`` and ``auc_drop_vs_<ref>``,
-    and with a ``net_benefit_band`` also ``net_benefit_min``."""
+    """Percentile intervals per model and metric, on resamples stratified by group x label.
+
+    Group metrics count the groups that meet ``floors`` on the whole sample (default: every
+    group); ``accuracy_drop_vs_<ref>`` (and ``auc_drop_vs_<ref>``) for each challenger against
+    each model in ``drops_against``. ``scores`` (the underlying scorer's positive-class
+    probability, by model) give ``auc``; ``decision_probabilities`` (the probability that the
+    deployed, possibly randomised, decision is positive) give ``decision_auc`` and, with a
+    ``net_benefit_band``, ``net_benefit_min``.
+    """
     y = np.asarray(y_true).astype(int)
-    codes, group_codes = np.unique(np.asarray(groups).astype(str), return_inverse=True)
-    counted = np.isin(codes, codes if counted_groups is None else counted_groups)
-    samples = np.random.default_rng(seed).integers(0, len(y), size=(n_boot, len(y)))
+    group_names = np.asarray(groups).astype(str)
+    counted = count_groups(group_names, y, floors or GroupFloors(rows=1, positives=1, negatives=1))
+    group_codes = np.searchsorted(counted.names, group_names)
+    samples = stratified_resamples(np.char.add(np.char.add(group_names, "|"), y.astype(str)), n_boot, seed)
     per_model = {
-        name: _resample_metrics(y, np.asarray(pred).astype(int), group_codes, len(codes), samples, counted, codes)
+        name: _resample_metrics(y, np.asarray(pred).astype(int), group_codes, samples, counted)
         for name, pred in predictions.items()
     }
     for name, model_scores in (scores or {}).items():
-        per_model[name]["auc"] = _resample_auc(y, np.asarray(model_scores), samples)
+        per_model[name]["auc"] = _resample_auc(y, np.asarray(model_scores, dtype=float), samples)
+    for name, probabilities in (decision_probabilities or {}).items():
+        probabilities = np.asarray(probabilities, dtype=float)
+        per_model[name]["decision_auc"] = _resample_auc(y, probabilities, samples)
         if net_benefit_band is not None:
-            per_model[name]["net_benefit_min"] = net_benefit_min(y, np.asarray(model_scores), samples, net_benefit_band)
-    tail = (1 - confidence) / 2
-    interval = lambda values: (float(np.nanquantile(values, tail)), float(np.nanquantile(values, 1 - tail)))
-    result = {name: {metric: interval(values) for metric, values in metrics.items()} for name, metrics in per_model.items()}
+            per_model[name]["net_benefit_min"] = net_benefit_min(y, probabilities, samples, net_benefit_band)
+    result = {name: {metric: percentile_interval(values, confidence) for metric, values in metrics.items()}
+              for name, metrics in per_model.items()}
     for challenger in challengers:
         for reference in drops_against:
             if reference not in per_model or challenger not in per_model:
@@ -118,5 +176,5 @@ def bootstrap_intervals(
             for metric in ("accuracy", "auc"):
                 if metric in per_model[reference] and metric in per_model[challenger]:
                     drop = per_model[reference][metric] - per_model[challenger][metric]
-                    result[challenger][f"{metric}_drop_vs_{reference}"] = interval(drop)
+                    result[challenger][f"{metric}_drop_vs_{reference}"] = percentile_interval(drop, confidence)
     return result

@@ -9,15 +9,20 @@ features, so the registry, the gate and the monitor treat every candidate the sa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from fairloop.errors import BadInputError
+
+if TYPE_CHECKING:
+    from fairloop.evaluate import Predictions
 
 
 def make_preprocessor(learner: str, numeric: list[str], categorical: list[str]) -> ColumnTransformer:
@@ -49,9 +54,33 @@ def categorical_mask(numeric: list[str], categorical: list[str]) -> np.ndarray:
     return np.array([True] * len(categorical) + [False] * len(numeric))
 
 
+class ScorePassthrough(ClassifierMixin, BaseEstimator):
+    """A "classifier" whose input is already a positive-class score (one column).
+
+    ThresholdOptimizer is fitted with ``prefit=True`` on this and the *held-out* scores of the
+    real estimator (cross-fitted), so its thresholds are never chosen on scores of rows the
+    estimator was trained on; at prediction time the fitted estimator's scores go through it.
+    """
+
+    def fit(self, X, y):
+        self.classes_ = np.array([0, 1])
+        return self
+
+    def predict_proba(self, X):
+        score = np.asarray(X, dtype=float)[:, 0]
+        return np.column_stack([1 - score, score])
+
+    def predict(self, X):
+        return (np.asarray(X, dtype=float)[:, 0] >= 0.5).astype(int)
+
+
 @dataclass
 class FairModel:
-    """A fitted candidate: what it needs as input and how to ask it for predictions."""
+    """A fitted candidate: what it needs as input and how to ask it for predictions.
+
+    With a ``scorer`` (post-processing), ``estimator`` reads the scorer's positive-class score
+    as its single input column; otherwise it reads the preprocessed features.
+    """
 
     features: list[str]
     sensitive: str
@@ -60,6 +89,7 @@ class FairModel:
     method: str
     needs_sensitive_at_predict: bool
     random_state: int
+    scorer: object | None = None
 
     def _matrix(self, X: pd.DataFrame) -> np.ndarray:
         missing = [c for c in self.features if c not in X.columns]
@@ -77,25 +107,47 @@ class FairModel:
         values = groups[self.sensitive] if isinstance(groups, pd.DataFrame) else groups
         return {"sensitive_features": values.to_numpy()}
 
-    def predict(self, X: pd.DataFrame, groups: pd.DataFrame | pd.Series | None = None) -> np.ndarray:
+    def _scores(self, matrix: np.ndarray) -> np.ndarray:
+        """The underlying scorer's positive-class probability."""
+        if self.scorer is not None:
+            return np.asarray(self.scorer.predict_proba(matrix))[:, 1]
+        if self.method == "exponentiated_gradient":
+            # the ensemble's weighted mean score (its public fitted predictors and weights)
+            weights = np.asarray(self.estimator.weights_, dtype=float)
+            return sum(w * np.asarray(p.predict_proba(matrix))[:, 1] for w, p in zip(weights, self.estimator.predictors_) if w > 0)
+        return np.asarray(self.estimator.predict_proba(matrix))[:, 1]
+
+    def _estimator_input(self, matrix: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        return scores[:, None] if self.scorer is not None else matrix
+
+    def predictions(self, X: pd.DataFrame, groups: pd.DataFrame | pd.Series | None = None) -> Predictions:
+        """Decisions, the probability that each decision is positive, and the scorer's scores.
+
+        For the randomised mitigators the decision probability is the probability that the
+        randomised classifier predicts 1 (Fairlearn's ``_pmf_predict``), the quantity their
+        decisions are drawn from.
+        """
+        from fairloop.evaluate import Predictions
+
         matrix = self._matrix(X)
-        kwargs = self._sensitive_kwargs(groups)
+        scores = self._scores(matrix)
+        estimator_input = self._estimator_input(matrix, scores)
+        sensitive = self._sensitive_kwargs(groups)
         if self.method in ("exponentiated_gradient", "threshold_optimizer"):
-            kwargs["random_state"] = self.random_state
-        return np.asarray(self.estimator.predict(matrix, **kwargs)).astype(int)
+            decisions = self.estimator.predict(estimator_input, random_state=self.random_state, **sensitive)
+            # a weighted sum of predictors' outputs: float error can land at 1 + 2e-16
+            probabilities = np.clip(np.asarray(self.estimator._pmf_predict(estimator_input, **sensitive))[:, 1], 0.0, 1.0)
+        else:
+            decisions = self.estimator.predict(estimator_input)
+            probabilities = scores
+        return Predictions(np.asarray(decisions).astype(int), probabilities, scores)
+
+    def predict(self, X: pd.DataFrame, groups: pd.DataFrame | pd.Series | None = None) -> np.ndarray:
+        return self.predictions(X, groups).decisions
 
     def predict_proba(self, X: pd.DataFrame, groups: pd.DataFrame | pd.Series | None = None) -> np.ndarray:
-        """Probability of the positive class (for AUC and calibration).
-
-        For the randomised mitigators this is the probability that the randomised classifier
-        predicts 1 (Fairlearn's ``_pmf_predict``), the quantity their decisions are drawn from.
-        """
-        matrix = self._matrix(X)
-        if self.method in ("exponentiated_gradient", "threshold_optimizer"):
-            # a weighted sum of predictors' outputs: float error can land at 1 + 2e-16
-            pmf = np.asarray(self.estimator._pmf_predict(matrix, **self._sensitive_kwargs(groups)))[:, 1]
-            return np.clip(pmf, 0.0, 1.0)
-        return np.asarray(self.estimator.predict_proba(matrix))[:, 1]
+        """Probability that the decision is positive (see :meth:`predictions`)."""
+        return self.predictions(X, groups).probabilities
 
 
 def load_model(path) -> FairModel:

@@ -15,7 +15,8 @@ import numpy as np
 from fairloop.audit import AuditReport, run_audit
 from fairloop.constraints import ConstraintTemplate, fit_candidate, load_constraint_template
 from fairloop.datasets import LoadedDataset, Split, Splits, load_dataset, make_splits
-from fairloop.evaluate import Evaluation, counted_groups, predict, score_predictions
+from fairloop.crossfit import ModeDecision, choose_mode, fit_rows
+from fairloop.evaluate import Evaluation, Predictions, predict, score_predictions
 from fairloop.intervals import bootstrap_intervals
 from fairloop.model import FairModel
 from fairloop.policy import Policy, load_policy
@@ -70,12 +71,20 @@ def prepare(inputs: Inputs) -> Splits:
     )
 
 
+def decide_mode(inputs: Inputs, splits: Splits) -> ModeDecision:
+    """The policy's evaluation mode on these splits (``auto`` decides by group sizes)."""
+    policy = inputs.policy
+    return choose_mode(policy.evaluation, splits, inputs.sensitive, policy.group_floors, policy.crossfit.folds,
+                       policy.crossfit.auto_below_group_rows)
+
+
 def audit(inputs: Inputs, splits: Splits) -> AuditReport:
     return run_audit(inputs.loaded.spec, splits.train, inputs.sensitive)
 
 
-def augment(inputs: Inputs, splits: Splits) -> tuple[Split, AugmentReport]:
-    return apply_recipe(splits.train, inputs.recipe, inputs.sensitive, inputs.params.seed)
+def augment(inputs: Inputs, splits: Splits, mode: ModeDecision) -> tuple[Split, AugmentReport]:
+    """The rows the promoted model is fitted on, after the recipe (what the registry stores)."""
+    return apply_recipe(fit_rows(splits, mode), inputs.recipe, inputs.sensitive, inputs.params.seed)
 
 
 def baseline_template(template: ConstraintTemplate) -> ConstraintTemplate:
@@ -83,50 +92,49 @@ def baseline_template(template: ConstraintTemplate) -> ConstraintTemplate:
     return template.model_copy(update={"method": "none", "constraint": None, "bound": None})
 
 
-def train(inputs: Inputs, splits: Splits, augmented: Split) -> dict[str, tuple[FairModel, float]]:
-    """Fit the baseline and the candidate one after the other (each learner already uses every core)."""
-    seed, sensitive = inputs.params.seed, inputs.sensitive
+def train(inputs: Inputs, splits: Splits, mode: ModeDecision) -> dict[str, tuple[FairModel, float]]:
+    """Fit the baseline and the candidate (recipe and template) one after the other on the mode's
+    fit rows (each learner already uses every core)."""
+    seed, sensitive, rows = inputs.params.seed, inputs.sensitive, fit_rows(splits, mode)
     return {
-        "baseline": fit_candidate(splits.train, baseline_template(inputs.template), sensitive, seed),
-        "candidate": fit_candidate(augmented, inputs.template, sensitive, seed),
+        "baseline": fit_candidate(rows, baseline_template(inputs.template), sensitive, seed),
+        "candidate": fit_candidate(rows, inputs.template, sensitive, seed, recipe=inputs.recipe),
     }
 
 
 def evaluate_models(
     models: dict[str, FairModel], split: Split, sensitive: str, policy: Policy | None = None
 ) -> dict[str, Evaluation]:
-    """Held-out metrics of every model. With a ``policy``: its group-size floor and net-benefit
+    """Held-out metrics of every model. With a ``policy``: its group floors and net-benefit
     band, and paired bootstrap intervals on the same resamples (plus the candidate's drops
     against 'baseline' and 'champion')."""
     predictions = {name: predict(model, split) for name, model in models.items()}
-    options = scoring_options(policy)
-    evaluations = {name: score_predictions(split, sensitive, *pair, **options) for name, pair in predictions.items()}
+    evaluations = score_all(predictions, split, sensitive, policy)
     if policy is None:
         return evaluations
     return with_intervals(evaluations, predictions, split, sensitive, policy, challengers=("candidate",))
 
 
-def scoring_options(policy: Policy | None) -> dict:
-    """What a policy changes in scoring: its group-size floor and net-benefit band."""
-    return {} if policy is None else {"min_group_size": policy.min_group_size, "net_benefit_band": policy.net_benefit_band}
+def score_all(predictions: dict[str, Predictions], split: Split, sensitive: str, policy: Policy | None) -> dict[str, Evaluation]:
+    """Point metrics of every model's predictions, with the policy's group floors and net-benefit band."""
+    options = {} if policy is None else {"floors": policy.group_floors, "net_benefit_band": policy.net_benefit_band}
+    return {name: score_predictions(split, sensitive, pair, **options) for name, pair in predictions.items()}
 
 
 def with_intervals(
-    evaluations: dict[str, Evaluation], predictions: dict[str, tuple[np.ndarray, np.ndarray]], split: Split,
+    evaluations: dict[str, Evaluation], predictions: dict[str, Predictions], split: Split,
     sensitive: str, policy: Policy, challengers: tuple[str, ...],
 ) -> dict[str, Evaluation]:
     """``evaluations`` with the policy's paired bootstrap intervals, every model on the same
-    resamples; score-based metrics (AUC, net benefit) only when the policy gates them."""
-    groups = split.groups[sensitive].astype(str)
-    thresholds = policy.thresholds
-    gates_auc = thresholds.max_auc_drop_vs_baseline is not None or thresholds.max_auc_drop_vs_champion is not None
-    gates_net_benefit = thresholds.min_net_benefit is not None
+    (group x label stratified) resamples; AUC always, net benefit when the policy gates it."""
+    gates_net_benefit = policy.thresholds.min_net_benefit is not None
     intervals = bootstrap_intervals(
-        split.y.to_numpy(), {name: pair[0] for name, pair in predictions.items()}, groups.to_numpy(),
+        split.y.to_numpy(), {name: p.decisions for name, p in predictions.items()},
+        split.groups[sensitive].astype(str).to_numpy(),
         n_boot=policy.bootstrap.n_boot, confidence=policy.bootstrap.confidence, seed=policy.bootstrap.seed,
-        drops_against=("baseline", "champion"), challengers=challengers,
-        counted_groups=counted_groups(groups, policy.min_group_size),
-        scores={name: pair[1] for name, pair in predictions.items()} if gates_auc or gates_net_benefit else None,
+        floors=policy.group_floors, drops_against=("baseline", "champion"), challengers=challengers,
+        scores={name: p.scores for name, p in predictions.items()},
+        decision_probabilities={name: p.probabilities for name, p in predictions.items()},
         net_benefit_band=policy.net_benefit_band if gates_net_benefit else None,
     )
     return {name: ev.model_copy(update={"intervals": intervals[name]}) for name, ev in evaluations.items()}

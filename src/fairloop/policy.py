@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
-from fairloop.evaluate import Evaluation
+from fairloop.evaluate import METRIC_LABELS, Evaluation
+from fairloop.groups import RATE_LABELS, GroupFloors
 from fairloop.specfile import SpecModel, VersionedSpec, load_spec
 
 
@@ -20,6 +21,15 @@ class Thresholds(SpecModel):
     max_auc_drop_vs_champion: float | None = Field(None, ge=0, le=1)
     min_group_true_positive_rate: float | None = Field(None, ge=0, le=1)
     min_net_benefit: float | None = Field(None, ge=-1, le=1, description="over net_benefit_band; 0 = never worse than acting on nobody")
+    min_accuracy_lift_over_majority: float | None = Field(
+        None, ge=-1, le=1, description="accuracy minus that of always predicting the majority class"
+    )
+    min_balanced_accuracy_lift_over_majority: float | None = Field(
+        None, ge=-0.5, le=0.5, description="balanced accuracy minus 0.5 (the majority-class predictor's)"
+    )
+    min_scorer_auc: float | None = Field(
+        None, ge=0, le=1, description="AUC of the underlying scorer (not of randomised decisions)"
+    )
 
 
 class ApprovalRules(SpecModel):
@@ -57,6 +67,13 @@ class Monitoring(SpecModel):
     schedule: MonitoringSchedule = MonitoringSchedule()
 
 
+class CrossfitSettings(SpecModel):
+    folds: int = Field(5, ge=2, le=20, description="folds of the training pool (stratified by group x label)")
+    auto_below_group_rows: int = Field(
+        1000, ge=1, description="evaluation 'auto' cross-fits when a counted group has fewer validation rows"
+    )
+
+
 class BootstrapSettings(SpecModel):
     n_boot: int = Field(300, ge=50, le=5000)
     confidence: float = Field(0.95, gt=0.5, lt=1)
@@ -65,10 +82,21 @@ class BootstrapSettings(SpecModel):
 
 class Policy(VersionedSpec):
     thresholds: Thresholds
-    min_group_size: int = Field(0, ge=0, description="groups with fewer test rows do not count in group fairness metrics")
+    group_floors: GroupFloors = Field(
+        GroupFloors(), description="rows a group needs before it counts in a rate (all rows, positives, negatives)"
+    )
+    evaluation: Literal["auto", "holdout", "crossfit"] = Field(
+        "auto", description="where candidates are selected: a validation split, or out-of-fold over the pool"
+    )
+    crossfit: CrossfitSettings = CrossfitSettings()
     net_benefit_band: tuple[float, float] = Field((0.1, 0.2), description="probability thresholds for min_net_benefit")
     bootstrap: BootstrapSettings = BootstrapSettings()
-    inconclusive_blocks: bool = Field(True, description="an interval straddling a threshold blocks promotion")
+    inconclusive: Literal["block", "review_with_acceptance"] = Field(
+        "block", description="an interval straddling a threshold blocks, or goes to a reviewer who must accept the risk"
+    )
+    allow_sensitive_at_predict: bool = Field(
+        False, description="may a candidate that needs the sensitive feature at prediction time be chosen"
+    )
     approval: ApprovalRules = ApprovalRules()
     # Omitted from the content hash when absent, so existing policies keep their recorded hash.
     monitoring: Monitoring | None = Field(None, exclude_if=lambda value: value is None)
@@ -76,6 +104,15 @@ class Policy(VersionedSpec):
     @property
     def monitoring_settings(self) -> Monitoring:
         return self.monitoring or Monitoring()
+
+    @model_validator(mode="after")
+    def _gates_something(self) -> Policy:
+        if all(value is None for value in self.thresholds.model_dump().values()):
+            raise ValueError("thresholds: the policy sets no threshold, so it would gate nothing")
+        low, high = self.net_benefit_band
+        if not 0 < low <= high < 1:
+            raise ValueError(f"net_benefit_band: thresholds must satisfy 0 < low <= high < 1 (got {list(self.net_benefit_band)})")
+        return self
 
 
 def load_policy(path) -> Policy:
@@ -93,6 +130,16 @@ GATES: dict[str, tuple[str, Literal["max", "min", "drop"], Literal["none", "base
     "max_auc_drop_vs_champion": ("auc", "drop", "champion"),
     "min_group_true_positive_rate": ("min_group_true_positive_rate", "min", "none"),
     "min_net_benefit": ("net_benefit_min", "min", "none"),
+    "min_accuracy_lift_over_majority": ("accuracy_lift_over_majority", "min", "none"),
+    "min_balanced_accuracy_lift_over_majority": ("balanced_accuracy_lift_over_majority", "min", "none"),
+    "min_scorer_auc": ("auc", "min", "none"),
+}
+# the group rates each between-group metric is built from (for "why is it missing")
+METRIC_RATES = {
+    "demographic_parity_difference": ("selection_rate",),
+    "disparate_impact_ratio": ("selection_rate",),
+    "equalized_odds_difference": ("true_positive_rate", "false_positive_rate"),
+    "min_group_true_positive_rate": ("true_positive_rate",),
 }
 
 
@@ -107,16 +154,18 @@ class GateResult(BaseModel):
     threshold: float
     verdict: Verdict
     reason: str
+    advice: str | None = None  # for an inconclusive gate: the sample-size answer
 
 
 class GateReport(BaseModel):
     policy: str
-    inconclusive_blocks: bool = True
+    inconclusive: Literal["block", "review_with_acceptance"] = "block"
+    evaluation_mode: str = "holdout"
     results: list[GateResult]
 
     @property
     def blocking(self) -> list[GateResult]:
-        stops = {"fail", "inconclusive"} if self.inconclusive_blocks else {"fail"}
+        stops = {"fail", "inconclusive"} if self.inconclusive == "block" else {"fail"}
         return [r for r in self.results if r.verdict in stops]
 
     @property
@@ -124,47 +173,95 @@ class GateReport(BaseModel):
         return not self.blocking
 
     @property
+    def needs_acceptance(self) -> list[GateResult]:
+        """Inconclusive gates a reviewer must explicitly accept (policy ``review_with_acceptance``)."""
+        return [] if self.inconclusive == "block" else [r for r in self.results if r.verdict == "inconclusive"]
+
+    @property
     def failures(self) -> list[str]:
         return [r.reason for r in self.blocking]
+
+    @property
+    def advice(self) -> list[str]:
+        return [r.advice for r in self.results if r.advice]
 
 
 def _verdict(value: float, interval: tuple[float, float] | None, threshold: float, upper: bool) -> Verdict:
     """pass / fail when the whole interval (or, without one, the value) is on one side of the
-    threshold; inconclusive when the interval straddles it or there is no value (NaN)."""
-    if value != value:
-        return "inconclusive"
-    low, high = interval if interval is not None else (value, value)
+    threshold; inconclusive when the interval straddles it."""
+    low, high = interval if interval is not None and interval[0] == interval[0] else (value, value)
     if upper:
         return "pass" if high <= threshold else "fail" if low > threshold else "inconclusive"
     return "pass" if low >= threshold else "fail" if high < threshold else "inconclusive"
 
 
-def apply_gates(policy: Policy, evaluations: dict[str, Evaluation]) -> GateReport:
+def missing_metric_reason(metric: str, evaluation: Evaluation) -> str:
+    """Why a between-group metric has no value: which groups the floors left out, and their counts."""
+    rates = METRIC_RATES.get(metric, ())
+    excluded = [e for e in evaluation.excluded_groups if e.rate in rates]
+    counted = {rate: [g for g, m in evaluation.by_group.items() if m.get(f"counted_{rate}", 1.0)] for rate in rates}
+    short = [rate for rate in rates if len(counted[rate]) < (1 if metric == "min_group_true_positive_rate" else 2)]
+    if not short:
+        return "no value on these rows"
+    parts = [f"{RATE_LABELS[rate]} counts {len(counted[rate])} group(s) {counted[rate]}" for rate in short]
+    left_out = "; ".join(f"'{e.group}' ({e.reason})" for e in excluded if e.rate in short)
+    needs = "one" if metric == "min_group_true_positive_rate" else "two"
+    return f"needs {needs} counted group(s): " + ", ".join(parts) + (f"; left out: {left_out}" if left_out else "")
+
+
+def apply_gates(
+    policy: Policy, evaluations: dict[str, Evaluation], *, needs_sensitive_at_predict: bool = False,
+    evaluation_mode: str = "holdout", unavailable: dict[str, str] | None = None,
+) -> GateReport:
     """Check every threshold the policy sets on ``evaluations['candidate']``; drops are measured
-    against ``'baseline'`` or ``'champion'`` (skipped when there is none)."""
+    against ``'baseline'`` or ``'champion'`` (skipped when there is none, with the reason in
+    ``unavailable`` if given). An inconclusive gate carries its sample-size answer. A candidate
+    that needs the sensitive feature at prediction time fails unless the policy allows it."""
+    from fairloop.decidability import sample_size_answer
+
     candidate = evaluations["candidate"]
+    unavailable = unavailable or {}
     results = []
+    if needs_sensitive_at_predict and not policy.allow_sensitive_at_predict:
+        results.append(GateResult(
+            gate="allow_sensitive_at_predict", metric="needs_sensitive_at_predict", value=1.0, threshold=0.0,
+            verdict="fail", reason="needs the sensitive feature at prediction time (disparate treatment in many "
+            "jurisdictions); the policy does not allow it (allow_sensitive_at_predict: false)",
+        ))
     for gate, threshold in policy.thresholds.model_dump().items():
         if threshold is None:
             continue
         metric, comparison, reference = GATES[gate]
+        label = METRIC_LABELS.get(metric, metric)
         if comparison == "drop":
             ref = evaluations.get(reference)
             if ref is None:
+                why = unavailable.get(reference, f"no current {reference} to compare with")
                 results.append(GateResult(gate=gate, metric=metric, value=None, threshold=threshold,
-                                          verdict="skipped", reason=f"{gate}: no current {reference} to compare with"))
+                                          verdict="skipped", reason=f"{gate}: {why}"))
                 continue
             value = ref.metrics[metric] - candidate.metrics[metric]
             interval = candidate.intervals.get(f"{metric}_drop_vs_{reference}")
-            label, upper = f"{metric} drop vs {reference}", True
+            label, upper = f"{label} drop vs {reference}", True
         else:
-            value, interval = candidate.metrics[metric], candidate.intervals.get(metric)
-            label, upper = metric, comparison == "max"
+            value, interval = candidate.metrics.get(metric, float("nan")), candidate.intervals.get(metric)
+            upper = comparison == "max"
+        bound = "<=" if upper else ">="
+        if value != value:
+            results.append(GateResult(
+                gate=gate, metric=metric, value=None, threshold=threshold, verdict="inconclusive",
+                reason=f"{label}: inconclusive ({bound} {threshold}): {missing_metric_reason(metric, candidate)}",
+            ))
+            continue
         verdict = _verdict(value, interval, threshold, upper)
         shown = f"{value:+.4f}" if comparison == "drop" else f"{value:.4f}"
         if interval is not None:
             shown += f" [{interval[0]:.4f}, {interval[1]:.4f}]"
-        bound = "<=" if upper else ">="
-        results.append(GateResult(gate=gate, metric=metric, value=value, interval=interval, threshold=threshold,
-                                  verdict=verdict, reason=f"{label} {shown}: {verdict} ({bound} {threshold})"))
-    return GateReport(policy=policy.name, inconclusive_blocks=policy.inconclusive_blocks, results=results)
+        result = GateResult(gate=gate, metric=metric, value=value, interval=interval, threshold=threshold,
+                            verdict=verdict, reason=f"{label} {shown}: {verdict} ({bound} {threshold})")
+        if verdict == "inconclusive":
+            result = result.model_copy(update={"advice": sample_size_answer(
+                result, label, upper, candidate, policy.bootstrap.confidence, evaluation_mode)})
+        results.append(result)
+    return GateReport(policy=policy.name, inconclusive=policy.inconclusive, evaluation_mode=evaluation_mode,
+                      results=results)

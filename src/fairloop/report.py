@@ -103,7 +103,12 @@ def render_model_card(
         "|---|---|---|---|---|---|---|",
         groups,
         "",
-        f"## Gates (policy `{gates.policy}`)",
+        "## Performance (held-out test data)",
+        f"Accuracy {evaluation.metrics['accuracy']:.4f} vs {evaluation.metrics['majority_class_accuracy']:.4f} for always "
+        f"predicting the majority class; balanced accuracy {evaluation.metrics['balanced_accuracy']:.4f}; AUC of the "
+        f"underlying scorer {evaluation.metrics['auc']:.4f} (of the deployed decisions: {evaluation.metrics['decision_auc']:.4f}).",
+        "",
+        f"## Gates (policy `{gates.policy}`, evaluation mode `{gates.evaluation_mode}`)",
         *[f"- {r.gate}: **{r.verdict}** - {r.reason}" for r in gates.results],
         "",
         "## Limitations",
@@ -112,5 +117,7 @@ def render_model_card(
         "## Approval",
         f"Approved by {approval['reviewer']} on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. "
         f"Comment: {approval['comment'] or '(none)'}",
+        *([f"Accepted the risk of inconclusive gates {approval['accepted_inconclusive']['gates']}."]
+          if approval.get("accepted_inconclusive") else []),
         "",
     ])

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from fairloop import pipeline
 from fairloop.constraints import fit_candidate
+from fairloop.crossfit import fit_rows
 from fairloop.registry import Registry
 
 
@@ -32,8 +33,10 @@ def reproduce(registry: Registry, dataset: str, version: str) -> Reproduction:
         inputs_dir = registry.materialize_inputs(dataset, version, Path(scratch))
         inputs = pipeline.load_inputs(pipeline.recorded_params(entry.lineage, inputs_dir))
         splits = pipeline.prepare(inputs)
-        augmented, _ = pipeline.augment(inputs, splits)
-        model, _ = fit_candidate(augmented, inputs.template, inputs.sensitive, inputs.params.seed)
+        mode = pipeline.decide_mode(inputs, splits)  # the recorded policy decides it again, the same way
+        augmented, _ = pipeline.augment(inputs, splits, mode)
+        model, _ = fit_candidate(fit_rows(splits, mode), inputs.template, inputs.sensitive, inputs.params.seed,
+                                 recipe=inputs.recipe)
         metrics = pipeline.evaluate_models({"candidate": model}, splits.test, inputs.sensitive, inputs.policy)["candidate"].metrics
     # the registry stores the snapshot with exactly this call
     snapshot = augmented.to_frame(inputs.loaded.spec.label.column).to_csv(index=False).encode()

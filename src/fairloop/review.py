@@ -16,6 +16,9 @@ class ReviewDecision(RunInput):
     approve: bool = False
     reviewer: str  # no default: the UI marks it required
     comment: str = ""
+    # Required (with approve) only when the policy sends inconclusive gates to review
+    # (inconclusive: review_with_acceptance); the acceptance goes to the audit log, lineage and model card.
+    accept_inconclusive_risk: bool = False
 
 
 def _markdown_table(frame) -> str:
@@ -80,8 +83,12 @@ def render_report(
         "### Held-out test metrics",
         _markdown_table(_with_champion_difference(metrics_table(evaluations))),
         f"### Gates (policy `{gates.policy}`): {'PASS' if gates.passed else 'BLOCKED'}"
-        + ("" if gates.inconclusive_blocks else " (inconclusive does not block)"),
+        + ("" if gates.inconclusive == "block" else " (inconclusive gates need the reviewer's explicit acceptance)"),
+        f"Evaluation mode: **{gates.evaluation_mode}** (selection rows; the verdict above is on the test split).",
         gate_table(gates),
+        *[f"- {advice}" for advice in gates.advice],
+        *[f"- Left out of {e.rate.replace('_', ' ')}: group '{e.group}' ({e.reason})"
+          for e in evaluations["candidate"].excluded_groups],
         "### Accuracy-fairness frontier",
         frontier,
         "### Selection rate by group (candidate)",

@@ -46,12 +46,13 @@ def run_stage(name: str, params_path: Path, out: Path) -> str | None:
         report = pipeline.audit(inputs, splits)
         (out / "audit.json").write_text(report.model_dump_json(indent=2) + "\n")
         return report.verdict
+    mode = pipeline.decide_mode(inputs, splits)
     if name == "augment":
-        augmented, report = pipeline.augment(inputs, splits)
+        augmented, report = pipeline.augment(inputs, splits, mode)
         joblib.dump(augmented, out / "augmented.joblib")
         (out / "augment.json").write_text(report.model_dump_json(indent=2) + "\n")
-    elif name == "train":
-        fitted = pipeline.train(inputs, splits, joblib.load(out / "augmented.joblib"))
+    elif name == "train":  # applies the recipe itself (per fold, for post-processing), like the flow
+        fitted = pipeline.train(inputs, splits, mode)
         joblib.dump({key: model for key, (model, _) in fitted.items()}, out / "models.joblib")
         _write_json(out / "fit_seconds.json", {key: seconds for key, (_, seconds) in fitted.items()})
     else:

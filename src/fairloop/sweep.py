@@ -1,11 +1,12 @@
 """Candidate sweeps (``constraints/sweeps/*.yaml``): recipes x constraint templates x bounds.
 
-Every candidate is fitted on the training split (by the same ``fit_candidate`` a single run
-uses, so the chosen one is reproducible from its recipe and template files alone), scored on
-the validation split carved from the training pool, and gated there under the run's policy.
+Every candidate is fitted by the same ``fit_candidate`` a single run uses (so the chosen one is
+reproducible from its recipe and template files alone) and selected under the run's policy on
+the rows its evaluation mode gives (:mod:`fairloop.crossfit`): the validation split (holdout),
+or out-of-fold predictions over the whole training pool (crossfit, K + 1 fits per candidate).
 Selection takes the most accurate candidate that passes every gate; the test split only gives
-the final figures. Fitting is the CPU-bound part: the flow runs :func:`fit_sweep_candidate`
-in a process pool, everything else here is cheap and runs in the flow's process.
+the final figures. Fitting is the CPU-bound part: the flow runs :func:`run_fit_job` in a
+process pool, everything else here is cheap and runs in the flow's process.
 """
 
 from __future__ import annotations
@@ -20,17 +21,15 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, Field
 
-from fairloop.constraints import (
-    ConstraintTemplate,
-    fit_candidate,
-    load_constraint_template,
-)
+from fairloop.constraints import ConstraintTemplate, fit_candidate, load_constraint_template
 from fairloop.datasets import Split, Splits
 from fairloop.errors import BadInputError
-from fairloop.evaluate import Evaluation, predict, score_predictions
+from fairloop.crossfit import ModeDecision, fit_rows, fold_positions
+from fairloop.decidability import rows_factor
+from fairloop.evaluate import Evaluation, Predictions, predict
 from fairloop.model import FairModel
-from fairloop.pipeline import baseline_template, scoring_options, with_intervals
-from fairloop.policy import GATES, GateReport, Policy, apply_gates
+from fairloop.pipeline import baseline_template, score_all, with_intervals
+from fairloop.policy import GATES, GateReport, GateResult, Policy, apply_gates
 from fairloop.recipes import NO_RECIPE, AugmentReport, Recipe, apply_recipe, load_recipe
 from fairloop.specfile import SpecModel, VersionedSpec, load_spec
 
@@ -150,63 +149,149 @@ def expand_candidates(sweep: SweepSpec) -> tuple[list[SweepCandidate], list[Skip
     return candidates, skipped
 
 
+@dataclass(frozen=True)
+class SweepData:
+    """The rows every fit job needs (sent once per job to the worker processes).
+
+    holdout: candidates are fitted on ``fit`` (the training split) and selected on
+    ``selection`` (the validation split). crossfit: ``fit`` and ``selection`` are both the
+    training pool; ``folds`` hold the held-out positions of each fold."""
+
+    mode: ModeDecision
+    fit: Split
+    selection: Split
+    test: Split
+    folds: tuple[np.ndarray, ...] = ()
+
+    @staticmethod
+    def of(splits: Splits, mode: ModeDecision, sensitive: str, seed: int) -> SweepData:
+        if mode.mode == "holdout":
+            return SweepData(mode, splits.train, splits.validation, splits.test)
+        pool = fit_rows(splits, mode)
+        return SweepData(mode, pool, pool, splits.test, tuple(fold_positions(pool, sensitive, mode.folds, seed)))
+
+
+@dataclass(frozen=True)
+class FitJob:
+    """One fit of a candidate: on all fit rows (``fold`` None: the model that may be promoted),
+    or without one cross-fitting fold (to predict that fold)."""
+
+    key: str  # the candidate's name, or BASELINE
+    candidate: SweepCandidate
+    fold: int | None = None
+
+
+BASELINE = "(baseline)"
+
+
 @dataclass
-class Scored:
-    """A model's figures for a sweep: validation (gated, so its predictions are kept for the
-    paired bootstrap) and test (reported)."""
+class JobResult:
+    fit_seconds: float
+    model: FairModel | None = None  # the final fit only
+    selection: Predictions | None = None  # holdout: on the validation split; crossfit: on the fold
+    test: Predictions | None = None
+    augment: AugmentReport | None = None
+    error: str | None = None
 
-    validation: Evaluation
-    validation_predictions: tuple[np.ndarray, np.ndarray]  # decisions, scores
-    test: Evaluation
 
-
-def score_model(model: FairModel, splits: Splits, sensitive: str, policy: Policy) -> Scored:
-    validation = predict(model, splits.validation)
-    options = scoring_options(policy)
-    return Scored(
-        validation=score_predictions(splits.validation, sensitive, *validation, **options),
-        validation_predictions=validation,
-        test=score_predictions(splits.test, sensitive, *predict(model, splits.test), **options),
+def run_fit_job(job: FitJob, data: SweepData, sensitive: str, seed: int) -> JobResult:
+    """Fit one job and predict what it is for: one worker process's share of a sweep. A candidate
+    that cannot be fitted on these rows (e.g. a reduction on a group with one label) is an
+    outcome of the sweep, reported with its reason, not a crash of the run."""
+    candidate = job.candidate
+    if job.fold is None:
+        rows, held = data.fit, None
+    else:
+        held = data.folds[job.fold]
+        rows = data.fit.take(np.setdiff1d(np.arange(len(data.fit)), held))
+    try:
+        model, seconds = fit_candidate(rows, candidate.template, sensitive, seed, recipe=candidate.recipe)
+    except (ValueError, ArithmeticError, BadInputError) as exc:
+        return JobResult(fit_seconds=0.0, error=f"{type(exc).__name__}: {exc}")
+    if held is not None:
+        return JobResult(fit_seconds=seconds, selection=predict(model, data.fit.take(held)))
+    _, report = apply_recipe(rows, candidate.recipe, sensitive, seed)
+    return JobResult(
+        fit_seconds=seconds, model=model, augment=report, test=predict(model, data.test),
+        selection=predict(model, data.selection) if data.mode.mode == "holdout" else None,
     )
 
 
 @dataclass
 class FittedCandidate:
-    model: FairModel
-    fit_seconds: float
-    augment: AugmentReport
-    scored: Scored
+    """A candidate's final model, its selection predictions (validation or out-of-fold) and test
+    predictions, or why it could not be fitted."""
+
+    model: FairModel | None
+    fit_seconds: float  # the final fit
+    crossfit_seconds: float  # the K fold fits (0 in holdout)
+    augment: AugmentReport | None
+    selection: Predictions | None
+    test: Predictions | None
+    error: str | None = None
 
 
-def fit_sweep_candidate(candidate: SweepCandidate, splits: Splits, sensitive: str, seed: int, policy: Policy) -> FittedCandidate:
-    """Augment the training split with the candidate's recipe, fit its template, score it on
-    validation and test: one worker process's share of a sweep."""
-    augmented, report = apply_recipe(splits.train, candidate.recipe, sensitive, seed)
-    model, fit_seconds = fit_candidate(augmented, candidate.template, sensitive, seed)
-    return FittedCandidate(model=model, fit_seconds=fit_seconds, augment=report, scored=score_model(model, splits, sensitive, policy))
+def assemble(jobs: list[FitJob], results: list[JobResult], data: SweepData) -> dict[str, FittedCandidate]:
+    """Each candidate's job results as one FittedCandidate (out-of-fold predictions reassembled)."""
+    by_name: dict[str, dict[int | None, JobResult]] = {}
+    for job, result in zip(jobs, results, strict=True):
+        by_name.setdefault(job.key, {})[job.fold] = result
+    fitted = {}
+    for name, parts in by_name.items():
+        final = parts[None]
+        errors = [r.error for r in parts.values() if r.error]
+        if errors:
+            fitted[name] = FittedCandidate(None, 0.0, 0.0, None, None, None, error=errors[0])
+            continue
+        selection = final.selection
+        if data.mode.mode == "crossfit":
+            selection = Predictions.concatenate([(data.folds[k], parts[k].selection) for k in range(len(data.folds))],
+                                                len(data.fit))
+        fitted[name] = FittedCandidate(
+            model=final.model, fit_seconds=final.fit_seconds,
+            crossfit_seconds=sum(r.fit_seconds for k, r in parts.items() if k is not None),
+            augment=final.augment, selection=selection, test=final.test,
+        )
+    return fitted
 
 
-FitAll = Callable[[list[SweepCandidate], Splits, str, int, Policy], list[FittedCandidate]]
+def sweep_jobs(candidates: dict[str, SweepCandidate], data: SweepData) -> list[FitJob]:
+    folds = [None, *range(len(data.folds))]
+    return [FitJob(key, candidate, fold) for key, candidate in candidates.items() for fold in folds]
+
+
+FitAll = Callable[[list[FitJob], SweepData, str, int], list[JobResult]]
+
+
+def fit_serially(jobs: list[FitJob], data: SweepData, sensitive: str, seed: int) -> list[JobResult]:
+    """One job after the other in this process, one thread each (as in the process pool: the
+    same results, and OpenMP threads spinning over small fits cost more than they give)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return [run_fit_job(job, data, sensitive, seed) for job in jobs]
 
 
 def fit_in_processes(workers: int | None) -> FitAll:
-    """A :data:`FitAll` that fits each job as a Prefect task in Prefect's process pool (the
+    """A :data:`FitAll` that runs each job as a Prefect task in Prefect's process pool (the
     work is CPU-bound), one thread per worker so the pool uses ``workers`` cores (default: all)."""
     from prefect import task
     from prefect.cache_policies import NO_CACHE
     from prefect.task_runners import ProcessPoolTaskRunner
 
-    fit_task = task(fit_sweep_candidate, name="fit-candidate", cache_policy=NO_CACHE)
+    fit_task = task(run_fit_job, name="fit-candidate", cache_policy=NO_CACHE)
 
-    def fit_all(jobs, splits, sensitive, seed, policy):
+    def fit_all(jobs, data, sensitive, seed):
         count = min(workers or os.cpu_count() or 1, len(jobs))
         # Longest first: a reduction refits its learner dozens of times; started last, it would
         # leave the other workers idle at the end.
-        order = sorted(range(len(jobs)), key=lambda i: not jobs[i].is_reduction)
+        order = sorted(range(len(jobs)), key=lambda i: not jobs[i].candidate.is_reduction)
         with ProcessPoolTaskRunner(max_workers=count, initializer=limit_to_one_thread) as runner:
             futures = {
-                i: runner.submit(fit_task.with_options(task_run_name=f"fit-{jobs[i].name}"),
-                                 {"candidate": jobs[i], "splits": splits, "sensitive": sensitive, "seed": seed, "policy": policy})
+                i: runner.submit(
+                    fit_task.with_options(task_run_name=f"fit-{jobs[i].candidate.name}"
+                                          + ("" if jobs[i].fold is None else f"-fold{jobs[i].fold + 1}")),
+                    {"job": jobs[i], "data": data, "sensitive": sensitive, "seed": seed})
                 for i in order
             }
             return [futures[i].result() for i in range(len(jobs))]
@@ -232,10 +317,12 @@ class CandidateResult(BaseModel):
     learner: str
     needs_sensitive_at_predict: bool
     fit_seconds: float
+    crossfit_seconds: float = 0.0
     synthetic_rows: int
-    validation: dict[str, float]
+    validation: dict[str, float]  # the selection figures: validation split (holdout) or out-of-fold (crossfit)
+    validation_selection_rates: dict[str, float] = {}  # of the counted groups
     test: dict[str, float]
-    gates: GateReport  # on validation: what selection used
+    gates: GateReport  # on the selection rows: what selection used
     pareto: bool = False
 
     @property
@@ -244,17 +331,14 @@ class CandidateResult(BaseModel):
 
     def shortfall(self) -> float:
         """How far the candidate is from passing: the sum of its blocking gates' distance to
-        their thresholds (a NaN metric counts as 1)."""
-        total = 0.0
-        for gate in self.gates.blocking:
-            value = gate.value if gate.value is not None and gate.value == gate.value else None
-            total += 1.0 if value is None else abs(value - gate.threshold)
-        return total
+        their thresholds (a gate without a value counts as 1)."""
+        return sum(1.0 if gate.value is None else abs(gate.value - gate.threshold) for gate in self.gates.blocking)
 
 
 class SweepOutcome(BaseModel):
     sweep: str
     policy: str
+    evaluation: ModeDecision
     candidates: list[CandidateResult]
     skipped: list[tuple[str, str]]
     chosen: str | None
@@ -266,6 +350,10 @@ class SweepOutcome(BaseModel):
     def closest(self, n: int = 3) -> list[CandidateResult]:
         """The candidates nearest to passing: fewest blocking gates, then smallest shortfall."""
         return sorted(self.candidates, key=lambda c: (len(c.gates.blocking), c.shortfall(), c.name))[:n]
+
+    @property
+    def selection_rows(self) -> str:
+        return "out-of-fold predictions over the training pool" if self.evaluation.mode == "crossfit" else "validation split"
 
 
 def pareto_mask(accuracy: np.ndarray, fairness: np.ndarray, higher_is_fairer: bool) -> np.ndarray:
@@ -286,77 +374,166 @@ def frontier_metrics(policy: Policy) -> list[str]:
     return list(dict.fromkeys([*fairness, "demographic_parity_difference", "equalized_odds_difference"]))
 
 
+def _gate(candidate: CandidateResult, gate: str) -> GateResult | None:
+    return next((g for g in candidate.gates.results if g.gate == gate), None)
+
+
+def _ratio_floor_note(candidate: CandidateResult, threshold: float) -> str:
+    """For a ratio gate: how small a gap the ratio needs at the observed selection rates."""
+    rates = candidate.validation_selection_rates
+    if len(rates) < 2:
+        return ""
+    low, high = min(rates.values()), max(rates.values())
+    return (f" At selection rates of {low:.1%} to {high:.1%}, a ratio of {threshold} needs the gap under "
+            f"{(1 - threshold) * high:.2%} points (now {high - low:.2%}): at low selection rates the ratio is "
+            "decided by a handful of decisions.")
+
+
+def _never_met(outcome: SweepOutcome, gate: str) -> str:
+    """Why no candidate meets ``gate``: interval width (more rows, not more search) or the data
+    and policy (the numbers, and what the frontier offers at the policy's other limits)."""
+    results = [(c, _gate(c, gate)) for c in outcome.candidates]
+    results = [(c, g) for c, g in results if g is not None]
+    undecided = [(c, g) for c, g in results if g.verdict == "inconclusive"]
+    if undecided and any(g.advice for _, g in undecided):
+        candidate, result = min(
+            ((c, g) for c, g in undecided if g.advice),
+            key=lambda cg: (rows_factor(cg[1].value, cg[1].interval, cg[1].threshold) or float("inf")),
+        )
+        return (f"No candidate decides {gate}: {len(undecided)} of {len(results)} are inconclusive because the "
+                f"intervals on the {outcome.selection_rows} are too wide; no sweep can fix that. Nearest to "
+                f"deciding, `{candidate.name}`: {result.advice}")
+    if undecided:
+        return f"No candidate has a value for {gate}: {undecided[0][1].reason}."
+    upper = GATES[gate][1] in ("max", "drop") if gate in GATES else True
+    valued = [(c, g) for c, g in results if g.value is not None]
+    if not valued:
+        return f"No candidate meets {gate}."
+    best, best_gate = (min if upper else max)(valued, key=lambda cg: cg[1].value)
+    text = (f"No candidate meets {gate}: the best, `{best.name}`, reaches {best_gate.reason}.")
+    if gate == "min_disparate_impact_ratio":
+        text += _ratio_floor_note(best, best_gate.threshold)
+    others = [c for c, _ in results
+              if all(g.verdict in ("pass", "skipped") for g in c.gates.results if g.gate != gate)]
+    if others:
+        offer, offer_gate = (min if upper else max)(((c, _gate(c, gate)) for c in others),
+                                                     key=lambda cg: cg[1].value if cg[1].value is not None else float("nan"))
+        text += (f" Among the {len(others)} candidate(s) meeting every other gate the frontier offers at best "
+                 f"`{offer.name}`: {offer_gate.reason}.")
+    else:
+        text += " No candidate meets all the other gates either."
+    return text + " Widen the sweep (bounds, templates) or revisit the policy."
+
+
 def explain_no_pass(outcome: SweepOutcome) -> str:
-    """Why no candidate passes: the closest ones and what each misses, and whether the gates
-    conflict (each met by some candidate, never all by one)."""
-    lines = [f"No candidate of sweep '{outcome.sweep}' passes policy '{outcome.policy}' on the validation split."]
+    """Why no candidate passes: per gate that no candidate meets, whether interval width or the
+    data is the cause (with the sample-size answer or the numbers); else the gates conflict;
+    then the closest candidates and what each misses."""
+    lines = [f"No candidate of sweep '{outcome.sweep}' passes policy '{outcome.policy}' on the {outcome.selection_rows}."]
     met_by: dict[str, int] = {}
     for candidate in outcome.candidates:
         for gate in candidate.gates.results:
             met_by[gate.gate] = met_by.get(gate.gate, 0) + (gate.verdict in ("pass", "skipped"))
     never = [gate for gate, count in met_by.items() if count == 0]
     if never:
-        lines.append(f"No candidate meets {', '.join(never)}: widen the sweep (bounds, templates) or revisit the policy.")
-    else:
+        lines += [_never_met(outcome, gate) for gate in never]
+    elif outcome.candidates:
         counts = ", ".join(f"{gate} by {count}" for gate, count in met_by.items())
         lines.append(
             f"Every gate is met by some candidate ({counts} of {len(outcome.candidates)}), but none meets all "
             "at once: on this data the gates conflict, so the policy is infeasible for these candidates."
         )
-    lines.append("Closest candidates:")
-    for candidate in outcome.closest():
-        lines.append(f"- `{candidate.name}`: " + "; ".join(candidate.gates.failures))
+    else:
+        lines.append("No candidate could be fitted: " + "; ".join(f"{name}: {why}" for name, why in outcome.skipped))
+    if outcome.candidates:
+        lines.append("Closest candidates:")
+        for candidate in outcome.closest():
+            lines.append(f"- `{candidate.name}`: " + "; ".join(candidate.gates.failures))
     return "\n".join(lines)
+
+
+@dataclass
+class Scored:
+    """A reference model's figures for a sweep: selection rows (gated, so its predictions are
+    kept for the paired bootstrap) and test (reported)."""
+
+    selection: Evaluation | None
+    selection_predictions: Predictions | None
+    test: Evaluation
+
+
+def score_reference(model: FairModel, data: SweepData, sensitive: str, policy: Policy, *, selection: bool) -> Scored:
+    test = score_all({"m": predict(model, data.test)}, data.test, sensitive, policy)["m"]
+    if not selection:
+        return Scored(None, None, test)
+    predictions = predict(model, data.selection)
+    return Scored(score_all({"m": predictions}, data.selection, sensitive, policy)["m"], predictions, test)
+
+
+CHAMPION_IN_SAMPLE = ("in crossfit mode the champion would be scored in-sample on the pool it was trained on; "
+                      "it is compared on the test split only")
 
 
 def select(
     sweep: SweepSpec,
     policy: Policy,
-    validation_split: Split,
+    data: SweepData,
     sensitive: str,
     candidates: list[SweepCandidate],
     skipped: list[SkippedCandidate],
-    fitted: list[FittedCandidate],
+    fitted: dict[str, FittedCandidate],
     references: dict[str, Scored],
 ) -> SweepOutcome:
-    """Gate every candidate on validation against the ``references`` ('baseline' and, if any,
-    'champion') with paired bootstrap intervals, and pick the most accurate that passes; ties
-    go to the earlier candidate in the sweep file. The Pareto flags use test figures."""
-    scored = {c.name: f.scored for c, f in zip(candidates, fitted, strict=True)} | references
-    validation = with_intervals(
-        {name: s.validation for name, s in scored.items()}, {name: s.validation_predictions for name, s in scored.items()},
-        validation_split, sensitive, policy, challengers=tuple(c.name for c in candidates),
-    )
-    reference_validation = {name: validation[name] for name in references}
+    """Gate every fitted candidate on the selection rows against the ``references`` ('baseline'
+    and, if any, 'champion') with paired bootstrap intervals, and pick the most accurate that
+    passes (a candidate that needs the sensitive feature at prediction time only where the
+    policy allows it); ties go to the earlier candidate in the sweep file. Pareto flags use test figures."""
+    failed = [(c.name, f"could not be fitted: {fitted[c.name].error}") for c in candidates if fitted[c.name].error]
+    runnable = [c for c in candidates if not fitted[c.name].error]
+    usable_references = {name: s for name, s in references.items() if s.selection is not None}
+    predictions = {c.name: fitted[c.name].selection for c in runnable} | {
+        name: s.selection_predictions for name, s in usable_references.items()}
+    points = score_all({c.name: fitted[c.name].selection for c in runnable}, data.selection, sensitive, policy)
+    points |= {name: s.selection for name, s in usable_references.items()}
+    scored = with_intervals(points, predictions, data.selection, sensitive, policy, challengers=tuple(c.name for c in runnable))
+    reference_scored = {name: scored[name] for name in usable_references}
+    unavailable = {name: CHAMPION_IN_SAMPLE for name, s in references.items() if s.selection is None}
     results = []
-    for candidate, fit in zip(candidates, fitted, strict=True):
-        gates = apply_gates(policy, {"candidate": validation[candidate.name], **reference_validation})
-        template = candidate.template
+    for candidate in runnable:
+        fit, template = fitted[candidate.name], candidate.template
+        gates = apply_gates(policy, {"candidate": scored[candidate.name], **reference_scored},
+                            needs_sensitive_at_predict=template.needs_sensitive_at_predict,
+                            evaluation_mode=data.mode.mode, unavailable=unavailable)
         results.append(CandidateResult(
             name=candidate.name, recipe=candidate.recipe.name, template=template.name, method=template.method,
             constraint=template.constraint, bound=template.bound, learner=template.learner,
             needs_sensitive_at_predict=template.needs_sensitive_at_predict, fit_seconds=fit.fit_seconds,
-            synthetic_rows=fit.augment.synthetic_rows, validation=validation[candidate.name].metrics,
-            test=fit.scored.test.metrics, gates=gates,
+            crossfit_seconds=fit.crossfit_seconds, synthetic_rows=fit.augment.synthetic_rows,
+            validation=scored[candidate.name].metrics,
+            validation_selection_rates={g: m["selection_rate"] for g, m in scored[candidate.name].by_group.items()
+                                        if m["counted_selection_rate"]},
+            test=score_all({"m": fit.test}, data.test, sensitive, policy)["m"].metrics, gates=gates,
         ))
-    accuracy = np.array([r.test["accuracy"] for r in results])
-    on_front = np.zeros(len(results), dtype=bool)
-    for metric in frontier_metrics(policy):
-        values = np.array([r.test[metric] for r in results])
-        usable = ~np.isnan(values)
-        on_front[usable] |= pareto_mask(accuracy[usable], values[usable], FRONTIER_METRICS[metric])
-    results = [r.model_copy(update={"pareto": bool(front)}) for r, front in zip(results, on_front, strict=True)]
+    if results:
+        accuracy = np.array([r.test["accuracy"] for r in results])
+        on_front = np.zeros(len(results), dtype=bool)
+        for metric in frontier_metrics(policy):
+            values = np.array([r.test[metric] for r in results])
+            usable = ~np.isnan(values)
+            on_front[usable] |= pareto_mask(accuracy[usable], values[usable], FRONTIER_METRICS[metric])
+        results = [r.model_copy(update={"pareto": bool(front)}) for r, front in zip(results, on_front, strict=True)]
     passing = [r for r in results if r.passed]
     outcome = SweepOutcome(
-        sweep=sweep.name, policy=policy.name, candidates=results,
-        skipped=[(s.name, s.reason) for s in skipped], chosen=None, explanation="",
+        sweep=sweep.name, policy=policy.name, evaluation=data.mode, candidates=results,
+        skipped=[(s.name, s.reason) for s in skipped] + failed, chosen=None, explanation="",
     )
     if not passing:
         return outcome.model_copy(update={"explanation": explain_no_pass(outcome)})
     best = max(passing, key=lambda r: r.validation["accuracy"])  # max keeps the first of equals
     explanation = (
-        f"`{best.name}` is the most accurate of {len(passing)} candidate(s) passing policy '{policy.name}' on "
-        f"validation (accuracy {best.validation['accuracy']:.4f}; {len(results)} fitted, {len(skipped)} skipped)."
+        f"`{best.name}` is the most accurate of {len(passing)} candidate(s) passing policy '{policy.name}' on the "
+        f"{outcome.selection_rows} (accuracy {best.validation['accuracy']:.4f}; {len(results)} fitted, "
+        f"{len(outcome.skipped)} skipped or failed). Evaluation: {data.mode.reason}."
     )
     return outcome.model_copy(update={"chosen": best.name, "explanation": explanation})
 
@@ -366,15 +543,11 @@ def baseline_candidate(sweep: SweepSpec) -> SweepCandidate:
     return SweepCandidate(NO_RECIPE, "", baseline_template(load_constraint_template(sweep.baseline)), sweep.baseline)
 
 
-def fit_serially(jobs: list[SweepCandidate], splits: Splits, sensitive: str, seed: int, policy: Policy) -> list[FittedCandidate]:
-    return [fit_sweep_candidate(job, splits, sensitive, seed, policy) for job in jobs]
-
-
 @dataclass
 class SweepRun:
     outcome: SweepOutcome
     candidates: list[SweepCandidate]
-    fitted: list[FittedCandidate]
+    fitted: dict[str, FittedCandidate]
     baseline: FittedCandidate
     references: dict[str, Scored]  # baseline and, if any, champion
 
@@ -383,24 +556,31 @@ class SweepRun:
 
     @property
     def chosen(self) -> tuple[SweepCandidate, FittedCandidate] | None:
-        for candidate, fitted in zip(self.candidates, self.fitted, strict=True):
+        for candidate in self.candidates:
             if candidate.name == self.outcome.chosen:
-                return candidate, fitted
+                return candidate, self.fitted[candidate.name]
         return None
 
 
 def run_sweep(
-    sweep: SweepSpec, splits: Splits, sensitive: str, seed: int, policy: Policy,
+    sweep: SweepSpec, splits: Splits, sensitive: str, seed: int, policy: Policy, mode: ModeDecision,
     champion: FairModel | None = None, fit_all: FitAll = fit_serially,
 ) -> SweepRun:
     """Fit the baseline and every candidate (``fit_all`` decides where: the flow passes a
-    Prefect process pool), then gate and select on validation."""
+    Prefect process pool), K + 1 times each in crossfit mode, then gate and select."""
     candidates, skipped = expand_candidates(sweep)
-    baseline, *fitted = fit_all([baseline_candidate(sweep), *candidates], splits, sensitive, seed, policy)
-    references = {"baseline": baseline.scored}
+    data = SweepData.of(splits, mode, sensitive, seed)
+    jobs = sweep_jobs({BASELINE: baseline_candidate(sweep)} | {c.name: c for c in candidates}, data)
+    fitted = assemble(jobs, fit_all(jobs, data, sensitive, seed), data)
+    baseline = fitted.pop(BASELINE)
+    if baseline.error:
+        raise BadInputError(f"the sweep's baseline '{sweep.baseline}' cannot be fitted on these rows: {baseline.error}")
+    baseline_test = score_all({"m": baseline.test}, data.test, sensitive, policy)["m"]
+    references = {"baseline": Scored(
+        score_all({"m": baseline.selection}, data.selection, sensitive, policy)["m"], baseline.selection, baseline_test)}
     if champion is not None:
-        references["champion"] = score_model(champion, splits, sensitive, policy)
-    outcome = select(sweep, policy, splits.validation, sensitive, candidates, skipped, fitted, references)
+        references["champion"] = score_reference(champion, data, sensitive, policy, selection=mode.mode == "holdout")
+    outcome = select(sweep, policy, data, sensitive, candidates, skipped, fitted, references)
     return SweepRun(outcome=outcome, candidates=candidates, fitted=fitted, baseline=baseline, references=references)
 
 

@@ -1,0 +1,57 @@
+"""The sample-size answer: what it would take to decide an inconclusive gate.
+
+A gate is inconclusive when its interval straddles the threshold. Whether more search can help
+depends on why: if the estimate sits close to the threshold and the interval is wide, no other
+candidate will fix it, more rows will. The answer here is a **bootstrap extrapolation**: a
+percentile interval's half-width shrinks as 1 / sqrt(rows) when every group grows in proportion
+(group sizes and base rates kept, as the stratified bootstrap keeps them), so deciding the gate
+needs the half-width to drop below the estimate's distance to the threshold, i.e.
+``(half-width / distance)^2`` times the rows. It assumes the estimate stays where it is; an
+estimate on the threshold can never be decided. The loosest threshold these rows *can* decide
+is the interval's far end.
+"""
+
+from __future__ import annotations
+
+import math
+
+from fairloop.evaluate import Evaluation
+
+# Between-group metrics grow with every group's rows; overall ones (accuracy, AUC, drops) with the total.
+_PER_GROUP = {"demographic_parity_difference", "equalized_odds_difference", "disparate_impact_ratio",
+              "min_group_true_positive_rate"}
+
+
+def rows_factor(value: float, interval: tuple[float, float], threshold: float) -> float | None:
+    """How many times the current rows would make the interval clear ``threshold`` (None: never)."""
+    half_width = (interval[1] - interval[0]) / 2
+    distance = abs(value - threshold)
+    if distance == 0 or half_width != half_width:
+        return None
+    return max(1.0, (half_width / distance) ** 2)
+
+
+def sample_size_answer(result, label: str, upper: bool, evaluation: Evaluation, confidence: float, mode: str) -> str:
+    """One paragraph for an inconclusive :class:`~fairloop.policy.GateResult` with a value and interval."""
+    low, high = result.interval
+    where = "out-of-fold over the training pool" if mode == "crossfit" else f"on {evaluation.rows} rows"
+    text = (f"{label}: the {confidence:.0%} interval [{low:.4f}, {high:.4f}] ({where}) is {high - low:.4f} wide and "
+            f"straddles {result.threshold}. ")
+    factor = rows_factor(result.value, result.interval, result.threshold)
+    if factor is None:
+        text += "The estimate sits on the threshold: no sample size decides it. "
+    elif result.metric in _PER_GROUP:
+        sizes = {g: int(m["count"]) for g, m in evaluation.by_group.items()
+                 if any(m.get(f"counted_{rate}", 1.0) for rate in ("selection_rate", "true_positive_rate"))}
+        needed = ", ".join(f"'{g}' {n} -> {math.ceil(n * factor)}" for g, n in sorted(sizes.items(), key=lambda kv: kv[1]))
+        text += (f"Deciding it at this confidence needs about {factor:.1f}x the rows of every group ({needed}; "
+                 "bootstrap extrapolation, half-width ~ 1/sqrt(rows), at the observed rates). ")
+    else:
+        text += (f"Deciding it at this confidence needs about {factor:.1f}x the rows "
+                 f"({evaluation.rows} -> {math.ceil(evaluation.rows * factor)}; bootstrap extrapolation, "
+                 "half-width ~ 1/sqrt(rows)). ")
+    if upper:
+        text += f"These rows can decide this gate only at a threshold of at least {high:.4f} (pass) or below {low:.4f} (fail)."
+    else:
+        text += f"These rows can decide this gate only at a threshold of at most {low:.4f} (pass) or above {high:.4f} (fail)."
+    return text

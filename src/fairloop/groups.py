@@ -1,0 +1,82 @@
+"""Which sensitive groups count in a group rate, and why the others do not.
+
+A rate is only as good as the rows it is measured on, and each rate is measured on different
+rows: a selection rate on all of a group's rows, a true-positive rate on its positives, a
+false-positive rate on its negatives. A group with 500 rows and 3 positives says something
+about its selection rate and nothing about its TPR. So every rate kind has its own floor
+(:class:`GroupFloors`, set by the policy), and a group below a floor is left out of that rate's
+between-group metrics, *listed* with its counts and the reason (:class:`ExcludedGroup`), never
+dropped silently. The point estimate (``fairloop.evaluate``) and the bootstrap
+(``fairloop.intervals``) count the same groups through :func:`count_groups`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from fairloop.specfile import SpecModel
+
+RateKind = Literal["selection_rate", "true_positive_rate", "false_positive_rate"]
+RATE_LABELS: dict[str, str] = {
+    "selection_rate": "selection rate", "true_positive_rate": "TPR", "false_positive_rate": "FPR",
+}
+
+
+class GroupFloors(SpecModel):
+    """Rows a group needs, of the kind each rate is about, before it counts in that rate."""
+
+    rows: int = Field(30, ge=1, description="all rows: selection rate (DPD, DI ratio)")
+    positives: int = Field(10, ge=1, description="rows with a positive label: TPR (EOD, min group TPR)")
+    negatives: int = Field(10, ge=1, description="rows with a negative label: FPR (EOD)")
+
+
+class ExcludedGroup(BaseModel):
+    """A group left out of one rate's between-group metrics, with its counts and why."""
+
+    group: str
+    rate: RateKind
+    rows: int
+    positives: int
+    negatives: int
+    needed: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class CountedGroups:
+    """Group names (sorted) and, per rate kind, which of them count."""
+
+    names: np.ndarray
+    counted: dict[str, np.ndarray]  # rate kind -> boolean mask over names
+    excluded: list[ExcludedGroup]
+
+    def names_for(self, rate: RateKind) -> list[str]:
+        return [str(name) for name in self.names[self.counted[rate]]]
+
+
+def count_groups(groups: np.ndarray, y: np.ndarray, floors: GroupFloors) -> CountedGroups:
+    """Apply ``floors`` to every group of ``groups`` (strings) with 0/1 labels ``y``."""
+    names, codes = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    y = np.asarray(y).astype(int)
+    rows = np.bincount(codes, minlength=len(names))
+    positives = np.bincount(codes, weights=y, minlength=len(names)).astype(int)
+    negatives = rows - positives
+    counted: dict[str, np.ndarray] = {}
+    excluded: list[ExcludedGroup] = []
+    for rate, have, needed, what in (
+        ("selection_rate", rows, floors.rows, "rows"),
+        ("true_positive_rate", positives, floors.positives, "positives"),
+        ("false_positive_rate", negatives, floors.negatives, "negatives"),
+    ):
+        counted[rate] = have >= needed
+        for i in np.flatnonzero(~counted[rate]):
+            excluded.append(ExcludedGroup(
+                group=str(names[i]), rate=rate, rows=int(rows[i]), positives=int(positives[i]),
+                negatives=int(negatives[i]), needed=needed,
+                reason=f"{int(have[i])} {what} < floor {needed}: its {RATE_LABELS[rate]} does not count",
+            ))
+    return CountedGroups(names=names, counted=counted, excluded=excluded)
