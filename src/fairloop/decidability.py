@@ -22,13 +22,23 @@ _PER_GROUP = {"demographic_parity_difference", "equalized_odds_difference", "dis
               "min_group_true_positive_rate"}
 
 
+MAX_FACTOR = 100.0  # beyond this the estimate is, for any practical purpose, on the threshold
+
+
 def rows_factor(value: float, interval: tuple[float, float], threshold: float) -> float | None:
-    """How many times the current rows would make the interval clear ``threshold`` (None: never)."""
-    half_width = (interval[1] - interval[0]) / 2
+    """How many times the current rows would make the interval clear ``threshold`` (None: more
+    than :data:`MAX_FACTOR` times, i.e. never in practice).
+
+    Percentile intervals are asymmetric (a ratio's is cut at 1, a gap's at 0), so the part of
+    the interval between the estimate and the threshold's side is what must shrink below the
+    estimate's distance to the threshold."""
+    low, high = interval
     distance = abs(value - threshold)
-    if distance == 0 or half_width != half_width:
+    reach = high - value if threshold >= value else value - low
+    if distance == 0 or reach != reach:
         return None
-    return max(1.0, (half_width / distance) ** 2)
+    factor = max(1.0, (reach / distance) ** 2)
+    return factor if factor <= MAX_FACTOR else None
 
 
 def sample_size_answer(result, label: str, upper: bool, evaluation: Evaluation, confidence: float, mode: str) -> str:
@@ -39,7 +49,8 @@ def sample_size_answer(result, label: str, upper: bool, evaluation: Evaluation, 
             f"straddles {result.threshold}. ")
     factor = rows_factor(result.value, result.interval, result.threshold)
     if factor is None:
-        text += "The estimate sits on the threshold: no sample size decides it. "
+        text += (f"The estimate {result.value:.4f} sits (almost) on the threshold: even {MAX_FACTOR:.0f}x the rows "
+                 "would not decide it. ")
     elif result.metric in _PER_GROUP:
         sizes = {g: int(m["count"]) for g, m in evaluation.by_group.items()
                  if any(m.get(f"counted_{rate}", 1.0) for rate in ("selection_rate", "true_positive_rate"))}

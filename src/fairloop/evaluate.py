@@ -149,7 +149,7 @@ def score_predictions(
     metrics |= {
         "demographic_parity_difference": between("selection_rate", np.ptp),
         "equalized_odds_difference": max(between("true_positive_rate", np.ptp), between("false_positive_rate", np.ptp)),
-        "disparate_impact_ratio": between("selection_rate", lambda r: r.min() / r.max()),
+        "disparate_impact_ratio": between("selection_rate", lambda r: r.min() / r.max() if r.max() > 0 else np.nan),
         "min_group_true_positive_rate": float(tpr_counted.min()) if len(tpr_counted) else float("nan"),
     }
     if net_benefit_band is not None:

@@ -48,6 +48,14 @@ def _gap(rates: np.ndarray, counted: np.ndarray) -> np.ndarray:
     return chosen.max(axis=1) - chosen.min(axis=1)
 
 
+def _ratio(rates: np.ndarray) -> np.ndarray:
+    """min / max of each row (NaN with fewer than two columns, or where every rate is 0)."""
+    if rates.shape[1] < 2:
+        return np.full(rates.shape[0], np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return rates.min(axis=1) / rates.max(axis=1)
+
+
 def _resample_metrics(y: np.ndarray, pred: np.ndarray, group_codes: np.ndarray, samples: np.ndarray,
                       groups: CountedGroups) -> dict[str, np.ndarray]:
     """Decision metrics of one model on every resample (rows of ``samples`` are index vectors)."""
@@ -75,9 +83,7 @@ def _resample_metrics(y: np.ndarray, pred: np.ndarray, group_codes: np.ndarray, 
         "balanced_accuracy_lift_over_majority": balanced - 0.5,  # the majority-class predictor scores 0.5
         "demographic_parity_difference": _gap(selection, counted["selection_rate"]),
         "equalized_odds_difference": eod,
-        "disparate_impact_ratio": (
-            selected.min(axis=1) / selected.max(axis=1) if selected.shape[1] >= 2 else np.full(n_boot, np.nan)
-        ),
+        "disparate_impact_ratio": _ratio(selected),
         "min_group_true_positive_rate": (
             tpr[:, counted["true_positive_rate"]].min(axis=1) if counted["true_positive_rate"].any() else np.full(n_boot, np.nan)
         ),

@@ -134,6 +134,7 @@ GATES: dict[str, tuple[str, Literal["max", "min", "drop"], Literal["none", "base
     "min_balanced_accuracy_lift_over_majority": ("balanced_accuracy_lift_over_majority", "min", "none"),
     "min_scorer_auc": ("auc", "min", "none"),
 }
+SENSITIVE_AT_PREDICT = "allow_sensitive_at_predict"  # the gate a group-aware candidate fails unless the policy allows it
 # the group rates each between-group metric is built from (for "why is it missing")
 METRIC_RATES = {
     "demographic_parity_difference": ("selection_rate",),
@@ -202,6 +203,8 @@ def missing_metric_reason(metric: str, evaluation: Evaluation) -> str:
     counted = {rate: [g for g, m in evaluation.by_group.items() if m.get(f"counted_{rate}", 1.0)] for rate in rates}
     short = [rate for rate in rates if len(counted[rate]) < (1 if metric == "min_group_true_positive_rate" else 2)]
     if not short:
+        if metric == "disparate_impact_ratio":
+            return "undefined: no counted group has a single positive decision"
         return "no value on these rows"
     parts = [f"{RATE_LABELS[rate]} counts {len(counted[rate])} group(s) {counted[rate]}" for rate in short]
     left_out = "; ".join(f"'{e.group}' ({e.reason})" for e in excluded if e.rate in short)
@@ -224,7 +227,7 @@ def apply_gates(
     results = []
     if needs_sensitive_at_predict and not policy.allow_sensitive_at_predict:
         results.append(GateResult(
-            gate="allow_sensitive_at_predict", metric="needs_sensitive_at_predict", value=1.0, threshold=0.0,
+            gate=SENSITIVE_AT_PREDICT, metric="needs_sensitive_at_predict", value=1.0, threshold=0.0,
             verdict="fail", reason="needs the sensitive feature at prediction time (disparate treatment in many "
             "jurisdictions); the policy does not allow it (allow_sensitive_at_predict: false)",
         ))

@@ -29,7 +29,7 @@ from fairloop.decidability import rows_factor
 from fairloop.evaluate import Evaluation, Predictions, predict
 from fairloop.model import FairModel
 from fairloop.pipeline import baseline_template, score_all, with_intervals
-from fairloop.policy import GATES, GateReport, GateResult, Policy, apply_gates
+from fairloop.policy import GATES, SENSITIVE_AT_PREDICT, GateReport, GateResult, Policy, apply_gates
 from fairloop.recipes import NO_RECIPE, AugmentReport, Recipe, apply_recipe, load_recipe
 from fairloop.specfile import SpecModel, VersionedSpec, load_spec
 
@@ -434,6 +434,13 @@ def explain_no_pass(outcome: SweepOutcome) -> str:
     for candidate in outcome.candidates:
         for gate in candidate.gates.results:
             met_by[gate.gate] = met_by.get(gate.gate, 0) + (gate.verdict in ("pass", "skipped"))
+    # the sensitive-attribute rule is a gate only of the candidates that need it: it explains
+    # nothing unless every candidate does
+    group_aware = [c for c in outcome.candidates if c.needs_sensitive_at_predict]
+    if group_aware and len(group_aware) < len(outcome.candidates):
+        met_by.pop(SENSITIVE_AT_PREDICT, None)
+        lines.append(f"{len(group_aware)} candidate(s) need the sensitive feature at prediction time; the policy "
+                     "does not let them be chosen (allow_sensitive_at_predict: false): they are shown for comparison.")
     never = [gate for gate, count in met_by.items() if count == 0]
     if never:
         lines += [_never_met(outcome, gate) for gate in never]

@@ -1,0 +1,262 @@
+"""The decision core on data whose group sizes, base rates, label noise and feature signal the
+test controls: each case ends in the right verdict with the right reason, never a crash, never
+``nan``, never a model that does not beat the majority class (issue 12)."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import PROJECT
+from fairloop import pipeline, sweep
+from fairloop.crossfit import ModeDecision
+from fairloop.groups import GroupFloors
+from fairloop.intervals import bootstrap_intervals, stratified_resamples
+from fairloop.policy import Policy, apply_gates
+from synthetic import write_dataset
+
+# fast candidates: HGB unconstrained, a logistic-regression reduction (group-blind) and
+# ThresholdOptimizer (group-aware)
+SWEEP = {
+    "name": "decisions", "version": 1, "recipes": [str(PROJECT / "recipes/none.yaml")],
+    "constraints": [str(PROJECT / "constraints/unconstrained.yaml"), str(PROJECT / "constraints/lr-eg-dp.yaml"),
+                    {"template": str(PROJECT / "constraints/threshold-dp.yaml"), "bounds": [0.02]}],
+    "baseline": str(PROJECT / "constraints/unconstrained.yaml"),
+}
+POLICY = {
+    "name": "decisions", "version": 1, "crossfit": {"folds": 3},
+    "thresholds": {"max_demographic_parity_difference": 0.05, "min_disparate_impact_ratio": 0.8,
+                   "max_equalized_odds_difference": 0.2, "max_accuracy_drop_vs_baseline": 0.03,
+                   "min_balanced_accuracy_lift_over_majority": 0.02, "min_scorer_auc": 0.6},
+}
+
+
+@functools.cache
+def outcome_for(tmp_root: str, name: str, groups: tuple, constraints: tuple | None = None, **data) -> sweep.SweepOutcome:
+    from pathlib import Path
+
+    directory = Path(tmp_root)
+    spec = write_dataset(directory, name, dict(groups), **data)
+    (directory / "policy.yaml").write_text(yaml.safe_dump(POLICY))
+    sweep_path = directory / f"sweep-{name}.yaml"
+    sweep_path.write_text(yaml.safe_dump({**SWEEP, **({"constraints": list(constraints)} if constraints else {})}))
+    inputs = pipeline.load_inputs(pipeline.RunParams(dataset=str(spec), policy=str(directory / "policy.yaml")))
+    splits = pipeline.prepare(inputs)
+    mode = pipeline.decide_mode(inputs, splits)
+    return sweep.run_sweep(sweep.load_sweep(sweep_path), splits, "group", 0, inputs.policy, mode).outcome
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("decisions"))
+
+
+def no_nan(outcome: sweep.SweepOutcome) -> None:
+    assert "nan" not in outcome.explanation.lower()
+    for candidate in outcome.candidates:
+        for gate in candidate.gates.results:
+            assert "nan" not in gate.reason.lower(), gate.reason
+            assert gate.value is None or not math.isnan(gate.value)
+
+
+def test_forty_rows_per_group_cross_fits_and_names_the_floors_it_misses(root):
+    outcome = outcome_for(root, "forty", (("a", (40, 0.4)), ("b", (40, 0.25))))
+    assert outcome.evaluation.mode == "crossfit"
+    assert outcome.chosen is None
+    no_nan(outcome)
+    assert "needs two counted group(s)" in outcome.explanation
+    assert "'a' (28 rows < floor 30" in outcome.explanation
+
+
+def test_small_data_inconclusive_gives_the_sample_size_answer_not_widen_the_sweep(root):
+    outcome = outcome_for(root, "small", (("a", (200, 0.35)), ("b", (200, 0.2))))
+    assert outcome.evaluation.mode == "crossfit" and "auto:" in outcome.evaluation.reason
+    assert outcome.chosen is None
+    no_nan(outcome)
+    assert "No candidate decides max_demographic_parity_difference" in outcome.explanation
+    assert "no sweep can fix that" in outcome.explanation
+    assert "x the rows of every group" in outcome.explanation and "bootstrap extrapolation" in outcome.explanation
+    assert "widen the sweep" not in outcome.explanation.split("max_demographic_parity_difference")[1].split("\n")[0]
+
+
+def test_a_group_with_no_positives_is_listed_not_dropped(root):
+    outcome = outcome_for(root, "nopos", (("a", (400, 0.3)), ("b", (80, 0.0))))
+    no_nan(outcome)
+    unconstrained = outcome.result("none+unconstrained")
+    eod = next(g for g in unconstrained.gates.results if g.gate == "max_equalized_odds_difference")
+    assert eod.verdict == "inconclusive" and "'b' (0 positives < floor 10" in eod.reason
+    dpd = next(g for g in unconstrained.gates.results if g.gate == "max_demographic_parity_difference")
+    assert dpd.value is not None  # the group still counts for its selection rate
+    # a reduction that cannot fit a group with one label is a reported outcome, not a crash
+    assert any("Degenerate labels" in why for _, why in outcome.skipped)
+
+
+def test_one_group_only_is_inconclusive_with_that_reason(root):
+    outcome = outcome_for(root, "onegroup", (("a", (400, 0.3)),))
+    no_nan(outcome)
+    assert outcome.chosen is None
+    for candidate in outcome.candidates:
+        dpd = next(g for g in candidate.gates.results if g.gate == "max_demographic_parity_difference")
+        assert dpd.verdict == "inconclusive" and "selection rate counts 1 group(s) ['a']" in dpd.reason
+
+
+def test_skewed_base_rates_explain_why_the_four_fifths_rule_is_infeasible(root):
+    outcome = outcome_for(root, "skewed", (("a", (3000, 0.10)), ("b", (3000, 0.025))),
+                          constraints=(str(PROJECT / "constraints/unconstrained.yaml"),), signal=4.0, proxy=4.0)
+    assert outcome.chosen is None
+    assert "No candidate meets min_disparate_impact_ratio" in outcome.explanation
+    assert "a ratio of 0.8 needs the gap under" in outcome.explanation
+
+
+def test_useless_features_are_never_chosen(root):
+    outcome = outcome_for(root, "useless", (("a", (600, 0.3)), ("b", (600, 0.3))), signal=0.0)
+    assert outcome.chosen is None
+    no_nan(outcome)
+    for candidate in outcome.candidates:
+        utility = [g for g in candidate.gates.results if g.gate in ("min_scorer_auc", "min_balanced_accuracy_lift_over_majority")]
+        assert any(g.verdict != "pass" for g in utility), candidate.name
+
+
+def test_a_useful_model_on_enough_rows_passes(root):
+    """The positive control: the same policy chooses a group-blind candidate on data that allows it."""
+    outcome = outcome_for(root, "enough", (("a", (8000, 0.3)), ("b", (8000, 0.3))), signal=3.0)
+    assert outcome.evaluation.mode == "holdout"
+    assert outcome.chosen is not None and not outcome.result(outcome.chosen).needs_sensitive_at_predict
+
+
+def test_threshold_optimizer_is_fitted_on_held_out_scores(tmp_path):
+    """A learner that memorises its training rows makes thresholds fitted on its training scores
+    miss parity on new rows; cross-fitted thresholds hold it."""
+    from fairlearn.postprocessing import ThresholdOptimizer
+    from threadpoolctl import threadpool_limits
+
+    from fairloop.constraints import ConstraintTemplate, _fit_estimator, fit_candidate
+    from fairloop.evaluate import evaluate
+
+    spec = write_dataset(tmp_path, "memorise", {"a": (800, 0.45), "b": (800, 0.2)}, label_noise=0.25, test_size=0.6)
+    splits = pipeline.prepare(pipeline.load_inputs(pipeline.RunParams(dataset=str(spec))))
+    template = ConstraintTemplate(
+        name="to", version=1, method="threshold_optimizer", constraint="demographic_parity", bound=0.01,
+        learner_params={"max_iter": 300, "min_samples_leaf": 2, "max_leaf_nodes": 63, "early_stopping": False})
+    with threadpool_limits(limits=1):  # small fits: OpenMP threads only spin
+        model, _ = fit_candidate(splits.train, template, "group", 0)
+        base = _fit_estimator(splits.train, template.model_copy(
+            update={"method": "none", "constraint": None, "bound": None}), "group", 0)
+    assert evaluate(model, splits.test, "group").metrics["demographic_parity_difference"] < 0.05
+    in_sample = ThresholdOptimizer(estimator=base.estimator, constraints="demographic_parity", prefit=True,
+                                   predict_method="predict_proba", tol=0.01)
+    in_sample.fit(base.preprocessor.transform(splits.train.X), splits.train.y, sensitive_features=splits.train.groups["group"])
+    decisions = in_sample.predict(base.preprocessor.transform(splits.test.X),
+                                  sensitive_features=splits.test.groups["group"], random_state=0)
+    groups = splits.test.groups["group"].to_numpy()
+    assert abs(decisions[groups == "a"].mean() - decisions[groups == "b"].mean()) > 0.09
+
+
+def test_resamples_keep_every_group_by_label_cell():
+    rng = np.random.default_rng(0)
+    groups = np.array(["a"] * 500 + ["b"] * 12)
+    y = np.r_[rng.integers(0, 2, 500), [1] + [0] * 11]  # group b: one positive
+    strata = np.char.add(np.char.add(groups, "|"), y.astype(str))
+    samples = stratified_resamples(strata, 200, seed=1)
+    for row in samples[:20]:
+        assert (groups[row] == groups).all() and (y[row] == y).all()
+    intervals = bootstrap_intervals(y, {"candidate": y.copy()}, groups, n_boot=200, confidence=0.95, seed=0,
+                                    floors=GroupFloors(rows=10, positives=1, negatives=1))["candidate"]
+    assert intervals["equalized_odds_difference"] == (0.0, 0.0)  # a perfect model, on a one-positive group too
+
+
+def test_twenty_five_rows_gate_inconclusive_without_a_crash():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 25)
+    groups = rng.choice(["a", "b"], 25)
+    intervals = bootstrap_intervals(y, {"candidate": y}, groups, n_boot=100, confidence=0.95, seed=0,
+                                    floors=GroupFloors())["candidate"]
+    assert all(math.isnan(low) for metric, (low, _) in intervals.items() if metric.startswith("demographic"))
+
+
+def test_sample_size_answer_is_consistent_with_more_rows():
+    """The extrapolated factor decides the gate when the data really grow by it (same rates)."""
+    from fairloop.datasets import Split
+    from fairloop.evaluate import Predictions, score_predictions
+    import pandas as pd
+
+    def gate_on(n: int):
+        """Two groups of n/2 rows with selection rates exactly 0.30 and 0.22 (DPD 0.08 at every n)
+        and decisions right on 80 % of each group's rows."""
+        half = n // 2
+        groups = np.repeat(["a", "b"], half)
+        decisions = np.concatenate([np.arange(half) < round(half * rate) for rate in (0.30, 0.22)]).astype(int)
+        wrong = np.concatenate([np.arange(half) % 5 == 0] * 2)
+        y = np.where(wrong, 1 - decisions, decisions)
+        split = Split(X=pd.DataFrame({"x": np.zeros(n)}), y=pd.Series(y), groups=pd.DataFrame({"g": groups}))
+        ev = score_predictions(split, "g", Predictions(decisions, decisions * 1.0, decisions * 1.0), floors=GroupFloors())
+        ev = ev.model_copy(update={"intervals": bootstrap_intervals(
+            y, {"candidate": decisions}, groups, n_boot=400, confidence=0.95, seed=0, floors=GroupFloors())["candidate"]})
+        policy = Policy(name="p", version=1, thresholds={"max_demographic_parity_difference": 0.12})
+        return apply_gates(policy, {"candidate": ev}).results[0]
+
+    small = gate_on(400)
+    assert small.verdict == "inconclusive" and "x the rows of every group" in small.advice
+    factor = float(small.advice.split("needs about ")[1].split("x")[0])
+    assert gate_on(math.ceil(400 * factor * 1.5)).verdict == "pass"
+
+
+def test_explicit_modes_and_auto(tmp_path):
+    spec = write_dataset(tmp_path, "modes", {"a": (300, 0.3), "b": (300, 0.2)})
+    inputs = pipeline.load_inputs(pipeline.RunParams(dataset=str(spec)))
+    splits = pipeline.prepare(inputs)
+    floors = GroupFloors()
+    from fairloop.crossfit import choose_mode
+
+    assert choose_mode("holdout", splits, "group", floors, 5, 1000).mode == "holdout"
+    assert choose_mode("crossfit", splits, "group", floors, 5, 1000) == ModeDecision(
+        mode="crossfit", folds=5, reason="the policy asks for 5-fold cross-fitting")
+    assert choose_mode("auto", splits, "group", floors, 5, 1000).mode == "crossfit"
+    assert choose_mode("auto", splits, "group", floors, 5, 10).mode == "holdout"
+
+
+def test_inconclusive_gates_need_an_explicit_acceptance_and_the_crossfit_choice_reproduces(
+    remediation_flow, registry_dir, tmp_path, prefect_server
+):
+    """Policy `inconclusive: review_with_acceptance` on small data: an approval that does not
+    accept the risk is refused and logged; one that does is promoted with the acceptance in the
+    audit log, lineage and model card; `fairloop reproduce` retrains the crossfit-selected
+    candidate to the same metrics."""
+    from typer.testing import CliRunner
+
+    from conftest import BackgroundRun, write_policy
+    from fairloop.cli import app
+    from fairloop.outcomes import Outcome
+    from fairloop.registry import Registry
+    from fairloop.runs import submit_review
+
+    spec = write_dataset(tmp_path, "accept", {"a": (250, 0.35), "b": (250, 0.25)})
+    policy = write_policy(tmp_path, max_demographic_parity_difference=0.05, min_scorer_auc=0.6,
+                          inconclusive="review_with_acceptance", crossfit={"folds": 3})
+    sweep_path = tmp_path / "sweep.yaml"
+    sweep_path.write_text(yaml.safe_dump({**SWEEP, "constraints": SWEEP["constraints"][:2], "workers": 2}))
+    run = BackgroundRun(remediation_flow, dataset=str(spec), sweep_file=str(sweep_path), policy=str(policy),
+                        requested_by="pytest", review_poll_seconds=1)
+    paused = run.wait_paused()
+    submit_review(paused.id, {"approve": True, "reviewer": "alice", "comment": "looks fine"})
+    again = run.wait_until(lambda r: bool(r.state and r.state.is_paused() and r.state.state_details.pause_key == "review-2"))
+    assert again.state.is_paused()
+    submit_review(paused.id, {"approve": True, "reviewer": "alice", "comment": "width accepted: pilot only",
+                              "accept_inconclusive_risk": True})
+    assert run.finish().name == Outcome.PROMOTED.value
+
+    registry = Registry(registry_dir)
+    log = registry.audit_log()
+    assert [r["action"] for r in log] == ["refused", "promote"]
+    assert "accept_inconclusive_risk" in log[0]["comment"]
+    entry = registry.champion("accept")
+    accepted = entry.approval["accepted_inconclusive"]
+    assert accepted["reviewer"] == "alice" and "max_demographic_parity_difference" in accepted["gates"]
+    assert entry.lineage["evaluation"]["mode"] == "crossfit"
+    assert "Accepted the risk of inconclusive gates" in (registry.root / "accept" / "model_card.md").read_text()
+    result = CliRunner().invoke(app, ["reproduce", "accept", entry.version])
+    assert result.exit_code == 0, result.output
