@@ -26,7 +26,7 @@ from pydantic import Field, field_validator, model_validator
 from sklearn.model_selection import train_test_split
 
 from fairloop.errors import BadInputError
-from fairloop.specfile import SpecModel, VersionedSpec, load_spec
+from fairloop.specfile import SpecModel, VersionedSpec, load_spec, read_yaml
 
 Scalar = str | int | float | bool
 MISSING_GROUP = "missing"
@@ -399,9 +399,19 @@ def read_raw_file(spec: DatasetSpec, source: SourceFile, file_path: Path) -> pd.
     """Parse one raw file as the spec's format says; raise BadInputError naming the file."""
     if not file_path.is_file():
         raise BadInputError(f"data file not found (spec field files.path = '{source.path}')", source=str(file_path))
-    fmt = spec.format
+    frame, head = read_table(spec.format, file_path, source.skip_rows)
+    if frame.empty:
+        raise BadInputError("file has a header but no data rows", source=str(file_path))
+    _check_layout(spec, frame, [text for _, text in head], file_path)
+    return frame
+
+
+def read_table(fmt: CsvFormat, file_path: Path, skip_rows: int = 0, nrows: int | None = None
+               ) -> tuple[pd.DataFrame, list[tuple[int, str]]]:
+    """The file as ``fmt`` reads it (every column as pandas types it), and its first lines with their
+    numbers; every problem is a BadInputError naming the file and the cause."""
     _check_compression(file_path)
-    head = _head(file_path, fmt.encoding, source.skip_rows)
+    head = _head(file_path, fmt.encoding, skip_rows)
     _check_field_counts(fmt, head, file_path)
     separator = fmt.read_separator
     options: dict[str, Any] = {"engine": "c", "low_memory": False}
@@ -423,7 +433,8 @@ def read_raw_file(spec: DatasetSpec, source: SourceFile, file_path: Path) -> pd.
                 na_values=["", *fmt.na_values],
                 skipinitialspace=fmt.read_skip_initial_space,
                 quotechar=fmt.quote_char,
-                skiprows=source.skip_rows or None,
+                skiprows=skip_rows or None,
+                nrows=nrows,
                 encoding=fmt.encoding,
                 **options,
             )
@@ -454,17 +465,14 @@ def read_raw_file(spec: DatasetSpec, source: SourceFile, file_path: Path) -> pd.
         if counts:
             expected, line, saw = counts.groups()
             raise BadInputError(
-                f"line {int(line) + source.skip_rows} has {saw} fields, the lines before it {expected} "
+                f"line {int(line) + skip_rows} has {saw} fields, the lines before it {expected} "
                 f"(separator {fmt.separator!r}){hint}", source=str(file_path),
             ) from None
         detail = " ".join(str(exc).split())[:200]
         raise BadInputError(
             f"cannot parse as {fmt.separator!r}-separated text ({detail}){hint}", source=str(file_path)
         ) from None
-    if frame.empty:
-        raise BadInputError("file has a header but no data rows", source=str(file_path))
-    _check_layout(spec, frame, [text for _, text in head], file_path)
-    return frame
+    return frame, head
 
 
 def _check_compression(file_path: Path) -> None:
@@ -724,10 +732,33 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def check_unique_name(spec_path: Path, spec: DatasetSpec) -> None:
+    """Refuse a spec whose name another dataset spec beside it uses: the name keys its GX suite and
+    its registry folder, so two specs of one name would overwrite each other's."""
+    for other in sorted([*spec_path.parent.glob("*.yaml"), *spec_path.parent.glob("*.yml")]):
+        if other.resolve() == spec_path.resolve():
+            continue
+        try:
+            raw = read_yaml(other)
+        except BadInputError:
+            continue  # not this spec's problem; that file fails when it is used
+        if isinstance(raw, dict) and raw.get("name") == spec.name and {"files", "label"} <= raw.keys():
+            raise BadInputError(
+                f"dataset name '{spec.name}' is also the name of {other}: names key the GX suite and the registry, "
+                "so give each dataset spec its own name",
+                source=str(spec_path), field="name",
+            )
+
+
 def load_dataset(spec_path: str | Path) -> LoadedDataset:
     """Read every file of the spec at ``spec_path`` into labelled splits by file role."""
     spec_path = Path(spec_path)
-    spec = load_dataset_spec(spec_path)
+    return read_dataset(load_dataset_spec(spec_path), spec_path)
+
+
+def read_dataset(spec: DatasetSpec, spec_path: Path) -> LoadedDataset:
+    """Read the files of ``spec`` (a spec that is, or will be, written at ``spec_path``)."""
+    check_unique_name(spec_path, spec)
     try:
         frames, hashes = _read_labelled_files(spec, spec_path)
     except BadInputError as exc:
