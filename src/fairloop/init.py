@@ -38,6 +38,7 @@ LABEL_NAMES = ("label", "target", "class", "y", "outcome")
 SENSITIVE_WORDS = (
     "sex", "gender", "race", "ethnicity", "ethnic", "ethn", "black", "nonwhite", "nwhite", "white", "colour", "color",
     "religion", "nationality", "citizen", "citizenship", "native", "origin", "language", "disability", "marital",
+    "sexe", "genre", "origine", "nationalite",  # French: the generated loans file
 )
 POSITIVE_OF_PAIR = {("0", "1"): "1", ("false", "true"): "true", ("no", "yes"): "yes", ("n", "y"): "y"}  # lower case
 MAX_GROUPS = 20  # a sensitive column with more distinct values is not a set of groups
@@ -156,15 +157,22 @@ def profile_columns(frame: pd.DataFrame) -> tuple[list[ColumnProfile], dict[str,
         values = frame[name]
         empty = int(values.isna().sum())
         present = values.dropna()
-        as_text = present.astype(str).str.strip()
-        found = {t: int(n) for t, n in as_text[as_text.isin(NA_TOKENS)].value_counts().items()}
+        found: dict[str, int] = {}
+        if pd.api.types.is_numeric_dtype(present) and not pd.api.types.is_bool_dtype(present):
+            real, numbers, numeric = present, present, bool(len(present))  # pandas read numbers: no text to look at
+        else:
+            as_text = present.astype(str).str.strip()
+            is_token = as_text.isin(NA_TOKENS)
+            found = {t: int(n) for t, n in as_text[is_token].value_counts().items()}
+            real = as_text[~is_token]
+            numbers = pd.to_numeric(real, errors="coerce")
+            numeric = bool(len(real)) and bool(numbers.notna().all())
         for token, count in found.items():
             tokens.setdefault(token, {})[str(name)] = count
-        real = present[~as_text.isin(NA_TOKENS)]
-        numbers = pd.to_numeric(real, errors="coerce")
-        numeric = bool(len(real)) and bool(numbers.notna().all()) and not pd.api.types.is_bool_dtype(real)
-        # numbers by value (1 and 1.0 are one value), text as written
-        distinct = (canonical_series(real) if numeric else real.astype(str).str.strip()).value_counts()
+        # numbers by value (1 and 1.0 are one value), text as written; few values are listed with their counts
+        distinct = real.value_counts()
+        if len(distinct) <= MAX_GROUPS and numeric:
+            distinct = canonical_series(real).value_counts()
         missing = empty + sum(found.values())
         missing_note = f"; {missing:,} empty" if missing else ""
         profile = dict(name=str(name), numeric=numeric, empty=missing)
@@ -180,6 +188,9 @@ def profile_columns(frame: pd.DataFrame) -> tuple[list[ColumnProfile], dict[str,
                 profiles.append(ColumnProfile(**profile, kind="excluded", evidence="row numbers 1, 2, 3, ... (an index written with the data)"))
                 continue
             integers = bool((numbers == numbers.round()).all())
+            if integers and rows > 50 and len(distinct) == rows:
+                profiles.append(ColumnProfile(**profile, kind="excluded", evidence="a different integer in every row: an identifier"))
+                continue
             evidence = f"{len(distinct):,} distinct numbers, {numbers.min():g} to {numbers.max():g}{missing_note}"
             if integers and 2 < len(distinct) <= 10:
                 evidence += "; few integers: if they are codes, not amounts, move this to categorical"
@@ -348,6 +359,8 @@ def draft_spec(
     if not fmt.header:
         lines.append(f"  columns: {_yaml(fmt.columns)}")
     relative = os.path.relpath(data_path.resolve(), output_path.resolve().parent)
+    if relative.startswith(os.path.join("..", "..")):  # far away: an absolute path reads better
+        relative = str(data_path.resolve())
     lines += ["files:", f"  - path: {_yaml(relative)}", "label:",
               f"  column: {_yaml(label)}  # {label_how}; {_counts(profiles[label].values)}",
               f"  positive: {_yaml(positives)}  # {positive_how}",
