@@ -706,7 +706,7 @@ def _typed_features(spec: DatasetSpec, frame: pd.DataFrame, file_path: Path) -> 
         infinite = np.isinf(numbers.to_numpy(dtype=float))
         if infinite.any():
             raise BadInputError(
-                f"numeric feature '{column}' has infinite value {features[column][infinite].iloc[0]!r} "
+                f"numeric feature '{column}' has infinite value {str(features[column][infinite].iloc[0])!r} "
                 f"({int(infinite.sum())} row(s), first at data row {int(infinite.argmax()) + 1}): no model can use it; "
                 "fix the data or add the text to format.na_values",
                 source=str(file_path),

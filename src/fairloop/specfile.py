@@ -140,7 +140,8 @@ def _format_validation_error(error: ValidationError) -> str:
         field = ".".join(str(part) for part in item["loc"]) or "(top level)"
         value = item.get("input")
         shown = "" if isinstance(value, dict) else f" (got {value!r})"
-        lines.append(f"field '{field}': {item['msg']}{shown}")
+        message = item["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's ValueError
+        lines.append(f"field '{field}': {message}{shown}")
     return "; ".join(lines)
 
 
