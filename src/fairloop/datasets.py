@@ -654,13 +654,6 @@ def _label_vector(spec: DatasetSpec, values: pd.Series, file_path: Path) -> pd.S
                 f"{label.positive}; {read}); list the negative ones in label.negative",
                 source=str(file_path),
             )
-    if not positive.any() and len(values):
-        seen = sorted(map(str, values.unique()))[:5]
-        raise BadInputError(
-            f"label column '{label.column}': no row has a label.positive value {label.positive} (its values: {seen}; "
-            f"{read}, the spec's written as {written_as(label.positive)})",
-            source=str(file_path),
-        )
     return positive.astype(int).rename("label")
 
 
