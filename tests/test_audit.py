@@ -601,6 +601,7 @@ def test_a_sensitive_feature_used_as_a_model_feature_is_shown_in_the_audit(tmp_p
         spec["features"]["categorical"].append("personal_status")
     report = audit(load_dataset(spec_copy(tmp_path, "german", also_feature)), tmp_path=tmp_path)
     assert report.sensitive_used_as_features == ["sex"]
+    assert "personal_status" not in {p.feature for p in report.proxies}  # a column is no proxy of itself
     (finding,) = by_check(report, "sensitive-as-feature")
     assert finding.severity == "info" and finding.column == "personal_status"
     assert "Sensitive features also used as model features (use_as_feature): `sex`." in render_markdown(report)

@@ -623,7 +623,10 @@ def proxy_scores(spec: DatasetSpec, split: Split, sensitive: str, seed: int) -> 
     folds = StratifiedKFold(n_splits=max(2, min(5, int(counts.min()))), shuffle=True, random_state=seed)
     binary = len(classes) == 2
     scores = []
+    own_column = spec.sensitive_named(sensitive).column  # with use_as_feature it is a feature: it predicts itself
     for column in spec.features.columns:
+        if column == own_column:
+            continue
         values = split.X[column].iloc[positions]
         numeric = column in spec.features.numeric
         if numeric:
