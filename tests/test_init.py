@@ -7,7 +7,6 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -203,6 +202,11 @@ def test_an_existing_spec_is_not_overwritten_and_nothing_is_written_on_refusal(t
     with pytest.raises(BadInputError):
         draft_spec(DATA / "hmda" / "Hdma.csv.gz", output=tmp_path / "y.yaml")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.yaml"]
+
+
+def test_column_names_must_match_the_fields(tmp_path):
+    with pytest.raises(BadInputError, match=r"--columns gives 2 names but line 1 has 21 fields \(separator ' '\)"):
+        draft_spec(DATA / "german" / "german.data.gz", columns=["a", "b"], label="a", output=tmp_path / "x.yaml")
 
 
 def test_a_bad_name_is_refused(tmp_path):

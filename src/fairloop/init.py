@@ -124,6 +124,9 @@ def detect_format(path: Path, columns: list[str] | None) -> tuple[CsvFormat, dic
         header_evidence = ("csv.Sniffer.has_header: the first line looks like data; columns are named column_1 ... "
                            "(rename them here, or pass --columns)")
     width = len(next(csv.reader(lines[:1], dialect)))
+    if columns is not None and len(columns) != width:
+        raise BadInputError(f"--columns gives {len(columns)} names but line 1 has {width} fields "
+                            f"(separator {dialect.delimiter!r})", source=str(path))
     if not header and columns is None:
         columns = [f"column_{k}" for k in range(1, width + 1)]
     fmt = CsvFormat(
@@ -243,7 +246,7 @@ def _choose_label(profiles: dict[str, ColumnProfile], label: str | None, positiv
                 "cannot tell which column is the label: pass --label COLUMN"
                 + (f" (two-valued columns: {binary[:12]})" if binary else ""), source=str(path),
             )
-        label, how = named[0], f"guessed: the only two-valued column named like a label"
+        label, how = named[0], "guessed: the only two-valued column named like a label"
     else:
         how = "given with --label"
     if label not in profiles:
@@ -396,7 +399,7 @@ def draft_spec(
         spec = DatasetSpec.model_validate(yaml.safe_load(text))
         loaded = read_dataset(spec, output_path)
     except (BadInputError, ValidationError) as exc:
-        raise BadInputError(f"the drafted spec does not load ({exc}); please report this with the file's first lines",
+        raise BadInputError(f"not written: the whole file does not read with the draft: {exc}",
                             source=str(output_path)) from None
     output_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=output_path.parent, suffix=".tmp", delete=False, encoding="utf-8") as handle:
