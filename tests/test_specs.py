@@ -280,3 +280,15 @@ def test_sensitive_feature_needs_use_as_feature_and_the_flag_needs_the_feature(t
     flagged = german_variant(tmp_path, lambda s: s["sensitive"][0].update(use_as_feature=True))
     with pytest.raises(BadInputError, match=r"sensitive\[0\].use_as_feature: column 'personal_status' must also be listed"):
         load_dataset(flagged)
+
+
+def test_a_quoted_field_spanning_lines_is_not_a_field_count_mismatch(tmp_path):
+    from fairloop.datasets import CsvFormat, read_table
+
+    data = tmp_path / "quoted.csv"
+    data.write_text('id,comment,sex\n1,"fine",F\n2,"two\nlines",M\n3,"x, y",F\n4,"three\nline\nnote",M\n')
+    frame, _ = read_table(CsvFormat(), data)
+    assert frame["comment"].tolist() == ["fine", "two\nlines", "x, y", "three\nline\nnote"]
+    data.write_text('id,comment,sex\n1,"fine",F\n2,"two\nlines",M,extra\n')
+    with pytest.raises(BadInputError, match=r"the header \(line 1\) has 3 names but line 3 has 4 fields"):
+        read_table(CsvFormat(), data)

@@ -30,6 +30,7 @@ from fairloop.specfile import SpecModel, VersionedSpec, load_spec, read_yaml
 
 Scalar = str | int | float | bool
 MISSING_GROUP = "missing"
+HEAD_LINES = 20  # first lines of a file checked for layout (field counts, header, separator)
 YAML_BOOLEANS = {word: "true" for word in ("yes", "true", "on")} | {word: "false" for word in ("no", "false", "off")}
 
 
@@ -488,7 +489,7 @@ def _check_compression(file_path: Path) -> None:
         )
 
 
-def _head(file_path: Path, encoding: str, skip_rows: int, count: int = 20) -> list[tuple[int, str]]:
+def _head(file_path: Path, encoding: str, skip_rows: int, count: int = HEAD_LINES) -> list[tuple[int, str]]:
     """The first non-blank lines after the skipped ones with their 1-based line numbers (for
     diagnosing a file pandas would misread)."""
     opener = gzip.open if file_path.suffix == ".gz" else open
@@ -509,29 +510,47 @@ def _head(file_path: Path, encoding: str, skip_rows: int, count: int = 20) -> li
     return lines
 
 
-def split_fields(fmt: CsvFormat, line: str) -> list[str]:
-    """One line's fields as the spec's format reads them (csv module; a longer separator is split as text)."""
+def split_records(fmt: CsvFormat, head: list[tuple[int, str]]) -> list[tuple[int, list[str]]]:
+    """The head's records as the spec's format reads them, each with the line it starts on (the csv
+    module: a quoted field may span lines; a longer separator is split as plain text)."""
     separator = fmt.read_separator
     if len(separator) > 1:
-        return line.split(separator)
-    return next(csv.reader([line], delimiter=separator, quotechar=fmt.quote_char,
-                           skipinitialspace=fmt.read_skip_initial_space))
+        return [(number, text.split(separator)) for number, text in head]
+    reader = csv.reader((text for _, text in head), delimiter=separator, quotechar=fmt.quote_char,
+                        skipinitialspace=fmt.read_skip_initial_space)
+    records, start = [], 0
+    try:
+        for fields in reader:
+            records.append((head[start][0], fields))
+            start = reader.line_num
+    except csv.Error:  # a quote left open at the end of the head: the records before it still count
+        pass
+    return records
+
+
+def split_fields(fmt: CsvFormat, line: str) -> list[str]:
+    """One line's fields as the spec's format reads them."""
+    records = split_records(fmt, [(1, line)])
+    return records[0][1] if records else []
 
 
 def _check_field_counts(fmt: CsvFormat, head: list[tuple[int, str]], file_path: Path) -> None:
     """Names and fields must match in number: pandas otherwise shifts every column silently
     (41 names for 42 fields: the first field becomes the index, every name moves one to the right)."""
-    if not head:
+    records = split_records(fmt, head)
+    if not records:
         return
+    if len(head) >= HEAD_LINES and len(records) > 1:
+        records = records[:-1]  # the head's end may cut the last record
     if fmt.header:
-        (header_line, header_text), data = head[0], head[1:]
-        expected = len(split_fields(fmt, header_text))
+        (header_line, header_fields), data = records[0], records[1:]
+        expected = len(header_fields)
         named = f"the header (line {header_line}) has {expected} names"
     else:
-        data, expected = head, len(fmt.columns)
+        data, expected = records, len(fmt.columns)
         named = f"format.columns lists {expected} names"
-    for number, text in data:
-        fields = len(split_fields(fmt, text))
+    for number, record in data:
+        fields = len(record)
         if fields != expected:
             fix = ("add the missing name(s) to format.columns" if not fmt.header and fields > expected
                    else "remove the extra name(s) from format.columns" if not fmt.header
