@@ -209,6 +209,13 @@ def test_column_names_must_match_the_fields(tmp_path):
         draft_spec(DATA / "german" / "german.data.gz", columns=["a", "b"], label="a", output=tmp_path / "x.yaml")
 
 
+def test_a_name_another_spec_beside_it_uses_is_refused(tmp_path):
+    shutil.copy(DATASETS / "german.yaml", tmp_path / "other.yaml")
+    with pytest.raises(BadInputError, match=r"x.yaml: name: dataset name 'german' is also the name of .*other.yaml"):
+        draft_spec(DATA / "hmda" / "Hdma.csv.gz", label="deny", name="german", output=tmp_path / "x.yaml")
+    assert not (tmp_path / "x.yaml").exists()
+
+
 def test_a_bad_name_is_refused(tmp_path):
     with pytest.raises(BadInputError, match=r"--name '-hmda'"):
         draft_spec(DATA / "hmda" / "Hdma.csv.gz", label="deny", name="-hmda", output=tmp_path / "x.yaml")

@@ -393,7 +393,9 @@ class LoadedDataset:
 
 
 def load_dataset_spec(path: str | Path) -> DatasetSpec:
-    return load_spec(path, DatasetSpec)
+    spec = load_spec(path, DatasetSpec)
+    check_unique_name(Path(path), spec)
+    return spec
 
 
 def read_raw_file(spec: DatasetSpec, source: SourceFile, file_path: Path) -> pd.DataFrame:
@@ -770,7 +772,6 @@ def load_dataset(spec_path: str | Path) -> LoadedDataset:
 
 def read_dataset(spec: DatasetSpec, spec_path: Path) -> LoadedDataset:
     """Read the files of ``spec`` (a spec that is, or will be, written at ``spec_path``)."""
-    check_unique_name(spec_path, spec)
     try:
         frames, hashes = _read_labelled_files(spec, spec_path)
     except BadInputError as exc:

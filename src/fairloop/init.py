@@ -25,7 +25,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from fairloop.datasets import (
-    CsvFormat, DatasetSpec, canonical, canonical_series, load_dataset, read_dataset, read_table,
+    CsvFormat, DatasetSpec, canonical, canonical_series, check_unique_name, load_dataset, read_dataset, read_table,
 )
 from fairloop.errors import BadInputError
 from fairloop.specfile import NAME_PATTERN
@@ -401,6 +401,7 @@ def draft_spec(
     except (BadInputError, ValidationError) as exc:
         raise BadInputError(f"not written: the whole file does not read with the draft: {exc}",
                             source=str(output_path)) from None
+    check_unique_name(output_path, spec)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=output_path.parent, suffix=".tmp", delete=False, encoding="utf-8") as handle:
         handle.write(text)
