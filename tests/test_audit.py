@@ -548,3 +548,62 @@ def test_bad_spec_expectation_is_bad_input_and_writes_nothing(tmp_path, expectat
     assert result.exit_code == ExitCode.BAD_INPUT, result.stderr
     assert "audit.expectations[0]" in flat(result.stderr)
     assert not (tmp_path / "gx-cli").exists()
+
+
+# -------------------------------------------------------------------------------------------
+# Base-rate ratios, four-fifths call-outs, sensitive features used as model features
+
+
+def rates_split(rates: dict[str, float], rows_per_group: int = 4000, seed: int = 0) -> Split:
+    """Generated rows: German's feature columns resampled, groups with exactly the given positive rates."""
+    german = loaded("german").all_rows()
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(german), rows_per_group * len(rates))
+    base = german.take(picks)
+    labels = np.concatenate([(np.arange(rows_per_group) < round(rate * rows_per_group)).astype(int) for rate in rates.values()])
+    groups = np.repeat(list(rates), rows_per_group)
+    return Split(X=base.X, y=pd.Series(labels, name="label"), groups=pd.DataFrame({"sex": groups}))
+
+
+def test_a_fourfold_ratio_between_small_rates_warns_though_the_gap_is_small(tmp_path):
+    report = audit("german", rates_split({"female": 0.10, "male": 0.025}), tmp_path=tmp_path)
+    (finding,) = by_check(report, "base-rate-ratio")
+    assert finding.value == "male" and finding.column == "personal_status"
+    assert "male's positive-label rate is 0.250 times female's" in finding.message
+    assert "audit.base_rate_ratio_warn = 0.8" in finding.message and "differ by only 0.075" in finding.message
+    assert not by_check(report, "base-rate-gap")  # .075 < .10: the gap alone stayed silent
+
+
+def test_the_ratio_threshold_comes_from_the_spec(tmp_path):
+    spec = spec_copy(tmp_path, "german", lambda s: s.update(audit={"base_rate_ratio_warn": 0.2}))
+    report = audit(load_dataset(spec), rates_split({"female": 0.10, "male": 0.025}), tmp_path=tmp_path)
+    assert not by_check(report, "base-rate-ratio")
+
+
+def test_equal_rates_do_not_warn(tmp_path):
+    report = audit("german", rates_split({"female": 0.30, "male": 0.30}), tmp_path=tmp_path)
+    assert not by_check(report, "base-rate-ratio") and not by_check(report, "base-rate-gap")
+    assert not by_check(report, "four-fifths-meaningless")
+
+
+@pytest.mark.parametrize(("rates", "named"), [({"female": 0.02, "male": 0.03}, "female 0.020, male 0.030"),
+                                              ({"female": 0.97, "male": 0.99}, "female 0.970, male 0.990")])
+def test_rates_near_zero_or_one_call_the_four_fifths_rule_meaningless(tmp_path, rates, named):
+    report = audit("german", rates_split(rates), tmp_path=tmp_path)
+    (finding,) = by_check(report, "four-fifths-meaningless")
+    assert named in finding.message and "four-fifths (ratio) rule meaningless" in finding.message
+    assert "the ratio of negative-label rates is" in finding.message
+
+
+def test_a_sensitive_feature_used_as_a_model_feature_is_shown_in_the_audit(tmp_path):
+    def also_feature(spec):
+        spec["sensitive"][0]["use_as_feature"] = True
+        spec["features"]["categorical"].append("personal_status")
+    report = audit(load_dataset(spec_copy(tmp_path, "german", also_feature)), tmp_path=tmp_path)
+    assert report.sensitive_used_as_features == ["sex"]
+    assert "personal_status" not in {p.feature for p in report.proxies}  # a column is no proxy of itself
+    (finding,) = by_check(report, "sensitive-as-feature")
+    assert finding.severity == "info" and finding.column == "personal_status"
+    assert "Sensitive features also used as model features (use_as_feature): `sex`." in render_markdown(report)
+    plain = audit("german", tmp_path=tmp_path)
+    assert "(use_as_feature): none." in render_markdown(plain)

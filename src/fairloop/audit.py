@@ -129,6 +129,7 @@ class AuditReport(BaseModel):
     cells: list[GroupCell]
     base_rate_gap: float
     sensitive_features: list[SensitiveAudit]
+    sensitive_used_as_features: list[str] = []  # sensitive features the model also reads (use_as_feature)
     intersection: SensitiveAudit | None
     proxies: list[ProxyScore]
     proxy_sample_rows: int
@@ -547,17 +548,53 @@ def _sensitive_findings(audit: SensitiveAudit, spec: DatasetSpec) -> list[Findin
             message=(f"sensitive '{audit.name}' (column '{sensitive.column}'): {audit.missing_rows} row(s) have no value; "
                      f"kept as the explicit group '{MISSING_GROUP}' (spec: missing: group)"),
         ))
-    judged = [g for g in audit.groups if g.judged]
-    if (settings.base_rate_gap_warn is not None and len(judged) >= 2 and audit.base_rate_gap >= settings.base_rate_gap_warn
-            and audit.chi2_pvalue is not None and audit.chi2_pvalue < SIGNIFICANCE):
-        high, low = max(judged, key=lambda g: g.base_rate), min(judged, key=lambda g: g.base_rate)
+    if sensitive.use_as_feature:
         findings.append(Finding(
-            severity="warn", check="base-rate-gap", column=sensitive.column, value=low.group,
-            message=(f"sensitive '{audit.name}': positive-label rate differs by {audit.base_rate_gap:.3f} between groups "
-                     f"({high.group} {high.base_rate:.3f}, {low.group} {low.base_rate:.3f}; chi-square p {_pvalue(audit.chi2_pvalue)}; "
-                     f"audit.base_rate_gap_warn = {settings.base_rate_gap_warn})"),
+            severity="info", check="sensitive-as-feature", column=sensitive.column, value=audit.name,
+            message=(f"sensitive '{audit.name}' (column '{sensitive.column}') is also a model feature "
+                     "(use_as_feature: true): predictions may depend on it directly"),
+        ))
+    judged = [g for g in audit.groups if g.judged]
+    significant = audit.chi2_pvalue is not None and audit.chi2_pvalue < SIGNIFICANCE
+    if len(judged) >= 2 and significant:
+        high, low = max(judged, key=lambda g: g.base_rate), min(judged, key=lambda g: g.base_rate)
+        rates = (f"{high.group} {high.base_rate:.3f}, {low.group} {low.base_rate:.3f}; ratio "
+                 f"{'n/a' if audit.base_rate_ratio is None else f'{audit.base_rate_ratio:.3f}'}; chi-square p {_pvalue(audit.chi2_pvalue)}")
+        gap_warns = settings.base_rate_gap_warn is not None and audit.base_rate_gap >= settings.base_rate_gap_warn
+        ratio_warns = (settings.base_rate_ratio_warn is not None and audit.base_rate_ratio is not None
+                       and audit.base_rate_ratio < settings.base_rate_ratio_warn)
+        if gap_warns:
+            findings.append(Finding(
+                severity="warn", check="base-rate-gap", column=sensitive.column, value=low.group,
+                message=(f"sensitive '{audit.name}': positive-label rate differs by {audit.base_rate_gap:.3f} between groups "
+                         f"({rates}; audit.base_rate_gap_warn = {settings.base_rate_gap_warn})"),
+            ))
+        elif ratio_warns:  # a small gap between small rates can still be a several-fold difference
+            findings.append(Finding(
+                severity="warn", check="base-rate-ratio", column=sensitive.column, value=low.group,
+                message=(f"sensitive '{audit.name}': {low.group}'s positive-label rate is {audit.base_rate_ratio:.3f} times "
+                         f"{high.group}'s ({rates}; audit.base_rate_ratio_warn = {settings.base_rate_ratio_warn}), "
+                         f"although they differ by only {audit.base_rate_gap:.3f}"),
+            ))
+    floor = settings.rate_floor
+    extreme = [g for g in judged if g.base_rate < floor or g.base_rate > 1 - floor]
+    if len(judged) >= 2 and extreme:
+        listed = [f"{g.group} {g.base_rate:.3f}" for g in extreme]
+        complement = _complement_ratio(judged)
+        findings.append(Finding(
+            severity="warn", check="four-fifths-meaningless", column=sensitive.column, value=extreme[0].group,
+            message=(f"sensitive '{audit.name}': positive-label rates near 0 or 1 ({_listed(listed)}; audit.rate_floor = {floor}) "
+                     "make a four-fifths (ratio) rule meaningless: near 0 any small difference is a large ratio, near 1 "
+                     f"any ratio passes; the ratio of negative-label rates is {'n/a' if complement is None else f'{complement:.3f}'}. "
+                     "Judge differences (and their intervals), not ratios, for this feature"),
         ))
     return findings
+
+
+def _complement_ratio(groups: list[GroupSummary]) -> float | None:
+    """Lowest / highest negative-label rate: what a ratio rule sees when positive rates are near 1."""
+    negatives = [1 - g.base_rate for g in groups]
+    return None if max(negatives) == 0 else min(negatives) / max(negatives)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -586,7 +623,10 @@ def proxy_scores(spec: DatasetSpec, split: Split, sensitive: str, seed: int) -> 
     folds = StratifiedKFold(n_splits=max(2, min(5, int(counts.min()))), shuffle=True, random_state=seed)
     binary = len(classes) == 2
     scores = []
+    own_column = spec.sensitive_named(sensitive).column  # with use_as_feature it is a feature: it predicts itself
     for column in spec.features.columns:
+        if column == own_column:
+            continue
         values = split.X[column].iloc[positions]
         numeric = column in spec.features.numeric
         if numeric:
@@ -721,7 +761,7 @@ def run_audit(
         dataset=spec.name, source=source, rows=len(split), sensitive=sensitive, verdict=verdict,
         reasons=[prefix + f.message for f in findings if f.severity != "info"], findings=findings,
         expectations=expectations, groups=primary.groups, cells=primary.cells, base_rate_gap=primary.base_rate_gap,
-        sensitive_features=breakdowns, intersection=intersection, proxies=proxies, proxy_sample_rows=sample_rows,
+        sensitive_features=breakdowns, sensitive_used_as_features=spec.sensitive_used_as_features, intersection=intersection, proxies=proxies, proxy_sample_rows=sample_rows,
         proxy_method=PROXY_METHOD, settings=spec.audit, reference=f"{reference.source} ({reference.rows:,} rows)",
         gx_suite=str(project.suite_path(spec.name)), data_docs=docs,
     )
@@ -750,6 +790,8 @@ def render_markdown(report: AuditReport) -> str:
         f"## Data audit of `{report.dataset}`: **{report.verdict.upper()}**",
         f"{report.rows:,} rows{f' of {report.source}' if report.source else ''}; audited sensitive feature "
         f"`{report.sensitive}`; reference snapshot: {report.reference}.",
+        "Sensitive features also used as model features (use_as_feature): "
+        + (", ".join(f"`{name}`" for name in report.sensitive_used_as_features) or "none") + ".",
         "### Findings",
         "\n".join([f"- **{f.severity}** {f.message}" for f in report.findings] or ["- none"]),
     ]

@@ -8,10 +8,15 @@ spec, so a new dataset needs a new YAML file and no code.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import hashlib
+import math
+import warnings
+import zlib
 from dataclasses import dataclass, field, replace
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,19 +26,88 @@ from pydantic import Field, field_validator, model_validator
 from sklearn.model_selection import train_test_split
 
 from fairloop.errors import BadInputError
-from fairloop.specfile import SpecModel, VersionedSpec, load_spec
+from fairloop.specfile import SpecModel, VersionedSpec, load_spec, read_yaml
 
 Scalar = str | int | float | bool
 MISSING_GROUP = "missing"
+HEAD_LINES = 20  # first lines of a file checked for layout (field counts, header, separator)
+YAML_BOOLEANS = {word: "true" for word in ("yes", "true", "on")} | {word: "false" for word in ("no", "false", "off")}
+
+
+def canonical(value: Any) -> str:
+    """The text a raw value is compared by: numbers by their value, everything else by its text.
+
+    A spec says ``1``, ``1.0`` or ``"1"`` and a file holds ``1`` (read as a number) or ``"1"`` (read
+    as text, e.g. because the column also holds ``"n/a"``): all are the same value. YAML reads
+    ``yes``/``no``/``on``/``off`` as true/false, so those words match true/false. Other text is
+    compared as written, leading and trailing blanks removed.
+    """
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    text = str(value).strip()
+    if text.lower() in YAML_BOOLEANS:
+        return YAML_BOOLEANS[text.lower()]
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    if math.isnan(number) or math.isinf(number):
+        return text
+    return str(int(number)) if number.is_integer() and abs(number) < 2**53 else repr(number)
+
+
+def canonical_series(values: pd.Series) -> pd.Series:
+    """``canonical`` of every non-empty value (computed once per distinct value); empty stays empty."""
+    present = values.dropna()
+    mapping = {v: canonical(v) for v in pd.unique(present)}
+    return values.map(mapping, na_action="ignore")
+
+
+def read_as(values: pd.Series) -> str:
+    """How pandas read a column, in words for a message."""
+    return "numbers" if pd.api.types.is_numeric_dtype(values) else "text"
+
+
+def written_as(values: list) -> str:
+    kinds = {"numbers" if isinstance(v, int | float) and not isinstance(v, bool) else "text" for v in values}
+    return " and ".join(sorted(kinds))
 
 
 class CsvFormat(SpecModel):
-    separator: str = ","
+    separator: str = Field(",", description="field separator; ', ' (one character and blanks) reads as ',' with skip_initial_space")
     header: bool = True
     columns: list[str] | None = Field(None, description="column names, required when header is false")
-    na_values: list[str] = []
-    skip_initial_space: bool = False
+    na_values: list[str] = Field(
+        [], description="texts meaning 'no value' besides an empty field (pandas' own list, with 'NA', is not used)"
+    )
+    skip_initial_space: bool = Field(False, description="ignore blanks after each separator (files written as 'a, b')")
+    quote_char: str = Field('"', min_length=1, max_length=1, description="character that quotes a field")
     encoding: str = "utf-8"
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, encoding: str) -> str:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise ValueError(f"unknown encoding {encoding!r} (e.g. utf-8, latin-1, cp1252)") from None
+        return encoding
+
+    @field_validator("separator")
+    @classmethod
+    def _some_separator(cls, separator: str) -> str:
+        if not separator:
+            raise ValueError("the separator cannot be empty")
+        return separator
+
+    @property
+    def read_separator(self) -> str:
+        """What pandas is given: ', ' is ',' with skip_initial_space (the C parser, no regex)."""
+        return self.separator.strip() if len(self.separator.strip()) == 1 else self.separator
+
+    @property
+    def read_skip_initial_space(self) -> bool:
+        return self.skip_initial_space or self.read_separator != self.separator
 
     @model_validator(mode="after")
     def _columns_when_headerless(self) -> CsvFormat:
@@ -62,10 +136,29 @@ class LabelSpec(SpecModel):
 class SensitiveSpec(SpecModel):
     name: str
     column: str
-    values: dict[str, str] | None = Field(None, description="raw value -> group name")
+    values: dict[str, str] | None = Field(
+        None, description="raw value -> group name; keys may be numbers or text (compared by value)"
+    )
     missing: Literal["fail", "group"] = Field(
         "fail", description="rows with no value: fail the run, or form an explicit 'missing' group"
     )
+    use_as_feature: bool = Field(
+        False, description="also a model feature (list the column under features too); audited as sensitive all the same"
+    )
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _keys_as_text(cls, values: Any) -> Any:
+        """YAML reads ``{1: male}`` with a number as key: keys are raw values, compared by ``canonical``."""
+        if not isinstance(values, dict):
+            return values
+        keyed: dict[str, Any] = {}
+        for key, group in values.items():
+            text = canonical(key)
+            if text in keyed:
+                raise ValueError(f"raw values {key!r} and another key both mean {text!r}")
+            keyed[text] = group
+        return keyed
 
 
 class RowFilter(SpecModel):
@@ -86,9 +179,9 @@ class RowFilter(SpecModel):
     def mask(self, frame: pd.DataFrame) -> pd.Series:
         values = frame[self.column]
         if self.keep_in is not None:
-            return values.isin(self.keep_in)
+            return canonical_series(values).isin([canonical(v) for v in self.keep_in])
         if self.not_in is not None:
-            return ~values.isin(self.not_in) & values.notna()
+            return ~canonical_series(values).isin([canonical(v) for v in self.not_in]) & values.notna()
         low, high = self.between
         return pd.to_numeric(values, errors="coerce").between(low, high)
 
@@ -140,6 +233,14 @@ class AuditSpec(SpecModel):
     base_rate_gap_warn: float | None = Field(
         0.10, ge=0, le=1, description="warn when groups' positive rates differ by this much (and significantly)"
     )
+    base_rate_ratio_warn: float | None = Field(
+        0.80, gt=0, le=1, description="warn when the lowest group's positive rate is below this share of the highest "
+        "(and the difference is significant); 2.5% vs 10% is a ratio of 0.25"
+    )
+    rate_floor: float = Field(
+        0.05, ge=0, lt=0.5, description="positive rates below this or above 1 - this make a four-fifths (ratio) "
+        "comparison meaningless; the audit says so"
+    )
     max_categories: int = Field(1000, ge=2, description="more distinct values in a categorical feature block the run")
     not_null: list[str] = Field([], description="columns that must have no empty value")
     expectations: list[ExtraExpectation] = []
@@ -160,13 +261,6 @@ class DatasetSpec(VersionedSpec):
         description="timestamp column of production windows (monitoring); not a feature",
     )
 
-    @field_validator("name")
-    @classmethod
-    def _slug(cls, name: str) -> str:
-        if not name or not all(ch.isalnum() or ch in "-_" for ch in name):
-            raise ValueError("use letters, digits, '-' or '_' only (it names registry paths)")
-        return name
-
     @model_validator(mode="after")
     def _consistent(self) -> DatasetSpec:
         roles = sorted(f.role for f in self.files)
@@ -177,9 +271,18 @@ class DatasetSpec(VersionedSpec):
             raise ValueError(f"sensitive: duplicated names {names}")
         if self.label.column in self.features.columns:
             raise ValueError(f"features: the label column '{self.label.column}' cannot be a feature")
-        sensitive_features = sorted({s.column for s in self.sensitive} & set(self.features.columns))
-        if sensitive_features:
-            raise ValueError(f"features: sensitive columns {sensitive_features} cannot be features")
+        for position, sensitive in enumerate(self.sensitive):
+            listed = sensitive.column in self.features.columns
+            if listed and not sensitive.use_as_feature:
+                raise ValueError(
+                    f"features: sensitive column '{sensitive.column}' is listed as a feature; a sensitive column is "
+                    f"not a feature unless sensitive[{position}].use_as_feature: true says so"
+                )
+            if sensitive.use_as_feature and not listed:
+                raise ValueError(
+                    f"sensitive[{position}].use_as_feature: column '{sensitive.column}' must also be listed under "
+                    "features.numeric or features.categorical (that says how the model reads it)"
+                )
         audited = set(self.audited_columns)
         for position, column in enumerate(self.audit.not_null):
             if column not in audited:
@@ -196,6 +299,11 @@ class DatasetSpec(VersionedSpec):
     def audited_columns(self) -> list[str]:
         """Columns of the table the audit validates (``Split.to_frame``): features, 0/1 label, groups."""
         return [*self.features.columns, self.label.column, *(f"sensitive.{s.name}" for s in self.sensitive)]
+
+    @property
+    def sensitive_used_as_features(self) -> list[str]:
+        """Names of the sensitive features that are also model features (``use_as_feature``): every report says so."""
+        return [s.name for s in self.sensitive if s.use_as_feature]
 
     @property
     def primary_sensitive(self) -> str:
@@ -293,28 +401,68 @@ class LoadedDataset:
 
 
 def load_dataset_spec(path: str | Path) -> DatasetSpec:
-    return load_spec(path, DatasetSpec)
+    spec = load_spec(path, DatasetSpec)
+    check_unique_name(Path(path), spec)
+    return spec
 
 
 def read_raw_file(spec: DatasetSpec, source: SourceFile, file_path: Path) -> pd.DataFrame:
     """Parse one raw file as the spec's format says; raise BadInputError naming the file."""
     if not file_path.is_file():
         raise BadInputError(f"data file not found (spec field files.path = '{source.path}')", source=str(file_path))
-    fmt = spec.format
+    frame, head = read_table(spec.format, file_path, source.skip_rows)
+    if frame.empty:
+        raise BadInputError("file has a header but no data rows", source=str(file_path))
+    _check_layout(spec, frame, [text for _, text in head], file_path)
+    return frame
+
+
+def read_table(fmt: CsvFormat, file_path: Path, skip_rows: int = 0, nrows: int | None = None
+               ) -> tuple[pd.DataFrame, list[tuple[int, str]]]:
+    """The file as ``fmt`` reads it (every column as pandas types it), and its first lines with their
+    numbers; every problem is a BadInputError naming the file and the cause."""
+    _check_compression(file_path)
+    head = _head(file_path, fmt.encoding, skip_rows)
+    _check_field_counts(fmt, head, file_path)
+    separator = fmt.read_separator
+    options: dict[str, Any] = {"engine": "c", "low_memory": False}
+    if len(separator) > 1:  # pandas reads a longer separator as a regex, with its python engine
+        options = {"engine": "python"}
+        separator = re.escape(separator)
     try:
-        frame = pd.read_csv(
-            file_path,
-            sep=fmt.separator,
-            header=0 if fmt.header else None,
-            names=fmt.columns if not fmt.header else None,
-            na_values=fmt.na_values or None,
-            skipinitialspace=fmt.skip_initial_space,
-            skiprows=source.skip_rows or None,
-            encoding=fmt.encoding,
-            low_memory=False,
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            frame = pd.read_csv(
+                file_path,
+                sep=separator,
+                header=0 if fmt.header else None,
+                names=fmt.columns if not fmt.header else None,
+                index_col=False,  # never take a first column as the row index (it would shift every name)
+                # Only empty fields and the spec's own na_values are missing: pandas' default list would
+                # silently turn a group called "NA" or a value "n/a" into a missing value.
+                keep_default_na=False,
+                na_values=["", *fmt.na_values],
+                skipinitialspace=fmt.read_skip_initial_space,
+                quotechar=fmt.quote_char,
+                skiprows=skip_rows or None,
+                nrows=nrows,
+                encoding=fmt.encoding,
+                **options,
+            )
+        parser_warnings = [w for w in caught if issubclass(w.category, pd.errors.ParserWarning)]
+        if parser_warnings:
+            raise BadInputError(
+                f"lines of the file have different numbers of fields with separator {fmt.separator!r}"
+                f"{_separator_hint(fmt, [text for _, text in head])}",
+                source=str(file_path),
+            )
     except pd.errors.EmptyDataError:
         raise BadInputError("file is empty", source=str(file_path)) from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise BadInputError(
+            f"corrupt or truncated gzip file ({type(exc).__name__}); compress the data again or use the plain file",
+            source=str(file_path),
+        ) from None
     except UnicodeDecodeError as exc:
         raise BadInputError(
             f"not {exc.encoding} text (spec field format.encoding = '{fmt.encoding}'): byte "
@@ -323,27 +471,105 @@ def read_raw_file(spec: DatasetSpec, source: SourceFile, file_path: Path) -> pd.
             source=str(file_path),
         ) from None
     except (pd.errors.ParserError, ValueError) as exc:
-        hint = _separator_hint(fmt, _head_lines(file_path, fmt.encoding, source.skip_rows))
+        hint = _separator_hint(fmt, [text for _, text in head])
+        counts = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+        if counts:
+            expected, line, saw = counts.groups()
+            raise BadInputError(
+                f"line {int(line) + skip_rows} has {saw} fields, the lines before it {expected} "
+                f"(separator {fmt.separator!r}){hint}", source=str(file_path),
+            ) from None
+        detail = " ".join(str(exc).split())[:200]
         raise BadInputError(
-            f"cannot parse as {fmt.separator!r}-separated text: {exc}{hint}", source=str(file_path)
+            f"cannot parse as {fmt.separator!r}-separated text ({detail}){hint}", source=str(file_path)
         ) from None
-    if frame.empty:
-        raise BadInputError("file has a header but no data rows", source=str(file_path))
-    _check_layout(spec, frame, _head_lines(file_path, fmt.encoding, source.skip_rows), file_path)
-    return frame
+    return frame, head
 
 
-def _head_lines(file_path: Path, encoding: str, skip_rows: int, count: int = 20) -> list[str]:
-    """The first lines after the skipped ones, as text (for diagnosing a file pandas misread)."""
+def _check_compression(file_path: Path) -> None:
+    """A '.gz' name must hold gzip data (pandas chooses the decompression by the name)."""
+    if file_path.suffix != ".gz":
+        return
+    with file_path.open("rb") as handle:
+        magic = handle.read(2)
+    if magic != b"\x1f\x8b":
+        raise BadInputError(
+            "the file is named .gz but is not gzip-compressed: compress it (gzip -n) or drop the .gz from its name",
+            source=str(file_path),
+        )
+
+
+def _head(file_path: Path, encoding: str, skip_rows: int, count: int = HEAD_LINES) -> list[tuple[int, str]]:
+    """The first non-blank lines after the skipped ones with their 1-based line numbers (for
+    diagnosing a file pandas would misread)."""
     opener = gzip.open if file_path.suffix == ".gz" else open
-    lines: list[str] = []
-    with opener(file_path, "rt", encoding=encoding, errors="replace", newline="") as handle:
-        for number, line in enumerate(handle):
-            if number >= skip_rows:
-                lines.append(line.rstrip("\r\n"))
-            if len(lines) >= count:
-                break
+    lines: list[tuple[int, str]] = []
+    try:
+        with opener(file_path, "rt", encoding=encoding, errors="replace", newline="") as handle:
+            for number, line in enumerate(handle, start=1):
+                text = line.rstrip("\r\n")
+                if number > skip_rows and text.strip():
+                    lines.append((number, text))
+                if len(lines) >= count:
+                    break
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise BadInputError(
+            f"corrupt or truncated gzip file ({type(exc).__name__}); compress the data again or use the plain file",
+            source=str(file_path),
+        ) from None
     return lines
+
+
+def split_records(fmt: CsvFormat, head: list[tuple[int, str]]) -> list[tuple[int, list[str]]]:
+    """The head's records as the spec's format reads them, each with the line it starts on (the csv
+    module: a quoted field may span lines; a longer separator is split as plain text)."""
+    separator = fmt.read_separator
+    if len(separator) > 1:
+        return [(number, text.split(separator)) for number, text in head]
+    reader = csv.reader((text for _, text in head), delimiter=separator, quotechar=fmt.quote_char,
+                        skipinitialspace=fmt.read_skip_initial_space)
+    records, start = [], 0
+    try:
+        for fields in reader:
+            records.append((head[start][0], fields))
+            start = reader.line_num
+    except csv.Error:  # a quote left open at the end of the head: the records before it still count
+        pass
+    return records
+
+
+def split_fields(fmt: CsvFormat, line: str) -> list[str]:
+    """One line's fields as the spec's format reads them."""
+    records = split_records(fmt, [(1, line)])
+    return records[0][1] if records else []
+
+
+def _check_field_counts(fmt: CsvFormat, head: list[tuple[int, str]], file_path: Path) -> None:
+    """Names and fields must match in number: pandas otherwise shifts every column silently
+    (41 names for 42 fields: the first field becomes the index, every name moves one to the right)."""
+    records = split_records(fmt, head)
+    if not records:
+        return
+    if len(head) >= HEAD_LINES and len(records) > 1:
+        records = records[:-1]  # the head's end may cut the last record
+    if fmt.header:
+        (header_line, header_fields), data = records[0], records[1:]
+        expected = len(header_fields)
+        named = f"the header (line {header_line}) has {expected} names"
+    else:
+        data, expected = records, len(fmt.columns)
+        named = f"format.columns lists {expected} names"
+    for number, record in data:
+        fields = len(record)
+        if fields != expected:
+            fix = ("add the missing name(s) to format.columns" if not fmt.header and fields > expected
+                   else "remove the extra name(s) from format.columns" if not fmt.header
+                   else "every line needs one field per header name")
+            raise BadInputError(
+                f"{named} but line {number} has {fields} fields (separator {fmt.separator!r}): {fix}"
+                f"{_separator_hint(fmt, [t for _, t in head])}",
+                source=str(file_path),
+            )
 
 
 def _separator_hint(fmt: CsvFormat, head: list[str]) -> str:
@@ -352,7 +578,7 @@ def _separator_hint(fmt: CsvFormat, head: list[str]) -> str:
         found = csv.Sniffer().sniff("\n".join(head), delimiters=",;\t|: ").delimiter
     except csv.Error:
         return ""
-    if found == fmt.separator:
+    if found in (fmt.separator, fmt.read_separator):
         return ""
     return f"; the file looks {found!r}-separated: set format.separator to {found!r} (it is {fmt.separator!r})"
 
@@ -387,9 +613,8 @@ def _check_layout(spec: DatasetSpec, frame: pd.DataFrame, head: list[str], file_
                 "header, set format.header: false and list format.columns",
                 source=str(file_path),
             )
-        if len(fmt.separator) == 1 and head:
-            header = next(csv.reader(head[:1], delimiter=fmt.separator, skipinitialspace=fmt.skip_initial_space))
-            _check_duplicated_columns(header, frame, wanted, file_path)
+        if head:
+            _check_duplicated_columns(split_fields(fmt, head[0]), frame, wanted, file_path)
     elif fmt.columns:
         first = [str(v).strip() for v in frame.iloc[0].tolist()]
         repeated = sum(a == b for a, b in zip(first, fmt.columns))
@@ -436,14 +661,18 @@ def _label_vector(spec: DatasetSpec, values: pd.Series, file_path: Path) -> pd.S
     nulls = int(values.isna().sum())
     if nulls:
         raise BadInputError(f"label column '{label.column}' has {nulls} empty value(s)", source=str(file_path))
-    positive = values.isin(label.positive)
+    texts = canonical_series(values)
+    positive = texts.isin([canonical(v) for v in label.positive])
+    read = f"the file's values read as {read_as(values)}"
     if label.negative is not None:
-        known = positive | values.isin(label.negative)
+        known = positive | texts.isin([canonical(v) for v in label.negative])
         if not known.all():
             unknown = sorted(map(str, values[~known].unique()))[:5]
             raise BadInputError(
                 f"label column '{label.column}' has value(s) {unknown} that are in neither "
-                f"label.positive {label.positive} nor label.negative {label.negative}",
+                f"label.positive {label.positive} nor label.negative {label.negative} ({read}, the spec's "
+                f"written as {written_as([*label.positive, *label.negative])}; values are compared by value, so "
+                "1, 1.0 and '1' are the same)",
                 source=str(file_path),
             )
     else:
@@ -451,7 +680,7 @@ def _label_vector(spec: DatasetSpec, values: pd.Series, file_path: Path) -> pd.S
         if len(others) > 1:
             raise BadInputError(
                 f"label column '{label.column}' has more than two values ({others[:5]} besides "
-                f"{label.positive}); list the negative ones in label.negative",
+                f"{label.positive}; {read}); list the negative ones in label.negative",
                 source=str(file_path),
             )
     return positive.astype(int).rename("label")
@@ -459,17 +688,18 @@ def _label_vector(spec: DatasetSpec, values: pd.Series, file_path: Path) -> pd.S
 
 def _group_column(sensitive: SensitiveSpec, values: pd.Series, file_path: Path) -> pd.Series:
     if sensitive.values is not None:
-        mapped = values.map(lambda v: sensitive.values.get(str(v)) if pd.notna(v) else None)
+        mapped = canonical_series(values).map(sensitive.values)
         unmapped = values.notna() & mapped.isna()
         if unmapped.any():
             raise BadInputError(
                 f"sensitive '{sensitive.name}': value(s) {sorted(map(str, values[unmapped].unique()))[:5]} of "
-                f"column '{sensitive.column}' have no entry in sensitive.values",
+                f"column '{sensitive.column}' have no entry in sensitive.values (the file's values read as "
+                f"{read_as(values)}, the keys {sorted(sensitive.values)[:5]} compared by value)",
                 source=str(file_path),
             )
         groups = mapped
     else:
-        groups = values.where(values.isna(), values.astype(str))
+        groups = _as_text(values)
     missing = groups.isna()
     if missing.any():
         if sensitive.missing == "fail":
@@ -488,16 +718,32 @@ def _typed_features(spec: DatasetSpec, frame: pd.DataFrame, file_path: Path) -> 
         numbers = pd.to_numeric(features[column], errors="coerce")
         bad = numbers.isna() & features[column].notna()
         if bad.any():
+            first = features[column][bad].iloc[0]
             raise BadInputError(
-                f"numeric feature '{column}' has non-numeric value {features[column][bad].iloc[0]!r} "
-                f"({int(bad.sum())} row(s))",
+                f"numeric feature '{column}' has non-numeric value {first!r} ({int(bad.sum())} row(s), first at data "
+                f"row {int(bad.to_numpy().argmax()) + 1}); if {first!r} means 'no value', add it to format.na_values, "
+                "else declare the column under features.categorical",
+                source=str(file_path),
+            )
+        infinite = np.isinf(numbers.to_numpy(dtype=float))
+        if infinite.any():
+            raise BadInputError(
+                f"numeric feature '{column}' has infinite value {str(features[column][infinite].iloc[0])!r} "
+                f"({int(infinite.sum())} row(s), first at data row {int(infinite.argmax()) + 1}): no model can use it; "
+                "fix the data or add the text to format.na_values",
                 source=str(file_path),
             )
         features[column] = numbers.astype(float)
     for column in spec.features.categorical:
-        values = features[column]
-        features[column] = values.where(values.isna(), values.astype(str)).astype("str")
+        features[column] = _as_text(features[column]).astype("str")
     return features
+
+
+def _as_text(values: pd.Series) -> pd.Series:
+    """Category values as text: a numeric-coded column gives '1', not '1.0' (empty stays empty)."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        return canonical_series(values)
+    return values.where(values.isna(), values.astype(str))
 
 
 def file_sha256(path: Path) -> str:
@@ -508,10 +754,32 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def check_unique_name(spec_path: Path, spec: DatasetSpec) -> None:
+    """Refuse a spec whose name another dataset spec beside it uses: the name keys its GX suite and
+    its registry folder, so two specs of one name would overwrite each other's."""
+    for other in sorted([*spec_path.parent.glob("*.yaml"), *spec_path.parent.glob("*.yml")]):
+        if other.resolve() == spec_path.resolve():
+            continue
+        try:
+            raw = read_yaml(other)
+        except BadInputError:
+            continue  # not this spec's problem; that file fails when it is used
+        if isinstance(raw, dict) and raw.get("name") == spec.name and {"files", "label"} <= raw.keys():
+            raise BadInputError(
+                f"dataset name '{spec.name}' is also the name of {other}: names key the GX suite and the registry, "
+                "so give each dataset spec its own name",
+                source=str(spec_path), field="name",
+            )
+
+
 def load_dataset(spec_path: str | Path) -> LoadedDataset:
     """Read every file of the spec at ``spec_path`` into labelled splits by file role."""
     spec_path = Path(spec_path)
-    spec = load_dataset_spec(spec_path)
+    return read_dataset(load_dataset_spec(spec_path), spec_path)
+
+
+def read_dataset(spec: DatasetSpec, spec_path: Path) -> LoadedDataset:
+    """Read the files of ``spec`` (a spec that is, or will be, written at ``spec_path``)."""
     try:
         frames, hashes = _read_labelled_files(spec, spec_path)
     except BadInputError as exc:

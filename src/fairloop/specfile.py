@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from fairloop.errors import BadInputError
 
@@ -30,6 +31,11 @@ class VersionedSpec(SpecModel):
     version: int
     description: str = ""
 
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        return check_name(name)
+
     def content_hash(self) -> str:
         """sha256 of the validated content: any parameter change changes the hash."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
@@ -45,6 +51,88 @@ class VersionedSpec(SpecModel):
 
 SpecT = TypeVar("SpecT", bound=SpecModel)
 
+# Names reach git (tags, paths), DVC and the file system: lower-case letters, digits, '.', '_' and '-',
+# never a leading '-' (read as an option) or '.' (a hidden file, '..').
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+MAX_SPEC_BYTES = 1 << 20  # a data file is a few kB; anything near this is not one
+MAX_YAML_NODES = 100_000  # nodes after aliases are expanded: an anchor bomb stops here, before it is built
+
+
+def check_name(name: str) -> str:
+    """``name`` if it is safe as a git ref, a DVC path and a file name; else a ValueError saying why."""
+    if not NAME_PATTERN.fullmatch(name):
+        raise ValueError(
+            f"name {name!r} is not allowed: use 1 to 64 lower-case letters, digits, '.', '_' or '-', starting "
+            "with a letter or digit (it names git tags, DVC paths and files)"
+        )
+    return name
+
+
+def _expanded_size(node: yaml.Node, limit: int) -> int:
+    """How many nodes ``node`` becomes once every alias is expanded; stops counting past ``limit``.
+
+    An alias is the same node object as its anchor, so a size is computed once per node and a
+    billion-laughs document costs a few hundred steps to measure. A node reached again while
+    it is being measured is a recursive alias, refused.
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(current: yaml.Node) -> int:
+        key = id(current)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise ValueError("a recursive alias (an anchor that contains itself)")
+        open_nodes.add(key)
+        total = 1
+        if isinstance(current, yaml.SequenceNode):
+            children = current.value
+        elif isinstance(current, yaml.MappingNode):
+            children = [child for pair in current.value for child in pair]
+        else:
+            children = []
+        for child in children:
+            total += size(child)
+            if total > limit:
+                break
+        open_nodes.discard(key)
+        sizes[key] = total
+        return total
+
+    return size(node)
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse one YAML data file with bounds: at most MAX_SPEC_BYTES, at most MAX_YAML_NODES nodes with
+    aliases expanded. Raises BadInputError naming the file."""
+    size = path.stat().st_size
+    if size > MAX_SPEC_BYTES:
+        raise BadInputError(f"{size:,} bytes is too large for a data file (limit {MAX_SPEC_BYTES:,})", source=str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInputError(f"not UTF-8 text: {exc}", source=str(path)) from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        try:
+            nodes = _expanded_size(node, MAX_YAML_NODES)
+        except ValueError as exc:
+            raise BadInputError(f"refused YAML: {exc}", source=str(path)) from None
+        if nodes > MAX_YAML_NODES:
+            raise BadInputError(
+                f"refused YAML: its anchors and aliases expand to more than {MAX_YAML_NODES:,} nodes "
+                "(an alias bomb?); write the values out instead of nesting aliases", source=str(path),
+            )
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise BadInputError(f"not valid YAML: {exc}", source=str(path)) from None
+    finally:
+        loader.dispose()
+
 
 def _format_validation_error(error: ValidationError) -> str:
     lines = []
@@ -52,7 +140,8 @@ def _format_validation_error(error: ValidationError) -> str:
         field = ".".join(str(part) for part in item["loc"]) or "(top level)"
         value = item.get("input")
         shown = "" if isinstance(value, dict) else f" (got {value!r})"
-        lines.append(f"field '{field}': {item['msg']}{shown}")
+        message = item["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's ValueError
+        lines.append(f"field '{field}': {message}{shown}")
     return "; ".join(lines)
 
 
@@ -66,12 +155,7 @@ def load_spec(path: str | Path, model: type[SpecT]) -> SpecT:
     kind = model.__name__
     if not path.is_file():
         raise BadInputError(f"{kind} file not found", source=str(path))
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise BadInputError(f"not valid YAML: {exc}", source=str(path)) from None
-    except UnicodeDecodeError as exc:
-        raise BadInputError(f"not UTF-8 text: {exc}", source=str(path)) from None
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise BadInputError(f"expected a YAML mapping for a {kind}, got {type(raw).__name__}", source=str(path))
     try:
