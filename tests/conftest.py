@@ -50,6 +50,8 @@ def write_policy(directory: Path, name: str = "test-policy", **thresholds) -> Pa
 
     path = directory / f"{name}.yaml"
     settings = {key: thresholds.pop(key) for key in POLICY_SETTINGS if key in thresholds}
+    # wiring tests fit the fast post-processor, which needs the sensitive feature at prediction time
+    settings.setdefault("allow_sensitive_at_predict", True)
     path.write_text(yaml.safe_dump({"name": name, "version": 1, "thresholds": thresholds, **settings}))
     return path
 

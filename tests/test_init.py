@@ -311,7 +311,7 @@ def test_three_commands_take_a_new_csv_to_a_paused_review(tmp_path, registry_dir
     # 3. remediate (the flow the command runs), up to the review
     policy = write_policy(tmp_path, max_demographic_parity_difference=0.9, max_accuracy_drop_vs_baseline=0.5)
     run = BackgroundRun(remediation_flow, dataset=str(spec), recipe="recipes/none.yaml",
-                        constraint="constraints/threshold-dp.yaml", policy=str(policy), train_rows=1200,
+                        constraint="constraints/lr-eg-dp.yaml", policy=str(policy), train_rows=1200,
                         requested_by="pytest", review_poll_seconds=1)
     paused = run.wait_paused()
     submit_review(paused.id, {"approve": False, "reviewer": "bob", "comment": "only a test"})
