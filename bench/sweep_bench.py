@@ -49,7 +49,7 @@ def main() -> int:
     from fairloop.constraints import ConstraintTemplate, fit_candidate, load_constraint_template
     from fairloop.evaluate import evaluate
     from fairloop.frontier import frontier_report
-    from fairloop.recipes import apply_recipe, load_recipe
+    from fairloop.recipes import load_recipe
     from fairloop.sweep import fit_in_processes, load_sweep, run_sweep
 
     inputs = pipeline.load_inputs(pipeline.RunParams(dataset="datasets/adult.yaml", policy=args.policy, seed=args.seed))
@@ -59,16 +59,19 @@ def main() -> int:
     print(f"Adult: {len(splits.train):,} training, {len(splits.validation):,} validation, {len(splits.test):,} test rows; "
           f"{os.cpu_count()} cores; policy '{policy.name}'", flush=True)
 
+    mode = pipeline.decide_mode(inputs, splits)
+    print(f"evaluation: {mode.reason}", flush=True)
+
     @flow(name="sweep-benchmark")
     def parallel_sweep():
-        return run_sweep(sweep, splits, sensitive, args.seed, policy, fit_all=fit_in_processes(sweep.workers))
+        return run_sweep(sweep, splits, sensitive, args.seed, policy, mode, fit_all=fit_in_processes(sweep.workers))
 
     with prefect_test_harness(server_startup_timeout=60):
         started = time.perf_counter()
         parallel = parallel_sweep()
         parallel_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    serial = run_sweep(sweep, splits, sensitive, args.seed, policy)
+    serial = run_sweep(sweep, splits, sensitive, args.seed, policy, mode)
     serial_seconds = time.perf_counter() - started
     same = [c.validation for c in parallel.outcome.candidates] == [c.validation for c in serial.outcome.candidates]
     outcome = parallel.outcome
@@ -92,8 +95,7 @@ def main() -> int:
     }
     rows = {}
     for label, (recipe, template) in comparators.items():
-        augmented, _ = apply_recipe(splits.train, load_recipe(recipe), sensitive, args.seed)
-        model, seconds = fit_candidate(augmented, template, sensitive, args.seed)
+        model, seconds = fit_candidate(splits.train, template, sensitive, args.seed, recipe=load_recipe(recipe))
         rows[label] = {**evaluate(model, splits.test, sensitive).metrics, "fit_seconds": seconds}
     if outcome.chosen:
         chosen = outcome.result(outcome.chosen)

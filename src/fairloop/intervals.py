@@ -87,7 +87,12 @@ def _resample_metrics(y: np.ndarray, pred: np.ndarray, group_codes: np.ndarray, 
         "min_group_true_positive_rate": (
             tpr[:, counted["true_positive_rate"]].min(axis=1) if counted["true_positive_rate"].any() else np.full(n_boot, np.nan)
         ),
+        # per-group rates (for the reviewer's "what changes for whom"), counted groups only
         **{f"selection_rate[{name}]": selected[:, i] for i, name in enumerate(groups.names_for("selection_rate"))},
+        **{f"true_positive_rate[{name}]": tpr[:, counted["true_positive_rate"]][:, i]
+           for i, name in enumerate(groups.names_for("true_positive_rate"))},
+        **{f"false_positive_rate[{name}]": fpr[:, counted["false_positive_rate"]][:, i]
+           for i, name in enumerate(groups.names_for("false_positive_rate"))},
     }
 
 
