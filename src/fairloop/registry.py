@@ -268,17 +268,12 @@ class Registry:
         if entry is None:
             return None
         with self._locked():  # no promotion or rollback rewrites the files while they are read
-            self._check_files(entry)
-            return entry, load_model(self.model_path(dataset), expected_sha256=entry.model_sha256)
-
-    def _check_files(self, entry: RegistryEntry) -> None:
-        for path, expected in self.recorded_hashes(entry).items():
-            actual = file_sha256(self.root / path) if (self.root / path).is_file() else "missing"
-            if actual != expected:
+            if problems := self.check_champion(dataset):
                 raise IntegrityError(
-                    f"{self.root / path} has sha256 {actual}, but {entry.dataset} {entry.version} recorded {expected}: "
-                    "the champion's files were changed outside fairloop; run `fairloop verify` and roll back"
-                )
+                    f"the champion {dataset} {entry.version} does not match its record, refusing to use it: "
+                    + "; ".join(f"{p.path} has {p.problem.removeprefix('champion file has ')}" for p in problems)
+                    + ". Its files were changed outside fairloop: see `fairloop verify`, then roll back")
+            return entry, load_model(self.model_path(dataset), expected_sha256=entry.model_sha256)
 
     @staticmethod
     def recorded_hashes(entry: RegistryEntry) -> dict[str, str]:
@@ -351,13 +346,18 @@ class Registry:
                         if actual != expected:
                             problems.append(Problem(dataset=name, version=entry.version, path=str(stored),
                                                     problem=f"sha256 {actual}, recorded {expected} (copy of {path})"))
-            champion = self.champion(name)
-            if champion is not None:
-                for path, expected in self.recorded_hashes(champion).items():
-                    actual = file_sha256(self.root / path) if (self.root / path).is_file() else "missing"
-                    if actual != expected:
-                        problems.append(Problem(dataset=name, version=champion.version, path=str(self.root / path),
-                                                problem=f"champion file has sha256 {actual}, recorded {expected}"))
+            problems += self.check_champion(name)
+        return problems
+
+    def check_champion(self, dataset: str) -> list[Problem]:
+        """The champion's working-copy files whose bytes differ from its record."""
+        champion = self.champion(dataset)
+        problems = []
+        for path, expected in (self.recorded_hashes(champion) if champion else {}).items():
+            actual = file_sha256(self.root / path) if (self.root / path).is_file() else "missing"
+            if actual != expected:
+                problems.append(Problem(dataset=dataset, version=champion.version, path=str(self.root / path),
+                                        problem=f"champion file has sha256 {actual}, recorded {expected}"))
         return problems
 
     # -- crash recovery -------------------------------------------------------------------
@@ -386,8 +386,10 @@ class Registry:
         rwlock = self.root / ".dvc" / "tmp" / "rwlock"
         if rwlock.is_file():
             try:
-                json.loads(rwlock.read_text() or "null")["read"]
-            except (ValueError, TypeError, KeyError):  # empty or half-written: DVC refuses to run
+                valid = isinstance(json.loads(rwlock.read_text()), dict)
+            except ValueError:
+                valid = False
+            if not valid:  # empty or half-written: DVC would refuse every operation
                 rwlock.unlink()
                 removed.append(str(rwlock.relative_to(self.root)))
         return removed
