@@ -437,15 +437,15 @@ def audit(
 @user_errors
 def gate(
     model: Annotated[Path, typer.Option(help="model file (registry/<dataset>/model.joblib)")],
-    trust: Annotated[bool, typer.Option(
-        help="load model files from outside the registry: they are pickles, and loading one runs any code it "
-             "contains. Registry champions are checked against their recorded sha256 instead")] = False,
     data: Annotated[Path, typer.Option(help="labelled data file in the dataset's raw format")],
     policy: Annotated[Path, typer.Option(help="gate policy")],
     dataset: Annotated[Path, typer.Option(help="dataset spec that says how to read --data")],
     baseline: Annotated[Optional[Path], typer.Option(help="model for the *_vs_baseline gates")] = None,
     champion: Annotated[Optional[Path], typer.Option(help="model for the *_vs_champion gates")] = None,
     sensitive: Annotated[Optional[str], typer.Option()] = None,
+    trust: Annotated[bool, typer.Option(
+        help="load model files from outside the registry: they are pickles, and loading one runs any code it "
+             "contains. Registry champions are checked against their recorded sha256 instead")] = False,
 ):
     """Gate a model on labelled data with a policy: exit 0 on pass, 3 when the policy blocks it."""
     from fairloop.datasets import load_data_file

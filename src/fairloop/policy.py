@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from fairloop.evaluate import Evaluation
 from fairloop.specfile import SpecModel, VersionedSpec, load_spec
@@ -72,6 +72,19 @@ class Policy(VersionedSpec):
     approval: ApprovalRules = ApprovalRules()
     # Omitted from the content hash when absent, so existing policies keep their recorded hash.
     monitoring: Monitoring | None = Field(None, exclude_if=lambda value: value is None)
+
+    @field_validator("net_benefit_band")
+    @classmethod
+    def _band_is_an_interval(cls, band: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < band[0] < band[1] < 1:
+            raise ValueError(f"needs 0 < low < high < 1 (probability thresholds), got {list(band)}")
+        return band
+
+    @model_validator(mode="after")
+    def _gates_something(self) -> Policy:
+        if not any(value is not None for value in self.thresholds.model_dump().values()):
+            raise ValueError("thresholds: no threshold is set, so this policy would pass every candidate; set at least one")
+        return self
 
     @property
     def monitoring_settings(self) -> Monitoring:
