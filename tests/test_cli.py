@@ -15,7 +15,7 @@ from conftest import PROJECT
 from fairloop.outcomes import ExitCode
 
 COMMANDS = ["remediate", "approve", "reject", "models", "rollback", "audit", "server", "gate", "lineage", "reproduce",
-            "stage", "monitor", "serve"]
+            "stage", "monitor", "serve", "verify"]
 
 
 def fairloop(*args: str, env: dict | None = None, cwd: Path = PROJECT) -> subprocess.CompletedProcess:
