@@ -6,7 +6,6 @@ unreachable API URL: bad input is refused before any server is involved."""
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
 import shutil
 import subprocess
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import PROJECT, write_policy
+from conftest import PROJECT
 from fairloop.cli import app
 from fairloop.outcomes import ExitCode, refusal_reason
 from fairloop.registry import Registry

@@ -3,7 +3,6 @@ hundred rows), for registry, crash and bad-input tests that are about wiring, no
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +67,3 @@ def make_candidate(folder: Path, seed: int = 0) -> dict:
 
 def promote(registry, candidate: dict, reviewer: str = "ann"):
     return registry.promote(NAME, **candidate, approval={"reviewer": reviewer, "comment": "", "approved": True})
-
-
-def scratch() -> Path:
-    return Path(tempfile.mkdtemp(prefix="fairloop-tiny-"))
