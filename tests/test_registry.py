@@ -128,15 +128,16 @@ def test_a_tampered_champion_is_refused_and_reported(tmp_path, candidate):
 def test_a_tampered_cache_object_is_restored_from_the_remote_on_rollback(tmp_path, candidate):
     registry = Registry(tmp_path / "registry", tmp_path / "remote")
     promote(registry, candidate, "ann")
-    promote(registry, candidate, "ben")
+    promote(registry, {**candidate, "train": candidate["train"].iloc[:-1]}, "ben")  # v2's snapshot differs
     v1 = registry.entry(NAME, "v1")
-    model_cache = registry._cache_paths(f"refs/tags/{NAME}@v1", f"{NAME}/model.joblib")[0]
-    model_cache.chmod(0o644)
-    model_cache.write_bytes(b"not the model")
-    assert any(p.version == "v1" and "cache" in p.path for p in registry.verify(NAME))
-    model_cache.unlink()  # what DVC does with a corrupt object before fetching: gone from the cache
-    registry.rollback(NAME, "v1", reviewer="dana", reason="back to v1")
-    assert file_sha256(registry.model_path(NAME)) == v1.model_sha256
+    train_cache = registry._cache_paths(f"refs/tags/{NAME}@v1", f"{NAME}/train.csv")[0]
+    train_cache.chmod(0o644)
+    train_cache.write_bytes(b"not the training set")
+    assert [p.version for p in registry.verify(NAME)] == ["v1"]
+    registry.rollback(NAME, "v1", reviewer="dana", reason="back to v1")  # the remote still has the right bytes
+    assert file_sha256(registry.root / NAME / "train.csv") == v1.train_sha256
+    assert registry.verify() == []  # and the cache holds the right bytes again
+    assert registry.audit_log()[-1]["repaired_from_remote"] == [f"{NAME}/train.csv"]
 
 
 def test_a_pickle_that_runs_code_is_never_loaded_from_the_registry(tmp_path, candidate):

@@ -589,11 +589,9 @@ class Registry:
             _step("files-written")
             self._checkout_outputs([str(p) + ".dvc" for p in self._dvc_outputs_at(dataset)])
             _step("dvc-checked-out")
-            for path, expected in self.recorded_hashes(target).items():
-                actual = file_sha256(self.root / path)
-                if actual != expected:
-                    raise IntegrityError(f"restored {path} has sha256 {actual}, {version} recorded {expected}")
+            repaired = self._repair_from_remote(target)
             self._append_audit({"action": "rollback", "dataset": dataset, "version": version,
+                                **({"repaired_from_remote": repaired} if repaired else {}),
                                 "from_version": current.version if current else None,
                                 "reviewer": reviewer, "comment": reason})
             restored.append(target)
@@ -601,6 +599,25 @@ class Registry:
 
         self._transaction("rollback", dataset, write)
         return restored[0]
+
+    def _repair_from_remote(self, entry: RegistryEntry) -> list[str]:
+        """Check the restored files against ``entry``'s sha256; a file restored from a corrupt
+        cache object is fetched again from the remote (the corrupt object removed first).
+        Returns the paths repaired; raises if the remote's bytes do not match either."""
+        rev = f"refs/tags/{entry.dataset}@{entry.version}"
+        wrong = [path for path, expected in self.recorded_hashes(entry).items()
+                 if file_sha256(self.root / path) != expected]
+        if wrong and self.remote is not None:
+            for path in wrong:
+                self._cache_paths(rev, path)[0].unlink(missing_ok=True)
+                (self.root / path).unlink(missing_ok=True)
+            self._dvc().pull(targets=[str(self.root / path) + ".dvc" for path in wrong], force=True)
+        for path in wrong:
+            actual, expected = file_sha256(self.root / path), self.recorded_hashes(entry)[path]
+            if actual != expected:
+                raise IntegrityError(f"restored {path} has sha256 {actual}, {entry.version} recorded {expected} "
+                                     "(local cache and remote)")
+        return wrong
 
     def _dvc_outputs_at(self, dataset: str) -> list[Path]:
         """DVC outputs named by the ``.dvc`` files now checked out (before DVC restores them)."""
