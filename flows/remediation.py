@@ -212,6 +212,7 @@ def remediation(
         registry, inputs, model=models["candidate"], train=augmented.to_frame(spec.label.column),
         metrics=evaluations["candidate"].metrics, baseline_metrics=evaluations["baseline"].metrics,
         gates=[g.model_dump() for g in gates.results], lineage=lineage, approval=approval, documents=documents,
+        gated_against=champion[0].version if champion else None,
     )
     create_markdown_artifact(key="model-card", markdown=(registry.root / spec.name / "model_card.md").read_text(),
                              description=f"Model card of {spec.name} {entry.version}")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fairloop.errors import BadInputError, IntegrityError, RegistryError
-from fairloop.registry import Registry, file_sha256
+from fairloop.registry import ChampionChanged, Registry, file_sha256
 from tiny_world import NAME, make_candidate, promote
 
 
@@ -153,3 +153,14 @@ def test_a_pickle_that_runs_code_is_never_loaded_from_the_registry(tmp_path, can
     with pytest.raises(IntegrityError, match="refusing to use it"):
         registry.load_champion(NAME)
     assert not witness.exists()
+
+
+def test_a_promotion_gated_against_a_replaced_champion_is_refused_and_logged(tmp_path, candidate):
+    registry = Registry(tmp_path / "registry")
+    assert promote(registry, candidate, "ann").version == "v1"
+    approval = {"reviewer": "ben", "comment": "", "approved": True}
+    with pytest.raises(ChampionChanged, match="changed from none to v1 while this run awaited review"):
+        registry.promote(NAME, **candidate, approval=approval, gated_against=None)
+    assert [e.version for e in registry.history(NAME)] == ["v1"]
+    assert registry.audit_log()[-1]["action"] == "refused" and registry.audit_log()[-1]["reviewer"] == "ben"
+    assert registry.promote(NAME, **candidate, approval=approval, gated_against="v1").lineage.parent == "v1"

@@ -57,6 +57,7 @@ LOCK_TIMEOUT_SECONDS = 600
 # with a letter or digit (so never an option such as '-german', never '..' or a slash).
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 VERSION_PATTERN = re.compile(r"v[1-9][0-9]{0,8}")
+NOT_CHECKED = "not checked"  # promote(gated_against=...) default: no champion check (never a version name)
 
 # Called with the name of each step of a transaction as it is reached. The crash tests use it
 # to kill a real promotion at every step; it is None otherwise.
@@ -80,6 +81,10 @@ def check_version(version: str) -> str:
     if not isinstance(version, str) or not VERSION_PATTERN.fullmatch(version):
         raise BadInputError(f"{version!r} is not a version: versions are written v1, v2, ... (no leading zero)")
     return version
+
+
+class ChampionChanged(RegistryError):
+    """A promotion refused because the champion it was gated against is no longer the champion."""
 
 
 class RegistryEntry(BaseModel):
@@ -516,11 +521,15 @@ class Registry:
         approval: dict[str, Any],
         documents: Callable[[str], dict[str, str | bytes]],
         inputs_dir: Path,
+        gated_against: str | None = NOT_CHECKED,
     ) -> RegistryEntry:
         """Write a new champion version, commit and tag it; nothing is left half-written on failure.
 
         ``documents(version)`` gives the files for people (report, model card, frontier plot) by name;
         ``inputs_dir`` holds the run's input files (see ``pipeline.snapshot_inputs``).
+        ``gated_against``: the champion version (None: no champion) the run was gated and reviewed
+        against; if another promotion or a rollback changed the champion since, the promotion is
+        refused and logged, since its gates and review compared against a model no longer in place.
         """
         import joblib
 
@@ -530,6 +539,12 @@ class Registry:
         def write() -> tuple[str, str]:
             version = f"v{(self._versions_of(dataset) or [0])[-1] + 1}"
             parent = self.champion(dataset)
+            if gated_against != NOT_CHECKED and (parent.version if parent else None) != gated_against:
+                raise ChampionChanged(
+                    f"the champion of {dataset} changed from {gated_against or 'none'} to "
+                    f"{parent.version if parent else 'none'} while this run awaited review; it was gated and reviewed "
+                    f"against {gated_against or 'no champion'}, so it is not promoted: run the remediation again"
+                )
             folder = self.root / dataset
             folder.mkdir(parents=True, exist_ok=True)
             joblib.dump(model, self.model_path(dataset))
@@ -564,7 +579,12 @@ class Registry:
             written.append(entry)
             return f"Promote {dataset} {version} (approved by {approval.get('reviewer')})", f"{dataset}@{version}"
 
-        self._transaction("promote", dataset, write)
+        try:
+            self._transaction("promote", dataset, write)
+        except ChampionChanged as refused:
+            self.record_decision({"action": "refused", "dataset": dataset, "run_id": lineage.prefect_flow_run_id,
+                                  "reason": str(refused), **approval})
+            raise
         return written[0]
 
     def rollback(self, dataset: str, version: str, *, reviewer: str, reason: str) -> RegistryEntry:
