@@ -264,3 +264,14 @@ def test_fairlearn_private_probability_api_still_matches_its_predictions():
         assert rate.shape == (600,) and ((0 <= rate) & (rate <= 1)).all()
         draws = np.mean([estimator.predict(X, random_state=seed, **kwargs) for seed in range(200)], axis=0)
         assert np.abs(draws - rate).max() < 0.15 and abs(draws.mean() - rate.mean()) < 0.01
+
+
+def test_a_registry_that_does_not_exist_is_never_created_by_reading_it(world, monkeypatch):
+    missing = world["base"] / "no-registry-here"
+    for args, code, words in ((["models"], 0, ["No models"]), (["verify"], 0, ["0 version(s) of 0 dataset(s)"]),
+                              (["models", NAME], BAD, ["no dataset 'tiny'", "none yet"]),
+                              (["lineage", NAME, "v1"], BAD, ["no dataset 'tiny'"]),
+                              (["rollback", NAME, "--to", "v1", "--reviewer", "d", "--reason", "x"], BAD,
+                               ["no dataset 'tiny'"])):
+        assert_refused(world, monkeypatch, args, code, *words, registry=missing)
+        assert not missing.exists() and not (missing.parent / f".{missing.name}.lock").exists()

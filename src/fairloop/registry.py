@@ -410,7 +410,7 @@ class Registry:
             journal = json.loads(self._journal_path.read_text())
             branch = self._git("symbolic-ref", "HEAD").strip()
             head = self._git("rev-parse", "HEAD").strip()
-            what = {k: journal.get(k) for k in ("operation", "dataset", "version", "base")}
+            what = {k: journal.get(k) for k in ("operation", "dataset", "tag", "base", "commit")}
             if journal.get("commit") and head in (journal["base"], journal["commit"]):
                 self._publish(branch, journal)  # sealed: its objects are complete, finish it
                 self._reset_to(journal["commit"])
@@ -441,9 +441,9 @@ class Registry:
 
     def recover(self) -> list[dict[str, Any]]:
         """Finish or undo an interrupted operation now (every mutation also does this first)."""
+        if not self.initialised:  # nothing to recover, and nothing to create
+            return []
         with self._locked():
-            if not self.initialised:
-                return []
             notes = self._recover()
             if notes:
                 self._run("recover", None, lambda: ("Recover the registry after an interrupted operation", None), notes)
