@@ -32,6 +32,7 @@ from fairloop import monitor as core  # noqa: E402
 from fairloop import pipeline  # noqa: E402
 from fairloop.constraints import fit_candidate  # noqa: E402
 from fairloop.datasets import load_dataset_spec, read_raw_file  # noqa: E402
+from fairloop.lineage import describe_run  # noqa: E402
 from fairloop.policy import load_policy  # noqa: E402
 from fairloop.registry import Registry  # noqa: E402
 
@@ -53,7 +54,8 @@ def promote_champion(spec_path: Path, registry: Registry, constraint: str = "con
         registry.promote(
             inputs.loaded.spec.name, model, splits.train.to_frame(inputs.loaded.spec.label.column), metrics=metrics,
             baseline_metrics=metrics, gates=[],
-            lineage={"sensitive": inputs.sensitive, "seed": 0, "train_rows": None, "inputs_spec_files": copies},
+            lineage=describe_run(inputs, pipeline.audit(inputs, splits), pipeline.augment(inputs, splits)[1], run_id=None,
+                                 requested_by="bench", project_dir=PROJECT).model_copy(update={"inputs_spec_files": copies}),
             approval={"reviewer": "bench", "comment": "scratch champion, not reviewed", "approved": True},
             inputs_dir=Path(scratch), documents=lambda version: {"report.md": "scratch champion\n"},
         )

@@ -25,10 +25,10 @@ from fairloop import pipeline, sweep
 from fairloop.audit import publish_artifacts
 from fairloop.config import get_settings
 from fairloop.frontier import candidates_table, frontier_report
-from fairloop.lineage import code_version, package_versions
+from fairloop.lineage import Lineage, SweepLineage, describe_run
 from fairloop.outcomes import Outcome, refusal_reason
 from fairloop.policy import apply_gates
-from fairloop.registry import Registry, file_sha256
+from fairloop.registry import Registry
 from fairloop.report import render_html, render_model_card
 from fairloop.review import ReviewDecision, render_report
 from fairloop.runs import flow_run_url, review_commands
@@ -56,10 +56,10 @@ def publish_frontier(png: bytes, section: str, run_dir: Path, outcome: sweep.Swe
 
 
 @task(name="promote", cache_policy=NO_CACHE)
-def promote_step(registry: Registry, inputs: pipeline.Inputs, lineage: dict, **entry):
+def promote_step(registry: Registry, inputs: pipeline.Inputs, lineage: Lineage, **entry):
     with tempfile.TemporaryDirectory() as scratch:
         copies = pipeline.snapshot_inputs(inputs, Path(scratch))
-        lineage = {**lineage, "inputs_spec_files": copies}
+        lineage = lineage.model_copy(update={"inputs_spec_files": copies})
         return registry.promote(inputs.loaded.spec.name, inputs_dir=Path(scratch), lineage=lineage, **entry)
 
 
@@ -200,23 +200,15 @@ def remediation(
         registry.record_decision({**record, "action": "reject", **approval})
         return Cancelled(name=Outcome.REJECTED.value, message=f"rejected by {decision.reviewer}: {decision.comment}")
 
-    lineage = {
-        "dataset": {"name": spec.name, "version": spec.version, "spec_path": dataset,
-                    "spec_sha256": spec.content_hash(), "data_sha256": inputs.loaded.data_sha256,
-                    "files": inputs.loaded.files_sha256},
-        "recipe": inputs.recipe.identity(inputs.params.recipe), "constraint": template.identity(inputs.params.constraint),
-        "policy": inputs.policy.identity(policy), "sensitive": sensitive, "seed": seed, "train_rows": train_rows,
-        "augment": augment_report.model_dump(), "audit": audit.model_dump(), "code": code_version(settings.project_dir),
-        "evaluation": mode.model_dump(),
-        "packages": package_versions(), "prefect_flow_run_id": run_id, "requested_by": requested_by,
-    }
-    if swept is not None:
-        lineage["sweep"] = {**sweep_spec.identity(sweep_file), "chosen": swept.outcome.chosen,
-                            "template_file": chosen.template_path, "explanation": swept.outcome.explanation,
-                            "candidates": [c.model_dump(include={"name", "validation", "test", "fit_seconds"})
-                                           for c in swept.outcome.candidates]}
-    if extra_training_data:
-        lineage["extra_training_data"] = {"path": extra_training_data, "sha256": file_sha256(Path(extra_training_data))}
+    lineage = describe_run(
+        inputs, audit, augment_report, run_id=run_id, requested_by=requested_by, project_dir=settings.project_dir,
+        evaluation=mode, accepted_inconclusive=approval.get("accepted_inconclusive"),
+        sweep=None if swept is None else SweepLineage(
+            **sweep_spec.identity(sweep_file), chosen=swept.outcome.chosen, template_file=chosen.template_path,
+            explanation=swept.outcome.explanation,
+            candidates=[c.model_dump(include={"name", "validation", "test", "fit_seconds"}) for c in swept.outcome.candidates]),
+    )
+
     def documents(version: str) -> dict[str, str | bytes]:
         model_card = render_model_card(
             dataset=spec.name, description=spec.description, provenance=spec.provenance, version=version,
@@ -232,6 +224,7 @@ def remediation(
         registry, inputs, model=models["candidate"], train=augmented.to_frame(spec.label.column),
         metrics=evaluations["candidate"].metrics, baseline_metrics=evaluations["baseline"].metrics,
         gates=[g.model_dump() for g in gates.results], lineage=lineage, approval=approval, documents=documents,
+        gated_against=champion[0].version if champion else None,
     )
     create_markdown_artifact(key="model-card", markdown=(registry.root / spec.name / "model_card.md").read_text(),
                              description=f"Model card of {spec.name} {entry.version}")

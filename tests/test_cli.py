@@ -15,7 +15,7 @@ from conftest import PROJECT
 from fairloop.outcomes import ExitCode
 
 COMMANDS = ["remediate", "approve", "reject", "models", "rollback", "audit", "server", "gate", "lineage", "reproduce",
-            "stage", "monitor", "serve"]
+            "stage", "monitor", "serve", "verify"]
 
 
 def fairloop(*args: str, env: dict | None = None, cwd: Path = PROJECT) -> subprocess.CompletedProcess:
@@ -109,9 +109,9 @@ def test_models_on_an_empty_registry_says_so(isolated):
     assert result.returncode == 0 and "No models" in result.stdout
 
 
-def test_rollback_to_an_unknown_version_is_an_error(isolated):
-    result = fairloop("rollback", "adult", "--to", "v9", "--reviewer", "dana", env=isolated)
-    assert result.returncode == ExitCode.FAILED and "no version 'v9'" in result.stderr
+def test_rollback_to_an_unknown_version_is_bad_input(isolated):
+    result = fairloop("rollback", "adult", "--to", "v9", "--reviewer", "dana", "--reason", "test", env=isolated)
+    assert result.returncode == ExitCode.BAD_INPUT and "no dataset 'adult'" in result.stderr
 
 
 def test_audit_command_passes_on_german(isolated):
@@ -146,10 +146,11 @@ def test_gate_command_passes_a_fair_model_and_blocks_an_unfair_one(adult_models,
 
     policy = write_policy(tmp_path, max_demographic_parity_difference=0.08, max_accuracy_drop_vs_baseline=0.05)
     fair = fairloop("gate", "--model", str(adult_models / "candidate.joblib"), "--baseline",
-                    str(adult_models / "baseline.joblib"), "--policy", str(policy), *GATE_DATA)
+                    str(adult_models / "baseline.joblib"), "--policy", str(policy), "--trust", *GATE_DATA)
     assert fair.returncode == 0, fair.stdout + fair.stderr
     assert fair.stdout.count("│ pass ") == 2 and fair.stdout.rstrip().endswith("pass")  # both gates
-    unfair = fairloop("gate", "--model", str(adult_models / "baseline.joblib"), "--policy", str(policy), *GATE_DATA)
+    unfair = fairloop("gate", "--model", str(adult_models / "baseline.joblib"), "--policy", str(policy), "--trust",
+                      *GATE_DATA)
     assert unfair.returncode == ExitCode.GATE_FAILED
     assert "blocked: demographic_parity_difference" in " ".join(unfair.stderr.split())
 
@@ -159,5 +160,5 @@ def test_gate_command_bad_inputs(adult_models, tmp_path):
     not_a_model.write_text("hello")
     for model, expected in ((tmp_path / "missing.joblib", "model file not found"),
                             (not_a_model, "not a readable model file")):
-        result = fairloop("gate", "--model", str(model), "--policy", "policies/default.yaml", *GATE_DATA)
+        result = fairloop("gate", "--model", str(model), "--policy", "policies/default.yaml", "--trust", *GATE_DATA)
         assert result.returncode == ExitCode.BAD_INPUT and expected in result.stderr and str(model.name) in result.stderr

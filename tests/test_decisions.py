@@ -256,7 +256,7 @@ def test_inconclusive_gates_need_an_explicit_acceptance_and_the_crossfit_choice_
     entry = registry.champion("accept")
     accepted = entry.approval["accepted_inconclusive"]
     assert accepted["reviewer"] == "alice" and "max_demographic_parity_difference" in accepted["gates"]
-    assert entry.lineage["evaluation"]["mode"] == "crossfit"
+    assert entry.lineage.evaluation.mode == "crossfit"
     assert "Accepted the risk of inconclusive gates" in (registry.root / "accept" / "model_card.md").read_text()
     result = CliRunner().invoke(app, ["reproduce", "accept", entry.version])
     assert result.exit_code == 0, result.output

@@ -11,7 +11,6 @@ import sys
 import threading
 from pathlib import Path
 
-import joblib
 import pytest
 import yaml
 
@@ -51,13 +50,13 @@ def registry(tmp_path_factory, remediation_flow, prefect_server):
 def test_three_promotions_form_a_lineage(registry):
     history = registry.history("adult")
     assert [e.version for e in history] == ["v1", "v2", "v3"]
-    assert [e.lineage["parent"] for e in history] == [None, "v1", "v2"]
-    assert [e.lineage["seed"] for e in history] == [0, 1, 2]
-    assert [e.lineage["recipe"]["name"] for e in history] == ["none", "oversample-base-rates", "reweigh"]
+    assert [e.lineage.parent for e in history] == [None, "v1", "v2"]
+    assert [e.lineage.seed for e in history] == [0, 1, 2]
+    assert [e.lineage.recipe.name for e in history] == ["none", "oversample-base-rates", "reweigh"]
     assert len({e.model_sha256 for e in history}) == 3
     for entry in history:
-        assert entry.lineage["packages"]["fairlearn"].startswith("0.15")
-        assert entry.lineage["code"]["git_commit"]
+        assert entry.lineage.packages["fairlearn"].startswith("0.15")
+        assert entry.lineage.code.git_commit
         assert entry.approval["reviewer"] == f"reviewer-{entry.version}"
     from dvc.repo import Repo
 
@@ -136,7 +135,7 @@ def test_dvc_repro_reaches_the_flows_metrics(registry, tmp_path):
 def test_concurrent_promotions_both_complete_consistently(registry, tmp_path):
     v1 = registry.entry("adult", "v1")
     inputs = registry.materialize_inputs("adult", "v1", tmp_path / "inputs")
-    model = joblib.load(registry.model_path("adult"))
+    model = registry.load_champion("adult")[1]
     train = __import__("pandas").read_csv(registry.root / "adult" / "train.csv")
     errors = []
 

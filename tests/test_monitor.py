@@ -20,6 +20,7 @@ import yaml
 from conftest import PROJECT
 from fairloop import monitor as core
 from fairloop import pipeline
+from fairloop.lineage import describe_run
 from fairloop.constraints import fit_candidate
 from fairloop.datasets import load_dataset, load_dataset_spec, make_splits
 from fairloop.errors import BadInputError
@@ -72,7 +73,9 @@ def world(tmp_path_factory):
     with tempfile.TemporaryDirectory() as scratch:
         copies = pipeline.snapshot_inputs(inputs, Path(scratch))
         registry.promote("compas", model, splits.train.to_frame(spec.label.column), metrics=metrics, baseline_metrics=metrics,
-                         gates=[], lineage={"sensitive": "race", "seed": 0, "train_rows": None, "inputs_spec_files": copies},
+                         gates=[], lineage=describe_run(inputs, pipeline.audit(inputs, splits), pipeline.augment(inputs, splits)[1],
+                                                        run_id=None, requested_by="pytest", project_dir=PROJECT
+                                                        ).model_copy(update={"inputs_spec_files": copies}),
                          approval={"reviewer": "pytest", "comment": "monitor fixture", "approved": True},
                          inputs_dir=Path(scratch), documents=lambda version: {"report.md": "monitor fixture\n"})
     stream = core.read_window(spec, _write(folder / "stream.csv", stream_part))

@@ -316,4 +316,4 @@ def test_only_a_reviewer_with_credentials_can_approve_and_does_so_in_the_ui(
     entry = Registry(registry_dir).champion("adult")
     assert entry.version == "v1"
     assert entry.approval == {"reviewer": "dana", "comment": "Approved in the UI: DPD within policy", "approved": True}
-    assert entry.lineage["prefect_flow_run_id"] == str(paused.id)
+    assert entry.lineage.prefect_flow_run_id == str(paused.id)

@@ -132,10 +132,10 @@ def test_sweep_run_promotes_the_chosen_candidate_with_its_frontier(
 
     registry = Registry(registry_dir)
     entry = registry.champion("adult")
-    chosen = entry.lineage["sweep"]["chosen"]
-    assert entry.lineage["sweep"]["name"] == "test-sweep" and len(entry.lineage["sweep"]["candidates"]) == 3
+    chosen = entry.lineage.sweep.chosen
+    assert entry.lineage.sweep.name == "test-sweep" and len(entry.lineage.sweep.candidates) == 3
     assert chosen in ("none+threshold-dp@0.02", "none+threshold-dp@0.05")
-    assert entry.lineage["recipe"]["name"] == "none" and entry.lineage["constraint"]["name"] == "threshold-dp"
+    assert entry.lineage.recipe.name == "none" and entry.lineage.constraint.name == "threshold-dp"
     stored_template = yaml.safe_load((registry.root / "adult" / "inputs" / "constraint.yaml").read_text())
     assert f"@{stored_template['bound']:g}" in chosen  # the swept bound, not the file's own 0.02 by accident
     assert (registry.root / "adult" / "frontier.png").read_bytes().startswith(PNG_MAGIC)

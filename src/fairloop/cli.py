@@ -7,6 +7,7 @@ import getpass
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections import Counter
 from contextlib import contextmanager
@@ -35,6 +36,8 @@ DEFAULT_CONSTRAINT = "constraints/gs-dp.yaml"
 DEFAULT_POLICY = "policies/default.yaml"
 RUN_TAG_ENV = "FAIRLOOP_RUN_TAG"
 TRAINING_TIMEOUT_SECONDS = 3600
+RUN_START_TIMEOUT_SECONDS = 600  # --no-wait: how long the background process may take to create its flow run
+RUN_START_POLL_SECONDS = 1.0
 
 
 def user_errors(command):
@@ -129,9 +132,9 @@ def remediate(
         help="sweep file (e.g. constraints/sweeps/default.yaml): fit its recipe x template candidates in "
              "parallel and take the most accurate that passes the policy on validation")] = None,
     sensitive: Annotated[Optional[str], typer.Option(help="sensitive feature (default: the spec's first)")] = None,
-    train_rows: Annotated[Optional[int], typer.Option(help="subsample the training pool (quick runs)")] = None,
-    seed: int = 0,
-    approval_timeout: Annotated[Optional[int], typer.Option(help="seconds to wait for review (default: policy's)")] = None,
+    train_rows: Annotated[Optional[int], typer.Option(min=1, help="subsample the training pool (quick runs)")] = None,
+    seed: Annotated[int, typer.Option(min=0, help="seed of splits, samplers and learners")] = 0,
+    approval_timeout: Annotated[Optional[int], typer.Option(min=1, help="seconds to wait for review (default: policy's)")] = None,
     wait: Annotated[bool, typer.Option(help="--no-wait returns once the run awaits review")] = True,
 ):
     """Run one remediation: audit, augment, retrain (one candidate or a sweep), evaluate, gate, await review, promote."""
@@ -167,10 +170,16 @@ def launch_detached(settings: Settings) -> ExitCode:
         )
     with console.status("Running audit, augmentation, training and gates...") as status:
         run = None
+        deadline = time.monotonic() + RUN_START_TIMEOUT_SECONDS
         while run is None:
             if child.poll() is not None:
                 err.print(f"[red]the run exited early (code {child.returncode}); see {log_path}[/red]")
                 return ExitCode(child.returncode) if child.returncode in ExitCode._value2member_map_ else ExitCode.FAILED
+            if time.monotonic() > deadline:
+                err.print(f"[red]no flow run appeared within {RUN_START_TIMEOUT_SECONDS}s (process {child.pid} still "
+                          f"running); see {log_path}[/red]")
+                return ExitCode.FAILED
+            time.sleep(RUN_START_POLL_SECONDS)
             run = find_tagged_run(tag)
         status.update(f"Flow run {run.name} ({run.id})...")
         run = wait_for_flow_run(
@@ -185,8 +194,18 @@ def launch_detached(settings: Settings) -> ExitCode:
 
 
 def _review(run_id: str, reviewer: str, comment: str, approve: bool, wait_seconds: int) -> ExitCode:
-    from fairloop.runs import read_flow_run, submit_review, wait_for_flow_run
+    import uuid as uuid_module
 
+    from fairloop.runs import flow_run_url, read_flow_run, submit_review, wait_for_flow_run
+
+    try:
+        uuid_module.UUID(run_id)
+    except ValueError:
+        raise BadInputError(f"'{run_id}' is not a flow run id (a UUID)", field="RUN_ID") from None
+    if not reviewer.strip():
+        raise BadInputError("a reviewer name is required", field="--reviewer")
+    if not approve and not comment.strip():
+        raise BadInputError("a rejection needs a comment saying why (it is audited)", field="--comment")
     settings = get_settings()
     with prefect_server(settings):
         submit_review(run_id, {"approve": approve, "reviewer": reviewer, "comment": comment})
@@ -198,8 +217,10 @@ def _review(run_id: str, reviewer: str, comment: str, approve: bool, wait_second
             err.print("[red]the run refused this reviewer and is still awaiting review (see the run's logs)[/red]")
             return ExitCode.FAILED
         if not run.state.is_final():
-            console.print(f"The run is still {run.state.name}; follow it in the UI.")
-            return ExitCode.PROMOTED
+            err.print(f"[red]the decision was delivered, but after {wait_seconds}s the run is still {run.state.name}[/red]: "
+                      f"its flow process may have died. Nothing is promoted until it ends; check it in the UI "
+                      f"({escape(flow_run_url(run_id))}) and `fairloop models`.", soft_wrap=True)
+            return ExitCode.FAILED
         return exit_for_state(read_flow_run(run_id).state, run_id)
 
 
@@ -209,7 +230,7 @@ def approve(
     run_id: str,
     reviewer: Annotated[str, typer.Option(help="your name, as the policy lists reviewers")],
     comment: Annotated[str, typer.Option()] = "",
-    wait_seconds: Annotated[int, typer.Option(help="how long to wait for the promotion")] = 600,
+    wait_seconds: Annotated[int, typer.Option(min=1, help="how long to wait for the promotion")] = 600,
 ):
     """Approve a run that awaits review (the same call as the UI's Resume form)."""
     raise typer.Exit(_review(run_id, reviewer, comment, True, wait_seconds))
@@ -221,7 +242,7 @@ def reject(
     run_id: str,
     reviewer: Annotated[str, typer.Option(help="your name")],
     comment: Annotated[str, typer.Option(help="why: recorded in the audit log")],
-    wait_seconds: int = 120,
+    wait_seconds: Annotated[int, typer.Option(min=1, help="how long to wait for the run to end")] = 120,
 ):
     """Reject a run that awaits review; nothing is promoted and the comment is recorded."""
     raise typer.Exit(_review(run_id, reviewer, comment, False, wait_seconds))
@@ -235,27 +256,36 @@ def models(dataset: Annotated[Optional[str], typer.Argument(help="dataset name; 
 
     settings = get_settings()
     registry = Registry(settings.registry_path, settings.remote_path)
-    names = [dataset] if dataset else registry.datasets()
+    names = [registry.check_dataset(dataset)] if dataset else registry.datasets()
     if not names:
         console.print(f"No models in the registry at {registry.root} yet.")
         return
+    mismatched = [p for name in names for p in registry.check_champion(name)]
     for name in names:
         champion = registry.champion(name)
-        table = Table(title=f"{name}: champion {champion.version if champion else 'none'}  ({registry.root})")
+        flag = " [red]FILES DO NOT MATCH THE RECORD[/red]" if any(p.dataset == name for p in mismatched) else ""
+        table = Table(title=f"{name}: champion {champion.version if champion else 'none'}{flag}  ({registry.root})")
         for column in ("", "version", "promoted", "recipe", "constraint", "accuracy", "DPD", "EOD", "gates", "reviewer"):
             table.add_column(column)
         for entry in registry.history(name):
             lineage, metrics = entry.lineage, entry.metrics
             table.add_row(
                 "*" if champion and entry.version == champion.version else "", entry.version, entry.promoted_at,
-                f"{lineage['recipe']['name']} v{lineage['recipe']['version']}",
-                f"{lineage['constraint']['name']} v{lineage['constraint']['version']}",
+                f"{lineage.recipe.name} v{lineage.recipe.version}",
+                f"{lineage.constraint.name} v{lineage.constraint.version}",
                 f"{metrics['accuracy']:.4f}", f"{metrics['demographic_parity_difference']:.4f}",
                 f"{metrics['equalized_odds_difference']:.4f}",
                 ", ".join(f"{n} {v}" for v, n in sorted(Counter(g["verdict"] for g in entry.gates).items())),
                 entry.approval.get("reviewer", ""),
             )
         console.print(table)
+    for problem in mismatched:
+        err.print(f"[red]{escape(problem.dataset)} {problem.version}:[/red] {escape(problem.path)}: {escape(problem.problem)}",
+                  soft_wrap=True)
+    if mismatched:
+        err.print("[red]a champion's files were changed outside fairloop: runs and monitors refuse it; "
+                  "see `fairloop verify` and roll back[/red]")
+        raise typer.Exit(ExitCode.FAILED)
 
 
 @app.command()
@@ -264,7 +294,7 @@ def rollback(
     dataset: str,
     to: Annotated[str, typer.Option("--to", help="version to restore, e.g. v1")],
     reviewer: Annotated[str, typer.Option(help="who decides the rollback (audited)")],
-    reason: Annotated[str, typer.Option(help="why (audited)")] = "",
+    reason: Annotated[str, typer.Option(help="why (audited; required)")],
 ):
     """Make an earlier version the champion again, model and data restored byte-identical."""
     from fairloop.registry import Registry
@@ -304,6 +334,29 @@ def reproduce(dataset: str, version: str):
                   f"max |difference|: {result.max_abs_difference:.2e}")
     console.print("[green]reproduced[/green]" if result.matches else "[red]does not match[/red]")
     raise typer.Exit(0 if result.matches else ExitCode.FAILED)
+
+
+@app.command()
+@user_errors
+def verify(dataset: Annotated[Optional[str], typer.Argument(help="dataset name; all when omitted")] = None):
+    """Check every version's files (DVC cache and remote) and each champion against the recorded sha256: exit 1 on a mismatch."""
+    from fairloop.registry import Registry
+
+    settings = get_settings()
+    registry = Registry(settings.registry_path, settings.remote_path)
+    for note in registry.recover():
+        err.print(f"[yellow]recovered:[/yellow] {escape(note['detail'])}")
+    names = [registry.check_dataset(dataset)] if dataset else registry.datasets()
+    problems = registry.verify(dataset)
+    for problem in problems:
+        err.print(f"[red]{escape(problem.dataset)} {problem.version}:[/red] {escape(problem.path)}: {escape(problem.problem)}",
+                  soft_wrap=True)
+    versions = sum(len(registry.history(name)) for name in names)
+    if problems:
+        err.print(f"[red]{len(problems)} problem(s)[/red] in {versions} version(s) of {len(names)} dataset(s) at {registry.root}")
+        raise typer.Exit(ExitCode.FAILED)
+    console.print(f"[green]ok[/green]: {versions} version(s) of {len(names)} dataset(s) match their recorded sha256 "
+                  f"(working copy, DVC cache{' and remote' if registry.remote else ''}) at {registry.root}")
 
 
 @app.command()
@@ -386,6 +439,9 @@ def audit(
     from fairloop.datasets import load_data_file
     from fairloop.datasets import load_dataset, load_dataset_spec
 
+    if output is not None and (output.is_dir() or not output.parent.is_dir()):
+        raise BadInputError("is a directory, not a file" if output.is_dir() else "its folder does not exist",
+                            source=str(output), field="--output")
     spec = load_dataset_spec(dataset)
     if sensitive:
         spec.sensitive_named(sensitive)
@@ -431,19 +487,29 @@ def gate(
     baseline: Annotated[Optional[Path], typer.Option(help="model for the *_vs_baseline gates")] = None,
     champion: Annotated[Optional[Path], typer.Option(help="model for the *_vs_champion gates")] = None,
     sensitive: Annotated[Optional[str], typer.Option()] = None,
+    trust: Annotated[bool, typer.Option(
+        help="load model files from outside the registry: they are pickles, and loading one runs any code it "
+             "contains. Registry champions are checked against their recorded sha256 instead")] = False,
 ):
     """Gate a model on labelled data with a policy: exit 0 on pass, 3 when the policy blocks it."""
     from fairloop.datasets import load_data_file
     from fairloop.model import load_model
     from fairloop.pipeline import evaluate_models
     from fairloop.policy import apply_gates, load_policy
+    from fairloop.registry import Registry
 
     gate_policy = load_policy(policy)
     spec, split = load_data_file(dataset, data)
     sensitive = sensitive or spec.primary_sensitive
     spec.sensitive_named(sensitive)
-    models = {name: load_model(path) for name, path in
-              (("candidate", model), ("baseline", baseline), ("champion", champion)) if path is not None}
+    settings = get_settings()
+    registry = Registry(settings.registry_path, settings.remote_path)
+    files = {name: path for name, path in (("candidate", model), ("baseline", baseline), ("champion", champion)) if path}
+    recorded = {name: registry.recorded_sha256(path) for name, path in files.items()}
+    if trust and any(sha is None for sha in recorded.values()):
+        err.print("[yellow]warning: --trust: unpickling model files from outside the registry runs any code they "
+                  "contain; use it only for files from a source you trust[/yellow]")
+    models = {name: load_model(path, expected_sha256=recorded[name], trust=trust) for name, path in files.items()}
     evaluations = evaluate_models(models, split, sensitive, gate_policy)
     report = apply_gates(gate_policy, evaluations, needs_sensitive_at_predict=models["candidate"].needs_sensitive_at_predict)
     table = Table(title=f"policy {gate_policy.name} v{gate_policy.version} on {data} ({len(split)} rows, {sensitive})")

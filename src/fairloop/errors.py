@@ -26,3 +26,7 @@ class RegistryError(FairloopError):
 
 class ServerError(FairloopError):
     """The Prefect server could not be reached, started, or refused a request."""
+
+
+class IntegrityError(FairloopError):
+    """A file's bytes differ from the sha256 recorded for it: changed, tampered or half-written."""

@@ -19,7 +19,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
-from fairloop.errors import BadInputError
+from fairloop.errors import BadInputError, IntegrityError
 
 if TYPE_CHECKING:
     from fairloop.evaluate import Predictions
@@ -124,7 +124,7 @@ class FairModel:
         """Decisions, the probability that each decision is positive, and the scorer's scores.
 
         For the randomised mitigators the decision probability is the probability that the
-        randomised classifier predicts 1 (Fairlearn's ``_pmf_predict``), the quantity their
+        randomised classifier predicts 1 (:func:`randomized_positive_rate`), the quantity their
         decisions are drawn from.
         """
         from fairloop.evaluate import Predictions
@@ -135,8 +135,7 @@ class FairModel:
         sensitive = self._sensitive_kwargs(groups)
         if self.method in ("exponentiated_gradient", "threshold_optimizer"):
             decisions = self.estimator.predict(estimator_input, random_state=self.random_state, **sensitive)
-            # a weighted sum of predictors' outputs: float error can land at 1 + 2e-16
-            probabilities = np.clip(np.asarray(self.estimator._pmf_predict(estimator_input, **sensitive))[:, 1], 0.0, 1.0)
+            probabilities = randomized_positive_rate(self.estimator, estimator_input, **sensitive)
         else:
             decisions = self.estimator.predict(estimator_input)
             probabilities = scores
@@ -150,19 +149,51 @@ class FairModel:
         return self.predictions(X, groups).probabilities
 
 
-def load_model(path) -> FairModel:
+def randomized_positive_rate(estimator, matrix: np.ndarray, **kwargs) -> np.ndarray:
+    """P(predict = 1) of a Fairlearn ExponentiatedGradient or ThresholdOptimizer.
+
+    Fairlearn 0.15 has no public API for it: this is the one place that calls the private
+    ``_pmf_predict`` (tests/test_hostile_inputs.py checks it against the randomised predictions,
+    so a Fairlearn upgrade that changes it fails loudly).
+    """
+    pmf_predict = getattr(estimator, "_pmf_predict", None)
+    if pmf_predict is None:
+        raise RuntimeError(f"{type(estimator).__name__} has no _pmf_predict: Fairlearn changed its private API")
+    # a weighted sum of predictors' outputs: float error can land at 1 + 2e-16
+    return np.clip(np.asarray(pmf_predict(matrix, **kwargs))[:, 1], 0.0, 1.0)
+
+
+def load_model(path, *, expected_sha256: str | None = None, trust: bool = False) -> FairModel:
     """Load a model file written by fairloop (``registry/<dataset>/model.joblib``).
 
-    Only load files you trust: joblib files are pickles and run code when loaded.
+    joblib files are pickles: unpickling runs whatever code the file names. So a file is
+    unpickled only if its bytes match ``expected_sha256`` (what the registry recorded at
+    promotion) or the caller explicitly ``trust``s it; the bytes checked are the bytes loaded.
     """
-    import joblib
+    import hashlib
+    import io
     from pathlib import Path
+
+    import joblib
 
     path = Path(path)
     if not path.is_file():
         raise BadInputError("model file not found", source=str(path))
+    if expected_sha256 is None and not trust:
+        raise BadInputError(
+            "not a model of the registry, and model files are pickles: loading one runs any code it contains. "
+            "Pass --trust only if you trust where the file came from",
+            source=str(path),
+        )
+    data = path.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    if expected_sha256 is not None and actual != expected_sha256:
+        raise IntegrityError(
+            f"{path} has sha256 {actual}, but the registry recorded {expected_sha256}: "
+            "refusing to load a model changed since promotion (run `fairloop verify`)"
+        )
     try:
-        model = joblib.load(path)
+        model = joblib.load(io.BytesIO(data))
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
         raise BadInputError(f"not a readable model file ({type(exc).__name__}: {exc})", source=str(path)) from None
     if not isinstance(model, FairModel):

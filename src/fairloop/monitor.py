@@ -673,7 +673,7 @@ def load_champion(registry, spec: DatasetSpec) -> Champion:
             f"no champion for dataset '{spec.name}' in the registry at {registry.root} (datasets with a champion: {known})"
         )
     entry, model = loaded
-    sensitive = entry.lineage.get("sensitive") or spec.primary_sensitive
+    sensitive = entry.lineage.sensitive
     reference = reference_rows(spec, registry.root / spec.name / "train.csv")
     reference = replace(reference, predictions=model.predict(reference.X, reference.groups))
     return Champion(version=entry.version, sensitive=sensitive, model=model, reference=reference)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +22,9 @@ from fairloop.intervals import bootstrap_intervals
 from fairloop.model import FairModel
 from fairloop.policy import Policy, load_policy
 from fairloop.recipes import AugmentReport, Recipe, apply_recipe, load_recipe
+
+if TYPE_CHECKING:
+    from fairloop.lineage import Lineage
 
 
 @dataclass(frozen=True)
@@ -140,14 +144,14 @@ def with_intervals(
     return {name: ev.model_copy(update={"intervals": intervals[name]}) for name, ev in evaluations.items()}
 
 
-def recorded_params(lineage: dict, inputs_dir: Path) -> RunParams:
+def recorded_params(lineage: Lineage, inputs_dir: Path) -> RunParams:
     """The RunParams of a registry entry, pointing at its stored copies of the inputs."""
     return RunParams(
         dataset=str(inputs_dir / "dataset.yaml"), recipe=str(inputs_dir / "recipe.yaml"),
         constraint=str(inputs_dir / "constraint.yaml"), policy=str(inputs_dir / "policy.yaml"),
-        sensitive=lineage["sensitive"], train_rows=lineage["train_rows"], seed=lineage["seed"],
+        sensitive=lineage.sensitive, train_rows=lineage.train_rows, seed=lineage.seed,
         extra_training_data=(
-            str(inputs_dir / lineage["inputs_spec_files"]["extra"]) if "extra" in lineage.get("inputs_spec_files", {}) else None
+            str(inputs_dir / lineage.inputs_spec_files["extra"]) if "extra" in lineage.inputs_spec_files else None
         ),
     )
 

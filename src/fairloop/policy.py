@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from fairloop.evaluate import METRIC_LABELS, Evaluation
 from fairloop.groups import RATE_LABELS, GroupFloors
@@ -101,18 +101,22 @@ class Policy(VersionedSpec):
     # Omitted from the content hash when absent, so existing policies keep their recorded hash.
     monitoring: Monitoring | None = Field(None, exclude_if=lambda value: value is None)
 
-    @property
-    def monitoring_settings(self) -> Monitoring:
-        return self.monitoring or Monitoring()
+    @field_validator("net_benefit_band")
+    @classmethod
+    def _band_is_an_interval(cls, band: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < band[0] < band[1] < 1:
+            raise ValueError(f"needs 0 < low < high < 1 (probability thresholds), got {list(band)}")
+        return band
 
     @model_validator(mode="after")
     def _gates_something(self) -> Policy:
-        if all(value is None for value in self.thresholds.model_dump().values()):
-            raise ValueError("thresholds: the policy sets no threshold, so it would gate nothing")
-        low, high = self.net_benefit_band
-        if not 0 < low <= high < 1:
-            raise ValueError(f"net_benefit_band: thresholds must satisfy 0 < low <= high < 1 (got {list(self.net_benefit_band)})")
+        if not any(value is not None for value in self.thresholds.model_dump().values()):
+            raise ValueError("thresholds: no threshold is set, so this policy would pass every candidate; set at least one")
         return self
+
+    @property
+    def monitoring_settings(self) -> Monitoring:
+        return self.monitoring or Monitoring()
 
 
 def load_policy(path) -> Policy:

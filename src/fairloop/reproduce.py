@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from fairloop import pipeline
 from fairloop.constraints import fit_candidate
 from fairloop.crossfit import fit_rows
+from fairloop.errors import IntegrityError
 from fairloop.registry import Registry
 
 
@@ -28,7 +29,12 @@ class Reproduction(BaseModel):
 
 
 def reproduce(registry: Registry, dataset: str, version: str) -> Reproduction:
+    """Refuses a version whose stored files (or, for the champion, working copies) no longer
+    have their recorded sha256: a tampered version is not "reproduced"."""
     entry = registry.entry(dataset, version)
+    if problems := [p for p in registry.verify(dataset) if p.version == version]:
+        raise IntegrityError(f"{dataset} {version} does not match its record: "
+                             + "; ".join(f"{p.path}: {p.problem}" for p in problems))
     with tempfile.TemporaryDirectory() as scratch:
         inputs_dir = registry.materialize_inputs(dataset, version, Path(scratch))
         inputs = pipeline.load_inputs(pipeline.recorded_params(entry.lineage, inputs_dir))

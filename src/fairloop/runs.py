@@ -6,10 +6,11 @@ import time
 from collections.abc import Callable
 from uuid import UUID
 
+import httpx
+
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.exceptions import ObjectNotFound
-from prefect.flow_runs import resume_flow_run
 from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 
 from fairloop.errors import BadInputError, ServerError
@@ -44,24 +45,40 @@ def read_flow_run(run_id: str | UUID) -> FlowRun:
 def submit_review(run_id: str | UUID, decision: dict) -> None:
     """Resume a paused run with the reviewer's answer, exactly as the UI's Resume form does.
 
-    The form's schema is saved just after the run pauses; until it exists the server rejects
-    input, so retry for a short while.
+    The server applies the first decision that reaches a paused run; any later one is told
+    (the run is no longer paused: the server aborts it and nothing of it is stored). The form's
+    schema is saved just after the run pauses; until it exists the server rejects input, so
+    retry for a short while.
     """
+    from prefect.client.schemas.responses import SetStateStatus
+
     run = read_flow_run(run_id)
     if not (run.state and run.state.is_paused()):
         state = run.state.name if run.state else "unknown"
         raise BadInputError(f"flow run {run_id} is not awaiting review (its state is {state})")
     deadline = time.monotonic() + SCHEMA_WAIT_SECONDS
-    while True:
-        try:
-            # _sync: with an event loop running in this thread Prefect would otherwise return an
-            # un-awaited coroutine, and the review would silently never be sent
-            resume_flow_run(run.id, run_input=decision, _sync=True)
-            return
-        except RuntimeError as exc:
-            if "schema" not in str(exc).lower() or time.monotonic() > deadline:
+    with get_client(sync_client=True) as client:  # the public sync client: no event-loop surprises
+        while True:
+            try:
+                result = client.resume_flow_run(run.id, run_input=decision)
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code == 409:  # a concurrent decision stored its input first
+                    raise BadInputError(_decided_elsewhere(run_id)) from None
                 raise ServerError(f"the server refused the review of {run_id}: {exc}") from None
+            if result.status == SetStateStatus.ACCEPT:
+                return
+            if result.status == SetStateStatus.ABORT:  # no longer paused when the server got it
+                raise BadInputError(_decided_elsewhere(run_id))
+            reason = result.details.reason or result.status.value
+            if "schema" not in reason.lower() or time.monotonic() > deadline:
+                raise ServerError(f"the server refused the review of {run_id}: {reason}")
             time.sleep(0.5)
+
+
+def _decided_elsewhere(run_id: str | UUID) -> str:
+    state = read_flow_run(run_id).state
+    return (f"flow run {run_id} was no longer awaiting review when this decision arrived (its state is "
+            f"{state.name if state else 'unknown'}): another decision reached it first, and this one was not applied")
 
 
 def wait_for_flow_run(
