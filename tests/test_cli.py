@@ -131,7 +131,7 @@ def adult_models(tmp_path_factory):
         dataset=str(PROJECT / "datasets/adult.yaml"), constraint=str(PROJECT / "constraints/threshold-dp.yaml"),
         recipe=str(PROJECT / "recipes/none.yaml"), policy=str(PROJECT / "policies/default.yaml"), train_rows=3000))
     splits = pipeline.prepare(inputs)
-    fitted = pipeline.train(inputs, splits, splits.train)
+    fitted = pipeline.train(inputs, splits, pipeline.decide_mode(inputs, splits))
     folder = tmp_path_factory.mktemp("models")
     for name, (model, _) in fitted.items():
         joblib.dump(model, folder / f"{name}.joblib")

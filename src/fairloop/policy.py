@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from fairloop.evaluate import METRIC_LABELS, Evaluation
+from fairloop.evaluate import Evaluation
 from fairloop.groups import RATE_LABELS, GroupFloors
 from fairloop.specfile import SpecModel, VersionedSpec, load_spec
 
@@ -239,7 +239,7 @@ def apply_gates(
         if threshold is None:
             continue
         metric, comparison, reference = GATES[gate]
-        label = METRIC_LABELS.get(metric, metric)
+        label = metric
         if comparison == "drop":
             ref = evaluations.get(reference)
             if ref is None:
