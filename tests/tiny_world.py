@@ -51,12 +51,14 @@ def make_candidate(folder: Path, seed: int = 0) -> dict:
     inputs = pipeline.load_inputs(params)
     splits = pipeline.prepare(inputs)
     audit = pipeline.audit(inputs, splits)
-    augmented, augment_report = pipeline.augment(inputs, splits)
-    fitted = pipeline.train(inputs, splits, augmented)
+    mode = pipeline.decide_mode(inputs, splits)
+    augmented, augment_report = pipeline.augment(inputs, splits, mode)
+    fitted = pipeline.train(inputs, splits, mode)
     evaluations = pipeline.evaluate_models({k: m for k, (m, _) in fitted.items()}, splits.test, inputs.sensitive)
     snapshot = folder / "inputs"
     copies = pipeline.snapshot_inputs(inputs, snapshot)
-    lineage = describe_run(inputs, audit, augment_report, run_id=None, requested_by="pytest", project_dir=PROJECT)
+    lineage = describe_run(inputs, audit, augment_report, run_id=None, requested_by="pytest", project_dir=PROJECT,
+                           evaluation=mode)
     return {
         "model": fitted["candidate"][0], "train": augmented.to_frame("label"),
         "metrics": evaluations["candidate"].metrics, "baseline_metrics": evaluations["baseline"].metrics,
