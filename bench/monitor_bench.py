@@ -54,7 +54,7 @@ def promote_champion(spec_path: Path, registry: Registry, constraint: str = "con
         registry.promote(
             inputs.loaded.spec.name, model, splits.train.to_frame(inputs.loaded.spec.label.column), metrics=metrics,
             baseline_metrics=metrics, gates=[],
-            lineage=describe_run(inputs, pipeline.audit(inputs, splits), pipeline.augment(inputs, splits)[1], run_id=None,
+            lineage=describe_run(inputs, pipeline.audit(inputs, splits), pipeline.augment(inputs, splits, pipeline.decide_mode(inputs, splits))[1], run_id=None,
                                  requested_by="bench", project_dir=PROJECT).model_copy(update={"inputs_spec_files": copies}),
             approval={"reviewer": "bench", "comment": "scratch champion, not reviewed", "approved": True},
             inputs_dir=Path(scratch), documents=lambda version: {"report.md": "scratch champion\n"},

@@ -73,7 +73,7 @@ def world(tmp_path_factory):
     with tempfile.TemporaryDirectory() as scratch:
         copies = pipeline.snapshot_inputs(inputs, Path(scratch))
         registry.promote("compas", model, splits.train.to_frame(spec.label.column), metrics=metrics, baseline_metrics=metrics,
-                         gates=[], lineage=describe_run(inputs, pipeline.audit(inputs, splits), pipeline.augment(inputs, splits)[1],
+                         gates=[], lineage=describe_run(inputs, pipeline.audit(inputs, splits), pipeline.augment(inputs, splits, pipeline.decide_mode(inputs, splits))[1],
                                                         run_id=None, requested_by="pytest", project_dir=PROJECT
                                                         ).model_copy(update={"inputs_spec_files": copies}),
                          approval={"reviewer": "pytest", "comment": "monitor fixture", "approved": True},
