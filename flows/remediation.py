@@ -90,7 +90,8 @@ def await_review(report: str, policy, timeout: int, poll_seconds: int, requested
         except FlowPauseTimeout:
             return None
         delete_flow_run_input(decision.metadata.key)
-        refusal = (credentials.refusal(credentials.read_book(registry.root), decision.reviewer, decision.token)
+        token = decision.token.get_secret_value()
+        refusal = (credentials.refusal(credentials.read_book(registry.root), decision.reviewer, token)
                    or refusal_reason(decision.reviewer, policy.approval.reviewers, requested_by))
         if refusal is None:
             return decision

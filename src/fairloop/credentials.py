@@ -47,11 +47,6 @@ class ReviewerBook(BaseModel):
     reviewers: dict[str, Credential] = {}  # keyed by the case-folded name
 
 
-def same_person(first: str, second: str) -> bool:
-    """Names compare case-insensitively and without surrounding spaces ('ROOT' is 'root')."""
-    return first.strip().casefold() == second.strip().casefold()
-
-
 def _hash(token: str, salt: bytes) -> str:
     return hashlib.scrypt(token.encode(), salt=salt, **SCRYPT).hex()
 

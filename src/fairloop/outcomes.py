@@ -46,8 +46,9 @@ def refusal_reason(reviewer: str, allowed: list[str], requested_by: str) -> str 
     name = reviewer.strip()
     if not name:
         return "a reviewer name is required"
-    if allowed and name not in allowed:
+    # names compare case-insensitively: 'ROOT' is the same person as 'root'
+    if allowed and name.casefold() not in {a.strip().casefold() for a in allowed}:
         return f"'{name}' is not on the policy's reviewer list {allowed}"
-    if name == requested_by:
+    if name.casefold() == requested_by.strip().casefold():
         return f"'{name}' started this run and cannot approve it (separation of duties)"
     return None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 from prefect.input import RunInput
 
 from fairloop.audit import AuditReport
@@ -30,16 +30,18 @@ class ReviewDecision(RunInput):
     approve: bool = False
     reviewer: str  # no default: the UI marks it required
     comment: str = ""
-    # The reviewer's credential from `fairloop reviewers add` (never logged or stored by fairloop).
-    token: str = ""
+    # The reviewer's credential from `fairloop reviewers add`: a password field in the UI, never
+    # logged or stored by fairloop (the flow deletes each submitted form once read).
+    token: SecretStr = SecretStr("")
 
 
 # -- the decision packet ---------------------------------------------------------------------
 
+# rate -> (short name for narrow tables, what it means)
 RATES = {
-    "selection_rate": "selected",
-    "true_positive_rate": "TPR: qualified selected",
-    "false_positive_rate": "FPR: unqualified selected",
+    "selection_rate": ("selected", "selected"),
+    "true_positive_rate": ("TPR", "TPR: qualified selected"),
+    "false_positive_rate": ("FPR", "FPR: unqualified selected"),
 }
 
 
@@ -48,6 +50,7 @@ class RateChange(BaseModel):
     over that group's test rows (binomial: the rate is a share of a known count)."""
 
     rate: str
+    short: str
     label: str
     baseline: float | None
     baseline_interval: tuple[float, float] | None
@@ -104,12 +107,12 @@ class ReviewPacket(BaseModel):
             trials = {"selection_rate": rows, "true_positive_rate": positives, "false_positive_rate": rows - positives}
             rates = [
                 RateChange(
-                    rate=rate, label=label,
+                    rate=rate, short=short, label=label,
                     baseline=None if before is None else before[rate],
                     baseline_interval=None if before is None else wilson(before[rate], trials[rate], self.confidence),
                     candidate=after[rate], candidate_interval=wilson(after[rate], trials[rate], self.confidence),
                 )
-                for rate, label in RATES.items()
+                for rate, (short, label) in RATES.items()
             ]
             changes.append(GroupChange(group=group, rows=rows, positives=positives,
                                        counted=bool(after.get("counted", 1.0)), rates=rates))

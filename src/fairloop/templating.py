@@ -52,6 +52,13 @@ def _percent(value, digits: int = 0) -> str:
     return f"{100 * value:.{digits}f}%"
 
 
+def _percent_interval(value, digits: int = 1) -> str:
+    """'[7.9, 9.4]': an interval of shares in percent points (its value carries the % sign)."""
+    if not value:
+        return ""
+    return f"[{100 * value[0]:.{digits}f}, {100 * value[1]:.{digits}f}]"
+
+
 @functools.cache
 def environment(kind: str) -> jinja2.Environment:
     """The jinja2 environment for ``kind`` 'md' (Markdown output) or 'html'."""
@@ -64,7 +71,7 @@ def environment(kind: str) -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters.update(number=_number, interval=_interval, percent=_percent, md=md_text)
+    env.filters.update(number=_number, interval=_interval, percent=_percent, percent_interval=_percent_interval, md=md_text)
     return env
 
 
