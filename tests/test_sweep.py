@@ -4,6 +4,7 @@ selected on validation, shown as a frontier; real fits on an Adult subsample."""
 from __future__ import annotations
 
 import re
+
 import pytest
 import yaml
 
