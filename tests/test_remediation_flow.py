@@ -45,7 +45,7 @@ def test_approved_run_is_promoted_and_the_champion_predicts(remediation_flow, re
     registry = Registry(registry_dir)
     entry, model = registry.load_champion("adult")
     assert entry.version == "v1"
-    assert entry.approval == {"reviewer": "alice", "comment": "looks fair", "approved": True}
+    assert entry.approval == {"reviewer": "alice", "comment": "looks fair", "approved": True, "verified": False}
     assert entry.lineage.prefect_flow_run_id == str(paused.id)
     assert entry.lineage.constraint.name == "threshold-dp" and len(entry.lineage.recipe.sha256) == 64
     assert entry.lineage.dataset.data_sha256 == load_dataset("datasets/adult.yaml").data_sha256

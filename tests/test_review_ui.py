@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from conftest import BackgroundRun, write_policy
+from fairloop import credentials
 from fairloop.outcomes import Outcome
 from fairloop.registry import Registry
 from fairloop.runs import read_flow_run, submit_review
@@ -184,7 +185,65 @@ def chromium_page(evidence: Path):
 # The reviewer's path in the Prefect UI ---------------------------------------------------------
 
 
-def approve_in_the_ui(page, run_url: str, reviewer: str, comment: str) -> None:
+# Everything in the dialog that sticks out of its box, or scrolls sideways inside it.
+OVERFLOW_JS = """dialog => {
+    const box = dialog.getBoundingClientRect();
+    const out = [];
+    for (const el of [dialog, ...dialog.querySelectorAll('*')]) {
+        const r = el.getBoundingClientRect();
+        if (r.width === 0 || r.height === 0) continue;
+        if (r.left < box.left - 1 || r.right > box.right + 1)
+            out.push(`${el.tagName}.${el.className} sticks out: ${Math.round(r.left)}..${Math.round(r.right)} of ${Math.round(box.left)}..${Math.round(box.right)}`);
+        if (el.scrollWidth > el.clientWidth + 1 && getComputedStyle(el).overflowX !== 'visible')
+            out.push(`${el.tagName}.${el.className} scrolls sideways: ${el.scrollWidth} > ${el.clientWidth}: ${el.innerText.slice(0, 60)}`);
+    }
+    return out;
+}"""
+
+
+def screenshot_dirs(evidence: Path) -> list[Path]:
+    """The test's tmp dir, and FAIRLOOP_SCREENSHOT_DIR when set (kept as test output)."""
+    extra = os.environ.get("FAIRLOOP_SCREENSHOT_DIR")
+    dirs = [evidence, *([Path(extra)] if extra else [])]
+    for directory in dirs:
+        directory.mkdir(parents=True, exist_ok=True)
+    return dirs
+
+
+def shoot(page, evidence: Path, name: str) -> None:
+    for directory in screenshot_dirs(evidence):
+        page.screenshot(path=str(directory / name))
+
+
+def check_the_dialog_as_the_reviewer_sees_it(page, dialog, gate_labels: list[str], evidence: Path) -> None:
+    """At 1400x1000: nothing in the dialog wider than it; the summary sentence, every gate row and
+    the frontier (at its natural size, not shrunk) each visible when scrolled to; screenshots."""
+    from playwright.sync_api import expect
+
+    overflow = dialog.evaluate(OVERFLOW_JS)  # asserted last, after the screenshots that show it
+    headline = dialog.get_by_text(re.compile(r"^Approving promotes .+ passes all \d+ gates"))
+    expect(headline).to_be_visible(timeout=UI_TIMEOUT_MS)
+    expect(headline).to_be_in_viewport()  # the first thing the reviewer reads, without scrolling
+    shoot(page, evidence, "review-dialog-1-summary.png")
+    rows = [dialog.get_by_role("listitem").filter(has_text=label) for label in gate_labels]  # one line per gate
+    for row in rows:
+        row.scroll_into_view_if_needed()
+        expect(row).to_be_visible()
+        expect(row).to_be_in_viewport()
+        expect(row).to_contain_text(re.compile(r"^(pass|fail|inconclusive|skipped): "))
+    shoot(page, evidence, "review-dialog-2-gates.png")
+    frontier = dialog.get_by_role("img", name="accuracy-fairness frontier")
+    frontier.scroll_into_view_if_needed()
+    expect(frontier).to_be_visible(timeout=UI_TIMEOUT_MS)
+    expect(frontier).to_be_in_viewport()
+    natural, shown = frontier.evaluate("img => [img.complete && img.naturalWidth, img.getBoundingClientRect().width]")
+    shoot(page, evidence, "review-dialog-3-frontier.png")
+    assert natural > 300 and shown >= 0.9 * natural, (natural, shown)  # drawn for the dialog, not shrunk
+    assert overflow == []
+
+
+def approve_in_the_ui(page, run_url: str, reviewer: str, comment: str, token: str, gate_labels: list[str],
+                      evidence: Path) -> None:
     """What the reviewer does: open the run, press Resume, read the report, approve, Submit."""
     from playwright.sync_api import expect
 
@@ -194,21 +253,22 @@ def approve_in_the_ui(page, run_url: str, reviewer: str, comment: str) -> None:
     resume.click()
     dialog = page.get_by_role("dialog")
     expect(dialog).to_be_visible(timeout=UI_TIMEOUT_MS)
-    # the review report, rendered from the pause's description
-    expect(dialog).to_contain_text("Held-out test metrics", timeout=UI_TIMEOUT_MS)
+    # the decision summary, rendered from the pause's description
+    expect(dialog).to_contain_text("What changes for whom", timeout=UI_TIMEOUT_MS)
+    expect(dialog).to_contain_text("What it costs")
     expect(dialog).to_contain_text("Gates")
-    expect(dialog).to_contain_text("max_demographic_parity_difference")
-    # the accuracy-fairness frontier, inline in the form: the browser decoded the image
-    frontier = dialog.get_by_role("img", name="accuracy-fairness frontier")
-    expect(frontier).to_be_visible(timeout=UI_TIMEOUT_MS)
-    assert frontier.evaluate("img => img.complete && img.naturalWidth") > 300
+    expect(dialog.get_by_role("link", name="full report")).to_have_attribute("href", re.compile(r"/artifacts/artifact/"))
+    check_the_dialog_as_the_reviewer_sees_it(page, dialog, gate_labels, evidence)
 
     approve = dialog.get_by_role("switch")
     approve.click()
     expect(approve).to_be_checked()
-    reviewer_field, comment_field = dialog.locator("textarea").all()  # the form's order: reviewer, comment
+    # the form's order: reviewer, comment, token (Prefect's form shows a SecretStr as plain text)
+    reviewer_field, comment_field, token_field = dialog.locator("textarea").all()
     reviewer_field.fill(reviewer)
     comment_field.fill(comment)
+    token_field.fill(token)
+    shoot(page, evidence, "review-dialog-4-form.png")
     dialog.get_by_role("button", name="Submit").click()
     expect(dialog).to_be_hidden(timeout=UI_TIMEOUT_MS)
 
@@ -269,6 +329,9 @@ def test_only_a_reviewer_with_credentials_can_approve_and_does_so_in_the_ui(
     from fairloop.errors import ServerError
     from fairloop.server import ensure_server
 
+    registry = Registry(Settings().registry_path, Settings().remote_path)  # as `fairloop reviewers add` does
+    book, token = credentials.issue(credentials.read_book(registry.root), "dana")
+    registry.commit_file(credentials.REVIEWERS_FILE, book.model_dump_json(), "Reviewer credential for dana")
     approve = {"approve": True, "reviewer": "erin", "comment": "approved with credentials"}
     with locked_server.client_settings(AUTH_STRING):  # the flow runs as a client with credentials
         run = BackgroundRun(remediation_flow, **params(lenient_policy))
@@ -309,11 +372,13 @@ def test_only_a_reviewer_with_credentials_can_approve_and_does_so_in_the_ui(
         run_url = f"{locked_server.ui_url}/runs/flow-run/{paused.id}"
         with chromium_page(tmp_path) as page:
             log_in_to_the_ui(page, locked_server.ui_url, run_url)
-            approve_in_the_ui(page, run_url, "dana", "Approved in the UI: DPD within policy")
+            approve_in_the_ui(page, run_url, "dana", "Approved in the UI: DPD within policy", token,
+                              ["DPD ≤ 0.5", "accuracy drop vs baseline ≤ 0.2"], tmp_path)
         state = run.finish()
         assert read_flow_run(paused.id).state.name == Outcome.PROMOTED.value  # what the UI now shows
     assert state.name == Outcome.PROMOTED.value, state.message
     entry = Registry(registry_dir).champion("adult")
     assert entry.version == "v1"
-    assert entry.approval == {"reviewer": "dana", "comment": "Approved in the UI: DPD within policy", "approved": True}
+    assert entry.approval == {"reviewer": "dana", "comment": "Approved in the UI: DPD within policy", "approved": True,
+                              "verified": True}  # the token typed in the dialog's password field matched
     assert entry.lineage.prefect_flow_run_id == str(paused.id)

@@ -3,6 +3,8 @@ selected on validation, shown as a frontier; real fits on an Adult subsample."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -126,7 +128,9 @@ def test_sweep_run_promotes_the_chosen_candidate_with_its_frontier(
     run = BackgroundRun(remediation_flow, **run_params(write_sweep(tmp_path, **FLOW_SWEEP), policy))
     paused = run.wait_paused()
     form = read_flow_run_input(keyset_from_paused_state(paused.state)["description"], flow_run_id=paused.id)
-    assert "data:image/png;base64," in form and "| # | candidate |" in form and "(chosen)" in form
+    # the dialog: its own frontier and a link to the candidates table (too wide for it)
+    assert "data:image/png;base64," in form and "Approving promotes none+threshold-dp" in form
+    assert re.search(r"\[candidates table\]\(http://\S+/artifacts/artifact/", form)
     submit_review(paused.id, {"approve": True, "reviewer": "alice", "comment": "frontier checked"})
     assert run.finish().name == Outcome.PROMOTED.value
 
@@ -144,6 +148,8 @@ def test_sweep_run_promotes_the_chosen_candidate_with_its_frontier(
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[paused.id])))
     keys = {a.key for a in artifacts}
     assert {"frontier", "sweep-candidates", "remediation-report", "model-card"} <= keys
+    report = next(a.data for a in artifacts if a.key == "remediation-report")
+    assert "| # | candidate |" in report and "(chosen)" in report  # every candidate, on the wide page
     # the chosen candidate (its swept bound written into the stored template) retrains to the same metrics
     assert reproduce(registry, "adult", entry.version).matches
 

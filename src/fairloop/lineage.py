@@ -95,6 +95,7 @@ class Lineage(Record):
     extra_training_data: ExtraData | None = None
     evaluation: ModeDecision | None = None  # holdout or crossfit, and why
     accepted_inconclusive: RiskAcceptance | None = None  # who accepted which undecided gates, and why
+    requester_verified: bool = False  # the requester proved their identity with a reviewer token
     # set at promotion: where the registry keeps each input file (role -> path under inputs/)
     inputs_spec_files: dict[str, str] = {}
     parent: str | None = None  # the champion version this one replaced
@@ -103,7 +104,7 @@ class Lineage(Record):
 def describe_run(
     inputs: Inputs, audit: AuditReport, augment: AugmentReport, *, run_id: str | None, requested_by: str,
     project_dir: Path, sweep: SweepLineage | None = None, evaluation: ModeDecision | None = None,
-    accepted_inconclusive: dict | None = None,
+    accepted_inconclusive: dict | None = None, requester_verified: bool = False,
 ) -> Lineage:
     """The lineage of a run about to be promoted, from its loaded inputs and reports."""
     spec, params = inputs.loaded.spec, inputs.params
@@ -117,7 +118,7 @@ def describe_run(
         policy=FileIdentity(**inputs.policy.identity(params.policy)),
         sensitive=inputs.sensitive, seed=params.seed, train_rows=params.train_rows, augment=augment, audit=audit,
         code=code_version(project_dir), packages=package_versions(), prefect_flow_run_id=run_id,
-        requested_by=requested_by, sweep=sweep, evaluation=evaluation,
+        requested_by=requested_by, requester_verified=requester_verified, sweep=sweep, evaluation=evaluation,
         accepted_inconclusive=RiskAcceptance(**accepted_inconclusive) if accepted_inconclusive else None,
         extra_training_data=ExtraData(path=extra, sha256=file_sha256(Path(extra))) if extra else None,
     )

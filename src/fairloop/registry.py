@@ -500,6 +500,15 @@ class Registry:
             _step("recovered")
             self._run(operation, dataset, stage)
 
+    def commit_file(self, relative: str, text: str, message: str) -> None:
+        """Write one registry-wide file (e.g. reviewers.json) and commit it."""
+
+        def write() -> tuple[str, None]:
+            (self.root / relative).write_text(text, encoding="utf-8")
+            return message, None
+
+        self._transaction(write)
+
     def record_decision(self, record: dict[str, Any]) -> None:
         """Append a decision that promotes nothing (reject, expire, refused reviewer, gate failure)."""
         check_name(record["dataset"])

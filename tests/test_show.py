@@ -1,0 +1,54 @@
+"""`fairloop show RUN_ID`: the review report in the terminal, read from a real paused run's record."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import BackgroundRun, write_policy
+from fairloop.cli import app
+from fairloop.outcomes import Outcome
+from fairloop.runs import submit_review
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+def show(run_id: str):
+    return CliRunner().invoke(app, ["show", run_id], env={"COLUMNS": "160"})
+
+
+def test_show_prints_the_dialogs_report_and_refuses_what_it_cannot_show(remediation_flow, registry_dir, tmp_path):
+    from prefect import flow
+
+    policy = write_policy(tmp_path, max_demographic_parity_difference=0.5, max_accuracy_drop_vs_baseline=0.2)
+    run = BackgroundRun(remediation_flow, dataset="datasets/adult.yaml", recipe="recipes/none.yaml",
+                        constraint="constraints/threshold-dp.yaml", policy=str(policy), train_rows=3000,
+                        requested_by="pytest", review_poll_seconds=1)
+    paused = run.wait_paused(timeout=600)
+    shown = show(str(paused.id))
+    assert shown.exit_code == 0, shown.output
+    text = " ".join(shown.stdout.split())
+    assert "Approving promotes threshold-dp for adult. It passes all 2 gates" in text
+    assert "Needs sex at prediction time" in text
+    assert "What changes for whom" in text and "Female" in text and "Male" in text and "TPR: qualified selected" in text
+    assert "DPD ≤ 0.5" in text and "accuracy drop vs baseline ≤ 0.2" in text and "pass" in text
+    assert "AUC of the decisions" in text and "full report: http" in text
+    assert f"fairloop approve/reject {paused.id}" in text
+
+    unknown = show(str(uuid.uuid4()))
+    assert unknown.exit_code == 2 and "no flow run" in unknown.output
+    assert show("not-a-run").exit_code == 2
+
+    @flow(name="not-a-remediation")
+    def elsewhere():
+        from prefect.runtime import flow_run
+
+        return flow_run.id
+
+    other = show(str(elsewhere()))
+    assert other.exit_code == 2 and "has no review report" in other.output
+
+    submit_review(paused.id, {"approve": False, "reviewer": "alice", "comment": "read it in the terminal"})
+    assert run.finish(timeout=600).name == Outcome.REJECTED.value
