@@ -19,19 +19,22 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
-from prefect.states import Cancelled, Completed, Failed
 
 from fairloop import pipeline, sweep
 from fairloop.audit import publish_artifacts
 from fairloop.config import get_settings
 from fairloop.frontier import candidates_table, frontier_report
 from fairloop.lineage import code_version, package_versions
-from fairloop.outcomes import Outcome, refusal_reason
-from fairloop.policy import apply_gates
+from fairloop import reruns
+from fairloop.outcomes import Outcome, outcome_state, quiet_outcome_tracebacks, refusal_reason
+from fairloop.datasets import load_dataset_spec
+from fairloop.policy import apply_gates, load_policy
 from fairloop.registry import Registry, file_sha256
 from fairloop.report import render_html, render_model_card
 from fairloop.review import ReviewDecision, render_report
 from fairloop.runs import flow_run_url, review_commands
+
+quiet_outcome_tracebacks()  # a served run that ends GateFailed, Rejected... is an outcome, not a crash
 
 # Data moves between tasks in memory; hashing DataFrames for cache keys would cost more than it saves.
 step = task(cache_policy=NO_CACHE)
@@ -104,18 +107,35 @@ def remediation(
     review_poll_seconds: int = 5,
     requested_by: str = "unknown",
     extra_training_data: str | None = None,
+    rerun: bool = False,
 ):
+    """``rerun``: started by a served deployment (drift trigger or schedule), see ``fairloop.reruns``."""
     logger = get_run_logger()
     started = time.perf_counter()
     settings = get_settings()
     registry = Registry(settings.registry_path, settings.remote_path)
     run_id = str(get_run_context().flow_run.id)
     run_dir = settings.state_dir / "runs" / run_id  # files of this run that are not promoted (frontier, chosen template)
+    plan = None
+    if rerun:
+        monitoring = load_policy(policy).monitoring_settings
+        skip = reruns.reason_to_skip(run_id, monitoring.rerun_cooldown_minutes, cooldown=requested_by == reruns.DRIFT_TRIGGER)
+        if skip:
+            logger.info("Not remediating: %s", skip)
+            return outcome_state(Outcome.SKIPPED, skip)
+        spec_name = load_dataset_spec(dataset).name
+        if extra_training_data:
+            extra_training_data = str(reruns.monitor_window_file(settings.state_dir, spec_name, extra_training_data))
+        plan = reruns.plan_rerun(spec_name, monitoring, registry, run_dir, recipe=recipe, constraint=constraint, sweep_file=sweep_file)
+        recipe, constraint, sweep_file = plan.recipe, plan.constraint, plan.sweep_file
+        logger.info("Rerun (%s) remediates with %s", requested_by, plan.source)
     params = pipeline.RunParams(dataset, recipe, constraint, policy, sensitive, train_rows, seed, extra_training_data)
 
     inputs = load_step(params)
     spec, sensitive = inputs.loaded.spec, inputs.sensitive
     record = {"dataset": spec.name, "run_id": run_id, "requested_by": requested_by}
+    if plan is not None:
+        record["remediates_with"] = plan.source
     splits = prepare_step(inputs)
     if extra_training_data:
         record["extra_training_data"] = extra_training_data
@@ -125,7 +145,7 @@ def remediation(
     publish_artifacts(audit)
     if audit.verdict == "block":
         registry.record_decision({**record, "action": "audit_blocked", "reasons": audit.reasons})
-        return Failed(name=Outcome.AUDIT_BLOCKED.value, message="; ".join(audit.reasons))
+        return outcome_state(Outcome.AUDIT_BLOCKED, "; ".join(audit.reasons))
 
     champion = registry.load_champion(spec.name)
     swept = None
@@ -139,7 +159,7 @@ def remediation(
                              run_dir, swept.outcome)
             logger.warning(swept.outcome.explanation)
             registry.record_decision({**record, "action": "gate_failed", "reasons": swept.outcome.explanation.splitlines()})
-            return Failed(name=Outcome.GATE_FAILED.value, message=swept.outcome.explanation)
+            return outcome_state(Outcome.GATE_FAILED, swept.outcome.explanation)
         chosen, fitted = swept.chosen
         constraint_path = sweep.write_chosen_template(chosen, run_dir)
         inputs = replace(inputs, recipe=chosen.recipe, template=chosen.template,
@@ -175,7 +195,7 @@ def remediation(
 
     if not gates.passed:
         registry.record_decision({**record, "action": "gate_failed", "reasons": gates.failures})
-        return Failed(name=Outcome.GATE_FAILED.value, message="; ".join(gates.failures))
+        return outcome_state(Outcome.GATE_FAILED, "; ".join(gates.failures))
 
     logger.info("Awaiting review: %s\n%s", flow_run_url(run_id), review_commands(run_id))
     timeout = approval_timeout or inputs.policy.approval.timeout_seconds
@@ -183,11 +203,11 @@ def remediation(
     if decision is None:
         registry.record_decision({**record, "action": "expired", "timeout_seconds": timeout})
         # Prefect's server replaces this with Failed("The flow was expired and never resumed.")
-        return Failed(name=Outcome.EXPIRED.value, message=f"no approval within {timeout}s; nothing promoted")
+        return outcome_state(Outcome.EXPIRED, f"no approval within {timeout}s; nothing promoted")
     approval = {"reviewer": decision.reviewer, "comment": decision.comment, "approved": decision.approve}
     if not decision.approve:
         registry.record_decision({**record, "action": "reject", **approval})
-        return Cancelled(name=Outcome.REJECTED.value, message=f"rejected by {decision.reviewer}: {decision.comment}")
+        return outcome_state(Outcome.REJECTED, f"rejected by {decision.reviewer}: {decision.comment}")
 
     lineage = {
         "dataset": {"name": spec.name, "version": spec.version, "spec_path": dataset,
@@ -223,4 +243,4 @@ def remediation(
     )
     create_markdown_artifact(key="model-card", markdown=(registry.root / spec.name / "model_card.md").read_text(),
                              description=f"Model card of {spec.name} {entry.version}")
-    return Completed(name=Outcome.PROMOTED.value, message=f"{spec.name} {entry.version} promoted, approved by {decision.reviewer}")
+    return outcome_state(Outcome.PROMOTED, f"{spec.name} {entry.version} promoted, approved by {decision.reviewer}")

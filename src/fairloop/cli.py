@@ -427,6 +427,34 @@ def server():
 
 @app.command()
 @user_errors
+def doctor(
+    trigger_timeout: Annotated[int, typer.Option(help="seconds to wait for the probe automation to fire")] = 60,
+):
+    """Check the Prefect server the loop runs on: reachable, scheduler and triggers working, server log clean.
+
+    Exit 0 when healthy, 1 with the reasons otherwise. Uses PREFECT_API_URL, or the local server
+    fairloop starts (it never starts one itself).
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from fairloop.doctor import run_doctor
+    from fairloop.server import configured_api_url, server_env, server_log_path
+
+    settings = get_settings()
+    api_url = configured_api_url() or server_env(settings)["PREFECT_API_URL"]
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        report = run_doctor(api_url, server_log_path(settings), trigger_timeout=trigger_timeout)
+    for check in report.checks:
+        mark = "[green]ok[/green]  " if check.ok else "[red]FAIL[/red]"
+        console.print(f"{mark} {check.name}: {escape(check.detail)}", soft_wrap=True)
+    if not report.healthy:
+        err.print(f"[red]unhealthy[/red]: {escape('; '.join(c.name for c in report.problems))} (server {api_url})")
+        raise typer.Exit(ExitCode.FAILED)
+    console.print(f"[green]healthy[/green]: {api_url}")
+
+
+@app.command()
+@user_errors
 def monitor(
     dataset: Annotated[Path, typer.Option(help="dataset spec of the champion to check")],
     window: Annotated[Path, typer.Option(help="production rows in the dataset's raw format (timestamps, optional labels)")],

@@ -34,6 +34,10 @@ class MonitoringSchedule(SpecModel):
     remediation_cron: str | None = Field(None, description="periodic remediation reruns (requested_by 'schedule')")
 
 
+class RerunSweep(SpecModel):
+    sweep: str = Field(description="sweep file (constraints/sweeps/*.yaml) a triggered or scheduled rerun runs")
+
+
 class Monitoring(SpecModel):
     """Production monitoring (``fairloop monitor``, ``flows/monitor.py``); every field has a default."""
 
@@ -55,6 +59,13 @@ class Monitoring(SpecModel):
     bootstrap: int = Field(400, ge=50, description="parametric bootstrap draws for PSI and fairness-gap intervals")
     min_group_rows: int = Field(30, ge=2, description="groups with fewer window rows get no per-group drift test")
     schedule: MonitoringSchedule = MonitoringSchedule()
+    rerun: Literal["champion"] | RerunSweep = Field(
+        "champion", description="what a triggered or scheduled rerun remediates with: the champion's recorded recipe and "
+        "template, or {sweep: FILE}",
+    )
+    rerun_cooldown_minutes: int = Field(
+        720, ge=0, description="after a rerun of a dataset ends, further alerts start no rerun for this long (one rerun per incident)",
+    )
 
 
 class BootstrapSettings(SpecModel):

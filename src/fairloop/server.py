@@ -69,6 +69,16 @@ def server_env(settings: Settings) -> dict[str, str]:
     }
 
 
+def server_log_path(settings: Settings) -> Path:
+    """Where a server fairloop started writes its log (``fairloop doctor`` reads it)."""
+    return settings.state_dir / "prefect-server.log"
+
+
+def server_pid_path(settings: Settings) -> Path:
+    """The process id of the server fairloop started last (to stop exactly that process)."""
+    return settings.state_dir / "prefect-server.pid"
+
+
 def _prefect_executable() -> str:
     beside = Path(sys.executable).with_name("prefect")
     found = str(beside) if beside.exists() else shutil.which("prefect")
@@ -98,13 +108,14 @@ def ensure_server(settings: Settings) -> tuple[str, bool]:
         check_credentials(api)
         return api, False
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    log_path = settings.state_dir / "prefect-server.log"
+    log_path = server_log_path(settings)
     with log_path.open("ab") as log:
-        subprocess.Popen(
+        process = subprocess.Popen(
             [_prefect_executable(), "server", "start", "--host", settings.server_host, "--port", str(settings.server_port)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**os.environ, **env}, start_new_session=True,  # outlives this command
         )
+    server_pid_path(settings).write_text(f"{process.pid}\n")
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if healthy(api):
