@@ -465,7 +465,8 @@ def monitor(
     server: Annotated[bool, typer.Option(help="--no-server checks locally: no Prefect run, artifacts or drift event")] = True,
 ):
     """Check a production window against the champion by hand; an alert emits the drift event."""
-    from fairloop.monitor import load_dataset_spec, run_monitor
+    from fairloop.datasets import load_dataset_spec
+    from fairloop.monitor import run_monitor
     from fairloop.policy import load_policy
     from fairloop.registry import Registry
 
@@ -513,7 +514,7 @@ def serve(
     """Serve the monitor and remediation deployments (cron schedules, drift trigger) until stopped."""
     from prefect import serve as prefect_serve
 
-    from fairloop.monitor import build_deployments
+    from fairloop.monitor.deployments import build_deployments
 
     settings = get_settings()
     validate_inputs(dataset, recipe, constraint, policy)

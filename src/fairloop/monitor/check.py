@@ -1,0 +1,155 @@
+"""The whole check: one window against the champion's reference, judged and recorded."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from fairloop.datasets import DatasetSpec, load_dataset_spec
+from fairloop.errors import BadInputError
+from fairloop.model import FairModel
+from fairloop.monitor.alerting import judge
+from fairloop.monitor.drift import feature_metrics, psi_metric
+from fairloop.monitor.fairness import labelled_metrics, prediction_rate_gap, selection_rates
+from fairloop.monitor.report import Metric, WindowReport
+from fairloop.monitor.store import last_report, record
+from fairloop.monitor.windows import Rows, Window, latest_window, read_window, reference_rows, split_windows
+from fairloop.policy import Policy, load_policy
+
+
+def check_window(
+    spec: DatasetSpec,
+    window: Window,
+    reference: Rows,
+    model: FairModel,
+    policy: Policy,
+    *,
+    sensitive: str,
+    champion_version: str,
+    source: str,
+    previous: WindowReport | None = None,
+    seed: int = 0,
+) -> WindowReport:
+    """Measure one window against the reference; breaches, streaks and alerts included."""
+    started = time.perf_counter()
+    cfg = policy.monitoring_settings
+    rows = window.rows
+    if len(rows) == 0:
+        raise BadInputError(f"window {window.label} of {source} has no rows")
+    rng = np.random.default_rng(seed)
+    skipped: list[str] = []
+    metrics = feature_metrics(spec, reference.X, rows.X, cfg, rng, None)
+
+    ref_groups, win_groups = reference.groups[sensitive], rows.groups[sensitive]
+    value, p, low, high = psi_metric(ref_groups, win_groups, cfg.confidence, cfg.bootstrap, rng)
+    metrics.append(Metric(key=f"group_share:{sensitive}", kind="group_share", feature=sensitive, value=value, low=low,
+                          high=high, threshold=cfg.psi_threshold, p_value=p, rows=len(rows)))
+    for group in sorted(set(win_groups.unique()) & set(ref_groups.unique())):
+        in_window = (win_groups == group).to_numpy()
+        if in_window.sum() < cfg.min_group_rows:
+            skipped.append(f"feature drift within {sensitive}={group}: {int(in_window.sum())} rows < {cfg.min_group_rows}")
+            continue
+        metrics += feature_metrics(spec, reference.X[(ref_groups == group).to_numpy()], rows.X[in_window], cfg, rng,
+                                    f"{sensitive}={group}")
+
+    predictions = rows.predictions if rows.predictions is not None else model.predict(rows.X, rows.groups)
+    ref_predictions = reference.predictions if reference.predictions is not None else model.predict(reference.X, reference.groups)
+    rates = selection_rates(predictions, win_groups)
+    if ("rates", sensitive) not in reference.memo:
+        reference.memo[("rates", sensitive)] = selection_rates(ref_predictions, ref_groups)
+    ref_rates = reference.memo[("rates", sensitive)]
+    metrics += prediction_rate_gap(rates, ref_rates, policy, sensitive, rng, skipped)
+
+    labelled = 0
+    if rows.y is not None and rows.y.notna().any():
+        known = rows.y.notna().to_numpy()
+        labelled = int(known.sum())
+        metrics += labelled_metrics(
+            rows.y[known].astype(int).to_numpy(), predictions[known], win_groups[known], reference, ref_predictions,
+            ref_groups, policy, cfg, sensitive, rng, skipped,
+        )
+    else:
+        skipped.append("equalized odds: the window has no labels")
+
+    report = WindowReport(
+        dataset=spec.name, champion_version=champion_version, sensitive=sensitive, source=source,
+        window_start=window.start, window_end=window.end, rows=len(rows), labelled_rows=labelled,
+        reference_rows=len(reference), checked_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        seconds=0.0, metrics=metrics,
+        selection_rates={str(g): float(r) for g, r in rates["selection_rate"].items()},
+        reference_selection_rates={str(g): float(r) for g, r in ref_rates["selection_rate"].items()},
+        skipped=skipped,
+    )
+    report = judge(report, cfg, previous)
+    return report.model_copy(update={"seconds": round(time.perf_counter() - started, 3)})
+
+
+@dataclass(frozen=True)
+class Champion:
+    version: str
+    sensitive: str
+    model: FairModel
+    reference: Rows
+
+
+def load_champion(registry, spec: DatasetSpec) -> Champion:
+    """The registry's champion for ``spec`` and its reference rows (real rows of its training snapshot)."""
+    loaded = registry.load_champion(spec.name)
+    if loaded is None:
+        known = ", ".join(registry.datasets()) or "none"
+        raise BadInputError(
+            f"no champion for dataset '{spec.name}' in the registry at {registry.root} (datasets with a champion: {known})"
+        )
+    entry, model = loaded
+    sensitive = entry.lineage.get("sensitive") or spec.primary_sensitive
+    reference = reference_rows(spec, registry.root / spec.name / "train.csv")
+    reference = replace(reference, predictions=model.predict(reference.X, reference.groups))
+    return Champion(version=entry.version, sensitive=sensitive, model=model, reference=reference)
+
+
+def run_monitor(
+    dataset: str | Path,
+    window: str | Path,
+    policy: str | Path,
+    registry,
+    state_dir: Path,
+    *,
+    window_end: str | None = None,
+    every_window: bool = False,
+    prediction_column: str | None = None,
+    persist: bool = True,
+) -> list[WindowReport]:
+    """Check the latest window of ``window`` (or every window in order) against the champion.
+
+    Each report is recorded under ``state_dir/monitor/<dataset>/`` (history, JSON record,
+    plot, the window's rows) unless ``persist`` is false.
+    """
+    spec = load_dataset_spec(dataset)
+    policy_spec = load_policy(policy)
+    cfg = policy_spec.monitoring_settings
+    champion = load_champion(registry, spec)
+    rows = read_window(spec, window, prediction_column=prediction_column)
+    windows = split_windows(rows, cfg.window_days) if every_window else [latest_window(rows, cfg.window_days, end=window_end)]
+    previous = last_report(state_dir, spec.name) if persist else None
+    reports = []
+    for part in windows:
+        if len(part.rows) == 0:
+            raise BadInputError(f"no rows of {window} fall in the window {part.label} ({cfg.window_days} days)")
+        report = check_window(spec, part, champion.reference, champion.model, policy_spec, sensitive=champion.sensitive,
+                              champion_version=champion.version, source=str(window), previous=previous)
+        if persist:
+            report = record(report, spec, part.rows, state_dir)
+        reports.append(report)
+        previous = report
+    return reports
+
+
+def to_json(reports: list[WindowReport]) -> str:
+    return json.dumps([json.loads(r.model_dump_json()) for r in reports], indent=2)
+
+
