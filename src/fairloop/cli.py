@@ -477,6 +477,12 @@ def monitor(
         raise BadInputError("window file not found", source=str(window))
     if server:
         with prefect_server(settings):
+            from fairloop.reruns import unserved_reason
+
+            unserved = unserved_reason(load_dataset_spec(dataset).name)
+            if unserved:
+                err.print(f"[yellow]warning:[/yellow] {escape(unserved)}: an alert now starts no rerun. Start "
+                          "`fairloop serve` first (server, serve, then monitors).", soft_wrap=True)
             flow = load_project_flow(settings, "monitor")
             records = flow(dataset=str(dataset), window=str(window), policy=str(policy), window_end=window_end,
                            every_window=every_window, prediction_column=prediction_column)
@@ -510,21 +516,50 @@ def serve(
     recipe: Annotated[Path, typer.Option(help="recipe of triggered and scheduled reruns")] = Path(DEFAULT_RECIPE),
     constraint: Annotated[Path, typer.Option(help="constraint template of reruns")] = Path(DEFAULT_CONSTRAINT),
     train_rows: Annotated[Optional[int], typer.Option(help="subsample the training pool of reruns")] = None,
+    sweep: Annotated[Optional[Path], typer.Option(
+        help="reruns run this sweep (default: the policy's monitoring.rerun, i.e. the champion's recipe and template)")] = None,
+    notify_url: Annotated[Optional[str], typer.Option(
+        help="POST each drift alert and rerun outcome as JSON {subject, body} to this URL (a Prefect webhook block)")] = None,
+    notify_block: Annotated[Optional[str], typer.Option(
+        help="or send them through this existing Prefect notification block, as TYPE-SLUG/NAME")] = None,
 ):
-    """Serve the monitor and remediation deployments (cron schedules, drift trigger) until stopped."""
+    """Serve the monitor and remediation deployments (cron schedules, drift trigger) until stopped.
+
+    Start it before any monitor runs: an alert emitted while nothing serves the remediation
+    deployment starts no rerun. A served rerun remediates with the champion's recipe and
+    template (the given --recipe/--constraint until a champion exists) or a sweep, and starts
+    only once per incident (see the policy's monitoring.rerun and rerun_cooldown_minutes).
+    """
     from prefect import serve as prefect_serve
 
     from fairloop.monitor.deployments import build_deployments
+    from fairloop.policy import RerunSweep, load_policy
 
     settings = get_settings()
     validate_inputs(dataset, recipe, constraint, policy)
+    rerun = load_policy(policy).monitoring_settings.rerun
+    for sweep_file in filter(None, [sweep, Path(rerun.sweep) if isinstance(rerun, RerunSweep) else None]):
+        from fairloop.sweep import load_sweep
+
+        load_sweep(sweep_file)
+    if notify_url and notify_block:
+        raise BadInputError("give either --notify-url or --notify-block", field="--notify-block")
     if not feed.is_file():  # a typo here would only show at the first scheduled check
         raise BadInputError("production feed file not found", source=str(feed))
     with prefect_server(settings) as api_url:
         deployments = build_deployments(
             load_project_flow(settings, "monitor"), load_project_flow(settings, "remediation"), dataset=str(dataset), feed=str(feed),
             policy=str(policy), recipe=str(recipe), constraint=str(constraint), train_rows=train_rows,
+            sweep_file=str(sweep) if sweep else None,
         )
+        if notify_url or notify_block:
+            from fairloop.datasets import load_dataset_spec
+            from fairloop.notify import install_notifications, named_block_id, webhook_block_id
+
+            name = load_dataset_spec(dataset).name
+            block_id = webhook_block_id(name, notify_url) if notify_url else named_block_id(notify_block)
+            for automation in install_notifications(name, block_id):
+                console.print(f"automation {automation}: sends to {escape(notify_url or notify_block)}")
         for deployment in deployments:
             schedules = ", ".join(s.schedule.cron for s in deployment.schedules or []) or "no schedule"
             triggers = ", ".join(sorted(t.expect)[0] for t in deployment.triggers or []) or "no trigger"

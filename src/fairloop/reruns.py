@@ -133,3 +133,19 @@ def reason_to_skip(flow_run_id: UUID | str, cooldown_minutes: int, *, cooldown: 
                 return (f"rerun {run.name} ({run.id}) ended {run.state.name} at {_as_utc(run.end_time):%Y-%m-%d %H:%M} UTC, "
                         f"within the policy's cooldown of {cooldown_minutes} minutes")
     return None
+
+
+def unserved_reason(dataset: str) -> str | None:
+    """Why a drift alert on ``dataset`` would start no rerun right now (None: ``remediation/<dataset>`` is served)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import DeploymentStatus
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            deployment = client.read_deployment_by_name(f"remediation/{dataset}")
+        except ObjectNotFound:
+            return f"no remediation deployment for '{dataset}' on this server"
+    if deployment.status != DeploymentStatus.READY:
+        return f"remediation/{dataset} exists but nothing serves it now"
+    return None

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from fairloop.datasets import load_dataset_spec
 from fairloop.monitor.alerting import DRIFT_EVENT, dataset_resource_id
+from fairloop.notify import remediation_tag
 from fairloop.policy import load_policy
+from fairloop.reruns import DRIFT_TRIGGER, SCHEDULE
 
 
 def build_deployments(
@@ -16,6 +18,7 @@ def build_deployments(
     policy: str,
     recipe: str = "recipes/none.yaml",
     constraint: str = "constraints/gs-dp.yaml",
+    sweep_file: str | None = None,
     train_rows: int | None = None,
 ) -> list:
     """The deployments ``fairloop serve`` serves, with the policy's cron schedules.
@@ -25,23 +28,26 @@ def build_deployments(
     * ``remediation/<dataset>``: a ``DeploymentEventTrigger`` on ``fairloop.drift.detected``
       for this dataset starts a rerun with the drifted window appended to its training data
       (``requested_by='drift-trigger'``); on ``remediation_cron``, if set, a scheduled rerun
-      (``requested_by='schedule'``).
+      (``requested_by='schedule'``). Both are reruns (``rerun=True``): one per incident, remediating
+      with the champion's recipe and template or a sweep (``fairloop.reruns``); ``recipe`` and
+      ``constraint`` serve until a champion exists.
     """
     from prefect.events import DeploymentEventTrigger
 
     spec = load_dataset_spec(dataset)
     schedule = load_policy(policy).monitoring_settings.schedule
-    common = {"dataset": dataset, "recipe": recipe, "constraint": constraint, "policy": policy, "train_rows": train_rows}
+    common = {"dataset": dataset, "recipe": recipe, "constraint": constraint, "policy": policy, "train_rows": train_rows,
+              "sweep_file": sweep_file, "rerun": True}
     trigger = DeploymentEventTrigger(
         name=f"fairloop-{spec.name}-drift-rerun",
         description=f"Rerun remediation of {spec.name} when the monitor alerts",
         expect={DRIFT_EVENT},
         match={"prefect.resource.id": dataset_resource_id(spec.name)},
-        parameters={**common, "requested_by": "drift-trigger", "extra_training_data": "{{ event.payload.window_file }}"},
+        parameters={**common, "requested_by": DRIFT_TRIGGER, "extra_training_data": "{{ event.payload.window_file }}"},
     )
     remediation = remediation_flow.to_deployment(
         name=spec.name, cron=schedule.remediation_cron, triggers=[trigger],
-        parameters={**common, "requested_by": "schedule"}, tags=["fairloop", spec.name],
+        parameters={**common, "requested_by": SCHEDULE}, tags=["fairloop", spec.name, remediation_tag(spec.name)],
         description=f"Remediation of {spec.name}: triggered by drift alerts, scheduled by the policy",
     )
     monitor = monitor_flow.to_deployment(
