@@ -21,7 +21,7 @@ from conftest import PROJECT
 from fairloop import monitor as core
 from fairloop import pipeline
 from fairloop.constraints import fit_candidate
-from fairloop.datasets import load_dataset, load_dataset_spec, make_splits
+from fairloop.datasets import Split, Splits, load_dataset, load_dataset_spec, make_splits
 from fairloop.errors import BadInputError
 from fairloop.policy import load_policy
 from fairloop.registry import Registry
@@ -166,8 +166,9 @@ def test_single_noisy_window_does_not_fire_but_a_persistent_breach_does(world, t
     policy = load_policy(write_test_policy(tmp_path))
     spec, champion, stream = world["spec"], world["champion"], world["stream"]
 
-    def check(rows, previous=None):
-        return core.check_window(spec, core.Window(rows, None, None), champion.reference, champion.model, policy,
+    def check(rows, previous=None, month=1):  # consecutive months: each window later than the one before
+        window = core.Window(rows, f"2015-{month:02d}-01", f"2015-{month + 1:02d}-01")
+        return core.check_window(spec, window, champion.reference, champion.model, policy,
                                  sensitive="race", champion_version=champion.version, source="test", previous=previous)
 
     rng = np.random.default_rng(0)
@@ -180,15 +181,15 @@ def test_single_noisy_window_does_not_fire_but_a_persistent_breach_does(world, t
     assert not noisy.alert and all(m.low <= m.threshold for m in noisy.breaches)
     big = lambda seed: stream.take(np.random.default_rng(seed).choice(len(stream), WINDOW_ROWS))  # noqa: E731
     before = check(big(1))
-    during = check(noisy_rows, previous=before)
-    after = check(big(2), previous=during)
+    during = check(noisy_rows, previous=before, month=2)
+    after = check(big(2), previous=during, month=3)
     assert not before.alert and not during.alert and not after.alert
     key = noisy.breaches[0].key
     assert during.metric(key).streak == 1 and after.metric(key).streak == 0
     # the same breach persisting: streak 1, 2, 3 -> alert on the third
-    first = check(noisy_rows, previous=before)
-    second = check(noisy_rows, previous=first)
-    third = check(noisy_rows, previous=second)
+    first = check(noisy_rows, previous=before, month=2)
+    second = check(noisy_rows, previous=first, month=3)
+    third = check(noisy_rows, previous=second, month=4)
     assert (first.metric(key).streak, second.metric(key).streak, third.metric(key).streak) == (1, 2, 3)
     assert not second.metric(key).alert and third.metric(key).alert and third.alert
 
@@ -345,3 +346,121 @@ def test_drift_event_starts_a_triggered_rerun_with_the_window(world, served, tmp
     decisions = [r for r in world["registry"].audit_log() if r.get("run_id") == str(run.id)]
     assert decisions and decisions[0]["requested_by"] == "drift-trigger"
     assert decisions[0]["extra_training_data"] == window_file and decisions[0]["action"] == "gate_failed"
+
+
+# -- window identity, retention, the windows reruns may read ---------------------------------------
+def _history_lines(state: Path) -> int:
+    return len((state / "monitor" / "compas" / "history.jsonl").read_text().splitlines())
+
+
+def test_same_window_twice_changes_nothing_and_only_a_later_window_advances_the_streak(world, tmp_path):
+    policy = write_test_policy(tmp_path, alert_on=["persistent"])
+    state = tmp_path / "state"
+    run = lambda path, **kw: core.run_monitor(world["spec_path"], path, policy, world["registry"], state, **kw)  # noqa: E731
+    first_month = shifted(world, 31)
+    path = feed(world, [first_month], "identity-1")
+    first = run(path)[0]
+    assert first.metric("group_share:race").streak == 1 and not first.rechecked
+    files = sorted(p.name for p in (state / "monitor" / "compas").rglob("*"))
+    again = run(path)[0]  # the served monitor's next tick on an unchanged feed
+    assert again.rechecked and not again.new_alert
+    assert again.metric("group_share:race").streak == 1 and again.window_hash == first.window_hash
+    assert again.model_dump(exclude={"rechecked", "new_alert"}) == first.model_dump(exclude={"rechecked", "new_alert"})
+    assert _history_lines(state) == 1 and sorted(p.name for p in (state / "monitor" / "compas").rglob("*")) == files
+
+    # rows arrive late for the same month: a revision of the range, reported, streak not advanced
+    revised = feed(world, [pd.concat([first_month, shifted(world, 32, 200)])], "identity-2")
+    revision = run(revised)[0]
+    assert (revision.window_start, revision.window_end) == (first.window_start, first.window_end)
+    assert not revision.rechecked and revision.window_hash != first.window_hash
+    assert revision.metric("group_share:race").streak == 1 and revision.streak_from is None
+
+    # an explicit rolling window overlapping the first one does not advance it either
+    rolling = run(revised, window_end="2015-01-20")[0]
+    assert rolling.metric("group_share:race").streak == 1
+
+    # the next, non-overlapping month does
+    two_months = feed(world, [pd.concat([first_month, shifted(world, 32, 200)]), shifted(world, 33)], "identity-3")
+    reports = run(two_months, every_window=True)
+    assert [r.rechecked for r in reports] == [True, False]  # the first month is the recorded revision
+    assert reports[1].metric("group_share:race").streak == 2 and reports[1].streak_from == first.label
+
+
+def test_latest_window_is_the_tumbling_window_of_the_last_row(world):
+    rows = core.read_window(world["spec"], feed(world, [stable(world, 40, 300), stable(world, 41, 300)], "tumbling"))
+    latest = core.latest_window(rows, 30)
+    assert (latest.start, latest.end) == ("2015-01-31", "2015-03-02") and len(latest.rows) == 300
+    assert (core.latest_window(rows, 30, origin="2015-01-15").start) == "2015-02-14"
+    explicit = core.latest_window(rows, 30, end="2015-02-10")
+    assert (explicit.start, explicit.end) == ("2015-01-11", "2015-02-10")
+
+
+def test_window_rows_are_kept_only_for_the_latest_windows(world, tmp_path):
+    from fairloop.monitor.store import resolve_window_file
+
+    path = feed(world, [stable(world, seed, 200) for seed in (50, 51, 52)], "retention")
+    state = tmp_path / "state"
+    reports = core.run_monitor(world["spec_path"], path, write_test_policy(tmp_path, keep_window_rows=1), world["registry"],
+                               state, every_window=True)
+    windows = state / "monitor" / "compas" / "windows"
+    assert [p.name for p in windows.iterdir()] == [Path(reports[-1].window_file).name]
+    assert resolve_window_file(state, "compas", reports[-1].window_file) == Path(reports[-1].window_file)
+    assert resolve_window_file(state, "compas", reports[-1].window_file_sha256) == Path(reports[-1].window_file)
+    with pytest.raises(BadInputError, match="no longer kept"):
+        resolve_window_file(state, "compas", reports[0].window_file)
+    with pytest.raises(BadInputError, match="not in the monitor's window folder"):
+        resolve_window_file(state, "compas", windows / ".." / ".." / "compas" / "history.jsonl")
+    with pytest.raises(BadInputError, match="not in the monitor's window folder"):
+        resolve_window_file(state, "compas", path)
+    with pytest.raises(BadInputError, match="no window of dataset 'compas' was recorded with SHA-256"):
+        resolve_window_file(state, "compas", "0" * 64)
+    stray = windows / "stray.csv"
+    stray.write_text(Path(reports[-1].window_file).read_text())
+    with pytest.raises(BadInputError, match="does not match the SHA-256"):
+        resolve_window_file(state, "compas", stray)
+    with Path(reports[-1].window_file).open("a") as handle:  # the recorded file edited after the check
+        handle.write(Path(reports[-1].window_file).read_text().splitlines()[1] + "\n")
+    with pytest.raises(BadInputError, match="does not match the SHA-256"):
+        resolve_window_file(state, "compas", reports[-1].window_file)
+
+    (tmp_path / "none").mkdir()
+    state = tmp_path / "state-none"
+    reports = core.run_monitor(world["spec_path"], path, write_test_policy(tmp_path / "none", keep_window_rows=0),
+                               world["registry"], state, every_window=True)
+    assert all(r.window_file is None for r in reports) and not (state / "monitor" / "compas" / "windows").exists()
+    assert all(Path(r.record_file).with_suffix(".png").is_file() for r in reports)
+
+
+def test_window_of_held_out_rows_is_refused(world):
+    loaded = load_dataset(world["spec_path"])
+    splits = make_splits(loaded)
+    from_test = splits.test.take(np.arange(200))
+    with pytest.raises(BadInputError, match=r"200 of 200 labelled window row\(s\) are exact copies of rows of the test split"):
+        core.refuse_held_out_overlap(from_test, splits, source="window.csv")
+    mixed = Split(X=pd.concat([splits.train.X.iloc[:150], splits.validation.X.iloc[:50]], ignore_index=True),
+                  y=pd.concat([splits.train.y.iloc[:150], splits.validation.y.iloc[:50]], ignore_index=True),
+                  groups=pd.concat([splits.train.groups.iloc[:150], splits.validation.groups.iloc[:50]], ignore_index=True))
+    with pytest.raises(BadInputError, match="validation split"):
+        core.refuse_held_out_overlap(mixed, splits)
+    # new rows of the same population: COMPAS's coarse features make many equal a test row by chance; not refused
+    from fairloop.datasets import read_extra_training_rows
+
+    new_rows = read_extra_training_rows(world["spec"], _write(world["folder"] / "new-rows.csv", stable(world, 60, 500)))
+    core.refuse_held_out_overlap(new_rows, splits)
+
+
+def test_one_copied_row_is_refused_when_rows_do_not_collide_by_chance():
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        return Split(X=pd.DataFrame({"x": rng.normal(size=n), "c": rng.choice(list("abc"), n)}),
+                     y=pd.Series(rng.integers(0, 2, n)), groups=pd.DataFrame({"g": rng.choice(["p", "q"], n)}))
+
+    splits = Splits(train=split(500), validation=split(100), test=split(200))
+    window = split(300)
+    core.refuse_held_out_overlap(window, splits)
+    copied = Split(X=pd.concat([window.X, splits.test.X.iloc[[7]]], ignore_index=True),
+                   y=pd.concat([window.y, splits.test.y.iloc[[7]]], ignore_index=True),
+                   groups=pd.concat([window.groups, splits.test.groups.iloc[[7]]], ignore_index=True))
+    with pytest.raises(BadInputError, match=r"1 of 301 labelled window row\(s\) are exact copies of rows of the test split \(first: window row 301"):
+        core.refuse_held_out_overlap(copied, splits)

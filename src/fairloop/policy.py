@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -42,6 +43,12 @@ class Monitoring(SpecModel):
     """Production monitoring (``fairloop monitor``, ``flows/monitor.py``); every field has a default."""
 
     window_days: int = Field(30, ge=1, description="length of one production window")
+    window_origin: date | None = Field(
+        None, description="first day of the tumbling windows (window k covers origin + k * window_days); default: the feed's first day"
+    )
+    keep_window_rows: int = Field(
+        3, ge=0, description="the latest N checked windows keep their rows on disk (sensitive columns included) for reruns; 0: store none"
+    )
     ks_threshold: float = Field(0.20, gt=0, le=1, description="numeric feature: a two-sample KS statistic above this is a breach")
     psi_threshold: float = Field(0.20, gt=0, description="categorical feature and group shares: a PSI above this is a breach")
     max_prediction_rate_gap: float | None = Field(

@@ -32,12 +32,14 @@ from fairloop.monitor.alerting import DRIFT_EVENT, dataset_resource_id, drift_ev
 from fairloop.monitor.check import Champion, check_window, load_champion, run_monitor, to_json
 from fairloop.monitor.plots import plot_series, plot_window, summary_markdown
 from fairloop.monitor.report import Metric, WindowReport
-from fairloop.monitor.store import last_report, record, state_folder
-from fairloop.monitor.windows import Rows, Window, latest_window, read_window, reference_rows, split_windows
+from fairloop.monitor.store import enforce_retention, history, record, resolve_window_file, state_folder
+from fairloop.monitor.windows import (
+    Rows, Window, latest_window, read_window, reference_rows, refuse_held_out_overlap, split_windows,
+)
 
 __all__ = [
     "DRIFT_EVENT", "Champion", "Metric", "Rows", "Window", "WindowReport", "check_window", "dataset_resource_id",
-    "drift_event", "judge", "last_report", "latest_window", "load_champion", "plot_series", "plot_window",
-    "read_window", "record", "reference_rows", "run_monitor", "split_windows", "state_folder", "summary_markdown",
+    "drift_event", "judge", "history", "resolve_window_file", "enforce_retention", "latest_window", "load_champion", "plot_series", "plot_window",
+    "read_window", "record", "reference_rows", "refuse_held_out_overlap", "run_monitor", "split_windows", "state_folder", "summary_markdown",
     "to_json",
 ]

@@ -10,13 +10,42 @@ from fairloop.policy import Monitoring
 DRIFT_EVENT = "fairloop.drift.detected"
 
 
-def judge(report: WindowReport, cfg: Monitoring, previous: WindowReport | None) -> WindowReport:
-    """Breach, streak (consecutive windows in breach, this one included) and alert per metric.
+def same_window(earlier: WindowReport, report: WindowReport) -> bool:
+    """The same window checked against the same champion: same range and the same rows."""
+    identity = lambda r: (r.dataset, r.champion_version, r.window_start, r.window_end, r.window_hash)  # noqa: E731
+    return identity(earlier) == identity(report)
 
-    The streak continues only from the previous window checked against the same champion.
+
+def continues_from(earlier: WindowReport, report: WindowReport) -> bool:
+    """Whether ``report``'s streaks may continue ``earlier``'s: same dataset and champion, and a new,
+    later, non-overlapping window (timed: ``earlier`` ends on or before ``report`` starts; untimed:
+    other rows). A revision of a range (rows added) or an overlapping rolling window does not."""
+    if (earlier.dataset, earlier.champion_version) != (report.dataset, report.champion_version):
+        return False
+    if not (earlier.window_end and report.window_start):  # untimed: a window is its rows
+        return earlier.window_hash != report.window_hash
+    return earlier.window_end <= report.window_start  # ISO dates order as strings
+
+
+def streak_base(history: list[WindowReport], report: WindowReport) -> WindowReport | None:
+    """The window ``report`` continues from: of the recorded windows it may continue, the one that
+    ends last (its latest check, if the range was revised); untimed: the last one checked."""
+    base = None
+    for earlier in history:
+        if continues_from(earlier, report) and (base is None or (earlier.window_end or "") >= (base.window_end or "")):
+            base = earlier
+    return base
+
+
+def judge(report: WindowReport, cfg: Monitoring, previous: WindowReport | None) -> WindowReport:
+    """Breach, streak (windows in breach in a row, this one included) and alert per metric.
+
+    Streaks continue from ``previous`` only when this window may continue it
+    (``continues_from``); otherwise they start again. ``new_alert`` assumes no earlier check of
+    this range alerted (``run_monitor`` corrects it from the history).
     """
     before = {}
-    if previous is not None and previous.dataset == report.dataset and previous.champion_version == report.champion_version:
+    if previous is not None and continues_from(previous, report):
         before = {m.key: m.streak for m in previous.metrics}
     judged = []
     for m in report.metrics:
@@ -27,7 +56,17 @@ def judge(report: WindowReport, cfg: Monitoring, previous: WindowReport | None) 
             "interval" in cfg.alert_on and interval_breach
         )
         judged.append(m.model_copy(update={"breach": breach, "interval_breach": interval_breach, "streak": streak, "alert": alert}))
-    return report.model_copy(update={"metrics": judged, "alert": any(m.alert for m in judged)})
+    alert = any(m.alert for m in judged)
+    return report.model_copy(update={"metrics": judged, "alert": alert, "new_alert": alert,
+                                     "streak_from": previous.label if before else None})
+
+
+def already_alerted(history: list[WindowReport], report: WindowReport) -> bool:
+    """Whether an earlier check of ``report``'s range (untimed: of its rows) against the same champion
+    alerted: the drift event for it was emitted then."""
+    scope = lambda r: (r.dataset, r.champion_version, r.window_start, r.window_end,  # noqa: E731
+                       r.window_hash if r.window_start is None else None)
+    return any(earlier.alert and scope(earlier) == scope(report) for earlier in history)
 
 
 # -- the event a remediation deployment is triggered by ------------------------------------

@@ -13,11 +13,11 @@ import numpy as np
 from fairloop.datasets import DatasetSpec, load_dataset_spec
 from fairloop.errors import BadInputError
 from fairloop.model import FairModel
-from fairloop.monitor.alerting import judge
+from fairloop.monitor.alerting import already_alerted, judge, same_window, streak_base
 from fairloop.monitor.drift import feature_metrics, psi_metric
 from fairloop.monitor.fairness import labelled_metrics, prediction_rate_gap, selection_rates
 from fairloop.monitor.report import Metric, WindowReport
-from fairloop.monitor.store import last_report, record
+from fairloop.monitor.store import history, record
 from fairloop.monitor.windows import Rows, Window, latest_window, read_window, reference_rows, split_windows
 from fairloop.policy import Policy, load_policy
 
@@ -83,7 +83,7 @@ def check_window(
         seconds=0.0, metrics=metrics,
         selection_rates={str(g): float(r) for g, r in rates["selection_rate"].items()},
         reference_selection_rates={str(g): float(r) for g, r in ref_rates["selection_rate"].items()},
-        skipped=skipped,
+        skipped=skipped, window_hash=window.content_hash,
     )
     report = judge(report, cfg, previous)
     return report.model_copy(update={"seconds": round(time.perf_counter() - started, 3)})
@@ -126,24 +126,41 @@ def run_monitor(
 ) -> list[WindowReport]:
     """Check the latest window of ``window`` (or every window in order) against the champion.
 
-    Each report is recorded under ``state_dir/monitor/<dataset>/`` (history, JSON record,
-    plot, the window's rows) unless ``persist`` is false.
+    With ``persist`` (the default) each new check is recorded under
+    ``state_dir/monitor/<dataset>/`` and continues the streaks of the recorded window it follows
+    (``alerting.streak_base``); a window already recorded (same range, same rows, same
+    champion) is not checked again: its recorded report comes back with ``rechecked`` set and
+    nothing changes on disk.
     """
     spec = load_dataset_spec(dataset)
     policy_spec = load_policy(policy)
     cfg = policy_spec.monitoring_settings
     champion = load_champion(registry, spec)
     rows = read_window(spec, window, prediction_column=prediction_column)
-    windows = split_windows(rows, cfg.window_days) if every_window else [latest_window(rows, cfg.window_days, end=window_end)]
-    previous = last_report(state_dir, spec.name) if persist else None
+    if every_window:
+        windows = split_windows(rows, cfg.window_days, start=cfg.window_origin)
+    else:
+        windows = [latest_window(rows, cfg.window_days, end=window_end, origin=cfg.window_origin)]
+    recorded = history(state_dir, spec.name) if persist else []
+    previous = None
     reports = []
     for part in windows:
         if len(part.rows) == 0:
             raise BadInputError(f"no rows of {window} fall in the window {part.label} ({cfg.window_days} days)")
+        identity = WindowReport.model_construct(dataset=spec.name, champion_version=champion.version,
+                                                window_start=part.start, window_end=part.end, window_hash=part.content_hash)
+        earlier = next((r for r in reversed(recorded) if same_window(r, identity)), None)
+        if earlier is not None:
+            reports.append(earlier.model_copy(update={"rechecked": True, "new_alert": False}))
+            continue
+        if persist:
+            previous = streak_base(recorded, identity)
         report = check_window(spec, part, champion.reference, champion.model, policy_spec, sensitive=champion.sensitive,
                               champion_version=champion.version, source=str(window), previous=previous)
+        report = report.model_copy(update={"new_alert": report.alert and not already_alerted(recorded, report)})
         if persist:
-            report = record(report, spec, part.rows, state_dir)
+            report = record(report, spec, part.rows, state_dir, keep_window_rows=cfg.keep_window_rows)
+            recorded.append(report)
         reports.append(report)
         previous = report
     return reports

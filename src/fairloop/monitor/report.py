@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 Kind = Literal["ks", "psi", "group_share", "prediction_rate_gap", "demographic_parity_difference", "equalized_odds_difference"]
 
@@ -46,6 +46,16 @@ class WindowReport(BaseModel):
     skipped: list[str] = []
     window_file: str | None = None
     alert: bool = False
+    window_hash: str | None = Field(None, description="SHA-256 of the window's rows (order-independent)")
+    window_file_sha256: str | None = Field(None, description="SHA-256 of the stored window file's bytes")
+    record_file: str | None = Field(None, description="the JSON record; its plot is next to it (.png)")
+    streak_from: str | None = Field(None, description="the earlier window whose streaks this one continues ('start .. end')")
+    rechecked: bool = Field(False, description="this window (range and content) was checked before: its recorded result")
+    new_alert: bool = Field(False, description="alert, and no earlier check of this range alerted: emit the drift event")
+
+    @property
+    def label(self) -> str:
+        return f"{self.window_start} .. {self.window_end}" if self.window_start else "all rows"
 
     @property
     def breaches(self) -> list[Metric]:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
+from datetime import date
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from fairloop.datasets import DatasetSpec, SourceFile, parse_rows, read_raw_file
+from fairloop.datasets import DatasetSpec, SourceFile, Split, Splits, parse_rows, read_raw_file
 from fairloop.errors import BadInputError
 
 
@@ -94,8 +97,29 @@ def read_window(
     return Rows(X=parsed.X, groups=parsed.groups, y=parsed.y, predictions=predictions, times=times, raw=parsed.raw)
 
 
+def content_hash(rows: Rows) -> str:
+    """SHA-256 over the window's rows, independent of their order: the same rows are the same window.
+
+    Hashes the raw rows when there are any (what is written to disk and trained on), otherwise
+    the parsed features, groups and labels.
+    """
+    frame = rows.raw if rows.raw is not None else pd.concat(
+        [rows.X, rows.groups.add_prefix("sensitive."), *([] if rows.y is None else [rows.y.rename("label")])], axis=1)
+    per_row = np.sort(pd.util.hash_pandas_object(frame, index=False).to_numpy())
+    digest = hashlib.sha256(per_row.tobytes())
+    digest.update(",".join(map(str, frame.columns)).encode())
+    return digest.hexdigest()
+
+
 @dataclass(frozen=True)
 class Window:
+    """Rows of one time range ``[start, end)`` (ISO dates; both None for an untimed file).
+
+    A window's identity is its range and its content hash: re-checking the same identity
+    changes nothing, and only a later, non-overlapping range continues a streak
+    (``fairloop.monitor.alerting``).
+    """
+
     rows: Rows
     start: str | None
     end: str | None
@@ -104,13 +128,23 @@ class Window:
     def label(self) -> str:
         return f"{self.start} .. {self.end}" if self.start else "all rows"
 
+    @cached_property
+    def content_hash(self) -> str:
+        return content_hash(self.rows)
 
-def split_windows(rows: Rows, days: int, *, start: str | None = None) -> list[Window]:
-    """Consecutive ``days``-long windows from ``start`` (default: the first timestamp); empty ones are skipped."""
+
+def grid_origin(rows: Rows, origin: str | date | None) -> pd.Timestamp:
+    """Where the tumbling windows start: ``origin`` (the policy's ``window_origin``) or the first day of the rows."""
+    return pd.Timestamp(origin) if origin else rows.times.min().normalize()
+
+
+def split_windows(rows: Rows, days: int, *, start: str | date | None = None) -> list[Window]:
+    """Tumbling ``days``-long windows from ``start`` (default: the first timestamp), in order; empty ones are
+    skipped, rows before ``start`` belong to no window."""
     if rows.times is None:
         return [Window(rows, None, None)]
     times = rows.times
-    origin = pd.Timestamp(start) if start else times.min().normalize()
+    origin = grid_origin(rows, start)
     index = ((times - origin) // pd.Timedelta(days=days)).to_numpy()
     windows = []
     for k in np.unique(index[index >= 0]):
@@ -120,12 +154,62 @@ def split_windows(rows: Rows, days: int, *, start: str | None = None) -> list[Wi
     return windows
 
 
-def latest_window(rows: Rows, days: int, *, end: str | None = None) -> Window:
-    """The ``days`` before ``end`` (default: just after the last timestamp); all rows when untimed."""
+def latest_window(rows: Rows, days: int, *, end: str | None = None, origin: str | date | None = None) -> Window:
+    """The window a scheduled check looks at; all rows when untimed.
+
+    By default the latest **tumbling** window (the grid of ``split_windows`` from ``origin``)
+    that holds rows, so a daily schedule sees the same range until the next one starts: while
+    that window fills up, each check is a revision of it, which does not advance a streak.
+    With ``end``, the ``days`` before it: an explicit rolling window, which overlaps the
+    previous one unless ``end`` moves by ``days``; overlapping windows do not advance a streak
+    either.
+    """
     if rows.times is None:
         return Window(rows, None, None)
-    stop = pd.Timestamp(end) if end else rows.times.max().normalize() + pd.Timedelta(days=1)
+    if end is None:
+        windows = split_windows(rows, days, start=origin)
+        if not windows:
+            raise BadInputError(f"no rows on or after the window origin {origin} (the last row is at {rows.times.max()})")
+        return windows[-1]
+    stop = pd.Timestamp(end)
     begin = stop - pd.Timedelta(days=days)
     mask = ((rows.times >= begin) & (rows.times < stop)).to_numpy()
     return Window(rows.take(mask), begin.date().isoformat(), stop.date().isoformat())
 
+
+def _row_hashes(split: Split) -> np.ndarray:
+    frame = pd.concat([split.X, split.groups.add_prefix("sensitive."), split.y.astype(int).rename("label")], axis=1)
+    return pd.util.hash_pandas_object(frame, index=False).to_numpy()
+
+
+def refuse_held_out_overlap(window: Split, splits: Splits, *, source: str = "the window", alpha: float = 1e-6) -> None:
+    """Raise BadInputError when a window's labelled rows are copies of validation or test rows.
+
+    ``splits`` are the dataset's splits *without* the window. Rows are compared exactly (parsed
+    features, sensitive groups, label). Distinct people can share every parsed value when the
+    features are coarse (COMPAS: 37 % of training rows equal some test row; Adult: 11 %;
+    German: none), so an exact match alone proves nothing there: the window is refused when it
+    matches a held-out split more often than the training split's own rows do by chance
+    (one-sided binomial test at ``alpha``); with no chance matches (the training rows match
+    none), one copied row is refused. A window built from held-out rows would contaminate the
+    held-out figures of the rerun that trains on it.
+    """
+    from scipy.stats import binom
+
+    mine, train = _row_hashes(window), _row_hashes(splits.train)
+    for name in ("validation", "test"):
+        held = _row_hashes(getattr(splits, name))
+        repeated = np.isin(mine, held)
+        copies = int(repeated.sum())
+        if copies == 0:
+            continue
+        chance = float(np.isin(train, held).mean()) if len(train) else 0.0
+        if chance == 0.0 or binom.sf(copies - 1, len(mine), chance) < alpha:
+            first = int(np.flatnonzero(repeated)[0])
+            expected = f"; by chance about {chance * len(mine):.0f} would be" if chance else ""
+            raise BadInputError(
+                f"{copies} of {len(mine)} labelled window row(s) are exact copies of rows of the {name} split{expected} "
+                f"(first: window row {first + 1}, {window.X.iloc[first].to_dict()}); training on them would contaminate "
+                "the held-out figures",
+                source=source,
+            )
