@@ -20,15 +20,13 @@ from prefect.context import get_run_context
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 
-from fairloop import pipeline, sweep
+from fairloop import pipeline, reruns, sweep
 from fairloop.audit import publish_artifacts
 from fairloop.config import get_settings
 from fairloop.frontier import candidates_table, frontier_report
 from fairloop.lineage import code_version, package_versions
-from fairloop import reruns
 from fairloop.outcomes import Outcome, outcome_state, quiet_outcome_tracebacks, refusal_reason
-from fairloop.datasets import load_dataset_spec
-from fairloop.policy import apply_gates, load_policy
+from fairloop.policy import apply_gates
 from fairloop.registry import Registry, file_sha256
 from fairloop.report import render_html, render_model_card
 from fairloop.review import ReviewDecision, render_report
@@ -116,30 +114,29 @@ def remediation(
     registry = Registry(settings.registry_path, settings.remote_path)
     run_id = str(get_run_context().flow_run.id)
     run_dir = settings.state_dir / "runs" / run_id  # files of this run that are not promoted (frontier, chosen template)
-    plan = None
-    if rerun:
-        monitoring = load_policy(policy).monitoring_settings
-        skip = reruns.reason_to_skip(run_id, monitoring.rerun_cooldown_minutes, cooldown=requested_by == reruns.DRIFT_TRIGGER)
-        if skip:
-            logger.info("Not remediating: %s", skip)
-            return outcome_state(Outcome.SKIPPED, skip)
-        spec_name = load_dataset_spec(dataset).name
-        if extra_training_data:
-            extra_training_data = str(reruns.monitor_window_file(settings.state_dir, spec_name, extra_training_data))
-        plan = reruns.plan_rerun(spec_name, monitoring, registry, run_dir, recipe=recipe, constraint=constraint, sweep_file=sweep_file)
-        recipe, constraint, sweep_file = plan.recipe, plan.constraint, plan.sweep_file
-        logger.info("Rerun (%s) remediates with %s", requested_by, plan.source)
     params = pipeline.RunParams(dataset, recipe, constraint, policy, sensitive, train_rows, seed, extra_training_data)
+    start = None
+    if rerun:
+        start = reruns.start_rerun(run_id, params, sweep_file=sweep_file, requested_by=requested_by, registry=registry,
+                                   state_dir=settings.state_dir, run_dir=run_dir)
+        if start.stop is not None:
+            logger.info("Not remediating (%s): %s", start.stop.value, start.reason)
+            if start.stop is Outcome.REFUSED:
+                registry.record_decision({"dataset": start.dataset, "run_id": run_id, "requested_by": requested_by,
+                                          "action": "refused_input", "reason": start.reason})
+            return outcome_state(start.stop, start.reason)
+        params, sweep_file = start.params, start.sweep_file
+        logger.info("Rerun (%s) remediates with %s", requested_by, start.source)
 
     inputs = load_step(params)
     spec, sensitive = inputs.loaded.spec, inputs.sensitive
     record = {"dataset": spec.name, "run_id": run_id, "requested_by": requested_by}
-    if plan is not None:
-        record["remediates_with"] = plan.source
+    if start is not None:
+        record["remediates_with"] = start.source
     splits = prepare_step(inputs)
-    if extra_training_data:
-        record["extra_training_data"] = extra_training_data
-        logger.info("Training pool includes the labelled rows of %s (%d training rows in all)", extra_training_data, len(splits.train))
+    if params.extra_training_data:
+        record["extra_training_data"] = params.extra_training_data
+        logger.info("Training split includes the labelled rows of %s (%d training rows in all)", params.extra_training_data, len(splits.train))
 
     audit = audit_step(inputs, splits)
     publish_artifacts(audit)
@@ -223,8 +220,8 @@ def remediation(
                             "template_file": chosen.template_path, "explanation": swept.outcome.explanation,
                             "candidates": [c.model_dump(include={"name", "validation", "test", "fit_seconds"})
                                            for c in swept.outcome.candidates]}
-    if extra_training_data:
-        lineage["extra_training_data"] = {"path": extra_training_data, "sha256": file_sha256(Path(extra_training_data))}
+    if params.extra_training_data:
+        lineage["extra_training_data"] = {"path": params.extra_training_data, "sha256": file_sha256(Path(params.extra_training_data))}
     def documents(version: str) -> dict[str, str | bytes]:
         model_card = render_model_card(
             dataset=spec.name, description=spec.description, provenance=spec.provenance, version=version,

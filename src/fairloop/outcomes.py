@@ -15,6 +15,7 @@ class ExitCode(IntEnum):
     EXPIRED = 5
     AUDIT_BLOCKED = 6
     SKIPPED = 7
+    REFUSED = 2  # same code as BAD_INPUT: a served rerun refused its input
 
 
 class Outcome(str, Enum):
@@ -26,6 +27,7 @@ class Outcome(str, Enum):
     REJECTED = "Rejected"
     EXPIRED = "Expired"
     SKIPPED = "Skipped"  # a served rerun that did not start: another is running or awaiting review, or cooldown
+    REFUSED = "Refused"  # a served rerun refused its input (a window the monitor did not record, held-out rows)
 
     @property
     def exit_code(self) -> ExitCode:

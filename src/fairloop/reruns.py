@@ -8,7 +8,8 @@ Such a run must
   it), or the sweep the policy names (``monitoring.rerun: {sweep: FILE}``);
 * be the only one per incident: not start while an earlier run of the deployment is still
   running or awaiting review, nor within the policy's cooldown after the last one ended;
-* train only on a window the monitor wrote itself, never on a file an event payload names.
+* train only on a window the monitor recorded itself, never on a file an event payload names,
+  and never on copies of the validation or test rows it is judged on.
 
 Plain functions; the flow (``flows/remediation.py``) calls them before any training.
 """
@@ -16,6 +17,7 @@ Plain functions; the flow (``flows/remediation.py``) calls them before any train
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from uuid import UUID
@@ -23,7 +25,8 @@ from uuid import UUID
 from pydantic import BaseModel
 
 from fairloop.errors import BadInputError
-from fairloop.policy import Monitoring, RerunSweep
+from fairloop.outcomes import Outcome
+from fairloop.policy import Monitoring, RerunSweep, load_policy
 
 # Requested-by values of runs a served deployment starts on its own.
 DRIFT_TRIGGER = "drift-trigger"
@@ -68,18 +71,23 @@ def plan_rerun(
                      source=f"champion {champion.version}'s recipe and template")
 
 
-def monitor_window_file(state_dir: Path, dataset: str, requested: str) -> Path:
-    """``requested`` (a drift event's ``window_file``) if it is a window file the monitor of
-    ``dataset`` wrote under ``state_dir``; anything else is refused, naming the file."""
-    from fairloop.monitor import state_folder
+def training_window(state_dir: Path, given: str, params) -> str:
+    """The window file a drift event names, checked before a rerun trains on it.
 
-    windows = (state_folder(state_dir, dataset) / "windows").resolve()
-    path = Path(requested).resolve()
-    if not path.is_relative_to(windows):
-        raise BadInputError(f"a rerun trains only on windows the monitor wrote under {windows}", source=requested)
-    if not path.is_file():
-        raise BadInputError("no such window file", source=requested)
-    return path
+    Only a window the monitor of the dataset recorded under ``state_dir`` is accepted
+    (``fairloop.monitor.store.resolve_window_file``), and its labelled rows must not be copies of
+    the validation or test rows the rerun will be judged on (``refuse_held_out_overlap``, on
+    the splits ``params`` forms without the window). Either refusal is a BadInputError naming the file.
+    """
+    from fairloop import pipeline
+    from fairloop.datasets import load_dataset_spec, read_extra_training_rows
+    from fairloop.monitor import refuse_held_out_overlap, resolve_window_file
+
+    spec = load_dataset_spec(params.dataset)
+    path = resolve_window_file(state_dir, spec.name, given)
+    splits = pipeline.prepare(pipeline.load_inputs(replace(params, extra_training_data=None)))
+    refuse_held_out_overlap(read_extra_training_rows(spec, path), splits, source=str(path))
+    return str(path)
 
 
 def _as_utc(moment: datetime) -> datetime:
@@ -100,8 +108,6 @@ def reason_to_skip(flow_run_id: UUID | str, cooldown_minutes: int, *, cooldown: 
         FlowRunFilterStateType,
     )
     from prefect.client.schemas.objects import StateType
-
-    from fairloop.outcomes import Outcome
 
     with get_client(sync_client=True) as client:
         me = client.read_flow_run(UUID(str(flow_run_id)))
@@ -149,3 +155,41 @@ def unserved_reason(dataset: str) -> str | None:
     if deployment.status != DeploymentStatus.READY:
         return f"remediation/{dataset} exists but nothing serves it now"
     return None
+
+
+@dataclass(frozen=True)
+class RerunStart:
+    """How a served rerun starts: the run's parameters, or why it stops before any training."""
+
+    dataset: str
+    params: object  # pipeline.RunParams with the plan's recipe, template and checked window
+    sweep_file: str | None = None
+    source: str = ""
+    stop: Outcome | None = None  # SKIPPED (another run has this incident) or REFUSED (bad input)
+    reason: str = ""
+
+
+def start_rerun(run_id: str, params, *, sweep_file: str | None, requested_by: str, registry, state_dir: Path,
+                run_dir: Path) -> RerunStart:
+    """Everything a served rerun decides before training: one per incident, what it remediates
+    with, and the window it may train on. Bad input stops it as REFUSED (nobody is at a console
+    to read a traceback)."""
+    from fairloop.datasets import load_dataset_spec
+
+    try:
+        dataset = load_dataset_spec(params.dataset).name
+        monitoring = load_policy(params.policy).monitoring_settings
+    except BadInputError as exc:
+        return RerunStart(dataset=str(params.dataset), params=params, stop=Outcome.REFUSED, reason=str(exc))
+    skip = reason_to_skip(run_id, monitoring.rerun_cooldown_minutes, cooldown=requested_by == DRIFT_TRIGGER)
+    if skip:
+        return RerunStart(dataset=dataset, params=params, stop=Outcome.SKIPPED, reason=skip)
+    try:
+        plan = plan_rerun(dataset, monitoring, registry, run_dir, recipe=params.recipe, constraint=params.constraint,
+                          sweep_file=sweep_file)
+        params = replace(params, recipe=plan.recipe, constraint=plan.constraint)
+        if params.extra_training_data:
+            params = replace(params, extra_training_data=training_window(state_dir, params.extra_training_data, params))
+    except BadInputError as exc:
+        return RerunStart(dataset=dataset, params=params, stop=Outcome.REFUSED, reason=str(exc))
+    return RerunStart(dataset=dataset, params=params, sweep_file=plan.sweep_file, source=plan.source)
