@@ -3,7 +3,8 @@
 Thin composition over ``fairloop.pipeline`` (the same stage functions ``dvc repro`` runs):
 this file only decides what becomes a Prefect task or artifact, when to pause for a reviewer,
 and how the run ends. The final state's name is the outcome: Promoted, GateFailed,
-AuditBlocked, Rejected or Expired.
+AuditBlocked, Rejected or Expired; a served rerun (``rerun=True``) may also end Skipped or
+Refused before any training (``fairloop.reruns``).
 """
 
 from __future__ import annotations

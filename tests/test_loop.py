@@ -412,3 +412,24 @@ def test_a_rerun_trains_only_on_a_recorded_window_that_holds_no_held_out_rows(wo
     extended = pipeline.prepare(pipeline.load_inputs(replace(params, extra_training_data=report.window_file)))
     assert len(extended.train) == len(plain.train) + 300
     assert extended.validation.X.equals(plain.validation.X) and extended.test.X.equals(plain.test.X)
+
+
+def test_a_rerun_remediates_with_the_champions_recipe_and_template_or_a_sweep(world, tmp_path):
+    from fairloop.constraints import load_constraint_template
+    from fairloop.policy import Monitoring
+    from fairloop.reruns import plan_rerun
+
+    served_default = {"recipe": "recipes/none.yaml", "constraint": "constraints/gs-dp.yaml"}
+    plan = plan_rerun("compas", Monitoring(), world["registry"], tmp_path / "run", sweep_file=None, **served_default)
+    assert plan.source == "champion v1's recipe and template"
+    assert load_constraint_template(plan.constraint).label() == world["template_label"]
+    assert Path(plan.constraint).parent == tmp_path / "run"  # a copy: a promotion meanwhile cannot change it
+
+    swept = Monitoring(rerun={"sweep": "constraints/sweeps/default.yaml"})
+    plan = plan_rerun("compas", swept, world["registry"], tmp_path / "run", sweep_file=None, **served_default)
+    assert plan.sweep_file == "constraints/sweeps/default.yaml" and "policy" in plan.source
+    plan = plan_rerun("compas", swept, world["registry"], tmp_path / "run", sweep_file="mine.yaml", **served_default)
+    assert plan.sweep_file == "mine.yaml" and "served" in plan.source  # serve --sweep wins
+
+    plan = plan_rerun("no-champion-yet", Monitoring(), world["registry"], tmp_path / "run", sweep_file=None, **served_default)
+    assert (plan.recipe, plan.constraint, plan.sweep_file) == (served_default["recipe"], served_default["constraint"], None)
