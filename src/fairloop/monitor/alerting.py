@@ -40,6 +40,10 @@ def streak_base(history: list[WindowReport], report: WindowReport) -> WindowRepo
 def judge(report: WindowReport, cfg: Monitoring, previous: WindowReport | None) -> WindowReport:
     """Breach, streak (windows in breach in a row, this one included) and alert per metric.
 
+    A breach: the value above its threshold and, for a drift metric, its test rejecting at the
+    metric's level. An alert: ``persistence_windows`` breaches in a row, or a breach whose
+    interval lies wholly above the threshold (``alert_on`` chooses).
+
     Streaks continue from ``previous`` only when this window may continue it
     (``continues_from``); otherwise they start again. ``new_alert`` assumes no earlier check of
     this range alerted (``run_monitor`` corrects it from the history).
@@ -49,7 +53,9 @@ def judge(report: WindowReport, cfg: Monitoring, previous: WindowReport | None) 
         before = {m.key: m.streak for m in previous.metrics}
     judged = []
     for m in report.metrics:
-        breach = m.threshold is not None and m.value > m.threshold
+        # a drift metric breaches only when its test rejects "no drift" too (drift.py: error rate)
+        significant = m.alpha is None or (m.p_value is not None and m.p_value < m.alpha)
+        breach = m.threshold is not None and m.value > m.threshold and significant
         interval_breach = breach and m.low > m.threshold
         streak = before.get(m.key, 0) + 1 if breach else 0
         alert = ("persistent" in cfg.alert_on and breach and streak >= cfg.persistence_windows) or (

@@ -20,6 +20,8 @@ class Metric(BaseModel):
     threshold: float | None
     reference: float | None = None
     p_value: float | None = None
+    alpha: float | None = Field(None, description="level of the drift test; a breach needs p_value < alpha")
+    bins: int | None = Field(None, description="categorical: levels after pooling rare ones")
     rows: int
     breach: bool = False
     interval_breach: bool = False
