@@ -40,9 +40,10 @@ def streak_base(history: list[WindowReport], report: WindowReport) -> WindowRepo
 def judge(report: WindowReport, cfg: Monitoring, previous: WindowReport | None) -> WindowReport:
     """Breach, streak (windows in breach in a row, this one included) and alert per metric.
 
-    A breach: the value above its threshold and, for a drift metric, its test rejecting at the
-    metric's level. An alert: ``persistence_windows`` breaches in a row, or a breach whose
-    interval lies wholly above the threshold (``alert_on`` chooses).
+    A breach: the value above its threshold and evidence beyond noise (a drift metric: its test
+    rejecting at the metric's level; a fairness gap: its interval above the threshold). An
+    alert: ``persistence_windows`` breaches in a row, or a breach whose interval lies wholly
+    above the threshold (``alert_on`` chooses; for a fairness gap every breach is one).
 
     Streaks continue from ``previous`` only when this window may continue it
     (``continues_from``); otherwise they start again. ``new_alert`` assumes no earlier check of
@@ -53,9 +54,14 @@ def judge(report: WindowReport, cfg: Monitoring, previous: WindowReport | None) 
         before = {m.key: m.streak for m in previous.metrics}
     judged = []
     for m in report.metrics:
-        # a drift metric breaches only when its test rejects "no drift" too (drift.py: error rate)
-        significant = m.alpha is None or (m.p_value is not None and m.p_value < m.alpha)
-        breach = m.threshold is not None and m.value > m.threshold and significant
+        # evidence beyond noise, so that small windows do not breach by chance: a drift metric's
+        # test rejects "no drift" at its level (drift.py); a fairness gap's interval lies above
+        # its threshold (the point estimate of a max - min gap over small groups is biased upward)
+        if m.alpha is not None:
+            evidence = m.p_value is not None and m.p_value < m.alpha
+        else:
+            evidence = m.threshold is not None and m.low > m.threshold
+        breach = m.threshold is not None and m.value > m.threshold and evidence
         interval_breach = breach and m.low > m.threshold
         streak = before.get(m.key, 0) + 1 if breach else 0
         alert = ("persistent" in cfg.alert_on and breach and streak >= cfg.persistence_windows) or (

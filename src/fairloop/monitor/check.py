@@ -52,7 +52,7 @@ def check_window(
     if ("rates", sensitive) not in reference.memo:
         reference.memo[("rates", sensitive)] = selection_rates(ref_predictions, ref_groups)
     ref_rates = reference.memo[("rates", sensitive)]
-    metrics += prediction_rate_gap(rates, ref_rates, policy, sensitive, rng, skipped)
+    metrics += prediction_rate_gap(predictions, win_groups, rates, ref_rates, policy, sensitive, seed, skipped)
 
     labelled = 0
     if rows.y is not None and rows.y.notna().any():
@@ -60,7 +60,7 @@ def check_window(
         labelled = int(known.sum())
         metrics += labelled_metrics(
             rows.y[known].astype(int).to_numpy(), predictions[known], win_groups[known], reference, ref_predictions,
-            ref_groups, policy, cfg, sensitive, rng, skipped,
+            ref_groups, policy, cfg, sensitive, seed, skipped,
         )
     else:
         skipped.append("equalized odds: the window has no labels")

@@ -1,23 +1,54 @@
 """Fairness in production: selection rates per group, the prediction-rate gap on every row and,
-on labelled rows, demographic-parity and equalized-odds differences (Fairlearn)."""
+on labelled rows, demographic-parity and equalized-odds differences (Fairlearn), with the gates'
+bootstrap intervals (``fairloop.intervals``): one interval method for the same statistics."""
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pandas as pd
 
-from fairloop.monitor.drift import basic_interval
 from fairloop.monitor.report import Metric
-from fairloop.policy import Policy
+from fairloop.policy import Monitoring, Policy
 
 MIN_LABELLED_PER_GROUP = 10
+BOOTSTRAP_ROWS = 20_000
 
 
-def _gap_interval(successes: np.ndarray, totals: np.ndarray, confidence: float, draws: int, rng) -> tuple[float, float]:
-    """Bootstrap interval of max - min of per-group proportions (binomial draws per group)."""
-    rates = rng.binomial(totals.astype(int), successes / totals, size=(draws, len(totals))) / totals
-    observed = successes / totals
-    return basic_interval(float(observed.max() - observed.min()), rates.max(axis=1) - rates.min(axis=1), confidence)
+def gap_intervals(y: np.ndarray, predictions: np.ndarray, groups: np.ndarray, counted: np.ndarray, values: dict[str, float],
+                  cfg: Monitoring, seed: int) -> dict[str, tuple[float, float]]:
+    """Intervals of the group gaps named in ``values`` (``demographic_parity_difference``,
+    ``equalized_odds_difference``; their point values), over the ``counted`` groups.
+
+    The gates' method: ``fairloop.intervals.bootstrap_intervals`` (row resamples). Its resample
+    matrix grows with rows x draws, so above ``BOOTSTRAP_ROWS`` rows it runs on a random subsample
+    of m rows and the interval's distances from the subsample's own values are scaled by
+    sqrt(m / n) around the window's values (an m-out-of-n bootstrap; the gaps are smooth
+    functions of group rates, whose spread shrinks as 1 / sqrt(n)).
+    """
+    from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
+
+    from fairloop.intervals import bootstrap_intervals
+
+    n = len(predictions)
+    pick = np.arange(n) if n <= BOOTSTRAP_ROWS else np.sort(np.random.default_rng(seed).choice(n, BOOTSTRAP_ROWS, replace=False))
+    y, predictions, groups = np.asarray(y)[pick], np.asarray(predictions)[pick], np.asarray(groups).astype(str)[pick]
+    with warnings.catch_warnings():  # rates of a group with no positives (or no labels) are NaN and left out
+        warnings.simplefilter("ignore", RuntimeWarning)
+        found = bootstrap_intervals(y, {"window": predictions}, groups, n_boot=cfg.bootstrap, confidence=cfg.confidence,
+                                    seed=seed, counted_groups=np.asarray(counted).astype(str))["window"]
+    if len(pick) == n:
+        return {name: found[name] for name in values}
+    scale = np.sqrt(len(pick) / n)
+    keep = np.isin(groups, np.asarray(counted).astype(str))
+    measure = {"demographic_parity_difference": demographic_parity_difference, "equalized_odds_difference": equalized_odds_difference}
+    result = {}
+    for name, value in values.items():
+        own = float(measure[name](y[keep], predictions[keep], sensitive_features=groups[keep]))
+        low, high = found[name]
+        result[name] = (max(0.0, value - (own - low) * scale), value + (high - own) * scale)
+    return result
 
 
 def cells(groups, y: np.ndarray | None, predictions: np.ndarray) -> pd.DataFrame:
@@ -48,7 +79,7 @@ def selection_rates(predictions: np.ndarray, groups: pd.Series) -> pd.DataFrame:
 
 
 
-def labelled_metrics(y, predictions, groups, reference, ref_predictions, ref_groups, policy, cfg, sensitive, rng, skipped):
+def labelled_metrics(y, predictions, groups, reference, ref_predictions, ref_groups, policy, cfg, sensitive, seed, skipped):
     from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
 
     counts = pd.DataFrame({"g": groups.to_numpy(), "y": y, "p": predictions, "tp": predictions & y, "fp": predictions & (1 - y)})
@@ -65,11 +96,9 @@ def labelled_metrics(y, predictions, groups, reference, ref_predictions, ref_gro
     weighted = {"sensitive_features": table["group"].to_numpy(), "sample_weight": table["rows"].to_numpy()}
     dpd = float(demographic_parity_difference(table["y"].to_numpy(), table["prediction"].to_numpy(), **weighted))
     eod = float(equalized_odds_difference(table["y"].to_numpy(), table["prediction"].to_numpy(), **weighted))
-    low_d, high_d = _gap_interval(usable["sel"].to_numpy(float), usable["rows"].to_numpy(float), cfg.confidence, cfg.bootstrap, rng)
-    tpr = rng.binomial(usable["pos"].to_numpy(int), usable["tp"] / usable["pos"], size=(cfg.bootstrap, len(usable))) / usable["pos"].to_numpy()
-    fpr = rng.binomial(usable["neg"].to_numpy(int), usable["fp"] / usable["neg"], size=(cfg.bootstrap, len(usable))) / usable["neg"].to_numpy()
-    boot = np.maximum(tpr.max(axis=1) - tpr.min(axis=1), fpr.max(axis=1) - fpr.min(axis=1))
-    eod_low, eod_high = basic_interval(eod, boot, cfg.confidence)
+    found = gap_intervals(y[keep], predictions[keep], groups[keep].to_numpy(), usable.index.to_numpy(),
+                          {"demographic_parity_difference": dpd, "equalized_odds_difference": eod}, cfg, seed)
+    (low_d, high_d), (eod_low, eod_high) = found["demographic_parity_difference"], found["equalized_odds_difference"]
     ref_known = reference.y.notna().to_numpy() if reference.y is not None else None
     if ("eod", sensitive) not in reference.memo:
         reference.memo[("eod", sensitive)] = None if ref_known is None or not ref_known.any() else float(
@@ -90,8 +119,8 @@ def labelled_metrics(y, predictions, groups, reference, ref_predictions, ref_gro
     ]
 
 
-def prediction_rate_gap(rates: pd.DataFrame, ref_rates: pd.DataFrame, policy: Policy, sensitive: str, rng,
-                        skipped: list[str]) -> list[Metric]:
+def prediction_rate_gap(predictions: np.ndarray, groups: pd.Series, rates: pd.DataFrame, ref_rates: pd.DataFrame,
+                        policy: Policy, sensitive: str, seed: int, skipped: list[str]) -> list[Metric]:
     """Max - min selection rate over the groups with ``min_group_rows`` window rows (needs no labels)."""
     cfg = policy.monitoring_settings
     big = rates[rates["rows"] >= cfg.min_group_rows]
@@ -101,16 +130,16 @@ def prediction_rate_gap(rates: pd.DataFrame, ref_rates: pd.DataFrame, policy: Po
     gap_threshold = cfg.max_prediction_rate_gap
     if gap_threshold is None:
         gap_threshold = policy.thresholds.max_demographic_parity_difference
-    if len(big) >= 2:
-        totals = big["rows"].to_numpy(float)
-        successes = (big["selection_rate"] * big["rows"]).round().to_numpy(float)
-        low, high = _gap_interval(successes, totals, cfg.confidence, cfg.bootstrap, rng)
-        ref_big = ref_rates.loc[ref_rates.index.intersection(big.index), "selection_rate"]
-        return [Metric(
-            key=f"prediction_rate_gap:{sensitive}", kind="prediction_rate_gap", feature=sensitive,
-            value=float(big["selection_rate"].max() - big["selection_rate"].min()), low=low, high=high,
-            threshold=gap_threshold, reference=float(ref_big.max() - ref_big.min()) if len(ref_big) >= 2 else None,
-            rows=int(totals.sum()),
-        )]
-    skipped.append(f"prediction-rate gap: fewer than two groups with {cfg.min_group_rows} rows")
-    return []
+    if len(big) < 2:
+        skipped.append(f"prediction-rate gap: fewer than two groups with {cfg.min_group_rows} rows")
+        return []
+    gap = float(big["selection_rate"].max() - big["selection_rate"].min())
+    # no labels: every row in one label stratum, so resamples vary the groups' selection rates only
+    low, high = gap_intervals(np.zeros(len(predictions), dtype=int), predictions, groups.to_numpy(), big.index.to_numpy(),
+                              {"demographic_parity_difference": gap}, cfg, seed)["demographic_parity_difference"]
+    ref_big = ref_rates.loc[ref_rates.index.intersection(big.index), "selection_rate"]
+    return [Metric(
+        key=f"prediction_rate_gap:{sensitive}", kind="prediction_rate_gap", feature=sensitive, value=gap, low=low, high=high,
+        threshold=gap_threshold, reference=float(ref_big.max() - ref_big.min()) if len(ref_big) >= 2 else None,
+        rows=int(big["rows"].sum()),
+    )]
