@@ -464,3 +464,52 @@ def test_one_copied_row_is_refused_when_rows_do_not_collide_by_chance():
                    groups=pd.concat([window.groups, splits.test.groups.iloc[[7]]], ignore_index=True))
     with pytest.raises(BadInputError, match=r"1 of 301 labelled window row\(s\) are exact copies of rows of the test split \(first: window row 301"):
         core.refuse_held_out_overlap(copied, splits)
+
+
+def test_history_dashboard_shows_group_rates_incidents_and_their_timeline(world, tmp_path):
+    """An incident detected on a shifted window, a triggered rerun that failed its gates (recorded by a
+    real registry), then a stable window: the dashboard's timeline, latency and outcome; the CLI table
+    and the HTML page, with a hostile group name escaped."""
+    from fairloop.monitor.dashboard import incidents, write_history_page
+
+    project = tmp_path / "project"
+    state = project / ".fairloop"
+    windows = [stable(world, 80), shifted(world, 81), stable(world, 82)]
+    reports = core.run_monitor(world["spec_path"], feed(world, windows, "history"), write_test_policy(tmp_path),
+                               world["registry"], state, every_window=True)
+    assert [r.alert for r in reports] == [False, True, False]
+    rates = {g.group: g for g in reports[0].group_rates}
+    assert set(rates) == {"African-American", "Caucasian"}
+    for g in rates.values():  # the gates' bootstrap interval around every large group's rates
+        assert g.selection_interval[0] <= g.selection_rate <= g.selection_interval[1]
+        assert g.tpr_interval[0] <= g.true_positive_rate <= g.tpr_interval[1] and g.positives >= 10
+
+    registry = Registry(tmp_path / "registry", tmp_path / "remote")
+    registry.record_decision({"dataset": "compas", "run_id": "run-1", "requested_by": "drift-trigger", "action": "gate_failed",
+                              "reasons": ["demographic_parity_difference 0.08 > 0.0"]})
+    registry.record_decision({"dataset": "compas", "run_id": "run-0", "requested_by": "schedule", "action": "gate_failed"})
+    found = incidents(core.history(state, "compas"), registry.audit_log())
+    assert len(found) == 1
+    incident = found[0]
+    assert incident.window == reports[1].label and "group_share:race" in incident.alerts
+    assert [e.what for e in incident.timeline] == ["detected", "gate failed"]  # the scheduled run is not this incident's
+    assert incident.outcome == "gate failed" and incident.time_to_remediation_hours is None
+    assert incident.streak_windows == 1 and incident.detection_latency_hours > 0  # from the window's start to the check
+
+    hostile = [r.model_copy(update={"group_rates": [g.model_copy(update={"group": "<script>alert(1)</script>"})
+                                                    for g in r.group_rates]}) for r in core.history(state, "compas")]
+    page = write_history_page("compas", hostile, registry.audit_log(), tmp_path / "page" / "history.html").read_text()
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "gate failed" in page and "data:image/png;base64," in page
+
+    env = {**os.environ, "FAIRLOOP_PROJECT_DIR": str(project), "FAIRLOOP_REGISTRY_DIR": str(registry.root),
+           "COLUMNS": "250"}
+    done = subprocess.run([sys.executable, "-m", "fairloop", "history", "compas"], capture_output=True, text=True, env=env,
+                          cwd=PROJECT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "1 incident(s)" in done.stdout and "gate failed" in done.stdout and "African-American: selection" in done.stdout
+    assert (state / "monitor" / "compas" / "history.html").is_file()
+    missing = subprocess.run([sys.executable, "-m", "fairloop", "history", "german"], capture_output=True, text=True, env=env,
+                             cwd=PROJECT, timeout=120)
+    assert missing.returncode == 2 and "no monitor history for dataset 'german'" in missing.stderr
+    assert "Traceback" not in missing.stderr

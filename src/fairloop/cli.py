@@ -615,6 +615,30 @@ def reviewers_list():
     console.print(table)
 
 
+@app.command()
+@user_errors
+def history(
+    dataset: Annotated[str, typer.Argument(help="dataset name (or its spec file) whose monitor history to show")],
+    html: Annotated[Optional[Path], typer.Option(help="write the dashboard page here (default: <state>/monitor/<dataset>/history.html)")] = None,
+):
+    """The monitor's trend dashboard: per window, group rates with intervals, drift and alerts; incidents with their timeline."""
+    from fairloop.datasets import load_dataset_spec
+    from fairloop.monitor.dashboard import incidents, print_history, write_history_page
+    from fairloop.monitor.store import history as monitor_history
+    from fairloop.monitor.store import state_folder
+    from fairloop.registry import Registry
+
+    settings = get_settings()
+    name = load_dataset_spec(dataset).name if dataset.endswith((".yaml", ".yml")) else dataset
+    reports = monitor_history(settings.state_dir, name)
+    if not reports:
+        raise BadInputError(f"no monitor history for dataset '{name}' under {settings.state_dir} (run fairloop monitor first)")
+    audit = Registry(settings.registry_path, settings.remote_path).audit_log()
+    print_history(console, name, reports, incidents(reports, audit))
+    page = write_history_page(name, reports, audit, html or state_folder(settings.state_dir, name) / "history.html")
+    console.print(f"Dashboard: {escape(str(page))}", soft_wrap=True)
+
+
 def main() -> None:
     app()
 

@@ -15,7 +15,7 @@ from fairloop.errors import BadInputError
 from fairloop.model import FairModel
 from fairloop.monitor.alerting import already_alerted, judge, same_window, streak_base
 from fairloop.monitor.drift import drift_metrics
-from fairloop.monitor.fairness import labelled_metrics, prediction_rate_gap, selection_rates
+from fairloop.monitor.fairness import group_rates, labelled_metrics, prediction_rate_gap, selection_rates
 from fairloop.monitor.report import WindowReport
 from fairloop.monitor.store import history, record
 from fairloop.monitor.windows import Rows, Window, latest_window, read_window, reference_rows, split_windows
@@ -73,6 +73,7 @@ def check_window(
         selection_rates={str(g): float(r) for g, r in rates["selection_rate"].items()},
         reference_selection_rates={str(g): float(r) for g, r in ref_rates["selection_rate"].items()},
         skipped=skipped, window_hash=window.content_hash,
+        group_rates=group_rates(predictions, win_groups, rows.y, rates, cfg, seed),
     )
     report = judge(report, cfg, previous)
     return report.model_copy(update={"seconds": round(time.perf_counter() - started, 3)})

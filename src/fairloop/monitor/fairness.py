@@ -9,45 +9,72 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from fairloop.monitor.report import Metric
+from fairloop.monitor.report import GroupRates, Metric
 from fairloop.policy import Monitoring, Policy
 
 MIN_LABELLED_PER_GROUP = 10
 BOOTSTRAP_ROWS = 20_000
 
 
-def gap_intervals(y: np.ndarray, predictions: np.ndarray, groups: np.ndarray, counted: np.ndarray, values: dict[str, float],
-                  cfg: Monitoring, seed: int) -> dict[str, tuple[float, float]]:
-    """Intervals of the group gaps named in ``values`` (``demographic_parity_difference``,
-    ``equalized_odds_difference``; their point values), over the ``counted`` groups.
+def window_intervals(y: np.ndarray, predictions: np.ndarray, groups: np.ndarray, counted, values: dict[str, float],
+                     cfg: Monitoring, seed: int) -> dict[str, tuple[float, float]]:
+    """Intervals of the statistics named in ``values`` (names of ``bootstrap_intervals``' results:
+    ``demographic_parity_difference``, ``equalized_odds_difference``, ``selection_rate[<group>]``,
+    ``min_group_true_positive_rate``; with their point values), over the ``counted`` groups.
 
     The gates' method: ``fairloop.intervals.bootstrap_intervals`` (row resamples). Its resample
     matrix grows with rows x draws, so above ``BOOTSTRAP_ROWS`` rows it runs on a random subsample
-    of m rows and the interval's distances from the subsample's own values are scaled by
-    sqrt(m / n) around the window's values (an m-out-of-n bootstrap; the gaps are smooth
+    of m rows and the interval's half-widths around its midpoint are scaled by sqrt(m / n) and
+    placed around the window's own values (an m-out-of-n bootstrap: these statistics are smooth
     functions of group rates, whose spread shrinks as 1 / sqrt(n)).
     """
-    from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
-
     from fairloop.intervals import bootstrap_intervals
 
     n = len(predictions)
     pick = np.arange(n) if n <= BOOTSTRAP_ROWS else np.sort(np.random.default_rng(seed).choice(n, BOOTSTRAP_ROWS, replace=False))
-    y, predictions, groups = np.asarray(y)[pick], np.asarray(predictions)[pick], np.asarray(groups).astype(str)[pick]
     with warnings.catch_warnings():  # rates of a group with no positives (or no labels) are NaN and left out
         warnings.simplefilter("ignore", RuntimeWarning)
-        found = bootstrap_intervals(y, {"window": predictions}, groups, n_boot=cfg.bootstrap, confidence=cfg.confidence,
+        found = bootstrap_intervals(np.asarray(y)[pick], {"window": np.asarray(predictions)[pick]},
+                                    np.asarray(groups).astype(str)[pick], n_boot=cfg.bootstrap, confidence=cfg.confidence,
                                     seed=seed, counted_groups=np.asarray(counted).astype(str))["window"]
     if len(pick) == n:
         return {name: found[name] for name in values}
     scale = np.sqrt(len(pick) / n)
-    keep = np.isin(groups, np.asarray(counted).astype(str))
-    measure = {"demographic_parity_difference": demographic_parity_difference, "equalized_odds_difference": equalized_odds_difference}
     result = {}
     for name, value in values.items():
-        own = float(measure[name](y[keep], predictions[keep], sensitive_features=groups[keep]))
         low, high = found[name]
-        result[name] = (max(0.0, value - (own - low) * scale), value + (high - own) * scale)
+        half = (high - low) / 2 * scale
+        result[name] = (max(0.0, value - half), min(1.0, value + half))
+    return result
+
+
+def group_rates(predictions: np.ndarray, groups: pd.Series, y: pd.Series | None, rates: pd.DataFrame, cfg: Monitoring,
+                seed: int) -> list[GroupRates]:
+    """Per group: selection rate (interval when the group has ``min_group_rows`` rows) and, on labelled
+    rows, true positive rate (interval when it has ``MIN_LABELLED_PER_GROUP`` labelled positives)."""
+    predictions = np.asarray(predictions).astype(int)
+    big = rates.index[rates["rows"] >= cfg.min_group_rows]
+    selection = {}
+    if len(big):
+        values = {f"selection_rate[{g}]": float(rates.loc[g, "selection_rate"]) for g in big}
+        found = window_intervals(np.zeros(len(predictions), dtype=int), predictions, groups.to_numpy(), big.to_numpy(),
+                                 values, cfg, seed)
+        selection = {g: found[f"selection_rate[{g}]"] for g in big}
+    known = np.zeros(len(predictions), dtype=bool) if y is None else y.notna().to_numpy()
+    labels = np.zeros(len(predictions), dtype=int) if y is None else y.fillna(0).astype(int).to_numpy()
+    result = []
+    for group, row in rates.iterrows():
+        mine = (groups == group).to_numpy() & known
+        positives = int(labels[mine].sum())
+        tpr, tpr_interval = None, None
+        if positives:
+            tpr = float((predictions[mine] & labels[mine]).sum() / positives)
+        if positives >= MIN_LABELLED_PER_GROUP:  # a single counted group: the bootstrap's min TPR is its TPR
+            tpr_interval = window_intervals(labels[known], predictions[known], groups.to_numpy()[known], [group],
+                                            {"min_group_true_positive_rate": tpr}, cfg, seed)["min_group_true_positive_rate"]
+        result.append(GroupRates(group=str(group), rows=int(row["rows"]), selection_rate=float(row["selection_rate"]),
+                                 selection_interval=selection.get(group), labelled=int(mine.sum()), positives=positives,
+                                 true_positive_rate=tpr, tpr_interval=tpr_interval))
     return result
 
 
@@ -96,7 +123,7 @@ def labelled_metrics(y, predictions, groups, reference, ref_predictions, ref_gro
     weighted = {"sensitive_features": table["group"].to_numpy(), "sample_weight": table["rows"].to_numpy()}
     dpd = float(demographic_parity_difference(table["y"].to_numpy(), table["prediction"].to_numpy(), **weighted))
     eod = float(equalized_odds_difference(table["y"].to_numpy(), table["prediction"].to_numpy(), **weighted))
-    found = gap_intervals(y[keep], predictions[keep], groups[keep].to_numpy(), usable.index.to_numpy(),
+    found = window_intervals(y[keep], predictions[keep], groups[keep].to_numpy(), usable.index.to_numpy(),
                           {"demographic_parity_difference": dpd, "equalized_odds_difference": eod}, cfg, seed)
     (low_d, high_d), (eod_low, eod_high) = found["demographic_parity_difference"], found["equalized_odds_difference"]
     ref_known = reference.y.notna().to_numpy() if reference.y is not None else None
@@ -135,8 +162,8 @@ def prediction_rate_gap(predictions: np.ndarray, groups: pd.Series, rates: pd.Da
         return []
     gap = float(big["selection_rate"].max() - big["selection_rate"].min())
     # no labels: every row in one label stratum, so resamples vary the groups' selection rates only
-    low, high = gap_intervals(np.zeros(len(predictions), dtype=int), predictions, groups.to_numpy(), big.index.to_numpy(),
-                              {"demographic_parity_difference": gap}, cfg, seed)["demographic_parity_difference"]
+    low, high = window_intervals(np.zeros(len(predictions), dtype=int), predictions, groups.to_numpy(), big.index.to_numpy(),
+                                 {"demographic_parity_difference": gap}, cfg, seed)["demographic_parity_difference"]
     ref_big = ref_rates.loc[ref_rates.index.intersection(big.index), "selection_rate"]
     return [Metric(
         key=f"prediction_rate_gap:{sensitive}", kind="prediction_rate_gap", feature=sensitive, value=gap, low=low, high=high,

@@ -30,6 +30,19 @@ class Metric(BaseModel):
 
 
 
+class GroupRates(BaseModel):
+    """One group's rates in a window, with the gates' bootstrap intervals where the group is large enough."""
+
+    group: str
+    rows: int
+    selection_rate: float
+    selection_interval: tuple[float, float] | None = None
+    labelled: int = 0
+    positives: int = 0
+    true_positive_rate: float | None = None
+    tpr_interval: tuple[float, float] | None = None
+
+
 class WindowReport(BaseModel):
     dataset: str
     champion_version: str
@@ -46,6 +59,7 @@ class WindowReport(BaseModel):
     selection_rates: dict[str, float]
     reference_selection_rates: dict[str, float]
     skipped: list[str] = []
+    group_rates: list[GroupRates] = []
     window_file: str | None = None
     alert: bool = False
     window_hash: str | None = Field(None, description="SHA-256 of the window's rows (order-independent)")
