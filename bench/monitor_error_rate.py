@@ -17,7 +17,7 @@ sensitive group's share halved and quartered, 10 % and 30 % of a categorical fea
 to another level, a numeric feature moved by 0.25 and 0.5 standard deviations. Thresholds of
 the default policy: PSI 0.2, KS 0.2; a shift below them is not meant to alert.
 
-    python bench/monitor_error_rate.py [--rows 100,1000] [--windows 200] [--sequences 10] [--horizon 6]
+    python bench/monitor_error_rate.py [--rows 100,1000] [--windows 200] [--sequences 5] [--horizon 5]
                                        [--policy policies/default.yaml]
 
 Prints one Markdown table and the same figures as JSON (also written to bench/results/).
@@ -158,8 +158,8 @@ def main() -> int:
     parser.add_argument("--datasets", default="adult,compas")
     parser.add_argument("--rows", default="100,1000", help="window sizes (rows), comma-separated")
     parser.add_argument("--windows", type=int, default=200)
-    parser.add_argument("--sequences", type=int, default=10)
-    parser.add_argument("--horizon", type=int, default=6)
+    parser.add_argument("--sequences", type=int, default=5)
+    parser.add_argument("--horizon", type=int, default=5)
     parser.add_argument("--policy", default=str(PROJECT / "policies/default.yaml"))
     args = parser.parse_args()
     policy = load_policy(args.policy)
@@ -202,8 +202,9 @@ def main() -> int:
     print(table)
     print(json.dumps(results, indent=2))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "monitor_error_rate.json").write_text(json.dumps(results, indent=2) + "\n")
-    (RESULTS / "monitor_error_rate.md").write_text(table + "\n")
+    stem = f"monitor_error_rate-{args.datasets.replace(',', '-')}"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / f"{stem}.md").write_text(table + "\n")
     worst = max(entry["false_alerts"]["alert_rate"] for entry in results)
     print(f"worst false-alert rate: {worst:.1%} (target <= 1 %); {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return 0 if worst <= 0.01 else 1

@@ -130,6 +130,14 @@ def history_html(dataset: str, reports: list[WindowReport], found: list[Incident
     )
 
 
+def history_markdown(dataset: str, reports: list[WindowReport], audit: list[dict]) -> str:
+    """The dashboard as Markdown (the monitor flow's artifact)."""
+    from fairloop.templating import render
+
+    return render("monitor_history.md.j2", dataset=dataset, windows=window_rows(reports), incidents=incidents(reports, audit),
+                  groups=sorted({g.group for r in reports for g in r.group_rates}))
+
+
 def write_history_page(dataset: str, reports: list[WindowReport], audit: list[dict], path: Path) -> Path:
     """``history.html`` with the trend plot inline; returns its path."""
     from fairloop.monitor.plots import plot_group_trends

@@ -87,24 +87,10 @@ def plot_series(reports: list[WindowReport], path: Path, title: str = "") -> Pat
 
 
 def summary_markdown(report: WindowReport) -> str:
-    lines = [
-        f"# Monitor: {report.dataset} {report.champion_version}, window {report.window_start or 'all rows'} .. {report.window_end or ''}",
-        "",
-        f"{report.rows} rows ({report.labelled_rows} labelled) against {report.reference_rows} reference rows; "
-        f"**{'ALERT' if report.alert else 'no alert'}**; {len(report.breaches)} breach(es).",
-        "",
-        "| metric | value | interval | threshold | streak | alert |",
-        "|---|---|---|---|---|---|",
-    ]
-    for m in report.breaches or []:
-        lines.append(f"| {m.key} | {m.value:.3f} | [{m.low:.3f}, {m.high:.3f}] | {m.threshold} | {m.streak} | {'**yes**' if m.alert else 'no'} |")
-    if not report.breaches:
-        lines.append("| (no breach) | | | | | |")
-    if report.skipped:
-        lines += ["", "Not checked: " + "; ".join(report.skipped)]
-    return "\n".join(lines) + "\n"
+    """Breaches, alerts and group rates of one window (Markdown; data values escaped by the template)."""
+    from fairloop.templating import render
 
-
+    return render("monitor_summary.md.j2", report=report)
 
 
 def plot_group_trends(reports: list[WindowReport], path: Path) -> Path:
