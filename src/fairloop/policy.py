@@ -65,7 +65,7 @@ class Monitoring(SpecModel):
         5.0, gt=0, description="categorical drift: levels expected fewer times in a window are pooled before the chi-square test"
     )
     confidence: float = Field(0.95, gt=0.5, lt=1, description="level of the intervals")
-    bootstrap: int = Field(400, ge=50, description="parametric bootstrap draws for PSI and fairness-gap intervals")
+    bootstrap: int = Field(400, ge=50, description="bootstrap draws for PSI intervals and the group rates and gaps (the gates' method)")
     min_group_rows: int = Field(30, ge=2, description="groups with fewer window rows get no per-group drift test")
     schedule: MonitoringSchedule = MonitoringSchedule()
 

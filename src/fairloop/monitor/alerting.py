@@ -106,6 +106,8 @@ def drift_event(report: WindowReport) -> dict[str, Any]:
             "window_start": report.window_start,
             "window_end": report.window_end,
             "window_file": report.window_file,
+            "window_file_sha256": report.window_file_sha256,
+            "window_hash": report.window_hash,
             "rows": report.rows,
             "alerts": [m.model_dump(include={"key", "value", "low", "high", "threshold", "streak"}) for m in report.alerts],
         },
