@@ -18,6 +18,7 @@ from prefect.events import emit_event
 
 from fairloop import monitor as core
 from fairloop.config import get_settings
+from fairloop.monitor.dashboard import history_markdown, write_history_page
 from fairloop.registry import Registry
 
 
@@ -67,4 +68,13 @@ def monitor(
             event = emit_event(**core.drift_event(report))
             logger.warning("Drift alert on %s: %s; emitted %s (%s)", report.dataset,
                            ", ".join(m.key for m in report.alerts), core.DRIFT_EVENT, event.id if event else "not sent")
+    if reports:  # the trend dashboard: history.html next to the history, and the same tables as an artifact
+        settings = get_settings()
+        state = Path(state_dir) if state_dir else settings.state_dir
+        dataset_name = reports[0].dataset
+        recorded = core.history(state, dataset_name)
+        audit = Registry(settings.registry_path, settings.remote_path).audit_log()
+        page = write_history_page(dataset_name, recorded, audit, core.state_folder(state, dataset_name) / "history.html")
+        create_markdown_artifact(key=_slug(f"monitor-{dataset_name}-history"), markdown=history_markdown(dataset_name, recorded, audit),
+                                 description=f"trend dashboard; the page: {page}")
     return [r.model_dump(mode="json") for r in reports]

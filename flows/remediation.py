@@ -21,17 +21,17 @@ from prefect.context import get_run_context
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 
-from fairloop import pipeline, reruns, sweep
+from fairloop import credentials, pipeline, reruns, sweep
 from fairloop.audit import publish_artifacts
 from fairloop.config import get_settings
-from fairloop.frontier import candidates_table, frontier_report
+from fairloop.frontier import candidates_table, dialog_frontier, frontier_report
 from fairloop.lineage import code_version, package_versions
 from fairloop.outcomes import Outcome, outcome_state, quiet_outcome_tracebacks, refusal_reason
 from fairloop.policy import apply_gates
 from fairloop.registry import Registry, file_sha256
 from fairloop.report import render_html, render_model_card
-from fairloop.review import ReviewDecision, render_report
-from fairloop.runs import flow_run_url, review_commands
+from fairloop.review import Link, ReviewDecision, ReviewPacket, render_report, render_summary, save_packet
+from fairloop.runs import ProgressReporter, artifact_url, flow_run_url, review_commands
 
 quiet_outcome_tracebacks()  # a served run that ends GateFailed, Rejected... is an outcome, not a crash
 
@@ -46,15 +46,18 @@ train_step = step(pipeline.train, name="retrain")
 evaluate_step = step(pipeline.evaluate_models, name="evaluate")
 
 
-def publish_frontier(png: bytes, section: str, run_dir: Path, outcome: sweep.SweepOutcome | None) -> Path:
-    """The frontier as a PNG file of the run and a Prefect artifact; a sweep's candidates as a table artifact."""
+def publish_frontier(png: bytes, section: str, run_dir: Path, outcome: sweep.SweepOutcome | None) -> list[Link]:
+    """The frontier as a PNG file of the run and a Prefect artifact; a sweep's candidates as a
+    table artifact. Returns links to them for the review dialog."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "frontier.png").write_bytes(png)
-    create_markdown_artifact(key="frontier", markdown=section, description=f"Accuracy-fairness frontier ({run_dir / 'frontier.png'})")
+    links = [Link(label="frontier and candidates", url=artifact_url(create_markdown_artifact(
+        key="frontier", markdown=section, description=f"Accuracy-fairness frontier ({run_dir / 'frontier.png'})")))]
     if outcome is not None:
-        create_table_artifact(key="sweep-candidates", table=candidates_table(outcome),
-                              description=f"Sweep '{outcome.sweep}': every candidate. {outcome.explanation}")
-    return run_dir / "frontier.png"
+        table = create_table_artifact(key="sweep-candidates", table=candidates_table(outcome),
+                                      description=f"Sweep '{outcome.sweep}': every candidate. {outcome.explanation}")
+        links.append(Link(label="candidates table", url=artifact_url(table)))
+    return links
 
 
 @task(name="promote", cache_policy=NO_CACHE)
@@ -68,9 +71,13 @@ def promote_step(registry: Registry, inputs: pipeline.Inputs, lineage: dict, **e
 def await_review(report: str, policy, timeout: int, poll_seconds: int, requested_by: str, registry: Registry, record: dict):
     """Pause for a reviewer until an allowed one answers, or the timeout passes (returns None).
 
-    A reviewer who is not on the policy's list, or who started the run (separation of duties),
-    is refused and logged; the run keeps waiting for someone else within the same deadline.
+    A review without a valid credential (once reviewers are registered), by a reviewer who is
+    not on the policy's list, or by whoever started the run (separation of duties) is refused
+    and logged; the run keeps waiting for someone else within the same deadline. Each
+    submitted form is deleted from the server once read: it may hold a token.
     """
+    from prefect.input.actions import delete_flow_run_input
+
     logger = get_run_logger()
     deadline = time.monotonic() + timeout
     attempt = 0
@@ -84,7 +91,9 @@ def await_review(report: str, policy, timeout: int, poll_seconds: int, requested
             )
         except FlowPauseTimeout:
             return None
-        refusal = refusal_reason(decision.reviewer, policy.approval.reviewers, requested_by)
+        delete_flow_run_input(decision.metadata.key)
+        refusal = (credentials.refusal(credentials.read_book(registry.root), decision.reviewer, decision.token)
+                   or refusal_reason(decision.reviewer, policy.approval.reviewers, requested_by))
         if refusal is None:
             return decision
         logger.warning("Refused review by %r: %s. Still waiting for an allowed reviewer.", decision.reviewer, refusal)
@@ -105,6 +114,7 @@ def remediation(
     approval_timeout: int | None = None,
     review_poll_seconds: int = 5,
     requested_by: str = "unknown",
+    requester_verified: bool = False,
     extra_training_data: str | None = None,
     rerun: bool = False,
 ):
@@ -116,6 +126,8 @@ def remediation(
     run_id = str(get_run_context().flow_run.id)
     run_dir = settings.state_dir / "runs" / run_id  # files of this run that are not promoted (frontier, chosen template)
     params = pipeline.RunParams(dataset, recipe, constraint, policy, sensitive, train_rows, seed, extra_training_data)
+    progress = ProgressReporter(logger)
+    logger.info("Run page: %s", flow_run_url(run_id))
     start = None
     if rerun:
         start = reruns.start_rerun(run_id, params, sweep_file=sweep_file, requested_by=requested_by, registry=registry,
@@ -128,31 +140,40 @@ def remediation(
             return outcome_state(start.stop, start.reason)
         params, sweep_file = start.params, start.sweep_file
         logger.info("Rerun (%s) remediates with %s", requested_by, start.source)
+        registry.record_decision({"dataset": start.dataset, "run_id": run_id, "requested_by": requested_by,
+                                  "action": "rerun_started", "remediates_with": start.source,
+                                  "window": params.extra_training_data})  # the incident timeline (fairloop history)
 
+    progress.stage("load inputs")
     inputs = load_step(params)
     spec, sensitive = inputs.loaded.spec, inputs.sensitive
-    record = {"dataset": spec.name, "run_id": run_id, "requested_by": requested_by}
+    record = {"dataset": spec.name, "run_id": run_id, "requested_by": requested_by, "requester_verified": requester_verified}
     if start is not None:
         record["remediates_with"] = start.source
+    progress.stage("prepare splits")
     splits = prepare_step(inputs)
     if params.extra_training_data:
         record["extra_training_data"] = params.extra_training_data
         logger.info("Training split includes the labelled rows of %s (%d training rows in all)", params.extra_training_data, len(splits.train))
 
+    progress.stage("audit")
     audit = audit_step(inputs, splits)
     publish_artifacts(audit)
     if audit.verdict == "block":
+        progress.done("audit blocked")
         registry.record_decision({**record, "action": "audit_blocked", "reasons": audit.reasons})
         return outcome_state(Outcome.AUDIT_BLOCKED, "; ".join(audit.reasons))
 
     champion = registry.load_champion(spec.name)
+    progress.stage("fit")
     swept = None
     if sweep_file:
         sweep_spec = sweep.load_sweep(sweep_file)
         swept = sweep.run_sweep(sweep_spec, splits, sensitive, seed, inputs.policy,
-                                champion=champion[1] if champion else None, fit_all=sweep.fit_in_processes(sweep_spec.workers))
+                                champion=champion[1] if champion else None, fit_all=sweep.fit_in_processes(sweep_spec.workers, on_fitted=progress.fitted))
         record["sweep"] = sweep_spec.name
         if swept.chosen is None:
+            progress.done("no candidate passes the policy")
             publish_frontier(*frontier_report(inputs.policy, spec.name, swept.reference_test_metrics(), swept.outcome),
                              run_dir, swept.outcome)
             logger.warning(swept.outcome.explanation)
@@ -174,35 +195,49 @@ def remediation(
     record["candidate"] = template.label()
     if champion:
         models["champion"] = champion[1]
+    progress.stage("evaluate and gate")
     evaluations = evaluate_step(models, splits.test, sensitive, inputs.policy)
     gates = apply_gates(inputs.policy, evaluations)
-    frontier_image, frontier = frontier_report(
-        inputs.policy, spec.name, {name: evaluations[name].metrics for name in ("baseline", "champion") if name in models},
+    frontier_args = dict(
+        policy=inputs.policy, dataset=spec.name,
+        references={name: evaluations[name].metrics for name in ("baseline", "champion") if name in models},
         outcome=swept.outcome if swept else None, candidate=evaluations["candidate"].metrics,
     )
-    publish_frontier(frontier_image, frontier, run_dir, swept.outcome if swept else None)
-    report = render_report(
-        dataset=spec.name, sensitive=sensitive, candidate_label=template.label(),
+    frontier_image, frontier = frontier_report(**frontier_args)
+    links = publish_frontier(frontier_image, frontier, run_dir, swept.outcome if swept else None)
+    packet = ReviewPacket(
+        run_id=run_id, run_url=flow_run_url(run_id), dataset=spec.name, sensitive=sensitive,
+        candidate_name=swept.outcome.chosen if swept else template.name, candidate_label=template.label(),
+        method=template.method, recipe_label=f"{inputs.recipe.name} v{inputs.recipe.version}",
         champion_version=champion[0].version if champion else None,
-        recipe_label=f"{inputs.recipe.name} v{inputs.recipe.version}", evaluations=evaluations, gates=gates,
-        audit=audit, augment=augment_report, needs_sensitive_at_predict=template.needs_sensitive_at_predict,
-        frontier=frontier,
+        needs_sensitive_at_predict=template.needs_sensitive_at_predict, evaluations=evaluations, gates=gates,
+        confidence=inputs.policy.bootstrap.confidence, audit_verdict=audit.verdict, audit_reasons=audit.reasons,
+        base_rate_gap=audit.base_rate_gap, augment=augment_report, sweep=swept.outcome if swept else None,
+        credentials_required=credentials.credentials_required(registry.root),
     )
-    create_markdown_artifact(key="remediation-report", markdown=report, description=f"{spec.name} candidate vs baseline")
+    report = render_report(packet, frontier, audit)
+    report_id = create_markdown_artifact(key="remediation-report", markdown=report, description=f"{spec.name} candidate vs baseline")
+    packet = packet.model_copy(update={"links": [Link(label="full report", url=artifact_url(report_id)), *links]})
+    save_packet(packet, run_dir)  # what `fairloop show RUN_ID` prints
+    summary = render_summary(packet, dialog_frontier(**frontier_args))
     logger.info("Candidate fitted in %.1fs; pipeline %.1fs before review.", fit_seconds, time.perf_counter() - started)
 
+    progress.done("gates passed: awaiting review" if gates.passed else "blocked by the gates")
     if not gates.passed:
         registry.record_decision({**record, "action": "gate_failed", "reasons": gates.failures})
         return outcome_state(Outcome.GATE_FAILED, "; ".join(gates.failures))
 
     logger.info("Awaiting review: %s\n%s", flow_run_url(run_id), review_commands(run_id))
+    if start is not None:
+        registry.record_decision({**record, "action": "review_requested"})
     timeout = approval_timeout or inputs.policy.approval.timeout_seconds
-    decision = await_review(report, inputs.policy, timeout, review_poll_seconds, requested_by, registry, record)
+    decision = await_review(summary, inputs.policy, timeout, review_poll_seconds, requested_by, registry, record)
     if decision is None:
         registry.record_decision({**record, "action": "expired", "timeout_seconds": timeout})
         # Prefect's server replaces this with Failed("The flow was expired and never resumed.")
         return outcome_state(Outcome.EXPIRED, f"no approval within {timeout}s; nothing promoted")
-    approval = {"reviewer": decision.reviewer, "comment": decision.comment, "approved": decision.approve}
+    approval = {"reviewer": decision.reviewer, "comment": decision.comment, "approved": decision.approve,
+                "verified": credentials.credentials_required(registry.root)}
     if not decision.approve:
         registry.record_decision({**record, "action": "reject", **approval})
         return outcome_state(Outcome.REJECTED, f"rejected by {decision.reviewer}: {decision.comment}")
@@ -215,6 +250,7 @@ def remediation(
         "policy": inputs.policy.identity(policy), "sensitive": sensitive, "seed": seed, "train_rows": train_rows,
         "augment": augment_report.model_dump(), "audit": audit.model_dump(), "code": code_version(settings.project_dir),
         "packages": package_versions(), "prefect_flow_run_id": run_id, "requested_by": requested_by,
+        "requester_verified": requester_verified,
     }
     if swept is not None:
         lineage["sweep"] = {**sweep_spec.identity(sweep_file), "chosen": swept.outcome.chosen,

@@ -108,7 +108,9 @@ def loop_server(tmp_path_factory):
             yield {"folder": folder, "api": api, "env": {**env, "PREFECT_API_URL": api}, "pid": pid,
                    "log": folder / "state" / "prefect-server.log"}
     finally:
-        if pid:
+        stopped = subprocess.run([sys.executable, "-m", "fairloop", "server", "--stop"], env=env, cwd=PROJECT,
+                                 capture_output=True, text=True, timeout=120)
+        if pid and stopped.returncode != 0:
             stop_group(pid)
 
 

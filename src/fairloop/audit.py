@@ -36,6 +36,7 @@ from pydantic import BaseModel
 
 from fairloop.datasets import MISSING_GROUP, AuditSpec, DatasetSpec, Split
 from fairloop.errors import BadInputError
+from fairloop.templating import md_text as md  # data values reach Markdown as text only
 
 Verdict = Literal["pass", "warn", "block"]
 Severity = Literal["block", "warn", "info"]
@@ -736,7 +737,7 @@ def _group_table(audit: SensitiveAudit) -> list[str]:
     lines = ["| group | rows | share | positive rate (95% CI) | cells < min |", "|---|---|---|---|---|"]
     for g in audit.groups:
         small = ", ".join(f"label {c.label}: {c.rows}" for c in audit.cells if c.group == g.group and c.too_small)
-        lines.append(f"| {g.group} | {g.rows:,} | {g.share:.3f} | {g.base_rate:.3f} ({g.base_rate_ci_low:.3f}-"
+        lines.append(f"| {md(g.group)} | {g.rows:,} | {g.share:.3f} | {g.base_rate:.3f} ({g.base_rate_ci_low:.3f}-"
                      f"{g.base_rate_ci_high:.3f}) | {small or '-'} |")
     ratio = "n/a" if audit.base_rate_ratio is None else f"{audit.base_rate_ratio:.3f}"
     lines.append(f"\nGap {audit.base_rate_gap:.3f}, ratio {ratio}, chi-square p {_pvalue(audit.chi2_pvalue)}, rows with no value {audit.missing_rows}.")
@@ -747,20 +748,20 @@ def render_markdown(report: AuditReport) -> str:
     """The audit for a person (Prefect markdown artifact, review report)."""
     settings = report.settings
     parts = [
-        f"## Data audit of `{report.dataset}`: **{report.verdict.upper()}**",
-        f"{report.rows:,} rows{f' of {report.source}' if report.source else ''}; audited sensitive feature "
-        f"`{report.sensitive}`; reference snapshot: {report.reference}.",
+        f"## Data audit of `{report.dataset.replace('`', '')}`: **{report.verdict.upper()}**"  # a code span shows HTML as text,
+        f"{report.rows:,} rows{f' of {md(report.source)}' if report.source else ''}; audited sensitive feature "
+        f"{md(report.sensitive)}; reference snapshot: {md(report.reference)}.",
         "### Findings",
-        "\n".join([f"- **{f.severity}** {f.message}" for f in report.findings] or ["- none"]),
+        "\n".join([f"- **{f.severity}** {md(f.message)}" for f in report.findings] or ["- none"]),
     ]
     for breakdown in report.sensitive_features:
-        parts += [f"### Sensitive `{breakdown.name}`", "\n".join(_group_table(breakdown))]
+        parts += [f"### Sensitive {md(breakdown.name)}", "\n".join(_group_table(breakdown))]
     if report.intersection is not None:
         small = report.intersection.small_cells
-        parts += [f"### Intersection {report.intersection.name}: {len(small)} of {len(report.intersection.cells)} cells "
+        parts += [f"### Intersection {md(report.intersection.name)}: {len(small)} of {len(report.intersection.cells)} cells "
                   f"below {settings.min_cell_rows} rows", "\n".join(_group_table(report.intersection))]
     proxy_rows = [
-        f"| {p.sensitive} | {p.feature} | {p.auc:.3f} | {'-' if p.nmi is None else f'{p.nmi:.3f}'} | {'yes' if p.flagged else ''} |"
+        f"| {md(p.sensitive)} | {md(p.feature)} | {p.auc:.3f} | {'-' if p.nmi is None else f'{p.nmi:.3f}'} | {'yes' if p.flagged else ''} |"
         for s in report.sensitive_features for p in report.top_proxies(s.name)
     ]
     parts += [
@@ -768,13 +769,13 @@ def render_markdown(report: AuditReport) -> str:
         "\n".join(["| sensitive | feature | AUC | NMI | proxy |", "|---|---|---|---|---|", *proxy_rows]),
     ]
     failed = [e for e in report.expectations if not e.success]
-    parts += [f"### Great Expectations suite `{report.gx_suite}`: {len(report.expectations) - len(failed)} of "
+    parts += [f"### Great Expectations suite {md(report.gx_suite)}: {len(report.expectations) - len(failed)} of "
               f"{len(report.expectations)} expectations met"]
     if failed:
         parts.append("\n".join(["| expectation | column | severity | result |", "|---|---|---|---|",
-                                *[f"| {e.expectation} | {e.column} | {e.severity} | {e.details} |" for e in failed]]))
+                                *[f"| {md(e.expectation)} | {md(e.column)} | {e.severity} | {md(e.details)} |" for e in failed]]))
     if report.data_docs:
-        parts.append(f"Data Docs: {report.data_docs}")
+        parts.append(f"Data Docs: {md(report.data_docs)}")
     return "\n\n".join(parts) + "\n"
 
 

@@ -133,10 +133,13 @@ def remediate(
     seed: int = 0,
     approval_timeout: Annotated[Optional[int], typer.Option(help="seconds to wait for review (default: policy's)")] = None,
     wait: Annotated[bool, typer.Option(help="--no-wait returns once the run awaits review")] = True,
+    token: Annotated[str, typer.Option(envvar="FAIRLOOP_TOKEN", show_default=False,
+                                       help="your reviewer token: records you, verified, as the requester")] = "",
 ):
     """Run one remediation: audit, augment, retrain (one candidate or a sweep), evaluate, gate, await review, promote."""
     settings = get_settings()
     validate_inputs(dataset, recipe, constraint, policy, sweep)
+    requested_by, requester_verified = requester(settings, token)
     with prefect_server(settings):
         if not wait:
             raise typer.Exit(launch_detached(settings))
@@ -147,14 +150,45 @@ def remediate(
             state = flow(
                 dataset=str(dataset), recipe=str(recipe), constraint=str(constraint), policy=str(policy),
                 sweep_file=str(sweep) if sweep else None, sensitive=sensitive, train_rows=train_rows, seed=seed, approval_timeout=approval_timeout,
-                requested_by=getpass.getuser(), return_state=True,
+                requested_by=requested_by, requester_verified=requester_verified, return_state=True,
             )
         raise typer.Exit(exit_for_state(state, state.state_details.flow_run_id))
 
 
+def requester(settings: Settings, token: str) -> tuple[str, bool]:
+    """Who starts a run: the reviewer a token belongs to (verified), else the OS user (not verified)."""
+    from fairloop.credentials import identify, read_book
+
+    if token:
+        return identify(read_book(settings.registry_path), token), True
+    return getpass.getuser(), False
+
+
+def follow_progress(run_id, done, timeout: float):
+    """Show the run's stage, 'k/N models fitted' and elapsed time (its progress artifact) until ``done(run)``."""
+    import time
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from fairloop.runs import read_flow_run, read_progress
+
+    deadline = time.monotonic() + timeout
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TimeElapsedColumn(), console=console, transient=False) as bar:
+        task = bar.add_task("starting", total=100)
+        while True:
+            run = read_flow_run(run_id)
+            progress = read_progress(run_id)
+            if progress is not None:
+                bar.update(task, completed=progress[0], description=escape(progress[1]))
+            if done(run) or time.monotonic() > deadline:
+                return run
+            time.sleep(1.0)
+
+
 def launch_detached(settings: Settings) -> ExitCode:
     """Run this same command in the background; return once the run awaits review or ends."""
-    from fairloop.runs import find_tagged_run, flow_run_url, review_commands, wait_for_flow_run
+    from fairloop.runs import find_tagged_run, flow_run_url, review_commands
 
     tag = f"launch-{uuid.uuid4().hex[:12]}"
     settings.state_dir.mkdir(parents=True, exist_ok=True)
@@ -165,17 +199,16 @@ def launch_detached(settings: Settings) -> ExitCode:
             [sys.executable, "-m", "fairloop", *args], stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, env={**os.environ, RUN_TAG_ENV: tag}, start_new_session=True,
         )
-    with console.status("Running audit, augmentation, training and gates...") as status:
+    with console.status("Starting the run...") as status:
         run = None
         while run is None:
             if child.poll() is not None:
                 err.print(f"[red]the run exited early (code {child.returncode}); see {log_path}[/red]")
                 return ExitCode(child.returncode) if child.returncode in ExitCode._value2member_map_ else ExitCode.FAILED
             run = find_tagged_run(tag)
-        status.update(f"Flow run {run.name} ({run.id})...")
-        run = wait_for_flow_run(
-            run.id, lambda r: bool(r.state and (r.state.is_paused() or r.state.is_final())), TRAINING_TIMEOUT_SECONDS
-        )
+    console.print(f"Run {run.name} started: {flow_run_url(run.id)}  (log: {log_path})", soft_wrap=True)
+    run = follow_progress(run.id, lambda r: bool(r.state and (r.state.is_paused() or r.state.is_final())),
+                          TRAINING_TIMEOUT_SECONDS)
     if run.state.is_paused():
         console.print(f"[bold]Run {run.name} awaits review[/bold] (log: {log_path})")
         console.print(f"Open it in the Prefect UI and press Resume:\n  {flow_run_url(run.id)}", soft_wrap=True)
@@ -184,18 +217,23 @@ def launch_detached(settings: Settings) -> ExitCode:
     return exit_for_state(run.state, run.id)
 
 
-def _review(run_id: str, reviewer: str, comment: str, approve: bool, wait_seconds: int) -> ExitCode:
+def _review(run_id: str, reviewer: str, comment: str, approve: bool, wait_seconds: int, token: str = "") -> ExitCode:
     from fairloop.runs import read_flow_run, submit_review, wait_for_flow_run
 
     settings = get_settings()
     with prefect_server(settings):
-        submit_review(run_id, {"approve": approve, "reviewer": reviewer, "comment": comment})
-        console.print(f"{'Approved' if approve else 'Rejected'} {run_id} as {escape(reviewer)}; waiting for the run...")
+        submit_review(run_id, {"approve": approve, "reviewer": reviewer, "comment": comment, "token": token})
+        console.print(f"Sent the {'approval' if approve else 'rejection'} of {run_id} as {escape(reviewer)}; waiting for the run...")
         run = wait_for_flow_run(
             run_id, lambda r: bool(r.state and (r.state.is_final() or r.state.is_paused())), wait_seconds
         )
         if run.state.is_paused():
-            err.print("[red]the run refused this reviewer and is still awaiting review (see the run's logs)[/red]")
+            from fairloop.registry import Registry
+
+            refusals = [r for r in Registry(settings.registry_path).audit_log()
+                        if r.get("run_id") == str(run.id) and r.get("action") == "refused"]
+            reason = refusals[-1]["comment"] if refusals else "see the run's logs"
+            err.print(f"[red]refused[/red]: {escape(reason)}; the run is still awaiting review", soft_wrap=True)
             return ExitCode.FAILED
         if not run.state.is_final():
             console.print(f"The run is still {run.state.name}; follow it in the UI.")
@@ -210,9 +248,11 @@ def approve(
     reviewer: Annotated[str, typer.Option(help="your name, as the policy lists reviewers")],
     comment: Annotated[str, typer.Option()] = "",
     wait_seconds: Annotated[int, typer.Option(help="how long to wait for the promotion")] = 600,
+    token: Annotated[str, typer.Option(envvar="FAIRLOOP_TOKEN", show_default=False,
+                                       help="your reviewer token (fairloop reviewers add); or set FAIRLOOP_TOKEN")] = "",
 ):
     """Approve a run that awaits review (the same call as the UI's Resume form)."""
-    raise typer.Exit(_review(run_id, reviewer, comment, True, wait_seconds))
+    raise typer.Exit(_review(run_id, reviewer, comment, True, wait_seconds, token))
 
 
 @app.command()
@@ -222,9 +262,11 @@ def reject(
     reviewer: Annotated[str, typer.Option(help="your name")],
     comment: Annotated[str, typer.Option(help="why: recorded in the audit log")],
     wait_seconds: int = 120,
+    token: Annotated[str, typer.Option(envvar="FAIRLOOP_TOKEN", show_default=False,
+                                       help="your reviewer token (fairloop reviewers add); or set FAIRLOOP_TOKEN")] = "",
 ):
     """Reject a run that awaits review; nothing is promoted and the comment is recorded."""
-    raise typer.Exit(_review(run_id, reviewer, comment, False, wait_seconds))
+    raise typer.Exit(_review(run_id, reviewer, comment, False, wait_seconds, token))
 
 
 @app.command()
@@ -418,8 +460,15 @@ def gate(
 
 @app.command()
 @user_errors
-def server():
-    """Start (or reuse) the local Prefect server and print its URLs."""
+def server(stop: Annotated[bool, typer.Option("--stop", help="stop the local server fairloop started")] = False):
+    """Start (or reuse) the local Prefect server and print its URLs; --stop stops it.
+
+    The port is FAIRLOOP_SERVER_PORT (default 4200), the host FAIRLOOP_SERVER_HOST."""
+    if stop:
+        from fairloop.server import stop_server
+
+        console.print(stop_server(get_settings()))
+        return
     with prefect_server(get_settings()) as api_url:
         console.print(f"Prefect API: {api_url}\nPrefect UI:  {api_url.removesuffix('/api')}")
         console.print(f"Other shells: export PREFECT_API_URL={api_url}")
@@ -566,6 +615,91 @@ def serve(
             console.print(f"{deployment.flow_name}/{deployment.name}: {schedules}; {triggers}")
         console.print(f"Serving on {api_url} (Ctrl-C stops)")
         prefect_serve(*deployments, print_starting_message=False)
+
+
+@app.command()
+@user_errors
+def show(run_id: Annotated[str, typer.Argument(help="flow run id (printed when the run starts)")]):
+    """Print a run's review report in the terminal: the decision summary the Resume dialog shows."""
+    from fairloop.review import load_packet
+    from fairloop.runs import read_flow_run
+    from fairloop.terminal import print_packet
+
+    settings = get_settings()
+    with prefect_server(settings):
+        run = read_flow_run(run_id)
+    packet = load_packet(settings.state_dir / "runs" / str(run.id))
+    if packet is None:
+        state = run.state.name if run.state else "unknown"
+        raise BadInputError(f"run {run.id} ({state}) has no review report in {settings.state_dir / 'runs' / str(run.id)}: "
+                            "it has not reached its gates yet, or it ran with another project directory")
+    print_packet(console, packet, state=run.state.name if run.state else "unknown")
+
+
+reviewers_app = typer.Typer(help="Reviewer credentials: tokens that prove who approves or requests a run.",
+                            no_args_is_help=True)
+app.add_typer(reviewers_app, name="reviewers")
+
+
+@reviewers_app.command("add")
+@user_errors
+def reviewers_add(
+    name: Annotated[str, typer.Argument(help="the reviewer's name, as they will type it in the review form")],
+    rotate: Annotated[bool, typer.Option(help="replace the reviewer's existing token")] = False,
+):
+    """Issue a reviewer token: printed once, stored only as a salted scrypt hash in the registry."""
+    from fairloop.credentials import REVIEWERS_FILE, issue, read_book
+    from fairloop.registry import Registry
+
+    settings = get_settings()
+    registry = Registry(settings.registry_path, settings.remote_path)
+    book, token = issue(read_book(registry.root), name, rotate=rotate)
+    registry.commit_file(REVIEWERS_FILE, book.model_dump_json(indent=2) + "\n", f"Reviewer credential for {name}")
+    err.print(f"Token for reviewer [bold]{escape(name)}[/bold] (shown once; give it to them privately). Reviews now "
+              "need a token: in the Resume form's token field, or `fairloop approve --token` / FAIRLOOP_TOKEN.")
+    typer.echo(token)
+
+
+@reviewers_app.command("list")
+@user_errors
+def reviewers_list():
+    """The reviewers who hold a token (names and when they were added; never the tokens)."""
+    from fairloop.credentials import read_book
+
+    book = read_book(get_settings().registry_path)
+    if not book.reviewers:
+        console.print("No reviewer credentials: reviews are accepted by name alone (fairloop reviewers add NAME).")
+        return
+    table = Table(title="reviewers")
+    for column in ("name", "added", "added by"):
+        table.add_column(column)
+    for credential in book.reviewers.values():
+        table.add_row(escape(credential.name), credential.added_at, escape(credential.added_by))
+    console.print(table)
+
+
+@app.command()
+@user_errors
+def history(
+    dataset: Annotated[str, typer.Argument(help="dataset name (or its spec file) whose monitor history to show")],
+    html: Annotated[Optional[Path], typer.Option(help="write the dashboard page here (default: <state>/monitor/<dataset>/history.html)")] = None,
+):
+    """The monitor's trend dashboard: per window, group rates with intervals, drift and alerts; incidents with their timeline."""
+    from fairloop.datasets import load_dataset_spec
+    from fairloop.monitor.dashboard import incidents, print_history, write_history_page
+    from fairloop.monitor.store import history as monitor_history
+    from fairloop.monitor.store import state_folder
+    from fairloop.registry import Registry
+
+    settings = get_settings()
+    name = load_dataset_spec(dataset).name if dataset.endswith((".yaml", ".yml")) else dataset
+    reports = monitor_history(settings.state_dir, name)
+    if not reports:
+        raise BadInputError(f"no monitor history for dataset '{name}' under {settings.state_dir} (run fairloop monitor first)")
+    audit = Registry(settings.registry_path, settings.remote_path).audit_log()
+    print_history(console, name, reports, incidents(reports, audit))
+    page = write_history_page(name, reports, audit, html or state_folder(settings.state_dir, name) / "history.html")
+    console.print(f"Dashboard: {escape(str(page))}", soft_wrap=True)
 
 
 def main() -> None:

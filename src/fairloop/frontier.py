@@ -10,9 +10,12 @@ from __future__ import annotations
 import base64
 import io
 
+from markupsafe import Markup
+
 from fairloop.evaluate import METRIC_LABELS
 from fairloop.policy import GATES, Policy
 from fairloop.sweep import FRONTIER_METRICS, SweepOutcome, frontier_metrics, pareto_mask
+from fairloop.templating import render
 
 
 def _threshold(policy: Policy, metric: str) -> float | None:
@@ -24,10 +27,16 @@ def _threshold(policy: Policy, metric: str) -> float | None:
 
 def frontier_png(
     points: dict[str, dict[str, float]], chosen: str | None, references: dict[str, dict[str, float]],
-    policy: Policy, title: str, dpi: int = 80,
+    policy: Policy, title: str, dpi: int = 80, *, narrow: bool = False, group_aware: frozenset[str] = frozenset(),
 ) -> bytes:
     """PNG of the frontier: ``points`` are the candidates' test metrics by name, ``references``
-    those of 'baseline' and, if any, 'champion'."""
+    those of 'baseline' and, if any, 'champion'.
+
+    ``narrow`` draws it for the Resume dialog (~470 px): one panel per metric stacked in one
+    column at 100 dpi, so the image is shown at its natural size and 9 pt labels stay about
+    12 px tall; the chosen point and the policy limit are labelled on each panel, and the
+    ``group_aware`` candidates (they need the sensitive feature to predict) are drawn hollow.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -36,25 +45,38 @@ def frontier_png(
 
     names = list(points)
     metrics = frontier_metrics(policy)
-    # two panels per row: the review dialog is narrow, and a wide strip would shrink to a sliver
-    rows = (len(metrics) + 1) // 2
-    figure, axes = plt.subplots(rows, 2, figsize=(9.5, 3.9 * rows), squeeze=False)
+    if narrow:
+        dpi, font = 100, 9
+        figure, axes = plt.subplots(len(metrics), 1, figsize=(4.7, 2.7 * len(metrics) + 0.5), squeeze=False)
+    else:
+        # two panels per row: a wide strip would shrink to a sliver on a report page
+        rows, font = (len(metrics) + 1) // 2, 7
+        figure, axes = plt.subplots(rows, 2, figsize=(9.5, 3.9 * rows), squeeze=False)
     for unused in axes.flat[len(metrics):]:
         unused.set_visible(False)
     accuracy = np.array([points[n]["accuracy"] for n in names])
+    aware = np.array([n in group_aware for n in names], dtype=bool)
     for axis, metric in zip(axes.flat, metrics, strict=False):
         values = np.array([points[n][metric] for n in names])
         usable = ~np.isnan(values)
-        axis.scatter(values[usable], accuracy[usable], color="tab:blue", alpha=0.7, label="candidate")
+        blind = usable & ~aware
+        axis.scatter(values[blind], accuracy[blind], color="tab:blue", alpha=0.7, label="candidate")
+        if (usable & aware).any():
+            axis.scatter(values[usable & aware], accuracy[usable & aware], facecolors="none", edgecolors="tab:purple",
+                         alpha=0.8, label="needs sensitive at predict")
         front = np.flatnonzero(usable)[pareto_mask(accuracy[usable], values[usable], FRONTIER_METRICS[metric])]
         order = front[np.argsort(values[front])]
-        axis.plot(values[order], accuracy[order], color="tab:blue", linewidth=1.5, label="Pareto front")
-        for i in front:  # numbers, not names: names overlap; the candidates table has the same numbers
-            label = names[i] if len(names) == 1 else str(i + 1)
-            axis.annotate(label, (values[i], accuracy[i]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        axis.plot(values[order], accuracy[order], color="tab:blue", linewidth=1.2, label="Pareto front")
+        if not narrow:
+            for i in front:  # numbers, not names: names overlap; the candidates table has the same numbers
+                label = names[i] if len(names) == 1 else str(i + 1)
+                axis.annotate(label, (values[i], accuracy[i]), fontsize=font, xytext=(3, 3), textcoords="offset points")
         if chosen is not None:
-            axis.scatter([points[chosen][metric]], [points[chosen]["accuracy"]], s=160, facecolors="none",
-                         edgecolors="tab:green", linewidths=2, label="chosen")
+            point = (points[chosen][metric], points[chosen]["accuracy"])
+            axis.scatter([point[0]], [point[1]], s=170, facecolors="none", edgecolors="tab:green", linewidths=2, label="chosen")
+            if narrow:
+                axis.annotate("chosen", point, fontsize=font, color="tab:green", xytext=(0, 9), textcoords="offset points",
+                              ha="center", annotation_clip=False)
         for name, marker, colour, label in (("baseline", "s", "tab:red", "unconstrained baseline"),
                                             ("champion", "*", "tab:orange", "current champion")):
             if name in references:
@@ -62,13 +84,24 @@ def frontier_png(
                              color=colour, label=label)
         threshold = _threshold(policy, metric)
         if threshold is not None:
-            axis.axvline(threshold, color="grey", linestyle="--", linewidth=1, label="policy threshold")
+            axis.axvline(threshold, color="grey", linestyle="--", linewidth=1, label="policy limit")
+            if narrow:
+                axis.annotate(f"limit {threshold:g}", (threshold, 1), xycoords=("data", "axes fraction"), fontsize=font,
+                              color="dimgrey", xytext=(3, -11), textcoords="offset points")
         fairer = "higher" if FRONTIER_METRICS[metric] else "lower"
-        axis.set(xlabel=f"{METRIC_LABELS.get(metric, metric)} ({fairer} is fairer)", ylabel="accuracy (test)")
+        axis.set_xlabel(f"{METRIC_LABELS.get(metric, metric)} ({fairer} is fairer)", fontsize=font + 1)
+        axis.set_ylabel("accuracy (test)", fontsize=font + 1)
+        axis.tick_params(labelsize=font)
+        axis.margins(x=0.08, y=0.15)  # room for the labels of points at the edges
         axis.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="lower right")
-    figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
+    if narrow:
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        figure.legend(handles, labels, fontsize=font, loc="upper center", ncol=2, frameon=False)
+        figure.tight_layout(rect=(0, 0, 1, 1 - 0.55 / figure.get_figheight()))
+    else:
+        axes[0][0].legend(fontsize=font, loc="lower right")
+        figure.suptitle(title, fontsize=10)
+        figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi)
     plt.close(figure)
@@ -103,25 +136,18 @@ def candidates_table(outcome: SweepOutcome) -> list[dict]:
 
 
 def candidates_markdown(outcome: SweepOutcome) -> str:
-    """A compact markdown table for the review form (the UI dialog is narrow)."""
-    header = ["| # | candidate | val acc | val DPD | val EOD | test acc | test DPD | test EOD | validation gates |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    rows = []
+    """The sweep's candidates as a Markdown table for the full report (a wide page)."""
     numbered = sorted(enumerate(outcome.candidates, start=1), key=lambda pair: -pair[1].validation["accuracy"])
-    for number, c in numbered:
-        # code spans: the UI would turn "recipe+template@0.02" into an e-mail link
-        name = f"**`{c.name}`** (chosen)" if c.name == outcome.chosen else f"`{c.name}`"
-        if c.needs_sensitive_at_predict:
-            name += " [uses sensitive at predict]"
-        verdict = "pass" if c.passed else "blocked: " + ", ".join(g.metric for g in c.gates.blocking)
-        rows.append(
-            f"| {number} | {name}{' *' if c.pareto else ''} | {c.validation['accuracy']:.4f} | "
-            f"{c.validation['demographic_parity_difference']:.4f} | {c.validation['equalized_odds_difference']:.4f} | "
-            f"{c.test['accuracy']:.4f} | {c.test['demographic_parity_difference']:.4f} | "
-            f"{c.test['equalized_odds_difference']:.4f} | {verdict} |"
-        )
-    legend = "\\* on the Pareto front (test accuracy vs a fairness metric); # is the candidate's number in the plot."
-    return "\n".join([*header, *rows, "", legend])
+    return render("candidates.md.j2", outcome=outcome, numbered=numbered)
+
+
+def _points(outcome: SweepOutcome | None, candidate: dict[str, float] | None, dataset: str):
+    """(points, chosen, group-aware names, title) of a sweep ``outcome`` or a single ``candidate``."""
+    if outcome is None:
+        return {"candidate": candidate}, "candidate", frozenset(), f"{dataset}: candidate"
+    aware = frozenset(c.name for c in outcome.candidates if c.needs_sensitive_at_predict)
+    points = {c.name: c.test for c in outcome.candidates}
+    return points, outcome.chosen, aware, f"{dataset}: sweep '{outcome.sweep}', {len(points)} candidates"
 
 
 def frontier_report(
@@ -131,15 +157,18 @@ def frontier_report(
     """The frontier PNG and the markdown section showing it: every candidate of a sweep
     ``outcome``, or the one ``candidate`` of a single run (test metrics), against the test
     metrics of the ``references`` ('baseline', 'champion')."""
-    if outcome is None:
-        points, chosen, title = {"candidate": candidate}, "candidate", f"{dataset}: candidate"
-    else:
-        points = {c.name: c.test for c in outcome.candidates}
-        chosen, title = outcome.chosen, f"{dataset}: sweep '{outcome.sweep}', {len(points)} candidates"
-    png = frontier_png(points, chosen, references, policy, f"{title} - accuracy vs fairness on held-out test data")
-    parts = [image_markdown(png)]
-    if outcome is not None:
-        parts += [outcome.explanation.replace("\n", "\n\n"), candidates_markdown(outcome)]
-        if outcome.skipped:
-            parts.append("Skipped: " + "; ".join(f"{name} ({reason})" for name, reason in outcome.skipped))
-    return png, "\n\n".join(parts)
+    points, chosen, aware, title = _points(outcome, candidate, dataset)
+    png = frontier_png(points, chosen, references, policy, f"{title} - accuracy vs fairness on held-out test data",
+                       group_aware=aware)
+    section = render("frontier.md.j2", image=Markup(image_markdown(png)), outcome=outcome,
+                     candidates=Markup(candidates_markdown(outcome)) if outcome is not None else None)
+    return png, section
+
+
+def dialog_frontier(
+    policy: Policy, dataset: str, references: dict[str, dict[str, float]],
+    outcome: SweepOutcome | None = None, candidate: dict[str, float] | None = None,
+) -> str:
+    """The frontier drawn for the Resume dialog's width, as inline Markdown."""
+    points, chosen, aware, title = _points(outcome, candidate, dataset)
+    return image_markdown(frontier_png(points, chosen, references, policy, title, narrow=True, group_aware=aware))

@@ -62,8 +62,14 @@ class Monitoring(SpecModel):
         ["persistent", "interval"],
         description="persistent: N consecutive breaches; interval: the metric's confidence interval lies above its threshold",
     )
+    false_alert_rate: float = Field(
+        0.01, gt=0, lt=1, description="with no drift, the share of windows in which any drift test breaches (split over the tests)"
+    )
+    min_expected_count: float = Field(
+        5.0, gt=0, description="categorical drift: levels expected fewer times in a window are pooled before the chi-square test"
+    )
     confidence: float = Field(0.95, gt=0.5, lt=1, description="level of the intervals")
-    bootstrap: int = Field(400, ge=50, description="parametric bootstrap draws for PSI and fairness-gap intervals")
+    bootstrap: int = Field(400, ge=50, description="bootstrap draws for PSI intervals and the group rates and gaps (the gates' method)")
     min_group_rows: int = Field(30, ge=2, description="groups with fewer window rows get no per-group drift test")
     schedule: MonitoringSchedule = MonitoringSchedule()
     rerun: Literal["champion"] | RerunSweep = Field(

@@ -231,6 +231,15 @@ class Registry:
                 self._restore_head()
                 raise
 
+    def commit_file(self, relative: str, text: str, message: str) -> None:
+        """Write one registry-wide file (e.g. reviewers.json) and commit it."""
+
+        def write() -> tuple[str, None]:
+            (self.root / relative).write_text(text, encoding="utf-8")
+            return message, None
+
+        self._transaction(write)
+
     def record_decision(self, record: dict[str, Any]) -> None:
         """Append a decision that promotes nothing (reject, expire, refused reviewer, gate failure)."""
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import base64
-import html
 import io
 from datetime import datetime, timezone
 
 from fairloop.evaluate import Evaluation
 from fairloop.policy import GateReport
+from fairloop.templating import render
 
 
 def _png(figure) -> str:
@@ -18,7 +18,7 @@ def _png(figure) -> str:
 
 
 def group_plots(evaluations: dict[str, Evaluation]) -> str:
-    """Selection rate (with the candidate's bootstrap interval) and TPR by group, and
+    """A base64 PNG: selection rate (with the candidate's bootstrap interval) and TPR by group, and
     calibration by group (mean predicted probability against the observed positive rate)."""
     import matplotlib
 
@@ -50,19 +50,17 @@ def group_plots(evaluations: dict[str, Evaluation]) -> str:
     calibration.set(title="candidate calibration by group", xlabel="observed positive rate", ylabel="mean predicted probability")
     png = _png(figure)
     plt.close(figure)
-    return f'<img alt="metrics by group" src="data:image/png;base64,{png}">'
+    return png
 
 
 def render_html(title: str, report_markdown: str, evaluations: dict[str, Evaluation]) -> str:
+    """report.html: ``report_markdown`` (rendered from an escaping template, so it holds no raw
+    HTML from data) as HTML, with the plots by group."""
     import markdown
+    from markupsafe import Markup
 
-    body = markdown.markdown(report_markdown, extensions=["tables"])
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:4px 8px}</style></head><body>"
-        f"{body}<h3>Metrics by group</h3>{group_plots(evaluations)}</body></html>\n"
-    )
+    body = Markup(markdown.markdown(report_markdown, extensions=["tables"]))
+    return render("report.html.j2", title=title, body=body, plots_png_base64=group_plots(evaluations))
 
 
 def render_model_card(
@@ -70,11 +68,6 @@ def render_model_card(
     sensitive: list[str], evaluation: Evaluation, gates: GateReport, needs_sensitive_at_predict: bool,
     approval: dict, train_rows: int, test_rows: int, confidence: float,
 ) -> str:
-    groups = "\n".join(
-        f"| {g} | {int(m['count'])} | {m['selection_rate']:.3f} | {m['true_positive_rate']:.3f} | "
-        f"{m['false_positive_rate']:.3f} | {m['mean_score']:.3f} | {m['observed_rate']:.3f} |"
-        for g, m in evaluation.by_group.items()
-    )
     limitations = [
         "Group fairness is measured for the declared sensitive features only; other groups are not covered.",
         f"Metrics come from {test_rows:,} held-out rows; gate intervals are {confidence:.0%} bootstrap intervals.",
@@ -83,34 +76,9 @@ def render_model_card(
     if needs_sensitive_at_predict:
         limitations.insert(0, "Uses the sensitive feature at prediction time (ThresholdOptimizer): disparate "
                               "treatment in many jurisdictions; legal review required before use.")
-    return "\n".join([
-        f"# Model card: {dataset} {version}",
-        "",
-        "## Intended use",
-        f"Decision support for the task of the `{dataset}` dataset: {description.strip()} Not for use on populations "
-        "or decisions outside that task without a new audit and gate.",
-        "",
-        "## Model",
-        f"{candidate_label}; training data recipe: {recipe_label}. Trained on {train_rows:,} rows.",
-        "",
-        "## Data",
-        provenance or "(no provenance recorded in the dataset spec)",
-        "",
-        f"## Sensitive features\n{', '.join(sensitive)} (metrics below by `{evaluation.sensitive}`)",
-        "",
-        "## Metrics by group (held-out test data)",
-        "| group | rows | selection rate | TPR | FPR | mean score | observed rate |",
-        "|---|---|---|---|---|---|---|",
-        groups,
-        "",
-        f"## Gates (policy `{gates.policy}`)",
-        *[f"- {r.gate}: **{r.verdict}** - {r.reason}" for r in gates.results],
-        "",
-        "## Limitations",
-        *[f"- {item}" for item in limitations],
-        "",
-        "## Approval",
-        f"Approved by {approval['reviewer']} on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. "
-        f"Comment: {approval['comment'] or '(none)'}",
-        "",
-    ])
+    return render(
+        "model_card.md.j2", dataset=dataset, description=" ".join(description.split()), provenance=provenance,
+        version=version, candidate_label=candidate_label, recipe_label=recipe_label, sensitive=sensitive,
+        evaluation=evaluation, gates=gates, limitations=limitations, approval=approval, train_rows=train_rows,
+        approved_at=f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M}",
+    )

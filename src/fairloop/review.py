@@ -1,13 +1,27 @@
-"""What a human reviewer sees and answers: the report markdown and the Prefect input form."""
+"""What a human reviewer sees and answers: the decision packet, its reports and the Prefect input form.
+
+A :class:`ReviewPacket` holds everything the decision rests on (typed models, no markup). It
+is rendered three ways from the same derived figures: the Resume dialog's summary (Markdown
+made for a ~500 px box: plain-language summary first, narrow tables, a frontier drawn for
+that width, links to the wide pages), the full report (Prefect artifact, registry
+``report.md``/``report.html``) and the terminal (``fairloop show``).
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from pydantic import BaseModel
 from prefect.input import RunInput
 
 from fairloop.audit import AuditReport
-from fairloop.evaluate import Evaluation, metrics_table
-from fairloop.policy import GateReport
+from fairloop.evaluate import METRIC_LABELS, Evaluation, metrics_table
+from fairloop.policy import GATES, GateReport, GateResult
 from fairloop.recipes import AugmentReport
+from fairloop.sweep import SweepOutcome
+from fairloop.templating import render
+
+PACKET_FILE = "review.json"
 
 
 class ReviewDecision(RunInput):
@@ -16,79 +30,199 @@ class ReviewDecision(RunInput):
     approve: bool = False
     reviewer: str  # no default: the UI marks it required
     comment: str = ""
+    # The reviewer's credential from `fairloop reviewers add` (never logged or stored by fairloop).
+    token: str = ""
 
 
-def _markdown_table(frame) -> str:
-    header = "| metric | " + " | ".join(frame.columns) + " |"
-    rule = "|---|" + "---|" * len(frame.columns)
-    rows = [f"| {idx} | " + " | ".join(f"{v:.4f}" for v in row) + " |" for idx, row in frame.iterrows()]
-    return "\n".join([header, rule, *rows])
+# -- the decision packet ---------------------------------------------------------------------
+
+RATES = {
+    "selection_rate": "selected",
+    "true_positive_rate": "TPR: qualified selected",
+    "false_positive_rate": "FPR: unqualified selected",
+}
 
 
-def _with_champion_difference(table):
+class RateChange(BaseModel):
+    """One group's rate under the baseline and the candidate, each with a Wilson interval
+    over that group's test rows (binomial: the rate is a share of a known count)."""
+
+    rate: str
+    label: str
+    baseline: float | None
+    baseline_interval: tuple[float, float] | None
+    candidate: float
+    candidate_interval: tuple[float, float] | None
+
+
+class GroupChange(BaseModel):
+    group: str
+    rows: int
+    positives: int
+    counted: bool
+    rates: list[RateChange]
+
+
+class Link(BaseModel):
+    label: str
+    url: str
+
+
+class ReviewPacket(BaseModel):
+    """Everything a reviewer decides from; stored with the run (``review.json``) for ``fairloop show``."""
+
+    run_id: str | None = None
+    run_url: str | None = None
+    dataset: str
+    sensitive: str
+    candidate_name: str
+    candidate_label: str
+    method: str = "none"  # the template's mitigation method
+    recipe_label: str
+    champion_version: str | None
+    needs_sensitive_at_predict: bool
+    evaluations: dict[str, Evaluation]
+    gates: GateReport
+    confidence: float = 0.95
+    audit_verdict: str
+    audit_reasons: list[str]
+    base_rate_gap: float
+    augment: AugmentReport
+    sweep: SweepOutcome | None = None
+    links: list[Link] = []
+    credentials_required: bool = False  # reviewers are registered: a review needs its token
+
+    # figures derived for every rendering --------------------------------------------------
+    def group_changes(self) -> list[GroupChange]:
+        baseline = self.evaluations.get("baseline")
+        candidate = self.evaluations["candidate"]
+        changes = []
+        for group, after in candidate.by_group.items():
+            before = baseline.by_group.get(group) if baseline else None
+            rows = int(after["count"])
+            positives = int(round(after["observed_rate"] * rows))
+            trials = {"selection_rate": rows, "true_positive_rate": positives, "false_positive_rate": rows - positives}
+            rates = [
+                RateChange(
+                    rate=rate, label=label,
+                    baseline=None if before is None else before[rate],
+                    baseline_interval=None if before is None else wilson(before[rate], trials[rate], self.confidence),
+                    candidate=after[rate], candidate_interval=wilson(after[rate], trials[rate], self.confidence),
+                )
+                for rate, label in RATES.items()
+            ]
+            changes.append(GroupChange(group=group, rows=rows, positives=positives,
+                                       counted=bool(after.get("counted", 1.0)), rates=rates))
+        return changes
+
+    def gate_rows(self) -> list[dict]:
+        return [gate_row(r) for r in self.gates.results]
+
+    def costs(self) -> list[dict]:
+        """Accuracy and AUC, baseline (and champion) -> candidate, drops with their intervals."""
+        candidate = self.evaluations["candidate"]
+        rows = []
+        for metric in ("accuracy", "auc", "scorer_auc"):
+            value = metric_value(candidate, metric)
+            if value is None:
+                continue
+            row = {"metric": COST_LABELS[metric], "candidate": value, "references": []}
+            for reference in ("baseline", "champion"):
+                ev = self.evaluations.get(reference)
+                if ev is not None and metric_value(ev, metric) is not None:
+                    row["references"].append({"name": reference, "value": metric_value(ev, metric),
+                                              "drop_interval": candidate.intervals.get(f"{metric}_drop_vs_{reference}")})
+            rows.append(row)
+        return rows
+
+    def excluded_groups(self) -> list:
+        return list(getattr(self.evaluations["candidate"], "excluded_groups", None) or [])
+
+    @property
+    def advice(self) -> list[str]:
+        return list(getattr(self.gates, "advice", None) or [])
+
+    @property
+    def evaluation_mode(self) -> str | None:
+        return getattr(self.gates, "evaluation_mode", None)
+
+    def headline(self) -> str:
+        """The one sentence a reviewer reads first (plain text; templates escape it)."""
+        passed = [r for r in self.gates.results if r.verdict == "pass"]
+        counted = [r for r in self.gates.results if r.verdict != "skipped"]
+        use = (f"needs {self.sensitive} at prediction time" if self.needs_sensitive_at_predict
+               else f"is group-blind: it predicts without {self.sensitive}")
+        verdict = (f"passes all {len(counted)} gates" if self.gates.passed
+                   else f"is BLOCKED by {len(self.gates.blocking)} of {len(counted)} gates")
+        sure = f" with its whole {self.confidence:.0%} interval on the passing side" if len(passed) == len(counted) else ""
+        return (f"Approving promotes {self.candidate_name} for {self.dataset}. It {verdict} of policy "
+                f"'{self.gates.policy}'{sure}, and {use}.")
+
+
+COST_LABELS = {"accuracy": "accuracy", "auc": "AUC of the decisions", "scorer_auc": "AUC of the underlying scorer"}
+
+
+def metric_value(evaluation: Evaluation, metric: str) -> float | None:
+    """A metric of ``evaluation`` if it has it (the scorer's AUC is recorded by newer runs only)."""
+    value = evaluation.metrics.get(metric)
+    if value is None:
+        value = getattr(evaluation, metric, None)
+    return None if value is None or value != value else float(value)
+
+
+def wilson(rate: float, trials: int, confidence: float) -> tuple[float, float] | None:
+    """Wilson score interval of a share ``rate`` of ``trials`` (None without trials or a rate)."""
+    if trials <= 0 or rate != rate:
+        return None
+    from scipy.stats import binomtest
+
+    interval = binomtest(int(round(rate * trials)), trials).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(interval.low), float(interval.high)
+
+
+def gate_label(result: GateResult) -> str:
+    """'DPD <= 0.05', 'accuracy drop vs baseline <= 0.03': what the gate demands, in a few characters."""
+    metric, comparison, reference = GATES.get(result.gate, (result.metric, "max", "none"))
+    name = METRIC_LABELS.get(metric, metric)
+    if comparison == "drop":
+        return f"{name} drop vs {reference} ≤ {result.threshold:g}"
+    return f"{name} {'≤' if comparison == 'max' else '≥'} {result.threshold:g}"
+
+
+def gate_row(result: GateResult) -> dict:
+    return {"label": gate_label(result), "verdict": result.verdict, "value": result.value,
+            "interval": result.interval, "reason": result.reason}
+
+
+# -- renderings ----------------------------------------------------------------------------------
+
+
+def render_summary(packet: ReviewPacket, frontier_markdown: str) -> str:
+    """The Resume dialog's description: decision summary first, sized for a ~500 px box."""
+    from markupsafe import Markup
+
+    return render("review_summary.md.j2", p=packet, frontier=Markup(frontier_markdown))
+
+
+def render_report(packet: ReviewPacket, frontier_markdown: str, audit: AuditReport | None = None) -> str:
+    """The full report (wide page): the summary's figures plus every metric, the frontier with
+    its candidates, and the training data's audit and augmentation."""
+    from markupsafe import Markup
+
+    table = metrics_table(packet.evaluations)
     if "champion" in table.columns:
         table = table.assign(**{"candidate - champion": table["candidate"] - table["champion"]})
-    return table
+    return render("review_report.md.j2", p=packet, frontier=Markup(frontier_markdown), metrics=table,
+                  audit_findings=[f for f in (audit.findings if audit else []) if f.severity != "info"])
 
 
-def gate_table(gates: GateReport) -> str:
-    # verdict second: the UI dialog is narrow and clips the last column of wide tables
-    def cells(r) -> str:
-        value = "" if r.value is None else f"{r.value:.4f}"
-        interval = "" if r.interval is None else f"[{r.interval[0]:.4f}, {r.interval[1]:.4f}]"
-        return f"| {r.gate} | **{r.verdict}** | {value} | {interval} | {r.threshold} |"
-
-    header = ["| gate | verdict | value | 95% interval | threshold |", "|---|---|---|---|---|"]
-    return "\n".join([*header, *map(cells, gates.results)])
+def save_packet(packet: ReviewPacket, run_dir: Path) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / PACKET_FILE
+    path.write_text(packet.model_dump_json(indent=1), encoding="utf-8")
+    return path
 
 
-def group_table(evaluation: Evaluation) -> str:
-    rows = [
-        f"| {g} | {int(m['count'])} | {m['selection_rate']:.3f} | {m['true_positive_rate']:.3f} | {m['false_positive_rate']:.3f} |"
-        for g, m in evaluation.by_group.items()
-    ]
-    return "\n".join(["| group | rows | selection rate | TPR | FPR |", "|---|---|---|---|---|", *rows])
-
-
-def render_report(
-    *,
-    dataset: str,
-    sensitive: str,
-    candidate_label: str,
-    champion_version: str | None,
-    recipe_label: str,
-    evaluations: dict[str, Evaluation],
-    gates: GateReport,
-    audit: AuditReport,
-    augment: AugmentReport,
-    needs_sensitive_at_predict: bool,
-    frontier: str,
-) -> str:
-    """The review report: metrics of baseline vs candidate (and champion), gates, the
-    accuracy-fairness frontier (markdown: plot, and the sweep's candidates if any), data changes."""
-    parts = [
-        f"## fairloop review: {dataset} (sensitive feature: `{sensitive}`)",
-        f"**Candidate**: {candidate_label}; **recipe**: {recipe_label}; "
-        f"**current champion**: {champion_version or 'none'}",
-    ]
-    if needs_sensitive_at_predict:
-        parts.append(
-            "> **Warning**: this candidate uses the sensitive feature at prediction time "
-            "(ThresholdOptimizer), which is disparate treatment in many jurisdictions."
-        )
-    parts += [
-        "### Held-out test metrics",
-        _markdown_table(_with_champion_difference(metrics_table(evaluations))),
-        f"### Gates (policy `{gates.policy}`): {'PASS' if gates.passed else 'BLOCKED'}"
-        + ("" if gates.inconclusive_blocks else " (inconclusive does not block)"),
-        gate_table(gates),
-        "### Accuracy-fairness frontier",
-        frontier,
-        "### Selection rate by group (candidate)",
-        group_table(evaluations["candidate"]),
-        f"### Training data: audit **{audit.verdict}**, augmentation `{augment.kind}`",
-        f"Base-rate gap between groups: {audit.base_rate_gap:.3f}; rows {augment.rows_before} -> "
-        f"{augment.rows_after} ({augment.synthetic_rows} synthetic, never in validation or test).",
-        *[f"- {reason}" for reason in audit.reasons],
-    ]
-    return "\n\n".join(parts) + "\n"
+def load_packet(run_dir: Path) -> ReviewPacket | None:
+    path = run_dir / PACKET_FILE
+    return ReviewPacket.model_validate_json(path.read_text(encoding="utf-8")) if path.is_file() else None

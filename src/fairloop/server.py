@@ -16,6 +16,8 @@ from fairloop.config import Settings
 from fairloop.errors import ServerError
 
 STARTUP_TIMEOUT_SECONDS = 90
+STOP_TIMEOUT_SECONDS = 30
+PID_FILE = "prefect-server.pid"
 
 
 def healthy(api_url: str) -> bool:
@@ -74,11 +76,6 @@ def server_log_path(settings: Settings) -> Path:
     return settings.state_dir / "prefect-server.log"
 
 
-def server_pid_path(settings: Settings) -> Path:
-    """The process id of the server fairloop started last (to stop exactly that process)."""
-    return settings.state_dir / "prefect-server.pid"
-
-
 def _prefect_executable() -> str:
     beside = Path(sys.executable).with_name("prefect")
     found = str(beside) if beside.exists() else shutil.which("prefect")
@@ -115,7 +112,7 @@ def ensure_server(settings: Settings) -> tuple[str, bool]:
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**os.environ, **env}, start_new_session=True,  # outlives this command
         )
-    server_pid_path(settings).write_text(f"{process.pid}\n")
+    (settings.state_dir / PID_FILE).write_text(f"{process.pid}\n")  # for `fairloop server --stop`
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if healthy(api):
@@ -123,3 +120,34 @@ def ensure_server(settings: Settings) -> tuple[str, bool]:
             return api, True
         time.sleep(1)
     raise ServerError(f"the Prefect server did not answer at {api} within {STARTUP_TIMEOUT_SECONDS}s; see {log_path}")
+
+
+def _is_prefect_server(pid: int) -> bool:
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"server" in command and b"start" in command and any(part.endswith(b"prefect") for part in command)
+
+
+def stop_server(settings: Settings) -> str:
+    """Stop the server :func:`ensure_server` started (its whole process group); say what happened."""
+    import signal
+
+    pid_file = settings.state_dir / PID_FILE
+    api = server_env(settings)["PREFECT_API_URL"]
+    pid = int(pid_file.read_text()) if pid_file.is_file() else None
+    if pid is None or not _is_prefect_server(pid):
+        pid_file.unlink(missing_ok=True)
+        if healthy(api):
+            raise ServerError(f"a Prefect server answers at {api}, but fairloop did not start it (no live process in "
+                              f"{pid_file}); stop it where it was started")
+        return f"No local Prefect server is running at {api}."
+    os.killpg(pid, signal.SIGTERM)  # started with start_new_session: pid leads the group (server and its workers)
+    deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+    while _is_prefect_server(pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if _is_prefect_server(pid):
+        os.killpg(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+    return f"Stopped the Prefect server at {api} (process {pid})."

@@ -189,10 +189,12 @@ def fit_sweep_candidate(candidate: SweepCandidate, splits: Splits, sensitive: st
 FitAll = Callable[[list[SweepCandidate], Splits, str, int, Policy], list[FittedCandidate]]
 
 
-def fit_in_processes(workers: int | None) -> FitAll:
+def fit_in_processes(workers: int | None, on_fitted: Callable[[int, int], None] | None = None) -> FitAll:
     """A :data:`FitAll` that fits each job as a Prefect task in Prefect's process pool (the
-    work is CPU-bound), one thread per worker so the pool uses ``workers`` cores (default: all)."""
+    work is CPU-bound), one thread per worker so the pool uses ``workers`` cores (default: all).
+    ``on_fitted(k, n)`` is called as each fit finishes (progress for the CLI and the UI)."""
     from prefect import task
+    from prefect.futures import as_completed
     from prefect.cache_policies import NO_CACHE
     from prefect.task_runners import ProcessPoolTaskRunner
 
@@ -209,7 +211,13 @@ def fit_in_processes(workers: int | None) -> FitAll:
                                  {"candidate": jobs[i], "splits": splits, "sensitive": sensitive, "seed": seed, "policy": policy})
                 for i in order
             }
-            return [futures[i].result() for i in range(len(jobs))]
+            position = {future.task_run_id: i for i, future in futures.items()}
+            results = {}
+            for done, future in enumerate(as_completed(list(futures.values())), start=1):
+                results[position[future.task_run_id]] = future.result()
+                if on_fitted is not None:
+                    on_fitted(done, len(jobs))
+            return [results[i] for i in range(len(jobs))]
 
     return fit_all
 

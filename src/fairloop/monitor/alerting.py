@@ -40,6 +40,11 @@ def streak_base(history: list[WindowReport], report: WindowReport) -> WindowRepo
 def judge(report: WindowReport, cfg: Monitoring, previous: WindowReport | None) -> WindowReport:
     """Breach, streak (windows in breach in a row, this one included) and alert per metric.
 
+    A breach: the value above its threshold and evidence beyond noise (a drift metric: its test
+    rejecting at the metric's level; a fairness gap: its interval above the threshold). An
+    alert: ``persistence_windows`` breaches in a row, or a breach whose interval lies wholly
+    above the threshold (``alert_on`` chooses; for a fairness gap every breach is one).
+
     Streaks continue from ``previous`` only when this window may continue it
     (``continues_from``); otherwise they start again. ``new_alert`` assumes no earlier check of
     this range alerted (``run_monitor`` corrects it from the history).
@@ -49,7 +54,14 @@ def judge(report: WindowReport, cfg: Monitoring, previous: WindowReport | None) 
         before = {m.key: m.streak for m in previous.metrics}
     judged = []
     for m in report.metrics:
-        breach = m.threshold is not None and m.value > m.threshold
+        # evidence beyond noise, so that small windows do not breach by chance: a drift metric's
+        # test rejects "no drift" at its level (drift.py); a fairness gap's interval lies above
+        # its threshold (the point estimate of a max - min gap over small groups is biased upward)
+        if m.alpha is not None:
+            evidence = m.p_value is not None and m.p_value < m.alpha
+        else:
+            evidence = m.threshold is not None and m.low > m.threshold
+        breach = m.threshold is not None and m.value > m.threshold and evidence
         interval_breach = breach and m.low > m.threshold
         streak = before.get(m.key, 0) + 1 if breach else 0
         alert = ("persistent" in cfg.alert_on and breach and streak >= cfg.persistence_windows) or (
@@ -94,6 +106,8 @@ def drift_event(report: WindowReport) -> dict[str, Any]:
             "window_start": report.window_start,
             "window_end": report.window_end,
             "window_file": report.window_file,
+            "window_file_sha256": report.window_file_sha256,
+            "window_hash": report.window_hash,
             "rows": report.rows,
             "alerts": [m.model_dump(include={"key", "value", "low", "high", "threshold", "streak"}) for m in report.alerts],
         },

@@ -14,9 +14,9 @@ from fairloop.datasets import DatasetSpec, load_dataset_spec
 from fairloop.errors import BadInputError
 from fairloop.model import FairModel
 from fairloop.monitor.alerting import already_alerted, judge, same_window, streak_base
-from fairloop.monitor.drift import feature_metrics, psi_metric
-from fairloop.monitor.fairness import labelled_metrics, prediction_rate_gap, selection_rates
-from fairloop.monitor.report import Metric, WindowReport
+from fairloop.monitor.drift import drift_metrics
+from fairloop.monitor.fairness import group_rates, labelled_metrics, prediction_rate_gap, selection_rates
+from fairloop.monitor.report import WindowReport
 from fairloop.monitor.store import history, record
 from fairloop.monitor.windows import Rows, Window, latest_window, read_window, reference_rows, split_windows
 from fairloop.policy import Policy, load_policy
@@ -43,19 +43,8 @@ def check_window(
         raise BadInputError(f"window {window.label} of {source} has no rows")
     rng = np.random.default_rng(seed)
     skipped: list[str] = []
-    metrics = feature_metrics(spec, reference.X, rows.X, cfg, rng, None)
-
     ref_groups, win_groups = reference.groups[sensitive], rows.groups[sensitive]
-    value, p, low, high = psi_metric(ref_groups, win_groups, cfg.confidence, cfg.bootstrap, rng)
-    metrics.append(Metric(key=f"group_share:{sensitive}", kind="group_share", feature=sensitive, value=value, low=low,
-                          high=high, threshold=cfg.psi_threshold, p_value=p, rows=len(rows)))
-    for group in sorted(set(win_groups.unique()) & set(ref_groups.unique())):
-        in_window = (win_groups == group).to_numpy()
-        if in_window.sum() < cfg.min_group_rows:
-            skipped.append(f"feature drift within {sensitive}={group}: {int(in_window.sum())} rows < {cfg.min_group_rows}")
-            continue
-        metrics += feature_metrics(spec, reference.X[(ref_groups == group).to_numpy()], rows.X[in_window], cfg, rng,
-                                    f"{sensitive}={group}")
+    metrics = drift_metrics(spec.features, reference.X, ref_groups, rows.X, win_groups, cfg, rng, skipped)
 
     predictions = rows.predictions if rows.predictions is not None else model.predict(rows.X, rows.groups)
     ref_predictions = reference.predictions if reference.predictions is not None else model.predict(reference.X, reference.groups)
@@ -63,7 +52,7 @@ def check_window(
     if ("rates", sensitive) not in reference.memo:
         reference.memo[("rates", sensitive)] = selection_rates(ref_predictions, ref_groups)
     ref_rates = reference.memo[("rates", sensitive)]
-    metrics += prediction_rate_gap(rates, ref_rates, policy, sensitive, rng, skipped)
+    metrics += prediction_rate_gap(predictions, win_groups, rates, ref_rates, policy, sensitive, seed, skipped)
 
     labelled = 0
     if rows.y is not None and rows.y.notna().any():
@@ -71,7 +60,7 @@ def check_window(
         labelled = int(known.sum())
         metrics += labelled_metrics(
             rows.y[known].astype(int).to_numpy(), predictions[known], win_groups[known], reference, ref_predictions,
-            ref_groups, policy, cfg, sensitive, rng, skipped,
+            ref_groups, policy, cfg, sensitive, seed, skipped,
         )
     else:
         skipped.append("equalized odds: the window has no labels")
@@ -84,6 +73,7 @@ def check_window(
         selection_rates={str(g): float(r) for g, r in rates["selection_rate"].items()},
         reference_selection_rates={str(g): float(r) for g, r in ref_rates["selection_rate"].items()},
         skipped=skipped, window_hash=window.content_hash,
+        group_rates=group_rates(predictions, win_groups, rows.y, rates, cfg, seed),
     )
     report = judge(report, cfg, previous)
     return report.model_copy(update={"seconds": round(time.perf_counter() - started, 3)})

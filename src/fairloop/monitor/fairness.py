@@ -1,23 +1,81 @@
 """Fairness in production: selection rates per group, the prediction-rate gap on every row and,
-on labelled rows, demographic-parity and equalized-odds differences (Fairlearn)."""
+on labelled rows, demographic-parity and equalized-odds differences (Fairlearn), with the gates'
+bootstrap intervals (``fairloop.intervals``): one interval method for the same statistics."""
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pandas as pd
 
-from fairloop.monitor.drift import basic_interval
-from fairloop.monitor.report import Metric
-from fairloop.policy import Policy
+from fairloop.monitor.report import GroupRates, Metric
+from fairloop.policy import Monitoring, Policy
 
 MIN_LABELLED_PER_GROUP = 10
+BOOTSTRAP_ROWS = 20_000
 
 
-def _gap_interval(successes: np.ndarray, totals: np.ndarray, confidence: float, draws: int, rng) -> tuple[float, float]:
-    """Bootstrap interval of max - min of per-group proportions (binomial draws per group)."""
-    rates = rng.binomial(totals.astype(int), successes / totals, size=(draws, len(totals))) / totals
-    observed = successes / totals
-    return basic_interval(float(observed.max() - observed.min()), rates.max(axis=1) - rates.min(axis=1), confidence)
+def window_intervals(y: np.ndarray, predictions: np.ndarray, groups: np.ndarray, counted, values: dict[str, float],
+                     cfg: Monitoring, seed: int) -> dict[str, tuple[float, float]]:
+    """Intervals of the statistics named in ``values`` (names of ``bootstrap_intervals``' results:
+    ``demographic_parity_difference``, ``equalized_odds_difference``, ``selection_rate[<group>]``,
+    ``min_group_true_positive_rate``; with their point values), over the ``counted`` groups.
+
+    The gates' method: ``fairloop.intervals.bootstrap_intervals`` (row resamples). Its resample
+    matrix grows with rows x draws, so above ``BOOTSTRAP_ROWS`` rows it runs on a random subsample
+    of m rows and the interval's half-widths around its midpoint are scaled by sqrt(m / n) and
+    placed around the window's own values (an m-out-of-n bootstrap: these statistics are smooth
+    functions of group rates, whose spread shrinks as 1 / sqrt(n)).
+    """
+    from fairloop.intervals import bootstrap_intervals
+
+    n = len(predictions)
+    pick = np.arange(n) if n <= BOOTSTRAP_ROWS else np.sort(np.random.default_rng(seed).choice(n, BOOTSTRAP_ROWS, replace=False))
+    with warnings.catch_warnings():  # rates of a group with no positives (or no labels) are NaN and left out
+        warnings.simplefilter("ignore", RuntimeWarning)
+        found = bootstrap_intervals(np.asarray(y)[pick], {"window": np.asarray(predictions)[pick]},
+                                    np.asarray(groups).astype(str)[pick], n_boot=cfg.bootstrap, confidence=cfg.confidence,
+                                    seed=seed, counted_groups=np.asarray(counted).astype(str))["window"]
+    if len(pick) == n:
+        return {name: found[name] for name in values}
+    scale = np.sqrt(len(pick) / n)
+    result = {}
+    for name, value in values.items():
+        low, high = found[name]
+        half = (high - low) / 2 * scale
+        result[name] = (max(0.0, value - half), min(1.0, value + half))
+    return result
+
+
+def group_rates(predictions: np.ndarray, groups: pd.Series, y: pd.Series | None, rates: pd.DataFrame, cfg: Monitoring,
+                seed: int) -> list[GroupRates]:
+    """Per group: selection rate (interval when the group has ``min_group_rows`` rows) and, on labelled
+    rows, true positive rate (interval when it has ``MIN_LABELLED_PER_GROUP`` labelled positives)."""
+    predictions = np.asarray(predictions).astype(int)
+    big = rates.index[rates["rows"] >= cfg.min_group_rows]
+    selection = {}
+    if len(big):
+        values = {f"selection_rate[{g}]": float(rates.loc[g, "selection_rate"]) for g in big}
+        found = window_intervals(np.zeros(len(predictions), dtype=int), predictions, groups.to_numpy(), big.to_numpy(),
+                                 values, cfg, seed)
+        selection = {g: found[f"selection_rate[{g}]"] for g in big}
+    known = np.zeros(len(predictions), dtype=bool) if y is None else y.notna().to_numpy()
+    labels = np.zeros(len(predictions), dtype=int) if y is None else y.fillna(0).astype(int).to_numpy()
+    result = []
+    for group, row in rates.iterrows():
+        mine = (groups == group).to_numpy() & known
+        positives = int(labels[mine].sum())
+        tpr, tpr_interval = None, None
+        if positives:
+            tpr = float((predictions[mine] & labels[mine]).sum() / positives)
+        if positives >= MIN_LABELLED_PER_GROUP:  # a single counted group: the bootstrap's min TPR is its TPR
+            tpr_interval = window_intervals(labels[known], predictions[known], groups.to_numpy()[known], [group],
+                                            {"min_group_true_positive_rate": tpr}, cfg, seed)["min_group_true_positive_rate"]
+        result.append(GroupRates(group=str(group), rows=int(row["rows"]), selection_rate=float(row["selection_rate"]),
+                                 selection_interval=selection.get(group), labelled=int(mine.sum()), positives=positives,
+                                 true_positive_rate=tpr, tpr_interval=tpr_interval))
+    return result
 
 
 def cells(groups, y: np.ndarray | None, predictions: np.ndarray) -> pd.DataFrame:
@@ -48,7 +106,7 @@ def selection_rates(predictions: np.ndarray, groups: pd.Series) -> pd.DataFrame:
 
 
 
-def labelled_metrics(y, predictions, groups, reference, ref_predictions, ref_groups, policy, cfg, sensitive, rng, skipped):
+def labelled_metrics(y, predictions, groups, reference, ref_predictions, ref_groups, policy, cfg, sensitive, seed, skipped):
     from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
 
     counts = pd.DataFrame({"g": groups.to_numpy(), "y": y, "p": predictions, "tp": predictions & y, "fp": predictions & (1 - y)})
@@ -65,11 +123,9 @@ def labelled_metrics(y, predictions, groups, reference, ref_predictions, ref_gro
     weighted = {"sensitive_features": table["group"].to_numpy(), "sample_weight": table["rows"].to_numpy()}
     dpd = float(demographic_parity_difference(table["y"].to_numpy(), table["prediction"].to_numpy(), **weighted))
     eod = float(equalized_odds_difference(table["y"].to_numpy(), table["prediction"].to_numpy(), **weighted))
-    low_d, high_d = _gap_interval(usable["sel"].to_numpy(float), usable["rows"].to_numpy(float), cfg.confidence, cfg.bootstrap, rng)
-    tpr = rng.binomial(usable["pos"].to_numpy(int), usable["tp"] / usable["pos"], size=(cfg.bootstrap, len(usable))) / usable["pos"].to_numpy()
-    fpr = rng.binomial(usable["neg"].to_numpy(int), usable["fp"] / usable["neg"], size=(cfg.bootstrap, len(usable))) / usable["neg"].to_numpy()
-    boot = np.maximum(tpr.max(axis=1) - tpr.min(axis=1), fpr.max(axis=1) - fpr.min(axis=1))
-    eod_low, eod_high = basic_interval(eod, boot, cfg.confidence)
+    found = window_intervals(y[keep], predictions[keep], groups[keep].to_numpy(), usable.index.to_numpy(),
+                          {"demographic_parity_difference": dpd, "equalized_odds_difference": eod}, cfg, seed)
+    (low_d, high_d), (eod_low, eod_high) = found["demographic_parity_difference"], found["equalized_odds_difference"]
     ref_known = reference.y.notna().to_numpy() if reference.y is not None else None
     if ("eod", sensitive) not in reference.memo:
         reference.memo[("eod", sensitive)] = None if ref_known is None or not ref_known.any() else float(
@@ -90,8 +146,8 @@ def labelled_metrics(y, predictions, groups, reference, ref_predictions, ref_gro
     ]
 
 
-def prediction_rate_gap(rates: pd.DataFrame, ref_rates: pd.DataFrame, policy: Policy, sensitive: str, rng,
-                        skipped: list[str]) -> list[Metric]:
+def prediction_rate_gap(predictions: np.ndarray, groups: pd.Series, rates: pd.DataFrame, ref_rates: pd.DataFrame,
+                        policy: Policy, sensitive: str, seed: int, skipped: list[str]) -> list[Metric]:
     """Max - min selection rate over the groups with ``min_group_rows`` window rows (needs no labels)."""
     cfg = policy.monitoring_settings
     big = rates[rates["rows"] >= cfg.min_group_rows]
@@ -101,16 +157,16 @@ def prediction_rate_gap(rates: pd.DataFrame, ref_rates: pd.DataFrame, policy: Po
     gap_threshold = cfg.max_prediction_rate_gap
     if gap_threshold is None:
         gap_threshold = policy.thresholds.max_demographic_parity_difference
-    if len(big) >= 2:
-        totals = big["rows"].to_numpy(float)
-        successes = (big["selection_rate"] * big["rows"]).round().to_numpy(float)
-        low, high = _gap_interval(successes, totals, cfg.confidence, cfg.bootstrap, rng)
-        ref_big = ref_rates.loc[ref_rates.index.intersection(big.index), "selection_rate"]
-        return [Metric(
-            key=f"prediction_rate_gap:{sensitive}", kind="prediction_rate_gap", feature=sensitive,
-            value=float(big["selection_rate"].max() - big["selection_rate"].min()), low=low, high=high,
-            threshold=gap_threshold, reference=float(ref_big.max() - ref_big.min()) if len(ref_big) >= 2 else None,
-            rows=int(totals.sum()),
-        )]
-    skipped.append(f"prediction-rate gap: fewer than two groups with {cfg.min_group_rows} rows")
-    return []
+    if len(big) < 2:
+        skipped.append(f"prediction-rate gap: fewer than two groups with {cfg.min_group_rows} rows")
+        return []
+    gap = float(big["selection_rate"].max() - big["selection_rate"].min())
+    # no labels: every row in one label stratum, so resamples vary the groups' selection rates only
+    low, high = window_intervals(np.zeros(len(predictions), dtype=int), predictions, groups.to_numpy(), big.index.to_numpy(),
+                                 {"demographic_parity_difference": gap}, cfg, seed)["demographic_parity_difference"]
+    ref_big = ref_rates.loc[ref_rates.index.intersection(big.index), "selection_rate"]
+    return [Metric(
+        key=f"prediction_rate_gap:{sensitive}", kind="prediction_rate_gap", feature=sensitive, value=gap, low=low, high=high,
+        threshold=gap_threshold, reference=float(ref_big.max() - ref_big.min()) if len(ref_big) >= 2 else None,
+        rows=int(big["rows"].sum()),
+    )]

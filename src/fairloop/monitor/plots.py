@@ -87,21 +87,44 @@ def plot_series(reports: list[WindowReport], path: Path, title: str = "") -> Pat
 
 
 def summary_markdown(report: WindowReport) -> str:
-    lines = [
-        f"# Monitor: {report.dataset} {report.champion_version}, window {report.window_start or 'all rows'} .. {report.window_end or ''}",
-        "",
-        f"{report.rows} rows ({report.labelled_rows} labelled) against {report.reference_rows} reference rows; "
-        f"**{'ALERT' if report.alert else 'no alert'}**; {len(report.breaches)} breach(es).",
-        "",
-        "| metric | value | interval | threshold | streak | alert |",
-        "|---|---|---|---|---|---|",
-    ]
-    for m in report.breaches or []:
-        lines.append(f"| {m.key} | {m.value:.3f} | [{m.low:.3f}, {m.high:.3f}] | {m.threshold} | {m.streak} | {'**yes**' if m.alert else 'no'} |")
-    if not report.breaches:
-        lines.append("| (no breach) | | | | | |")
-    if report.skipped:
-        lines += ["", "Not checked: " + "; ".join(report.skipped)]
-    return "\n".join(lines) + "\n"
+    """Breaches, alerts and group rates of one window (Markdown; data values escaped by the template)."""
+    from fairloop.templating import render
+
+    return render("monitor_summary.md.j2", report=report)
 
 
+def plot_group_trends(reports: list[WindowReport], path: Path) -> Path:
+    """Per group over the windows: selection rate and true positive rate with their intervals; alerts shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = np.arange(len(reports))
+    groups = sorted({g.group for r in reports for g in r.group_rates})
+    fig, axes = plt.subplots(2, 1, figsize=(max(8, 0.5 * len(reports) + 3), 6.5), sharex=True)
+    panels = ((axes[0], "selection_rate", "selection_interval", "selection rate"),
+              (axes[1], "true_positive_rate", "tpr_interval", "true positive rate (labelled rows)"))
+    for ax, value_name, interval_name, title in panels:
+        for offset, group in enumerate(groups):
+            found = [next((g for g in r.group_rates if g.group == group), None) for r in reports]
+            values = np.array([np.nan if g is None or getattr(g, value_name) is None else getattr(g, value_name) for g in found])
+            intervals = [None if g is None else getattr(g, interval_name) for g in found]
+            low = np.array([np.nan if i is None else v - i[0] for v, i in zip(values, intervals)])
+            high = np.array([np.nan if i is None else i[1] - v for v, i in zip(values, intervals)])
+            shift = (offset - (len(groups) - 1) / 2) * 0.08
+            ax.errorbar(x + shift, values, yerr=[np.nan_to_num(low), np.nan_to_num(high)], marker="o", capsize=2, lw=1,
+                        label=group)
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+    for i, r in enumerate(reports):
+        if r.alert:
+            for ax in axes:
+                ax.axvspan(i - 0.4, i + 0.4, color="#c0392b", alpha=0.15)
+    axes[1].set_xticks(x, [r.window_start or str(i) for i, r in enumerate(reports)], rotation=45, fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -20,12 +20,27 @@ class Metric(BaseModel):
     threshold: float | None
     reference: float | None = None
     p_value: float | None = None
+    alpha: float | None = Field(None, description="level of the drift test; a breach needs p_value < alpha")
+    bins: int | None = Field(None, description="categorical: levels after pooling rare ones")
     rows: int
     breach: bool = False
     interval_breach: bool = False
     streak: int = 0
     alert: bool = False
 
+
+
+class GroupRates(BaseModel):
+    """One group's rates in a window, with the gates' bootstrap intervals where the group is large enough."""
+
+    group: str
+    rows: int
+    selection_rate: float
+    selection_interval: tuple[float, float] | None = None
+    labelled: int = 0
+    positives: int = 0
+    true_positive_rate: float | None = None
+    tpr_interval: tuple[float, float] | None = None
 
 
 class WindowReport(BaseModel):
@@ -44,6 +59,7 @@ class WindowReport(BaseModel):
     selection_rates: dict[str, float]
     reference_selection_rates: dict[str, float]
     skipped: list[str] = []
+    group_rates: list[GroupRates] = []
     window_file: str | None = None
     alert: bool = False
     window_hash: str | None = Field(None, description="SHA-256 of the window's rows (order-independent)")

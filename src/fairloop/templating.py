@@ -1,0 +1,74 @@
+"""Every report a person reads is rendered here, through jinja2 templates with autoescaping.
+
+Data values (group names, column names, category values, audit findings, reviewer comments)
+come from files and people fairloop does not control. Python-Markdown and the Prefect UI
+both pass raw HTML through, so a value must never reach Markdown as markup: in Markdown
+templates every ``{{ value }}`` is HTML-escaped *and* has its Markdown syntax escaped (a ``|``
+would break a table, a ``[..](..)`` would become a link), and in HTML templates jinja2's own
+autoescaping applies. Only what fairloop itself produces (an inline PNG, Markdown rendered from
+an escaped template) is passed as :class:`markupsafe.Markup`.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import re
+
+import jinja2
+from markupsafe import Markup
+
+# Backslash-escapable in both CommonMark (the Prefect UI) and Python-Markdown (report.html)
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|#~!])")
+
+
+def md_text(value) -> Markup:
+    """``value`` as literal text inside Markdown: HTML-escaped, Markdown syntax escaped, on one
+    line (a newline would end a table row), and ``@`` as an entity so names like
+    ``recipe+template@0.02`` do not turn into e-mail links."""
+    if isinstance(value, Markup):
+        return value
+    text = _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(value).split()))
+    # then HTML: the entities it adds must not be Markdown-escaped themselves
+    return Markup(html.escape(text, quote=False).replace("@", "&#64;"))
+
+
+def _number(value, digits: int = 3) -> str:
+    if value is None or value != value:
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def _interval(value, digits: int = 3) -> str:
+    if not value:
+        return ""
+    low, high = value
+    return f"[{_number(low, digits)}, {_number(high, digits)}]"
+
+
+def _percent(value, digits: int = 0) -> str:
+    if value is None or value != value:
+        return "n/a"
+    return f"{100 * value:.{digits}f}%"
+
+
+@functools.cache
+def environment(kind: str) -> jinja2.Environment:
+    """The jinja2 environment for ``kind`` 'md' (Markdown output) or 'html'."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("fairloop", "templates"),
+        autoescape=True,
+        finalize=md_text if kind == "md" else None,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(number=_number, interval=_interval, percent=_percent, md=md_text)
+    return env
+
+
+def render(template: str, **context) -> str:
+    """Render ``templates/<template>`` (``*.md.j2`` as Markdown, ``*.html.j2`` as HTML)."""
+    kind = "html" if template.endswith(".html.j2") else "md"
+    return environment(kind).get_template(template).render(**context)

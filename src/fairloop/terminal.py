@@ -1,0 +1,88 @@
+"""The review report in a terminal (``fairloop show``): the same figures as the Resume dialog,
+from the same :class:`~fairloop.review.ReviewPacket`, as rich tables."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from fairloop.review import ReviewPacket
+
+
+def _number(value, digits: int = 3) -> str:
+    return "n/a" if value is None or value != value else f"{value:.{digits}f}"
+
+
+def _interval(interval, digits: int = 3) -> str:
+    return "" if not interval else f"[{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
+
+
+VERDICT_STYLE = {"pass": "green", "fail": "red", "inconclusive": "yellow", "skipped": "dim"}
+
+
+def print_packet(console: Console, packet: ReviewPacket, state: str) -> None:
+    p = packet
+    console.rule(f"Review: {escape(p.dataset)}, sensitive feature {escape(p.sensitive)}  (run {p.run_id}, {escape(state)})")
+    console.print(f"[bold]{escape(p.headline())}[/bold]", soft_wrap=True)
+    if p.needs_sensitive_at_predict:
+        console.print(f"[red]Needs {escape(p.sensitive)} at prediction time[/red] (ThresholdOptimizer): disparate "
+                      "treatment in many jurisdictions; legal review is required before use.", soft_wrap=True)
+    else:
+        console.print(f"Group-blind: predicts from the features alone; {escape(p.sensitive)} was used only in "
+                      "training and to measure the gates.", soft_wrap=True)
+
+    changes = Table(title=f"What changes for whom (test rows; {p.confidence:.0%} Wilson intervals)", title_justify="left")
+    for column in ("group", "rows", "rate", "baseline", "candidate"):
+        changes.add_column(column, overflow="fold")
+    for g in p.group_changes():
+        for i, r in enumerate(g.rates):
+            changes.add_row(escape(g.group) if i == 0 else "", f"{g.rows:,}" + ("" if g.counted else " (not counted)") if i == 0 else "",
+                            r.label, f"{_number(r.baseline)} {_interval(r.baseline_interval, 2)}",
+                            f"{_number(r.candidate)} {_interval(r.candidate_interval, 2)}")
+        changes.add_section()
+    console.print(changes)
+    for e in p.excluded_groups():
+        console.print(f"left out of the group metrics: {escape(str(e.group))} ({e.rows} rows, {e.positives} positive, "
+                      f"{e.negatives} negative): {escape(str(e.reason))}", soft_wrap=True)
+
+    costs = Table(title="What it costs", title_justify="left")
+    for column in ("metric", "reference", "candidate", "drop [interval]"):
+        costs.add_column(column)
+    for c in p.costs():
+        for r in c["references"] or [{"name": "", "value": None, "drop_interval": None}]:
+            drop = "" if r["value"] is None else f"{r['value'] - c['candidate']:+.4f} {_interval(r['drop_interval'], 4)}"
+            costs.add_row(c["metric"], f"{r['name']} {_number(r['value'], 4)}", _number(c["candidate"], 4), drop)
+    console.print(costs)
+
+    gates = Table(title=f"Gates (policy {escape(p.gates.policy)}): {'PASS' if p.gates.passed else 'BLOCKED'}"
+                        + (f"; evaluated on {escape(p.evaluation_mode)}" if p.evaluation_mode else ""), title_justify="left")
+    for column in ("gate", "verdict", f"value [{p.confidence:.0%}]"):
+        gates.add_column(column)
+    for g in p.gate_rows():
+        style = VERDICT_STYLE.get(g["verdict"], "")
+        gates.add_row(g["label"], f"[{style}]{g['verdict']}[/{style}]", f"{_number(g['value'], 4)} {_interval(g['interval'], 4)}")
+    console.print(gates)
+    for line in p.advice:
+        console.print(f"- {escape(line)}", soft_wrap=True)
+
+    if p.sweep is not None:
+        candidates = Table(title=f"Sweep '{escape(p.sweep.sweep)}': {len(p.sweep.candidates)} candidates (test figures)",
+                           title_justify="left")
+        for column in ("candidate", "sensitive at predict", "acc", "DPD", "EOD", "DI", "validation gates"):
+            candidates.add_column(column, overflow="fold")
+        for c in sorted(p.sweep.candidates, key=lambda c: -c.validation["accuracy"]):
+            name = f"[bold]{escape(c.name)}[/bold] (chosen)" if c.name == p.sweep.chosen else escape(c.name)
+            candidates.add_row(name, "yes" if c.needs_sensitive_at_predict else "no", _number(c.test["accuracy"], 4),
+                               _number(c.test["demographic_parity_difference"], 4),
+                               _number(c.test["equalized_odds_difference"], 4), _number(c.test["disparate_impact_ratio"], 3),
+                               "pass" if c.passed else "blocked: " + ", ".join(g.metric for g in c.gates.blocking))
+        console.print(candidates)
+    console.print(f"Candidate: {escape(p.candidate_label)}; recipe {escape(p.recipe_label)}; current champion: "
+                  f"{escape(p.champion_version or 'none')}; training data: audit {p.audit_verdict}, "
+                  f"{p.augment.synthetic_rows:,} synthetic rows added.", soft_wrap=True)
+    for link in p.links:
+        console.print(f"{escape(link.label)}: {escape(link.url)}", soft_wrap=True)
+    if p.run_url:
+        console.print(f"Decide in the UI ({escape(p.run_url)}, Resume) or with fairloop approve/reject {p.run_id} "
+                      f"--reviewer NAME{' --token TOKEN' if p.credentials_required else ''}", soft_wrap=True)
