@@ -28,7 +28,6 @@ import yaml
 from conftest import PROJECT
 from fairloop import pipeline
 from fairloop.constraints import fit_candidate
-from fairloop.datasets import load_dataset_spec
 from fairloop.errors import BadInputError
 from fairloop.registry import Registry
 

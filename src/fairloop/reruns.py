@@ -184,6 +184,8 @@ def start_rerun(run_id: str, params, *, sweep_file: str | None, requested_by: st
     skip = reason_to_skip(run_id, monitoring.rerun_cooldown_minutes, cooldown=requested_by == DRIFT_TRIGGER)
     if skip:
         return RerunStart(dataset=dataset, params=params, stop=Outcome.SKIPPED, reason=skip)
+    if params.extra_training_data in ("", "None"):  # the event's template rendered a window the monitor did not keep
+        params = replace(params, extra_training_data=None)
     try:
         plan = plan_rerun(dataset, monitoring, registry, run_dir, recipe=params.recipe, constraint=params.constraint,
                           sweep_file=sweep_file)
