@@ -345,8 +345,9 @@ def test_drift_event_starts_a_triggered_rerun_with_the_window(world, served, tmp
     assert run.state.name == "GateFailed", f"{run.state.name}: {run.state.message}\n{served['log'].read_text()[-3000:]}"
     # the rerun read the drifted window into its training data and said so in the registry's audit log
     decisions = [r for r in world["registry"].audit_log() if r.get("run_id") == str(run.id)]
-    assert decisions and decisions[0]["requested_by"] == "drift-trigger"
-    assert decisions[0]["extra_training_data"] == window_file and decisions[0]["action"] == "gate_failed"
+    assert [d["action"] for d in decisions] == ["rerun_started", "gate_failed"]  # the incident's timeline
+    assert all(d["requested_by"] == "drift-trigger" for d in decisions)
+    assert decisions[0]["window"] == decisions[1]["extra_training_data"] == window_file
 
 
 # -- window identity, retention, the windows reruns may read ---------------------------------------
