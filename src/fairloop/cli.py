@@ -553,7 +553,8 @@ def monitor(
                               str(row["streak"]), "ALERT" if row["alert"] else "")
         console.print(table)
         verdict = "[red]ALERT[/red]: " + ", ".join(m.key for m in report.alerts) if report.alert else "[green]no alert[/green]"
-        console.print(f"{verdict}  (record: {escape(str(report.window_file or ''))})", soft_wrap=True)
+        seen = "; checked before: the recorded result, nothing changed" if report.rechecked else ""
+        console.print(f"{verdict}  (record: {escape(str(report.record_file or ''))}{seen})", soft_wrap=True)
 
 
 @app.command()
