@@ -83,7 +83,7 @@ def replay(name, windows, champion, spec, policy, state) -> list[core.WindowRepo
     for window in windows:
         report = core.check_window(spec, window, champion.reference, champion.model, policy, sensitive=champion.sensitive,
                                    champion_version=champion.version, source=name, previous=previous)
-        report = core.record(report, spec, window.rows, state)
+        report = core.record(report, spec, window.rows, state, keep_window_rows=policy.monitoring_settings.keep_window_rows)
         reports.append(report)
         previous = report
     table = pd.DataFrame([row(r) for r in reports])

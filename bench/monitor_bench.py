@@ -121,7 +121,7 @@ def main() -> int:
                           champion_version=champion.version, source=str(path))
         repredict_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        core.record(report, spec, part.rows, scratch / "state")
+        core.record(report, spec, part.rows, scratch / "state", keep_window_rows=policy.monitoring_settings.keep_window_rows)
         record_seconds = time.perf_counter() - started
 
     print(f"rows checked: {report.rows:,} ({report.labelled_rows:,} labelled) against {report.reference_rows:,} reference rows; "

@@ -18,6 +18,7 @@ from prefect.events import emit_event
 
 from fairloop import monitor as core
 from fairloop.config import get_settings
+from fairloop.monitor.dashboard import history_markdown, write_history_page
 from fairloop.registry import Registry
 
 
@@ -56,14 +57,24 @@ def monitor(
         create_table_artifact(key=f"{key}-metrics", table=report.table(),
                               description=f"{report.dataset} {report.champion_version}, window {report.window_start} .. {report.window_end}")
         markdown = core.summary_markdown(report)
-        plot = Path(report.window_file).parent.parent / "records" / f"{Path(report.window_file).stem}.png"
-        if plot.is_file():  # inline, so the artifact shows it without a file server
+        plot = Path(report.record_file).with_suffix(".png") if report.record_file else None
+        if plot is not None and plot.is_file():  # inline, so the artifact shows it without a file server
             markdown += f"\n![drift plot](data:image/png;base64,{base64.b64encode(plot.read_bytes()).decode()})\n"
         create_markdown_artifact(key=f"{key}-summary", markdown=markdown, description="breaches, alerts and the plot")
-        logger.info("%s window %s..%s: %d rows, %d breach(es), alert=%s", report.dataset, report.window_start,
-                    report.window_end, report.rows, len(report.breaches), report.alert)
-        if report.alert and emit:
+        logger.info("%s window %s..%s: %d rows, %d breach(es), alert=%s%s", report.dataset, report.window_start,
+                    report.window_end, report.rows, len(report.breaches), report.alert,
+                    " (checked before: recorded result, nothing changed)" if report.rechecked else "")
+        if report.new_alert and emit:  # once per window range: a re-check or a revision does not alert again
             event = emit_event(**core.drift_event(report))
             logger.warning("Drift alert on %s: %s; emitted %s (%s)", report.dataset,
                            ", ".join(m.key for m in report.alerts), core.DRIFT_EVENT, event.id if event else "not sent")
+    if reports:  # the trend dashboard: history.html next to the history, and the same tables as an artifact
+        settings = get_settings()
+        state = Path(state_dir) if state_dir else settings.state_dir
+        dataset_name = reports[0].dataset
+        recorded = core.history(state, dataset_name)
+        audit = Registry(settings.registry_path, settings.remote_path).audit_log()
+        page = write_history_page(dataset_name, recorded, audit, core.state_folder(state, dataset_name) / "history.html")
+        create_markdown_artifact(key=_slug(f"monitor-{dataset_name}-history"), markdown=history_markdown(dataset_name, recorded, audit),
+                                 description=f"trend dashboard; the page: {page}")
     return [r.model_dump(mode="json") for r in reports]

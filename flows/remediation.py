@@ -3,7 +3,8 @@
 Thin composition over ``fairloop.pipeline`` (the same stage functions ``dvc repro`` runs):
 this file only decides what becomes a Prefect task or artifact, when to pause for a reviewer,
 and how the run ends. The final state's name is the outcome: Promoted, GateFailed,
-AuditBlocked, Rejected or Expired.
+AuditBlocked, Rejected or Expired; a served rerun (``rerun=True``) may also end Skipped or
+Refused before any training (``fairloop.reruns``).
 """
 
 from __future__ import annotations
@@ -19,19 +20,20 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
-from prefect.states import Cancelled, Completed, Failed
 
-from fairloop import credentials, pipeline, sweep
+from fairloop import credentials, pipeline, reruns, sweep
 from fairloop.audit import publish_artifacts
 from fairloop.config import get_settings
 from fairloop.frontier import candidates_table, dialog_frontier, frontier_report
 from fairloop.lineage import SweepLineage, describe_run
-from fairloop.outcomes import Outcome, refusal_reason
+from fairloop.outcomes import Outcome, outcome_state, quiet_outcome_tracebacks, refusal_reason
 from fairloop.policy import apply_gates
 from fairloop.registry import Registry
 from fairloop.report import render_html, render_model_card
 from fairloop.review import Link, ReviewDecision, ReviewPacket, render_report, render_summary, save_packet
 from fairloop.runs import ProgressReporter, artifact_url, flow_run_url, review_commands
+
+quiet_outcome_tracebacks()  # a served run that ends GateFailed, Rejected... is an outcome, not a crash
 
 # Data moves between tasks in memory; hashing DataFrames for cache keys would cost more than it saves.
 step = task(cache_policy=NO_CACHE)
@@ -120,7 +122,9 @@ def remediation(
     requested_by: str = "unknown",
     requester_verified: bool = False,
     extra_training_data: str | None = None,
+    rerun: bool = False,
 ):
+    """``rerun``: started by a served deployment (drift trigger or schedule), see ``fairloop.reruns``."""
     logger = get_run_logger()
     started = time.perf_counter()
     settings = get_settings()
@@ -130,18 +134,35 @@ def remediation(
     params = pipeline.RunParams(dataset, recipe, constraint, policy, sensitive, train_rows, seed, extra_training_data)
     progress = ProgressReporter(logger)
     logger.info("Run page: %s", flow_run_url(run_id))
+    start = None
+    if rerun:
+        start = reruns.start_rerun(run_id, params, sweep_file=sweep_file, requested_by=requested_by, registry=registry,
+                                   state_dir=settings.state_dir, run_dir=run_dir)
+        if start.stop is not None:
+            logger.info("Not remediating (%s): %s", start.stop.value, start.reason)
+            if start.stop is Outcome.REFUSED:
+                registry.record_decision({"dataset": start.dataset, "run_id": run_id, "requested_by": requested_by,
+                                          "action": "refused_input", "reason": start.reason})
+            return outcome_state(start.stop, start.reason)
+        params, sweep_file = start.params, start.sweep_file
+        logger.info("Rerun (%s) remediates with %s", requested_by, start.source)
+        registry.record_decision({"dataset": start.dataset, "run_id": run_id, "requested_by": requested_by,
+                                  "action": "rerun_started", "remediates_with": start.source,
+                                  "window": params.extra_training_data})  # the incident timeline (fairloop history)
 
     progress.stage("load inputs")
     inputs = load_step(params)
     spec, sensitive = inputs.loaded.spec, inputs.sensitive
     record = {"dataset": spec.name, "run_id": run_id, "requested_by": requested_by, "requester_verified": requester_verified}
+    if start is not None:
+        record["remediates_with"] = start.source
     progress.stage("prepare splits")
     splits = prepare_step(inputs)
     mode = pipeline.decide_mode(inputs, splits)
     logger.info("Evaluation mode %s: %s", mode.mode, mode.reason)
-    if extra_training_data:
-        record["extra_training_data"] = extra_training_data
-        logger.info("Training pool includes the labelled rows of %s (%d training rows in all)", extra_training_data, len(splits.train))
+    if params.extra_training_data:
+        record["extra_training_data"] = params.extra_training_data
+        logger.info("Training split includes the labelled rows of %s (%d training rows in all)", params.extra_training_data, len(splits.train))
 
     progress.stage("audit")
     audit = audit_step(inputs, splits)
@@ -149,7 +170,7 @@ def remediation(
     if audit.verdict == "block":
         progress.done("audit blocked")
         registry.record_decision({**record, "action": "audit_blocked", "reasons": audit.reasons})
-        return Failed(name=Outcome.AUDIT_BLOCKED.value, message="; ".join(audit.reasons))
+        return outcome_state(Outcome.AUDIT_BLOCKED, "; ".join(audit.reasons))
 
     champion = registry.load_champion(spec.name)
     progress.stage("fit")
@@ -166,7 +187,7 @@ def remediation(
                              run_dir, swept.outcome)
             logger.warning(swept.outcome.explanation)
             registry.record_decision({**record, "action": "gate_failed", "reasons": swept.outcome.explanation.splitlines()})
-            return Failed(name=Outcome.GATE_FAILED.value, message=swept.outcome.explanation)
+            return outcome_state(Outcome.GATE_FAILED, swept.outcome.explanation)
         chosen, fitted = swept.chosen
         constraint_path = sweep.write_chosen_template(chosen, run_dir)
         inputs = replace(inputs, recipe=chosen.recipe, template=chosen.template,
@@ -214,23 +235,25 @@ def remediation(
     progress.done("gates passed: awaiting review" if gates.passed else "blocked by the gates")
     if not gates.passed:
         registry.record_decision({**record, "action": "gate_failed", "reasons": gates.failures})
-        return Failed(name=Outcome.GATE_FAILED.value, message="; ".join(gates.failures))
+        return outcome_state(Outcome.GATE_FAILED, "; ".join(gates.failures))
 
     logger.info("Awaiting review: %s\n%s", flow_run_url(run_id), review_commands(run_id))
+    if start is not None:
+        registry.record_decision({**record, "action": "review_requested"})
     timeout = approval_timeout or inputs.policy.approval.timeout_seconds
     accept = [r.gate for r in gates.needs_acceptance]
     decision = await_review(summary, inputs.policy, timeout, review_poll_seconds, requested_by, registry, record, accept)
     if decision is None:
         registry.record_decision({**record, "action": "expired", "timeout_seconds": timeout})
         # Prefect's server replaces this with Failed("The flow was expired and never resumed.")
-        return Failed(name=Outcome.EXPIRED.value, message=f"no approval within {timeout}s; nothing promoted")
+        return outcome_state(Outcome.EXPIRED, f"no approval within {timeout}s; nothing promoted")
     approval = {"reviewer": decision.reviewer, "comment": decision.comment, "approved": decision.approve,
                 "verified": credentials.credentials_required(registry.root)}
     if accept and decision.approve:  # who accepted which undecided gates, and why
         approval["accepted_inconclusive"] = {"gates": accept, "reviewer": decision.reviewer, "reason": decision.comment}
     if not decision.approve:
         registry.record_decision({**record, "action": "reject", **approval})
-        return Cancelled(name=Outcome.REJECTED.value, message=f"rejected by {decision.reviewer}: {decision.comment}")
+        return outcome_state(Outcome.REJECTED, f"rejected by {decision.reviewer}: {decision.comment}")
 
     lineage = describe_run(
         inputs, audit, augment_report, run_id=run_id, requested_by=requested_by, project_dir=settings.project_dir,
@@ -260,4 +283,4 @@ def remediation(
     )
     create_markdown_artifact(key="model-card", markdown=(registry.root / spec.name / "model_card.md").read_text(),
                              description=f"Model card of {spec.name} {entry.version}")
-    return Completed(name=Outcome.PROMOTED.value, message=f"{spec.name} {entry.version} promoted, approved by {decision.reviewer}")
+    return outcome_state(Outcome.PROMOTED, f"{spec.name} {entry.version} promoted, approved by {decision.reviewer}")

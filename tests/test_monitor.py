@@ -22,7 +22,7 @@ from fairloop import monitor as core
 from fairloop import pipeline
 from fairloop.lineage import describe_run
 from fairloop.constraints import fit_candidate
-from fairloop.datasets import load_dataset, load_dataset_spec, make_splits
+from fairloop.datasets import Split, Splits, load_dataset, load_dataset_spec, make_splits
 from fairloop.errors import BadInputError
 from fairloop.policy import load_policy
 from fairloop.registry import Registry
@@ -163,37 +163,38 @@ def test_stable_stream_does_not_fire(world, tmp_path):
     assert reports[0].labelled_rows == WINDOW_ROWS and reports[0].metric("equalized_odds_difference:race").value >= 0
 
 
-def test_single_noisy_window_does_not_fire_but_a_persistent_breach_does(world, tmp_path):
-    """A small window of unshifted rows that breaches by chance alone: its interval still covers the
-    threshold and the breach does not persist, so no alert; the same breach three windows running alerts."""
-    policy = load_policy(write_test_policy(tmp_path))
+def test_chance_excess_in_small_windows_is_no_breach_and_does_not_accumulate(world, tmp_path):
+    """Small windows of unshifted rows whose prediction-rate gap exceeds the threshold by chance alone:
+    the interval covers the threshold, so no breach, and the same excess three windows running
+    still alerts nothing; a real shift in the same three windows does (streak 1, 2, 3)."""
+    policy = load_policy(write_test_policy(tmp_path, alert_on=["persistent"]))
     spec, champion, stream = world["spec"], world["champion"], world["stream"]
 
-    def check(rows, previous=None):
-        return core.check_window(spec, core.Window(rows, None, None), champion.reference, champion.model, policy,
+    def check(rows, previous=None, month=1):  # consecutive months: each window later than the one before
+        window = core.Window(rows, f"2015-{month:02d}-01", f"2015-{month + 1:02d}-01")
+        return core.check_window(spec, window, champion.reference, champion.model, policy,
                                  sensitive="race", champion_version=champion.version, source="test", previous=previous)
 
     rng = np.random.default_rng(0)
-    for _ in range(200):  # find a 40-row sample of the unshifted stream that breaches by chance
-        noisy_rows = stream.take(rng.choice(len(stream), 40, replace=False))
+    for _ in range(200):  # find an 80-row sample of the unshifted stream whose gap exceeds the threshold
+        noisy_rows = stream.take(rng.choice(len(stream), 80, replace=False))
         noisy = check(noisy_rows)
-        if noisy.breaches:
+        gap = noisy.metric("prediction_rate_gap:race")
+        if gap.value > gap.threshold:
             break
-    assert noisy.breaches, "no 40-row sample breached; the search is broken"
-    assert not noisy.alert and all(m.low <= m.threshold for m in noisy.breaches)
-    big = lambda seed: stream.take(np.random.default_rng(seed).choice(len(stream), WINDOW_ROWS))  # noqa: E731
-    before = check(big(1))
-    during = check(noisy_rows, previous=before)
-    after = check(big(2), previous=during)
-    assert not before.alert and not during.alert and not after.alert
-    key = noisy.breaches[0].key
-    assert during.metric(key).streak == 1 and after.metric(key).streak == 0
-    # the same breach persisting: streak 1, 2, 3 -> alert on the third
-    first = check(noisy_rows, previous=before)
-    second = check(noisy_rows, previous=first)
-    third = check(noisy_rows, previous=second)
-    assert (first.metric(key).streak, second.metric(key).streak, third.metric(key).streak) == (1, 2, 3)
-    assert not second.metric(key).alert and third.metric(key).alert and third.alert
+    assert gap.value > gap.threshold, "no 80-row sample exceeded the gap threshold; the search is broken"
+    assert gap.low <= gap.threshold and not gap.breach and not noisy.breaches and not noisy.alert
+    previous = None
+    for month in (1, 2, 3):
+        previous = check(noisy_rows, previous=previous, month=month)
+        assert previous.metric("prediction_rate_gap:race").streak == 0 and not previous.alert
+
+    shifted_rows = core.read_window(spec, _write(tmp_path / "shifted.csv", shifted(world, 70)))
+    previous, streaks = None, []
+    for month in (1, 2, 3):
+        previous = check(shifted_rows, previous=previous, month=month)
+        streaks.append(previous.metric("group_share:race").streak)
+    assert streaks == [1, 2, 3] and previous.metric("group_share:race").alert and previous.alert
 
 
 def test_bad_window_input_names_file_column_and_value(world, tmp_path):
@@ -251,6 +252,7 @@ def served(world, prefect_server):
         **os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "FAIRLOOP_PROJECT_DIR": str(PROJECT),
         "FAIRLOOP_REGISTRY_DIR": str(world["registry"].root), "FAIRLOOP_REGISTRY_REMOTE": str(folder / "dvc-remote"),
         "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        "FAIRLOOP_STATE_DIR": str(folder / "state"),  # reruns train only on windows the monitor recorded here
     }
     log = (folder / "serve.log").open("wb")
     process = subprocess.Popen(
@@ -259,7 +261,7 @@ def served(world, prefect_server):
         cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
-        yield {"process": process, "policy": policy, "log": folder / "serve.log"}
+        yield {"process": process, "policy": policy, "log": folder / "serve.log", "state": folder / "state"}
     finally:
         os.killpg(process.pid, signal.SIGTERM)  # the serve process and the flow runs it started
         try:
@@ -326,7 +328,7 @@ def test_drift_event_starts_a_triggered_rerun_with_the_window(world, served, tmp
     monitor_flow = load_flow_from_entrypoint(f"{PROJECT / 'flows' / 'monitor.py'}:monitor")
     path = feed(world, [shifted(world, 21)], "served-shift")
     records = monitor_flow(dataset=str(world["spec_path"]), window=str(path), policy=str(served["policy"]),
-                           every_window=True, state_dir=str(tmp_path / "state"))
+                           every_window=True, state_dir=str(served["state"]))
     assert records[0]["alert"], records[0]
     window_file = records[0]["window_file"]
 
@@ -346,5 +348,173 @@ def test_drift_event_starts_a_triggered_rerun_with_the_window(world, served, tmp
     assert run.state.name == "GateFailed", f"{run.state.name}: {run.state.message}\n{served['log'].read_text()[-3000:]}"
     # the rerun read the drifted window into its training data and said so in the registry's audit log
     decisions = [r for r in world["registry"].audit_log() if r.get("run_id") == str(run.id)]
-    assert decisions and decisions[0]["requested_by"] == "drift-trigger"
-    assert decisions[0]["extra_training_data"] == window_file and decisions[0]["action"] == "gate_failed"
+    assert [d["action"] for d in decisions] == ["rerun_started", "gate_failed"]  # the incident's timeline
+    assert all(d["requested_by"] == "drift-trigger" for d in decisions)
+    assert decisions[0]["window"] == decisions[1]["extra_training_data"] == window_file
+
+
+# -- window identity, retention, the windows reruns may read ---------------------------------------
+def _history_lines(state: Path) -> int:
+    return len((state / "monitor" / "compas" / "history.jsonl").read_text().splitlines())
+
+
+def test_same_window_twice_changes_nothing_and_only_a_later_window_advances_the_streak(world, tmp_path):
+    policy = write_test_policy(tmp_path, alert_on=["persistent"])
+    state = tmp_path / "state"
+    run = lambda path, **kw: core.run_monitor(world["spec_path"], path, policy, world["registry"], state, **kw)  # noqa: E731
+    first_month = shifted(world, 31)
+    path = feed(world, [first_month], "identity-1")
+    first = run(path)[0]
+    assert first.metric("group_share:race").streak == 1 and not first.rechecked
+    files = sorted(p.name for p in (state / "monitor" / "compas").rglob("*"))
+    again = run(path)[0]  # the served monitor's next tick on an unchanged feed
+    assert again.rechecked and not again.new_alert
+    assert again.metric("group_share:race").streak == 1 and again.window_hash == first.window_hash
+    assert again.model_dump(exclude={"rechecked", "new_alert"}) == first.model_dump(exclude={"rechecked", "new_alert"})
+    assert _history_lines(state) == 1 and sorted(p.name for p in (state / "monitor" / "compas").rglob("*")) == files
+
+    # rows arrive late for the same month: a revision of the range, reported, streak not advanced
+    revised = feed(world, [pd.concat([first_month, shifted(world, 32, 200)])], "identity-2")
+    revision = run(revised)[0]
+    assert (revision.window_start, revision.window_end) == (first.window_start, first.window_end)
+    assert not revision.rechecked and revision.window_hash != first.window_hash
+    assert revision.metric("group_share:race").streak == 1 and revision.streak_from is None
+
+    # an explicit rolling window overlapping the first one does not advance it either
+    rolling = run(revised, window_end="2015-01-20")[0]
+    assert rolling.metric("group_share:race").streak == 1
+
+    # the next, non-overlapping month does
+    two_months = feed(world, [pd.concat([first_month, shifted(world, 32, 200)]), shifted(world, 33)], "identity-3")
+    reports = run(two_months, every_window=True)
+    assert [r.rechecked for r in reports] == [True, False]  # the first month is the recorded revision
+    assert reports[1].metric("group_share:race").streak == 2 and reports[1].streak_from == first.label
+
+
+def test_latest_window_is_the_tumbling_window_of_the_last_row(world):
+    rows = core.read_window(world["spec"], feed(world, [stable(world, 40, 300), stable(world, 41, 300)], "tumbling"))
+    latest = core.latest_window(rows, 30)
+    assert (latest.start, latest.end) == ("2015-01-31", "2015-03-02") and len(latest.rows) == 300
+    assert (core.latest_window(rows, 30, origin="2015-01-15").start) == "2015-02-14"
+    explicit = core.latest_window(rows, 30, end="2015-02-10")
+    assert (explicit.start, explicit.end) == ("2015-01-11", "2015-02-10")
+
+
+def test_window_rows_are_kept_only_for_the_latest_windows(world, tmp_path):
+    from fairloop.monitor.store import resolve_window_file
+
+    path = feed(world, [stable(world, seed, 200) for seed in (50, 51, 52)], "retention")
+    state = tmp_path / "state"
+    reports = core.run_monitor(world["spec_path"], path, write_test_policy(tmp_path, keep_window_rows=1), world["registry"],
+                               state, every_window=True)
+    windows = state / "monitor" / "compas" / "windows"
+    assert [p.name for p in windows.iterdir()] == [Path(reports[-1].window_file).name]
+    assert resolve_window_file(state, "compas", reports[-1].window_file) == Path(reports[-1].window_file)
+    assert resolve_window_file(state, "compas", reports[-1].window_file_sha256) == Path(reports[-1].window_file)
+    with pytest.raises(BadInputError, match="no longer kept"):
+        resolve_window_file(state, "compas", reports[0].window_file)
+    with pytest.raises(BadInputError, match="not in the monitor's window folder"):
+        resolve_window_file(state, "compas", windows / ".." / ".." / "compas" / "history.jsonl")
+    with pytest.raises(BadInputError, match="not in the monitor's window folder"):
+        resolve_window_file(state, "compas", path)
+    with pytest.raises(BadInputError, match="no window of dataset 'compas' was recorded with SHA-256"):
+        resolve_window_file(state, "compas", "0" * 64)
+    stray = windows / "stray.csv"
+    stray.write_text(Path(reports[-1].window_file).read_text())
+    with pytest.raises(BadInputError, match="does not match the SHA-256"):
+        resolve_window_file(state, "compas", stray)
+    with Path(reports[-1].window_file).open("a") as handle:  # the recorded file edited after the check
+        handle.write(Path(reports[-1].window_file).read_text().splitlines()[1] + "\n")
+    with pytest.raises(BadInputError, match="does not match the SHA-256"):
+        resolve_window_file(state, "compas", reports[-1].window_file)
+
+    (tmp_path / "none").mkdir()
+    state = tmp_path / "state-none"
+    reports = core.run_monitor(world["spec_path"], path, write_test_policy(tmp_path / "none", keep_window_rows=0),
+                               world["registry"], state, every_window=True)
+    assert all(r.window_file is None for r in reports) and not (state / "monitor" / "compas" / "windows").exists()
+    assert all(Path(r.record_file).with_suffix(".png").is_file() for r in reports)
+
+
+def test_window_of_held_out_rows_is_refused(world):
+    loaded = load_dataset(world["spec_path"])
+    splits = make_splits(loaded)
+    from_test = splits.test.take(np.arange(200))
+    with pytest.raises(BadInputError, match=r"200 of 200 labelled window row\(s\) are exact copies of rows of the test split"):
+        core.refuse_held_out_overlap(from_test, splits, source="window.csv")
+    mixed = Split(X=pd.concat([splits.train.X.iloc[:150], splits.validation.X.iloc[:50]], ignore_index=True),
+                  y=pd.concat([splits.train.y.iloc[:150], splits.validation.y.iloc[:50]], ignore_index=True),
+                  groups=pd.concat([splits.train.groups.iloc[:150], splits.validation.groups.iloc[:50]], ignore_index=True))
+    with pytest.raises(BadInputError, match="validation split"):
+        core.refuse_held_out_overlap(mixed, splits)
+    # new rows of the same population: COMPAS's coarse features make many equal a test row by chance; not refused
+    from fairloop.datasets import read_extra_training_rows
+
+    new_rows = read_extra_training_rows(world["spec"], _write(world["folder"] / "new-rows.csv", stable(world, 60, 500)))
+    core.refuse_held_out_overlap(new_rows, splits)
+
+
+def test_one_copied_row_is_refused_when_rows_do_not_collide_by_chance():
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        return Split(X=pd.DataFrame({"x": rng.normal(size=n), "c": rng.choice(list("abc"), n)}),
+                     y=pd.Series(rng.integers(0, 2, n)), groups=pd.DataFrame({"g": rng.choice(["p", "q"], n)}))
+
+    splits = Splits(train=split(500), validation=split(100), test=split(200))
+    window = split(300)
+    core.refuse_held_out_overlap(window, splits)
+    copied = Split(X=pd.concat([window.X, splits.test.X.iloc[[7]]], ignore_index=True),
+                   y=pd.concat([window.y, splits.test.y.iloc[[7]]], ignore_index=True),
+                   groups=pd.concat([window.groups, splits.test.groups.iloc[[7]]], ignore_index=True))
+    with pytest.raises(BadInputError, match=r"1 of 301 labelled window row\(s\) are exact copies of rows of the test split \(first: window row 301"):
+        core.refuse_held_out_overlap(copied, splits)
+
+
+def test_history_dashboard_shows_group_rates_incidents_and_their_timeline(world, tmp_path):
+    """An incident detected on a shifted window, a triggered rerun that failed its gates (recorded by a
+    real registry), then a stable window: the dashboard's timeline, latency and outcome; the CLI table
+    and the HTML page, with a hostile group name escaped."""
+    from fairloop.monitor.dashboard import incidents, write_history_page
+
+    project = tmp_path / "project"
+    state = project / ".fairloop"
+    windows = [stable(world, 80), shifted(world, 81), stable(world, 82)]
+    reports = core.run_monitor(world["spec_path"], feed(world, windows, "history"), write_test_policy(tmp_path),
+                               world["registry"], state, every_window=True)
+    assert [r.alert for r in reports] == [False, True, False]
+    rates = {g.group: g for g in reports[0].group_rates}
+    assert set(rates) == {"African-American", "Caucasian"}
+    for g in rates.values():  # the gates' bootstrap interval around every large group's rates
+        assert g.selection_interval[0] <= g.selection_rate <= g.selection_interval[1]
+        assert g.tpr_interval[0] <= g.true_positive_rate <= g.tpr_interval[1] and g.positives >= 10
+
+    registry = Registry(tmp_path / "registry", tmp_path / "remote")
+    registry.record_decision({"dataset": "compas", "run_id": "run-1", "requested_by": "drift-trigger", "action": "gate_failed",
+                              "reasons": ["demographic_parity_difference 0.08 > 0.0"]})
+    registry.record_decision({"dataset": "compas", "run_id": "run-0", "requested_by": "schedule", "action": "gate_failed"})
+    found = incidents(core.history(state, "compas"), registry.audit_log())
+    assert len(found) == 1
+    incident = found[0]
+    assert incident.window == reports[1].label and "group_share:race" in incident.alerts
+    assert [e.what for e in incident.timeline] == ["detected", "gate failed"]  # the scheduled run is not this incident's
+    assert incident.outcome == "gate failed" and incident.time_to_remediation_hours is None
+    assert incident.streak_windows == 1 and incident.detection_latency_hours > 0  # from the window's start to the check
+
+    hostile = [r.model_copy(update={"group_rates": [g.model_copy(update={"group": "<script>alert(1)</script>"})
+                                                    for g in r.group_rates]}) for r in core.history(state, "compas")]
+    page = write_history_page("compas", hostile, registry.audit_log(), tmp_path / "page" / "history.html").read_text()
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "gate failed" in page and "data:image/png;base64," in page
+
+    env = {**os.environ, "FAIRLOOP_PROJECT_DIR": str(project), "FAIRLOOP_REGISTRY_DIR": str(registry.root),
+           "COLUMNS": "250"}
+    done = subprocess.run([sys.executable, "-m", "fairloop", "history", "compas"], capture_output=True, text=True, env=env,
+                          cwd=PROJECT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "1 incident(s)" in done.stdout and "gate failed" in done.stdout and "African-American: selection" in done.stdout
+    assert (state / "monitor" / "compas" / "history.html").is_file()
+    missing = subprocess.run([sys.executable, "-m", "fairloop", "history", "german"], capture_output=True, text=True, env=env,
+                             cwd=PROJECT, timeout=120)
+    assert missing.returncode == 2 and "no monitor history for dataset 'german'" in missing.stderr
+    assert "Traceback" not in missing.stderr

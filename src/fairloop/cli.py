@@ -596,6 +596,34 @@ def server(stop: Annotated[bool, typer.Option("--stop", help="stop the local ser
 
 @app.command()
 @user_errors
+def doctor(
+    trigger_timeout: Annotated[int, typer.Option(help="seconds to wait for the probe automation to fire")] = 60,
+):
+    """Check the Prefect server the loop runs on: reachable, scheduler and triggers working, server log clean.
+
+    Exit 0 when healthy, 1 with the reasons otherwise. Uses PREFECT_API_URL, or the local server
+    fairloop starts (it never starts one itself).
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from fairloop.doctor import run_doctor
+    from fairloop.server import configured_api_url, server_env, server_log_path
+
+    settings = get_settings()
+    api_url = configured_api_url() or server_env(settings)["PREFECT_API_URL"]
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        report = run_doctor(api_url, server_log_path(settings), trigger_timeout=trigger_timeout)
+    for check in report.checks:
+        mark = "[green]ok[/green]  " if check.ok else "[red]FAIL[/red]"
+        console.print(f"{mark} {check.name}: {escape(check.detail)}", soft_wrap=True)
+    if not report.healthy:
+        err.print(f"[red]unhealthy[/red]: {escape('; '.join(c.name for c in report.problems))} (server {api_url})")
+        raise typer.Exit(ExitCode.FAILED)
+    console.print(f"[green]healthy[/green]: {api_url}")
+
+
+@app.command()
+@user_errors
 def monitor(
     dataset: Annotated[Path, typer.Option(help="dataset spec of the champion to check")],
     window: Annotated[Path, typer.Option(help="production rows in the dataset's raw format (timestamps, optional labels)")],
@@ -606,7 +634,8 @@ def monitor(
     server: Annotated[bool, typer.Option(help="--no-server checks locally: no Prefect run, artifacts or drift event")] = True,
 ):
     """Check a production window against the champion by hand; an alert emits the drift event."""
-    from fairloop.monitor import load_dataset_spec, run_monitor
+    from fairloop.datasets import load_dataset_spec
+    from fairloop.monitor import run_monitor
     from fairloop.policy import load_policy
     from fairloop.registry import Registry
 
@@ -617,6 +646,12 @@ def monitor(
         raise BadInputError("window file not found", source=str(window))
     if server:
         with prefect_server(settings):
+            from fairloop.reruns import unserved_reason
+
+            unserved = unserved_reason(load_dataset_spec(dataset).name)
+            if unserved:
+                err.print(f"[yellow]warning:[/yellow] {escape(unserved)}: an alert now starts no rerun. Start "
+                          "`fairloop serve` first (server, serve, then monitors).", soft_wrap=True)
             flow = load_project_flow(settings, "monitor")
             records = flow(dataset=str(dataset), window=str(window), policy=str(policy), window_end=window_end,
                            every_window=every_window, prediction_column=prediction_column)
@@ -638,7 +673,8 @@ def monitor(
                               str(row["streak"]), "ALERT" if row["alert"] else "")
         console.print(table)
         verdict = "[red]ALERT[/red]: " + ", ".join(m.key for m in report.alerts) if report.alert else "[green]no alert[/green]"
-        console.print(f"{verdict}  (record: {escape(str(report.window_file or ''))})", soft_wrap=True)
+        seen = "; checked before: the recorded result, nothing changed" if report.rechecked else ""
+        console.print(f"{verdict}  (record: {escape(str(report.record_file or ''))}{seen})", soft_wrap=True)
 
 
 @app.command()
@@ -650,21 +686,50 @@ def serve(
     recipe: Annotated[Path, typer.Option(help="recipe of triggered and scheduled reruns")] = Path(DEFAULT_RECIPE),
     constraint: Annotated[Path, typer.Option(help="constraint template of reruns")] = Path(DEFAULT_CONSTRAINT),
     train_rows: Annotated[Optional[int], typer.Option(help="subsample the training pool of reruns")] = None,
+    sweep: Annotated[Optional[Path], typer.Option(
+        help="reruns run this sweep (default: the policy's monitoring.rerun, i.e. the champion's recipe and template)")] = None,
+    notify_url: Annotated[Optional[str], typer.Option(
+        help="POST each drift alert and rerun outcome as JSON {subject, body} to this URL (a Prefect webhook block)")] = None,
+    notify_block: Annotated[Optional[str], typer.Option(
+        help="or send them through this existing Prefect notification block, as TYPE-SLUG/NAME")] = None,
 ):
-    """Serve the monitor and remediation deployments (cron schedules, drift trigger) until stopped."""
+    """Serve the monitor and remediation deployments (cron schedules, drift trigger) until stopped.
+
+    Start it before any monitor runs: an alert emitted while nothing serves the remediation
+    deployment starts no rerun. A served rerun remediates with the champion's recipe and
+    template (the given --recipe/--constraint until a champion exists) or a sweep, and starts
+    only once per incident (see the policy's monitoring.rerun and rerun_cooldown_minutes).
+    """
     from prefect import serve as prefect_serve
 
-    from fairloop.monitor import build_deployments
+    from fairloop.monitor.deployments import build_deployments
+    from fairloop.policy import RerunSweep, load_policy
 
     settings = get_settings()
     validate_inputs(dataset, recipe, constraint, policy)
+    rerun = load_policy(policy).monitoring_settings.rerun
+    for sweep_file in filter(None, [sweep, Path(rerun.sweep) if isinstance(rerun, RerunSweep) else None]):
+        from fairloop.sweep import load_sweep
+
+        load_sweep(sweep_file)
+    if notify_url and notify_block:
+        raise BadInputError("give either --notify-url or --notify-block", field="--notify-block")
     if not feed.is_file():  # a typo here would only show at the first scheduled check
         raise BadInputError("production feed file not found", source=str(feed))
     with prefect_server(settings) as api_url:
         deployments = build_deployments(
             load_project_flow(settings, "monitor"), load_project_flow(settings, "remediation"), dataset=str(dataset), feed=str(feed),
             policy=str(policy), recipe=str(recipe), constraint=str(constraint), train_rows=train_rows,
+            sweep_file=str(sweep) if sweep else None,
         )
+        if notify_url or notify_block:
+            from fairloop.datasets import load_dataset_spec
+            from fairloop.notify import install_notifications, named_block_id, webhook_block_id
+
+            name = load_dataset_spec(dataset).name
+            block_id = webhook_block_id(name, notify_url) if notify_url else named_block_id(notify_block)
+            for automation in install_notifications(name, block_id):
+                console.print(f"automation {automation}: sends to {escape(notify_url or notify_block)}")
         for deployment in deployments:
             schedules = ", ".join(s.schedule.cron for s in deployment.schedules or []) or "no schedule"
             triggers = ", ".join(sorted(t.expect)[0] for t in deployment.triggers or []) or "no trigger"
@@ -732,6 +797,30 @@ def reviewers_list():
     for credential in book.reviewers.values():
         table.add_row(escape(credential.name), credential.added_at, escape(credential.added_by))
     console.print(table)
+
+
+@app.command()
+@user_errors
+def history(
+    dataset: Annotated[str, typer.Argument(help="dataset name (or its spec file) whose monitor history to show")],
+    html: Annotated[Optional[Path], typer.Option(help="write the dashboard page here (default: <state>/monitor/<dataset>/history.html)")] = None,
+):
+    """The monitor's trend dashboard: per window, group rates with intervals, drift and alerts; incidents with their timeline."""
+    from fairloop.datasets import load_dataset_spec
+    from fairloop.monitor.dashboard import incidents, print_history, write_history_page
+    from fairloop.monitor.store import history as monitor_history
+    from fairloop.monitor.store import state_folder
+    from fairloop.registry import Registry
+
+    settings = get_settings()
+    name = load_dataset_spec(dataset).name if dataset.endswith((".yaml", ".yml")) else dataset
+    reports = monitor_history(settings.state_dir, name)
+    if not reports:
+        raise BadInputError(f"no monitor history for dataset '{name}' under {settings.state_dir} (run fairloop monitor first)")
+    audit = Registry(settings.registry_path, settings.remote_path).audit_log()
+    print_history(console, name, reports, incidents(reports, audit))
+    page = write_history_page(name, reports, audit, html or state_folder(settings.state_dir, name) / "history.html")
+    console.print(f"Dashboard: {escape(str(page))}", soft_wrap=True)
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -17,10 +18,13 @@ class Settings(BaseSettings):
     registry_remote: Path | None = None
     server_host: str = "127.0.0.1"
     server_port: int = 4200
+    # Run files, monitor history and the local server's log; tests and second deployments give
+    # each their own (FAIRLOOP_STATE_DIR) while sharing the project's flows and data files.
+    state_dir_setting: Path | None = Field(None, validation_alias="FAIRLOOP_STATE_DIR")
 
     @property
     def state_dir(self) -> Path:
-        return self.project_dir / ".fairloop"
+        return self.state_dir_setting or self.project_dir / ".fairloop"
 
     @property
     def registry_path(self) -> Path:

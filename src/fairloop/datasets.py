@@ -941,7 +941,7 @@ def make_splits(
     ``train_rows`` caps the training pool by a stratified subsample (for quick runs); the
     test split is never subsampled, so figures stay comparable. ``extra_training_data`` (a
     file in the dataset's raw format, e.g. a drifted production window) is appended to the
-    training pool after that cap; its rows without a label are left out.
+    training split only, never to validation or test; its rows without a label are left out.
     """
     spec = dataset.spec
     sensitive = sensitive or spec.primary_sensitive
@@ -953,11 +953,12 @@ def make_splits(
         pool, test = _stratified_split(dataset.frames["all"], spec.split.test_size, seed, sensitive)
     if train_rows is not None and train_rows < len(pool):
         pool, _ = _stratified_split(pool, 1 - train_rows / len(pool), seed, sensitive)
-    if extra_training_data is not None:
-        extra = read_extra_training_rows(spec, extra_training_data)
-        pool = Split(
-            X=pd.concat([pool.X, extra.X], ignore_index=True), y=pd.concat([pool.y, extra.y], ignore_index=True),
-            groups=pd.concat([pool.groups, extra.groups], ignore_index=True),
-        )
     train, validation = _stratified_split(pool, spec.split.validation_size, seed, sensitive)
+    if extra_training_data is not None:
+        # training only: held-out figures must stay comparable and uncontaminated
+        extra = read_extra_training_rows(spec, extra_training_data)
+        train = Split(
+            X=pd.concat([train.X, extra.X], ignore_index=True), y=pd.concat([train.y, extra.y], ignore_index=True),
+            groups=pd.concat([train.groups, extra.groups], ignore_index=True),
+        )
     return Splits(train=train, validation=validation, test=test)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from enum import Enum, IntEnum
 
 
@@ -13,6 +14,8 @@ class ExitCode(IntEnum):
     REJECTED = 4
     EXPIRED = 5
     AUDIT_BLOCKED = 6
+    SKIPPED = 7
+    REFUSED = 2  # same code as BAD_INPUT: a served rerun refused its input
 
 
 class Outcome(str, Enum):
@@ -23,6 +26,8 @@ class Outcome(str, Enum):
     AUDIT_BLOCKED = "AuditBlocked"
     REJECTED = "Rejected"
     EXPIRED = "Expired"
+    SKIPPED = "Skipped"  # a served rerun that did not start: another is running or awaiting review, or cooldown
+    REFUSED = "Refused"  # a served rerun refused its input (a window the monitor did not record, held-out rows)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -52,3 +57,45 @@ def refusal_reason(reviewer: str, allowed: list[str], requested_by: str) -> str 
     if name.casefold() == requested_by.strip().casefold():
         return f"'{name}' started this run and cannot approve it (separation of duties)"
     return None
+
+
+# Messages of the outcome states this process's flow runs ended with (see outcome_state).
+_ended_with: set[str] = set()
+
+
+def outcome_state(outcome: Outcome, message: str):
+    """The final state a remediation flow returns for ``outcome``, remembered so that the engine's
+    log line about it is shown as the outcome, not as a crash (see ``OutcomeLogFilter``)."""
+    from prefect.states import Cancelled, Completed, Failed
+
+    make = {Outcome.PROMOTED: Completed, Outcome.SKIPPED: Completed, Outcome.REJECTED: Cancelled}.get(outcome, Failed)
+    _ended_with.add(message)
+    if outcome is Outcome.EXPIRED:
+        _ended_with.add(EXPIRED_BY_SERVER)
+    return make(name=outcome.value, message=message)
+
+
+EXPIRED_BY_SERVER = "never resumed"  # what the server's Failed state says when it replaces Expired
+
+
+class OutcomeLogFilter(logging.Filter):
+    """Prefect's engine reads a flow's final Failed or Cancelled state as an exception, and in a
+    served (deployment) run it logs "Engine execution exited with unexpected exception" with a
+    traceback. For the outcomes this process's flow returned, that record becomes one line
+    naming the outcome and its reason."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from prefect.exceptions import CancelledRun, FailedRun
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, (FailedRun, CancelledRun)) and any(m and m in str(exc) for m in _ended_with):
+            record.msg, record.args = f"Run ended with its outcome: {exc}", ()
+            record.exc_info, record.exc_text, record.levelno, record.levelname = None, None, logging.INFO, "INFO"
+        return True
+
+
+def quiet_outcome_tracebacks() -> None:
+    """Install ``OutcomeLogFilter`` on the logger the engine reports a run's end with (idempotent)."""
+    logger = logging.getLogger("prefect.flow_runs")
+    if not any(isinstance(f, OutcomeLogFilter) for f in logger.filters):
+        logger.addFilter(OutcomeLogFilter())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
@@ -44,10 +45,20 @@ class MonitoringSchedule(SpecModel):
     remediation_cron: str | None = Field(None, description="periodic remediation reruns (requested_by 'schedule')")
 
 
+class RerunSweep(SpecModel):
+    sweep: str = Field(description="sweep file (constraints/sweeps/*.yaml) a triggered or scheduled rerun runs")
+
+
 class Monitoring(SpecModel):
     """Production monitoring (``fairloop monitor``, ``flows/monitor.py``); every field has a default."""
 
     window_days: int = Field(30, ge=1, description="length of one production window")
+    window_origin: date | None = Field(
+        None, description="first day of the tumbling windows (window k covers origin + k * window_days); default: the feed's first day"
+    )
+    keep_window_rows: int = Field(
+        3, ge=0, description="the latest N checked windows keep their rows on disk (sensitive columns included) for reruns; 0: store none"
+    )
     ks_threshold: float = Field(0.20, gt=0, le=1, description="numeric feature: a two-sample KS statistic above this is a breach")
     psi_threshold: float = Field(0.20, gt=0, description="categorical feature and group shares: a PSI above this is a breach")
     max_prediction_rate_gap: float | None = Field(
@@ -61,10 +72,23 @@ class Monitoring(SpecModel):
         ["persistent", "interval"],
         description="persistent: N consecutive breaches; interval: the metric's confidence interval lies above its threshold",
     )
+    false_alert_rate: float = Field(
+        0.01, gt=0, lt=1, description="with no drift, the share of windows in which any drift test breaches (split over the tests)"
+    )
+    min_expected_count: float = Field(
+        5.0, gt=0, description="categorical drift: levels expected fewer times in a window are pooled before the chi-square test"
+    )
     confidence: float = Field(0.95, gt=0.5, lt=1, description="level of the intervals")
-    bootstrap: int = Field(400, ge=50, description="parametric bootstrap draws for PSI and fairness-gap intervals")
+    bootstrap: int = Field(400, ge=50, description="bootstrap draws for PSI intervals and the group rates and gaps (the gates' method)")
     min_group_rows: int = Field(30, ge=2, description="groups with fewer window rows get no per-group drift test")
     schedule: MonitoringSchedule = MonitoringSchedule()
+    rerun: Literal["champion"] | RerunSweep = Field(
+        "champion", description="what a triggered or scheduled rerun remediates with: the champion's recorded recipe and "
+        "template, or {sweep: FILE}",
+    )
+    rerun_cooldown_minutes: int = Field(
+        720, ge=0, description="after a rerun of a dataset ends, further alerts start no rerun for this long (one rerun per incident)",
+    )
 
 
 class CrossfitSettings(SpecModel):

@@ -71,6 +71,11 @@ def server_env(settings: Settings) -> dict[str, str]:
     }
 
 
+def server_log_path(settings: Settings) -> Path:
+    """Where a server fairloop started writes its log (``fairloop doctor`` reads it)."""
+    return settings.state_dir / "prefect-server.log"
+
+
 def _prefect_executable() -> str:
     beside = Path(sys.executable).with_name("prefect")
     found = str(beside) if beside.exists() else shutil.which("prefect")
@@ -100,7 +105,7 @@ def ensure_server(settings: Settings) -> tuple[str, bool]:
         check_credentials(api)
         return api, False
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    log_path = settings.state_dir / "prefect-server.log"
+    log_path = server_log_path(settings)
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [_prefect_executable(), "server", "start", "--host", settings.server_host, "--port", str(settings.server_port)],

@@ -1,0 +1,116 @@
+"""Alerting: breach, streak and alert per metric, and the Prefect event an alert emits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fairloop.monitor.report import WindowReport
+from fairloop.policy import Monitoring
+
+DRIFT_EVENT = "fairloop.drift.detected"
+
+
+def same_window(earlier: WindowReport, report: WindowReport) -> bool:
+    """The same window checked against the same champion: same range and the same rows."""
+    identity = lambda r: (r.dataset, r.champion_version, r.window_start, r.window_end, r.window_hash)  # noqa: E731
+    return identity(earlier) == identity(report)
+
+
+def continues_from(earlier: WindowReport, report: WindowReport) -> bool:
+    """Whether ``report``'s streaks may continue ``earlier``'s: same dataset and champion, and a new,
+    later, non-overlapping window (timed: ``earlier`` ends on or before ``report`` starts; untimed:
+    other rows). A revision of a range (rows added) or an overlapping rolling window does not."""
+    if (earlier.dataset, earlier.champion_version) != (report.dataset, report.champion_version):
+        return False
+    if not (earlier.window_end and report.window_start):  # untimed: a window is its rows
+        return earlier.window_hash != report.window_hash
+    return earlier.window_end <= report.window_start  # ISO dates order as strings
+
+
+def streak_base(history: list[WindowReport], report: WindowReport) -> WindowReport | None:
+    """The window ``report`` continues from: of the recorded windows it may continue, the one that
+    ends last (its latest check, if the range was revised); untimed: the last one checked."""
+    base = None
+    for earlier in history:
+        if continues_from(earlier, report) and (base is None or (earlier.window_end or "") >= (base.window_end or "")):
+            base = earlier
+    return base
+
+
+def judge(report: WindowReport, cfg: Monitoring, previous: WindowReport | None) -> WindowReport:
+    """Breach, streak (windows in breach in a row, this one included) and alert per metric.
+
+    A breach: the value above its threshold and evidence beyond noise (a drift metric: its test
+    rejecting at the metric's level; a fairness gap: its interval above the threshold). An
+    alert: ``persistence_windows`` breaches in a row, or a breach whose interval lies wholly
+    above the threshold (``alert_on`` chooses; for a fairness gap every breach is one).
+
+    Streaks continue from ``previous`` only when this window may continue it
+    (``continues_from``); otherwise they start again. ``new_alert`` assumes no earlier check of
+    this range alerted (``run_monitor`` corrects it from the history).
+    """
+    before = {}
+    if previous is not None and continues_from(previous, report):
+        before = {m.key: m.streak for m in previous.metrics}
+    judged = []
+    for m in report.metrics:
+        # evidence beyond noise, so that small windows do not breach by chance: a drift metric's
+        # test rejects "no drift" at its level (drift.py); a fairness gap's interval lies above
+        # its threshold (the point estimate of a max - min gap over small groups is biased upward)
+        if m.alpha is not None:
+            evidence = m.p_value is not None and m.p_value < m.alpha
+        else:
+            evidence = m.threshold is not None and m.low > m.threshold
+        breach = m.threshold is not None and m.value > m.threshold and evidence
+        interval_breach = breach and m.low > m.threshold
+        streak = before.get(m.key, 0) + 1 if breach else 0
+        alert = ("persistent" in cfg.alert_on and breach and streak >= cfg.persistence_windows) or (
+            "interval" in cfg.alert_on and interval_breach
+        )
+        judged.append(m.model_copy(update={"breach": breach, "interval_breach": interval_breach, "streak": streak, "alert": alert}))
+    alert = any(m.alert for m in judged)
+    return report.model_copy(update={"metrics": judged, "alert": alert, "new_alert": alert,
+                                     "streak_from": previous.label if before else None})
+
+
+def already_alerted(history: list[WindowReport], report: WindowReport) -> bool:
+    """Whether an earlier check of ``report``'s range (untimed: of its rows) against the same champion
+    alerted: the drift event for it was emitted then."""
+    scope = lambda r: (r.dataset, r.champion_version, r.window_start, r.window_end,  # noqa: E731
+                       r.window_hash if r.window_start is None else None)
+    return any(earlier.alert and scope(earlier) == scope(report) for earlier in history)
+
+
+# -- the event a remediation deployment is triggered by ------------------------------------
+def dataset_resource_id(dataset: str) -> str:
+    return f"fairloop.dataset.{dataset}"
+
+
+def drift_event(report: WindowReport) -> dict[str, Any]:
+    """Keyword arguments of ``prefect.events.emit_event`` for an alerting window."""
+    return {
+        "event": DRIFT_EVENT,
+        "resource": {
+            "prefect.resource.id": dataset_resource_id(report.dataset),
+            "prefect.resource.name": report.dataset,
+            "fairloop.champion": report.champion_version,
+        },
+        "related": [{
+            "prefect.resource.id": f"fairloop.model.{report.dataset}.{report.champion_version}",
+            "prefect.resource.role": "champion",
+            "prefect.resource.name": f"{report.dataset} {report.champion_version}",
+        }],
+        "payload": {
+            "dataset": report.dataset,
+            "champion_version": report.champion_version,
+            "window_start": report.window_start,
+            "window_end": report.window_end,
+            "window_file": report.window_file,
+            "window_file_sha256": report.window_file_sha256,
+            "window_hash": report.window_hash,
+            "rows": report.rows,
+            "alerts": [m.model_dump(include={"key", "value", "low", "high", "threshold", "streak"}) for m in report.alerts],
+        },
+    }
+
+

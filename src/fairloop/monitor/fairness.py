@@ -1,0 +1,172 @@
+"""Fairness in production: selection rates per group, the prediction-rate gap on every row and,
+on labelled rows, demographic-parity and equalized-odds differences (Fairlearn), with the gates'
+bootstrap intervals (``fairloop.intervals``): one interval method for the same statistics."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from fairloop.monitor.report import GroupRates, Metric
+from fairloop.policy import Monitoring, Policy
+
+MIN_LABELLED_PER_GROUP = 10
+BOOTSTRAP_ROWS = 20_000
+
+
+def window_intervals(y: np.ndarray, predictions: np.ndarray, groups: np.ndarray, counted, values: dict[str, float],
+                     cfg: Monitoring, seed: int) -> dict[str, tuple[float, float]]:
+    """Intervals of the statistics named in ``values`` (names of ``bootstrap_intervals``' results:
+    ``demographic_parity_difference``, ``equalized_odds_difference``, ``selection_rate[<group>]``,
+    ``min_group_true_positive_rate``; with their point values), over the ``counted`` groups.
+
+    The gates' method: ``fairloop.intervals.bootstrap_intervals`` (row resamples). Its resample
+    matrix grows with rows x draws, so above ``BOOTSTRAP_ROWS`` rows it runs on a random subsample
+    of m rows and the interval's half-widths around its midpoint are scaled by sqrt(m / n) and
+    placed around the window's own values (an m-out-of-n bootstrap: these statistics are smooth
+    functions of group rates, whose spread shrinks as 1 / sqrt(n)).
+    """
+    from fairloop.intervals import bootstrap_intervals
+
+    n = len(predictions)
+    pick = np.arange(n) if n <= BOOTSTRAP_ROWS else np.sort(np.random.default_rng(seed).choice(n, BOOTSTRAP_ROWS, replace=False))
+    with warnings.catch_warnings():  # rates of a group with no positives (or no labels) are NaN and left out
+        warnings.simplefilter("ignore", RuntimeWarning)
+        found = bootstrap_intervals(np.asarray(y)[pick], {"window": np.asarray(predictions)[pick]},
+                                    np.asarray(groups).astype(str)[pick], n_boot=cfg.bootstrap, confidence=cfg.confidence,
+                                    seed=seed, counted_groups=np.asarray(counted).astype(str))["window"]
+    if len(pick) == n:
+        return {name: found[name] for name in values}
+    scale = np.sqrt(len(pick) / n)
+    result = {}
+    for name, value in values.items():
+        low, high = found[name]
+        half = (high - low) / 2 * scale
+        result[name] = (max(0.0, value - half), min(1.0, value + half))
+    return result
+
+
+def group_rates(predictions: np.ndarray, groups: pd.Series, y: pd.Series | None, rates: pd.DataFrame, cfg: Monitoring,
+                seed: int) -> list[GroupRates]:
+    """Per group: selection rate (interval when the group has ``min_group_rows`` rows) and, on labelled
+    rows, true positive rate (interval when it has ``MIN_LABELLED_PER_GROUP`` labelled positives)."""
+    predictions = np.asarray(predictions).astype(int)
+    big = rates.index[rates["rows"] >= cfg.min_group_rows]
+    selection = {}
+    if len(big):
+        values = {f"selection_rate[{g}]": float(rates.loc[g, "selection_rate"]) for g in big}
+        found = window_intervals(np.zeros(len(predictions), dtype=int), predictions, groups.to_numpy(), big.to_numpy(),
+                                 values, cfg, seed)
+        selection = {g: found[f"selection_rate[{g}]"] for g in big}
+    known = np.zeros(len(predictions), dtype=bool) if y is None else y.notna().to_numpy()
+    labels = np.zeros(len(predictions), dtype=int) if y is None else y.fillna(0).astype(int).to_numpy()
+    result = []
+    for group, row in rates.iterrows():
+        mine = (groups == group).to_numpy() & known
+        positives = int(labels[mine].sum())
+        tpr, tpr_interval = None, None
+        if positives:
+            tpr = float((predictions[mine] & labels[mine]).sum() / positives)
+        if positives >= MIN_LABELLED_PER_GROUP:  # a single counted group: the bootstrap's min TPR is its TPR
+            tpr_interval = window_intervals(labels[known], predictions[known], groups.to_numpy()[known], [group],
+                                            {"min_group_true_positive_rate": tpr}, cfg, seed)["min_group_true_positive_rate"]
+        result.append(GroupRates(group=str(group), rows=int(row["rows"]), selection_rate=float(row["selection_rate"]),
+                                 selection_interval=selection.get(group), labelled=int(mine.sum()), positives=positives,
+                                 true_positive_rate=tpr, tpr_interval=tpr_interval))
+    return result
+
+
+def cells(groups, y: np.ndarray | None, predictions: np.ndarray) -> pd.DataFrame:
+    """Rows collapsed to their distinct (group, label, prediction) cells with a row count each.
+
+    Fairlearn's metrics are weighted means over rows, so passing the cells with
+    ``sample_weight=rows`` gives exactly the per-row figures at a cost independent of the
+    window's size (a million rows are at most 2 x 2 x groups cells).
+    """
+    frame = pd.DataFrame({"group": np.asarray(groups), "y": 0 if y is None else np.asarray(y).astype(int),
+                          "prediction": np.asarray(predictions).astype(int)})
+    return frame.value_counts(sort=False).rename("rows").reset_index()
+
+
+def selection_rates(predictions: np.ndarray, groups: pd.Series) -> pd.DataFrame:
+    """Per group: rows and selection rate (Fairlearn MetricFrame over the row cells)."""
+    from fairlearn.metrics import MetricFrame, selection_rate
+
+    table = cells(groups, None, predictions)
+    frame = MetricFrame(
+        metrics={"selection_rate": selection_rate}, y_true=table["prediction"].to_numpy(),
+        y_pred=table["prediction"].to_numpy(), sensitive_features=table["group"].to_numpy(),
+        sample_params={"selection_rate": {"sample_weight": table["rows"].to_numpy()}},
+    )
+    by_group = frame.by_group.copy()
+    by_group["rows"] = table.groupby("group")["rows"].sum().reindex(by_group.index)
+    return by_group
+
+
+
+def labelled_metrics(y, predictions, groups, reference, ref_predictions, ref_groups, policy, cfg, sensitive, seed, skipped):
+    from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
+
+    counts = pd.DataFrame({"g": groups.to_numpy(), "y": y, "p": predictions, "tp": predictions & y, "fp": predictions & (1 - y)})
+    per_group = counts.groupby("g").agg(
+        pos=("y", "sum"), rows=("y", "size"), tp=("tp", "sum"), fp=("fp", "sum"), sel=("p", "sum"),
+    )
+    per_group["neg"] = per_group["rows"] - per_group["pos"]
+    usable = per_group[(per_group["pos"] >= MIN_LABELLED_PER_GROUP) & (per_group["neg"] >= MIN_LABELLED_PER_GROUP)]
+    if len(usable) < 2:
+        skipped.append(f"DPD/EOD: fewer than two groups with {MIN_LABELLED_PER_GROUP} labelled positives and negatives")
+        return []
+    keep = groups.isin(usable.index).to_numpy()
+    table = cells(groups[keep], y[keep], predictions[keep])
+    weighted = {"sensitive_features": table["group"].to_numpy(), "sample_weight": table["rows"].to_numpy()}
+    dpd = float(demographic_parity_difference(table["y"].to_numpy(), table["prediction"].to_numpy(), **weighted))
+    eod = float(equalized_odds_difference(table["y"].to_numpy(), table["prediction"].to_numpy(), **weighted))
+    found = window_intervals(y[keep], predictions[keep], groups[keep].to_numpy(), usable.index.to_numpy(),
+                          {"demographic_parity_difference": dpd, "equalized_odds_difference": eod}, cfg, seed)
+    (low_d, high_d), (eod_low, eod_high) = found["demographic_parity_difference"], found["equalized_odds_difference"]
+    ref_known = reference.y.notna().to_numpy() if reference.y is not None else None
+    if ("eod", sensitive) not in reference.memo:
+        reference.memo[("eod", sensitive)] = None if ref_known is None or not ref_known.any() else float(
+            equalized_odds_difference(reference.y[ref_known].astype(int).to_numpy(), ref_predictions[ref_known],
+                                      sensitive_features=ref_groups[ref_known].to_numpy()))
+    ref_eod = reference.memo[("eod", sensitive)]
+    eod_threshold = cfg.max_equalized_odds_difference
+    if eod_threshold is None:
+        eod_threshold = policy.thresholds.max_equalized_odds_difference
+    n = int(table["rows"].sum())
+    return [
+        # reported, not gated: the prediction-rate gap gates the same quantity on every row
+        Metric(key=f"demographic_parity_difference:{sensitive}", kind="demographic_parity_difference", feature=sensitive,
+               value=dpd, low=low_d, high=high_d, threshold=None, rows=n),
+        Metric(key=f"equalized_odds_difference:{sensitive}", kind="equalized_odds_difference", feature=sensitive,
+               value=eod, low=eod_low, high=eod_high,
+               threshold=eod_threshold, reference=ref_eod, rows=n),
+    ]
+
+
+def prediction_rate_gap(predictions: np.ndarray, groups: pd.Series, rates: pd.DataFrame, ref_rates: pd.DataFrame,
+                        policy: Policy, sensitive: str, seed: int, skipped: list[str]) -> list[Metric]:
+    """Max - min selection rate over the groups with ``min_group_rows`` window rows (needs no labels)."""
+    cfg = policy.monitoring_settings
+    big = rates[rates["rows"] >= cfg.min_group_rows]
+    small = rates.index.difference(big.index)
+    if len(small):
+        skipped.append(f"prediction-rate gap leaves out group(s) {sorted(map(str, small))} (< {cfg.min_group_rows} rows)")
+    gap_threshold = cfg.max_prediction_rate_gap
+    if gap_threshold is None:
+        gap_threshold = policy.thresholds.max_demographic_parity_difference
+    if len(big) < 2:
+        skipped.append(f"prediction-rate gap: fewer than two groups with {cfg.min_group_rows} rows")
+        return []
+    gap = float(big["selection_rate"].max() - big["selection_rate"].min())
+    # no labels: every row in one label stratum, so resamples vary the groups' selection rates only
+    low, high = window_intervals(np.zeros(len(predictions), dtype=int), predictions, groups.to_numpy(), big.index.to_numpy(),
+                                 {"demographic_parity_difference": gap}, cfg, seed)["demographic_parity_difference"]
+    ref_big = ref_rates.loc[ref_rates.index.intersection(big.index), "selection_rate"]
+    return [Metric(
+        key=f"prediction_rate_gap:{sensitive}", kind="prediction_rate_gap", feature=sensitive, value=gap, low=low, high=high,
+        threshold=gap_threshold, reference=float(ref_big.max() - ref_big.min()) if len(ref_big) >= 2 else None,
+        rows=int(big["rows"].sum()),
+    )]

@@ -1,0 +1,215 @@
+"""Production windows: the rows a check compares (reference and window), read and split by time."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import date
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fairloop.datasets import DatasetSpec, SourceFile, Split, Splits, parse_rows, read_raw_file
+from fairloop.errors import BadInputError
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Rows to compare: typed features, group names, optional 0/1 labels (NaN = unknown), predictions."""
+
+    X: pd.DataFrame
+    groups: pd.DataFrame
+    y: pd.Series | None = None
+    predictions: np.ndarray | None = None
+    times: pd.Series | None = None
+    raw: pd.DataFrame | None = None
+    memo: dict = field(default_factory=dict, compare=False, repr=False)  # reference-side figures, computed once
+
+    def __len__(self) -> int:
+        return len(self.X)
+
+    def take(self, mask: np.ndarray) -> Rows:
+        pick = lambda part: None if part is None else part.iloc[mask].reset_index(drop=True)  # noqa: E731
+        return Rows(
+            X=pick(self.X), groups=pick(self.groups), y=pick(self.y),
+            predictions=None if self.predictions is None else self.predictions[mask],
+            times=pick(self.times), raw=pick(self.raw),
+        )
+
+
+def reference_rows(spec: DatasetSpec, snapshot: Path) -> Rows:
+    """The real rows of a champion's training snapshot (``registry/<dataset>/train.csv``)."""
+    if not snapshot.is_file():
+        raise BadInputError("the champion has no training snapshot", source=str(snapshot))
+    frame = pd.read_csv(snapshot, low_memory=False)
+    wanted = [*spec.features.columns, spec.label.column, *(f"sensitive.{s.name}" for s in spec.sensitive)]
+    missing = [c for c in wanted if c not in frame.columns]
+    if missing:
+        raise BadInputError(f"training snapshot lacks column(s) {missing}", source=str(snapshot))
+    if "synthetic" in frame.columns:
+        frame = frame[~frame["synthetic"].astype(str).str.lower().isin(["true", "1"])].reset_index(drop=True)
+    X = frame[spec.features.columns].copy()
+    for column in spec.features.numeric:
+        X[column] = pd.to_numeric(X[column], errors="coerce").astype(float)
+    for column in spec.features.categorical:
+        X[column] = X[column].where(X[column].isna(), X[column].astype(str)).astype("str")
+    groups = frame[[f"sensitive.{s.name}" for s in spec.sensitive]].astype(str)
+    groups.columns = [s.name for s in spec.sensitive]
+    return Rows(X=X, groups=groups, y=frame[spec.label.column].astype(float))
+
+
+def read_window(
+    spec: DatasetSpec, path: str | Path, *, time_column: str | None = None, prediction_column: str | None = None
+) -> Rows:
+    """A production window file in the dataset's raw format, parsed by the spec.
+
+    The label column is optional (and may be partly empty); ``time_column`` (default: the
+    spec's) is required when the spec names one; ``prediction_column`` holds the 0/1 decisions
+    production made (otherwise the champion's predictions are used).
+    """
+    file_path = Path(path)
+    time_column = time_column or spec.time_column
+    raw = read_raw_file(spec, SourceFile(path=str(path)), file_path)
+    extra = [c for c in (time_column, prediction_column) if c]
+    parsed = parse_rows(spec, raw, file_path, extra_columns=extra)
+    times = None
+    if time_column:
+        times = pd.to_datetime(parsed.raw[time_column], errors="coerce")
+        bad = times.isna()
+        if bad.any():
+            raise BadInputError(
+                f"time column '{time_column}' has {int(bad.sum())} empty or unparseable value(s), first "
+                f"{parsed.raw[time_column][bad].iloc[0]!r}",
+                source=str(file_path),
+            )
+    predictions = None
+    if prediction_column:
+        values = pd.to_numeric(parsed.raw[prediction_column], errors="coerce")
+        bad = ~values.isin([0, 1])
+        if bad.any():
+            raise BadInputError(
+                f"prediction column '{prediction_column}' must hold 0 or 1; found {parsed.raw[prediction_column][bad].iloc[0]!r}",
+                source=str(file_path),
+            )
+        predictions = values.to_numpy().astype(int)
+    return Rows(X=parsed.X, groups=parsed.groups, y=parsed.y, predictions=predictions, times=times, raw=parsed.raw)
+
+
+def content_hash(rows: Rows) -> str:
+    """SHA-256 over the window's rows, independent of their order: the same rows are the same window.
+
+    Hashes the raw rows when there are any (what is written to disk and trained on), otherwise
+    the parsed features, groups and labels.
+    """
+    frame = rows.raw if rows.raw is not None else pd.concat(
+        [rows.X, rows.groups.add_prefix("sensitive."), *([] if rows.y is None else [rows.y.rename("label")])], axis=1)
+    per_row = np.sort(pd.util.hash_pandas_object(frame, index=False).to_numpy())
+    digest = hashlib.sha256(per_row.tobytes())
+    digest.update(",".join(map(str, frame.columns)).encode())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Window:
+    """Rows of one time range ``[start, end)`` (ISO dates; both None for an untimed file).
+
+    A window's identity is its range and its content hash: re-checking the same identity
+    changes nothing, and only a later, non-overlapping range continues a streak
+    (``fairloop.monitor.alerting``).
+    """
+
+    rows: Rows
+    start: str | None
+    end: str | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.start} .. {self.end}" if self.start else "all rows"
+
+    @cached_property
+    def content_hash(self) -> str:
+        return content_hash(self.rows)
+
+
+def grid_origin(rows: Rows, origin: str | date | None) -> pd.Timestamp:
+    """Where the tumbling windows start: ``origin`` (the policy's ``window_origin``) or the first day of the rows."""
+    return pd.Timestamp(origin) if origin else rows.times.min().normalize()
+
+
+def split_windows(rows: Rows, days: int, *, start: str | date | None = None) -> list[Window]:
+    """Tumbling ``days``-long windows from ``start`` (default: the first timestamp), in order; empty ones are
+    skipped, rows before ``start`` belong to no window."""
+    if rows.times is None:
+        return [Window(rows, None, None)]
+    times = rows.times
+    origin = grid_origin(rows, start)
+    index = ((times - origin) // pd.Timedelta(days=days)).to_numpy()
+    windows = []
+    for k in np.unique(index[index >= 0]):
+        begin = origin + pd.Timedelta(days=int(k) * days)
+        end = begin + pd.Timedelta(days=days)
+        windows.append(Window(rows.take(index == k), begin.date().isoformat(), end.date().isoformat()))
+    return windows
+
+
+def latest_window(rows: Rows, days: int, *, end: str | None = None, origin: str | date | None = None) -> Window:
+    """The window a scheduled check looks at; all rows when untimed.
+
+    By default the latest **tumbling** window (the grid of ``split_windows`` from ``origin``)
+    that holds rows, so a daily schedule sees the same range until the next one starts: while
+    that window fills up, each check is a revision of it, which does not advance a streak.
+    With ``end``, the ``days`` before it: an explicit rolling window, which overlaps the
+    previous one unless ``end`` moves by ``days``; overlapping windows do not advance a streak
+    either.
+    """
+    if rows.times is None:
+        return Window(rows, None, None)
+    if end is None:
+        windows = split_windows(rows, days, start=origin)
+        if not windows:
+            raise BadInputError(f"no rows on or after the window origin {origin} (the last row is at {rows.times.max()})")
+        return windows[-1]
+    stop = pd.Timestamp(end)
+    begin = stop - pd.Timedelta(days=days)
+    mask = ((rows.times >= begin) & (rows.times < stop)).to_numpy()
+    return Window(rows.take(mask), begin.date().isoformat(), stop.date().isoformat())
+
+
+def _row_hashes(split: Split) -> np.ndarray:
+    frame = pd.concat([split.X, split.groups.add_prefix("sensitive."), split.y.astype(int).rename("label")], axis=1)
+    return pd.util.hash_pandas_object(frame, index=False).to_numpy()
+
+
+def refuse_held_out_overlap(window: Split, splits: Splits, *, source: str = "the window", alpha: float = 1e-6) -> None:
+    """Raise BadInputError when a window's labelled rows are copies of validation or test rows.
+
+    ``splits`` are the dataset's splits *without* the window. Rows are compared exactly (parsed
+    features, sensitive groups, label). Distinct people can share every parsed value when the
+    features are coarse (COMPAS: 37 % of training rows equal some test row; Adult: 11 %;
+    German: none), so an exact match alone proves nothing there: the window is refused when it
+    matches a held-out split more often than the training split's own rows do by chance
+    (one-sided binomial test at ``alpha``); with no chance matches (the training rows match
+    none), one copied row is refused. A window built from held-out rows would contaminate the
+    held-out figures of the rerun that trains on it.
+    """
+    from scipy.stats import binom
+
+    mine, train = _row_hashes(window), _row_hashes(splits.train)
+    for name in ("validation", "test"):
+        held = _row_hashes(getattr(splits, name))
+        repeated = np.isin(mine, held)
+        copies = int(repeated.sum())
+        if copies == 0:
+            continue
+        chance = float(np.isin(train, held).mean()) if len(train) else 0.0
+        if chance == 0.0 or binom.sf(copies - 1, len(mine), chance) < alpha:
+            first = int(np.flatnonzero(repeated)[0])
+            expected = f"; by chance about {chance * len(mine):.0f} would be" if chance else ""
+            raise BadInputError(
+                f"{copies} of {len(mine)} labelled window row(s) are exact copies of rows of the {name} split{expected} "
+                f"(first: window row {first + 1}, {window.X.iloc[first].to_dict()}); training on them would contaminate "
+                "the held-out figures",
+                source=source,
+            )

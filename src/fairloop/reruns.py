@@ -1,0 +1,197 @@
+"""Unattended reruns of a served remediation deployment: what they remediate with, and when they start at all.
+
+A drift alert or the policy's remediation cron starts a rerun of ``remediation/<dataset>``.
+Such a run must
+
+* remediate the champion's way: its recorded recipe and constraint template (copied out of the
+  registry when the run starts, so a promotion or rollback meanwhile cannot change them under
+  it), or the sweep the policy names (``monitoring.rerun: {sweep: FILE}``);
+* be the only one per incident: not start while an earlier run of the deployment is still
+  running or awaiting review, nor within the policy's cooldown after the last one ended;
+* train only on a window the monitor recorded itself, never on a file an event payload names,
+  and never on copies of the validation or test rows it is judged on.
+
+Plain functions; the flow (``flows/remediation.py``) calls them before any training.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from uuid import UUID
+
+from pydantic import BaseModel
+
+from fairloop.errors import BadInputError
+from fairloop.outcomes import Outcome
+from fairloop.policy import Monitoring, RerunSweep, load_policy
+
+# Requested-by values of runs a served deployment starts on its own.
+DRIFT_TRIGGER = "drift-trigger"
+SCHEDULE = "schedule"
+
+
+class RerunPlan(BaseModel):
+    """The recipe and template (or sweep) a rerun uses, and where they came from."""
+
+    recipe: str
+    constraint: str
+    sweep_file: str | None = None
+    source: str
+
+
+def plan_rerun(
+    dataset: str, monitoring: Monitoring, registry, run_dir: Path, *, recipe: str, constraint: str, sweep_file: str | None
+) -> RerunPlan:
+    """What a triggered or scheduled rerun of ``dataset`` remediates with.
+
+    A sweep given to ``fairloop serve`` wins, then the policy's ``monitoring.rerun``; with
+    ``champion`` the champion's recorded recipe and template are copied into ``run_dir``.
+    Before any champion exists the served ``recipe`` and ``constraint`` are used.
+    """
+    if sweep_file:
+        return RerunPlan(recipe=recipe, constraint=constraint, sweep_file=sweep_file, source=f"sweep {sweep_file} (served)")
+    if isinstance(monitoring.rerun, RerunSweep):
+        return RerunPlan(recipe=recipe, constraint=constraint, sweep_file=monitoring.rerun.sweep,
+                         source=f"sweep {monitoring.rerun.sweep} (policy monitoring.rerun)")
+    champion = registry.champion(dataset)
+    if champion is None:
+        return RerunPlan(recipe=recipe, constraint=constraint, source="served recipe and template (no champion yet)")
+    recorded = registry.root / dataset / "inputs"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    copies = {}
+    for role in ("recipe", "constraint"):
+        source = recorded / f"{role}.yaml"
+        if not source.is_file():
+            raise BadInputError(f"champion {champion.version} has no recorded {role} file", source=str(source))
+        copies[role] = shutil.copyfile(source, run_dir / f"champion-{champion.version}-{role}.yaml")
+    return RerunPlan(recipe=str(copies["recipe"]), constraint=str(copies["constraint"]),
+                     source=f"champion {champion.version}'s recipe and template")
+
+
+def training_window(state_dir: Path, given: str, params) -> str:
+    """The window file a drift event names, checked before a rerun trains on it.
+
+    Only a window the monitor of the dataset recorded under ``state_dir`` is accepted
+    (``fairloop.monitor.store.resolve_window_file``), and its labelled rows must not be copies of
+    the validation or test rows the rerun will be judged on (``refuse_held_out_overlap``, on
+    the splits ``params`` forms without the window). Either refusal is a BadInputError naming the file.
+    """
+    from fairloop import pipeline
+    from fairloop.datasets import load_dataset_spec, read_extra_training_rows
+    from fairloop.monitor import refuse_held_out_overlap, resolve_window_file
+
+    spec = load_dataset_spec(params.dataset)
+    path = resolve_window_file(state_dir, spec.name, given)
+    splits = pipeline.prepare(pipeline.load_inputs(replace(params, extra_training_data=None)))
+    refuse_held_out_overlap(read_extra_training_rows(spec, path), splits, source=str(path))
+    return str(path)
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def reason_to_skip(flow_run_id: UUID | str, cooldown_minutes: int, *, cooldown: bool) -> str | None:
+    """Why this run of a served remediation deployment must not remediate (None: it goes ahead).
+
+    Asks the Prefect API for the deployment's other runs: an earlier one still pending, running
+    or awaiting review is the rerun of this incident (the earliest created one goes ahead, so two
+    alerts arriving together still start exactly one); with ``cooldown``, a run that ended (and
+    was not itself skipped) less than ``cooldown_minutes`` ago is too.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter, DeploymentFilterId, FlowRunFilter, FlowRunFilterEndTime, FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    with get_client(sync_client=True) as client:
+        me = client.read_flow_run(UUID(str(flow_run_id)))
+        if me.deployment_id is None:
+            return None
+        deployment = DeploymentFilter(id=DeploymentFilterId(any_=[me.deployment_id]))
+        active = client.read_flow_runs(
+            deployment_filter=deployment,
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(
+                any_=[StateType.PENDING, StateType.RUNNING, StateType.PAUSED, StateType.SCHEDULED]))),
+        )
+        now = datetime.now(timezone.utc)
+        mine = (_as_utc(me.created), str(me.id))
+        for run in active:
+            if run.id == me.id or (run.state.is_scheduled() and run.expected_start_time and _as_utc(run.expected_start_time) > now):
+                continue  # a future cron run is not an incident's rerun
+            if (_as_utc(run.created), str(run.id)) < mine:
+                doing = "awaiting review" if run.state.is_paused() else run.state.name.lower()
+                return f"rerun {run.name} ({run.id}) of this deployment is already {doing}"
+        if not cooldown or cooldown_minutes == 0:
+            return None
+        since = now - timedelta(minutes=cooldown_minutes)
+        ended = client.read_flow_runs(
+            deployment_filter=deployment,
+            flow_run_filter=FlowRunFilter(end_time=FlowRunFilterEndTime(after_=since)),
+        )
+        for run in sorted(ended, key=lambda r: r.end_time, reverse=True):
+            if run.id != me.id and run.state and run.state.is_final() and run.state.name != Outcome.SKIPPED.value:
+                return (f"rerun {run.name} ({run.id}) ended {run.state.name} at {_as_utc(run.end_time):%Y-%m-%d %H:%M} UTC, "
+                        f"within the policy's cooldown of {cooldown_minutes} minutes")
+    return None
+
+
+def unserved_reason(dataset: str) -> str | None:
+    """Why a drift alert on ``dataset`` would start no rerun right now (None: ``remediation/<dataset>`` is served)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import DeploymentStatus
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            deployment = client.read_deployment_by_name(f"remediation/{dataset}")
+        except ObjectNotFound:
+            return f"no remediation deployment for '{dataset}' on this server"
+    if deployment.status != DeploymentStatus.READY:
+        return f"remediation/{dataset} exists but nothing serves it now"
+    return None
+
+
+@dataclass(frozen=True)
+class RerunStart:
+    """How a served rerun starts: the run's parameters, or why it stops before any training."""
+
+    dataset: str
+    params: object  # pipeline.RunParams with the plan's recipe, template and checked window
+    sweep_file: str | None = None
+    source: str = ""
+    stop: Outcome | None = None  # SKIPPED (another run has this incident) or REFUSED (bad input)
+    reason: str = ""
+
+
+def start_rerun(run_id: str, params, *, sweep_file: str | None, requested_by: str, registry, state_dir: Path,
+                run_dir: Path) -> RerunStart:
+    """Everything a served rerun decides before training: one per incident, what it remediates
+    with, and the window it may train on. Bad input stops it as REFUSED (nobody is at a console
+    to read a traceback)."""
+    from fairloop.datasets import load_dataset_spec
+
+    try:
+        dataset = load_dataset_spec(params.dataset).name
+        monitoring = load_policy(params.policy).monitoring_settings
+    except BadInputError as exc:
+        return RerunStart(dataset=str(params.dataset), params=params, stop=Outcome.REFUSED, reason=str(exc))
+    skip = reason_to_skip(run_id, monitoring.rerun_cooldown_minutes, cooldown=requested_by == DRIFT_TRIGGER)
+    if skip:
+        return RerunStart(dataset=dataset, params=params, stop=Outcome.SKIPPED, reason=skip)
+    if params.extra_training_data in ("", "None"):  # the event's template rendered a window the monitor did not keep
+        params = replace(params, extra_training_data=None)
+    try:
+        plan = plan_rerun(dataset, monitoring, registry, run_dir, recipe=params.recipe, constraint=params.constraint,
+                          sweep_file=sweep_file)
+        params = replace(params, recipe=plan.recipe, constraint=plan.constraint)
+        if params.extra_training_data:
+            params = replace(params, extra_training_data=training_window(state_dir, params.extra_training_data, params))
+    except BadInputError as exc:
+        return RerunStart(dataset=dataset, params=params, stop=Outcome.REFUSED, reason=str(exc))
+    return RerunStart(dataset=dataset, params=params, sweep_file=plan.sweep_file, source=plan.source)
