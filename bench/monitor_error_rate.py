@@ -176,7 +176,7 @@ def main() -> int:
             for rows in map(int, args.rows.split(",")):
                 entry = {"dataset": dataset, "rows": rows, "reference_rows": len(champion.reference),
                          "false_alerts": false_alerts(champion, spec, policy, rows, args.windows, seed=rows), "detection": {}}
-                for k, (name, shift) in enumerate(shifts(dataset)):
+                for k, (name, shift) in enumerate(shifts(dataset) if args.sequences else []):
                     entry["detection"][name] = detection(champion, spec, policy, rows, shift, args.sequences, args.horizon,
                                                          seed=1000 * rows + k)
                     entry["detection"][name]["population_effect"] = population_effect(champion.reference, shift, champion.sensitive)
@@ -193,6 +193,8 @@ def main() -> int:
     ]
     for entry in results:
         fa = entry["false_alerts"]
+        if not entry["detection"]:
+            lines.append(f"| {entry['dataset']} | {entry['rows']} | {fa['alert_rate']:.1%} | {fa['breach_rate']:.1%} | (not run) | | | |")
         for i, (name, found) in enumerate(entry["detection"].items()):
             head = (f"| {entry['dataset']} | {entry['rows']} | {fa['alert_rate']:.1%} | {fa['breach_rate']:.1%} |" if i == 0
                     else "| | | | |")

@@ -15,7 +15,7 @@ from fairloop.errors import BadInputError
 from fairloop.model import FairModel
 from fairloop.monitor.alerting import already_alerted, judge, same_window, streak_base
 from fairloop.monitor.drift import drift_metrics
-from fairloop.monitor.fairness import group_rates, labelled_metrics, prediction_rate_gap, selection_rates
+from fairloop.monitor.fairness import gap_confidence, group_rates, labelled_metrics, prediction_rate_gap, selection_rates
 from fairloop.monitor.report import WindowReport
 from fairloop.monitor.store import history, record
 from fairloop.monitor.windows import Rows, Window, latest_window, read_window, reference_rows, split_windows
@@ -52,7 +52,10 @@ def check_window(
     if ("rates", sensitive) not in reference.memo:
         reference.memo[("rates", sensitive)] = selection_rates(ref_predictions, ref_groups)
     ref_rates = reference.memo[("rates", sensitive)]
-    metrics += prediction_rate_gap(predictions, win_groups, rates, ref_rates, policy, sensitive, seed, skipped)
+    labels_known = rows.y is not None and rows.y.notna().any()
+    eod_gated = (cfg.max_equalized_odds_difference or policy.thresholds.max_equalized_odds_difference) is not None
+    level = gap_confidence(cfg, 1 + (labels_known and eod_gated))
+    metrics += prediction_rate_gap(predictions, win_groups, rates, ref_rates, policy, sensitive, seed, skipped, level)
 
     labelled = 0
     if rows.y is not None and rows.y.notna().any():
@@ -60,7 +63,7 @@ def check_window(
         labelled = int(known.sum())
         metrics += labelled_metrics(
             rows.y[known].astype(int).to_numpy(), predictions[known], win_groups[known], reference, ref_predictions,
-            ref_groups, policy, cfg, sensitive, seed, skipped,
+            ref_groups, policy, cfg, sensitive, seed, skipped, level,
         )
     else:
         skipped.append("equalized odds: the window has no labels")

@@ -9,9 +9,9 @@ Each drift metric pairs an **effect size** with a **test of "no drift"**:
   and a bootstrap interval.
 
 A metric breaches only when its effect exceeds the policy's threshold **and** its test rejects
-at ``false_alert_rate / (tests in the window)`` (Bonferroni over every drift test of the
-window, so that with no drift any breach, and so any alert, happens in at most
-``false_alert_rate`` of windows). Large windows: every trivial shift is significant, the effect
+at ``false_alert_rate / 2 / (tests in the window)`` (Bonferroni over every drift test of the
+window; the fairness gaps spend the other half, ``fairness.gap_confidence``), so that with no
+drift any breach, and so any alert, happens in at most ``false_alert_rate`` of windows. Large windows: every trivial shift is significant, the effect
 threshold decides. Small windows: the effect estimate is noise, the test decides.
 
 Why a pooled chi-square test rather than PSI against a resampled threshold: PSI over raw
@@ -172,4 +172,4 @@ def drift_metrics(
             continue
         metrics += feature_metrics(features, ref_X[(ref_groups == group).to_numpy()], win_X[in_window], cfg, rng,
                                    f"{sensitive}={group}")
-    return assign_test_levels(metrics, cfg.false_alert_rate)
+    return assign_test_levels(metrics, cfg.false_alert_rate / 2)  # the fairness gaps have the other half

@@ -22,6 +22,7 @@ class Metric(BaseModel):
     p_value: float | None = None
     alpha: float | None = Field(None, description="level of the drift test; a breach needs p_value < alpha")
     bins: int | None = Field(None, description="categorical: levels after pooling rare ones")
+    confidence: float | None = Field(None, description="level of the interval when not the policy's (gated fairness gaps)")
     rows: int
     breach: bool = False
     interval_breach: bool = False
