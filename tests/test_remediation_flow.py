@@ -69,8 +69,8 @@ def test_approved_run_is_promoted_and_the_champion_predicts(remediation_flow, re
     assert record["verdicts"] == {"max_demographic_parity_difference": "pass", "max_accuracy_drop_vs_baseline": "pass"}
     # the report the reviewer saw is stored with its tables intact (rows contiguous for Markdown)
     report = (registry_dir / "adult" / "report.md").read_text()
-    assert "| group | rows | selection rate | TPR | FPR |\n|---|---|---|---|---|\n| Female |" in report
-    assert "| max_demographic_parity_difference | **pass** |" in report
+    assert "| Female | baseline | candidate |\n|---|---|---|\n| selected |" in report
+    assert "- **pass**: DPD ≤ 0.5; measured" in report and "| DPD |" in report
     card = (registry_dir / "adult" / "model_card.md").read_text()
     assert card.startswith("# Model card: adult v1") and "Approved by alice" in card and "## Limitations" in card
     html = (registry_dir / "adult" / "report.html").read_text()
