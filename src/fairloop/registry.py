@@ -507,7 +507,7 @@ class Registry:
             (self.root / relative).write_text(text, encoding="utf-8")
             return message, None
 
-        self._transaction(write)
+        self._transaction("reviewers", None, write)
 
     def record_decision(self, record: dict[str, Any]) -> None:
         """Append a decision that promotes nothing (reject, expire, refused reviewer, gate failure)."""
