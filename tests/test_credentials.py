@@ -104,7 +104,7 @@ def test_reviews_without_a_valid_token_and_self_approval_are_refused_logged_and_
     registry = Registry(registry_dir)
     entry = registry.champion("adult")
     assert entry.approval == {"reviewer": "bob", "comment": "checked", "approved": True, "verified": True}
-    assert entry.lineage["requested_by"] == "alice" and entry.lineage["requester_verified"] is True
+    assert entry.lineage.requested_by == "alice" and entry.lineage.requester_verified is True
     log = registry.audit_log()
     assert [r["action"] for r in log] == ["refused"] * len(attempts) + ["promote"]
     assert all(r["requested_by"] == "alice" for r in log if r["action"] == "refused")
