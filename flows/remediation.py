@@ -25,7 +25,7 @@ from fairloop import credentials, pipeline, reruns, sweep
 from fairloop.audit import publish_artifacts
 from fairloop.config import get_settings
 from fairloop.frontier import candidates_table, dialog_frontier, frontier_report
-from fairloop.lineage import SweepLineage, describe_run
+from fairloop.lineage import Lineage, SweepLineage, describe_run
 from fairloop.outcomes import Outcome, outcome_state, quiet_outcome_tracebacks, refusal_reason
 from fairloop.policy import apply_gates
 from fairloop.registry import Registry

@@ -20,7 +20,7 @@ import joblib
 import pytest
 
 from fairloop.registry import Registry
-from tiny_world import NAME, make_candidate, promote
+from tiny_world import NAME, promote, registry_with_two_versions
 
 HERE = Path(__file__).resolve().parent
 PROMOTE_STEPS = ["recovered", "journal-written", "model-written", "files-written", "dvc-added", "dvc-pushed", "staged",
@@ -34,10 +34,7 @@ CHILD_TIMEOUT = 300  # generous: a busy machine
 def world(tmp_path_factory):
     """A registry with v1 and v2 (champion v2), and a candidate on disk for the child process."""
     base = tmp_path_factory.mktemp("crash")
-    candidate = make_candidate(base / "candidate")
-    registry = Registry(base / "registry", base / "remote")
-    promote(registry, candidate, "ann")
-    promote(registry, candidate, "ben")
+    candidate, registry = registry_with_two_versions(base)
     joblib.dump({k: candidate[k] for k in ("model", "train", "metrics", "baseline_metrics")},
                 base / "candidate" / "candidate.joblib")
     (base / "candidate" / "lineage.json").write_text(candidate["lineage"].model_dump_json())

@@ -20,7 +20,7 @@ from conftest import PROJECT
 from fairloop.cli import app
 from fairloop.outcomes import ExitCode, refusal_reason
 from fairloop.registry import Registry
-from tiny_world import NAME, make_candidate, promote
+from tiny_world import NAME, registry_with_two_versions
 
 BAD = ExitCode.BAD_INPUT
 RUN_ID = str(uuid.UUID(int=7))
@@ -30,10 +30,7 @@ RUN_ID = str(uuid.UUID(int=7))
 def world(tmp_path_factory):
     """A registry with two versions of the tiny dataset (champion v2), and files to point at."""
     base = tmp_path_factory.mktemp("hostile")
-    candidate = make_candidate(base / "candidate")
-    registry = Registry(base / "registry", base / "remote")
-    promote(registry, candidate, "ann")
-    promote(registry, candidate, "ben")
+    candidate, registry = registry_with_two_versions(base)
     (base / "plain-file").write_text("not a registry\n")
     (base / "project").mkdir()
     (base / "a-directory").mkdir()

@@ -69,3 +69,14 @@ def make_candidate(folder: Path, seed: int = 0) -> dict:
 
 def promote(registry, candidate: dict, reviewer: str = "ann"):
     return registry.promote(NAME, **candidate, approval={"reviewer": reviewer, "comment": "", "approved": True})
+
+
+def registry_with_two_versions(base: Path):
+    """A candidate and a registry holding v1 (approved by ann) and v2 (by ben, the champion)."""
+    from fairloop.registry import Registry
+
+    candidate = make_candidate(base / "candidate")
+    registry = Registry(base / "registry", base / "remote")
+    promote(registry, candidate, "ann")
+    promote(registry, candidate, "ben")
+    return candidate, registry

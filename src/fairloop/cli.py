@@ -202,7 +202,7 @@ def launch_detached(settings: Settings) -> ExitCode:
             [sys.executable, "-m", "fairloop", *args], stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, env={**os.environ, RUN_TAG_ENV: tag}, start_new_session=True,
         )
-    with console.status("Starting the run...") as status:
+    with console.status("Starting the run..."):
         run = None
         deadline = time.monotonic() + RUN_START_TIMEOUT_SECONDS
         while run is None:

@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 
 from fairloop.audit import AuditReport, run_audit
 from fairloop.constraints import ConstraintTemplate, fit_candidate, load_constraint_template
