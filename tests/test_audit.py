@@ -604,6 +604,6 @@ def test_a_sensitive_feature_used_as_a_model_feature_is_shown_in_the_audit(tmp_p
     assert "personal_status" not in {p.feature for p in report.proxies}  # a column is no proxy of itself
     (finding,) = by_check(report, "sensitive-as-feature")
     assert finding.severity == "info" and finding.column == "personal_status"
-    assert "Sensitive features also used as model features (use_as_feature): `sex`." in render_markdown(report)
+    assert "Sensitive features also used as model features (use_as_feature): sex." in render_markdown(report)
     plain = audit("german", tmp_path=tmp_path)
     assert "(use_as_feature): none." in render_markdown(plain)

@@ -104,6 +104,9 @@ class AlwaysPositive:
     def predict(self, matrix, **kwargs):
         return np.ones(len(matrix), dtype=int)
 
+    def predict_proba(self, matrix, **kwargs):
+        return np.column_stack([np.zeros(len(matrix)), np.ones(len(matrix))])
+
 
 def test_a_tampered_champion_is_refused_and_reported(tmp_path, candidate):
     registry = Registry(tmp_path / "registry", tmp_path / "remote")

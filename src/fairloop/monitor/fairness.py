@@ -41,13 +41,16 @@ def window_intervals(y: np.ndarray, predictions: np.ndarray, groups: np.ndarray,
     """
     from fairloop.intervals import bootstrap_intervals
 
-    n = len(predictions)
-    pick = np.arange(n) if n <= BOOTSTRAP_ROWS else np.sort(np.random.default_rng(seed).choice(n, BOOTSTRAP_ROWS, replace=False))
+    # only the counted groups' rows: the resamples are stratified by group x label, so leaving the
+    # other groups out changes nothing for these, and every group left counts
+    rows = np.flatnonzero(np.isin(np.asarray(groups).astype(str), np.asarray(counted).astype(str)))
+    n = len(rows)
+    pick = rows if n <= BOOTSTRAP_ROWS else np.sort(np.random.default_rng(seed).choice(rows, BOOTSTRAP_ROWS, replace=False))
     with warnings.catch_warnings():  # rates of a group with no positives (or no labels) are NaN and left out
         warnings.simplefilter("ignore", RuntimeWarning)
         found = bootstrap_intervals(np.asarray(y)[pick], {"window": np.asarray(predictions)[pick]},
                                     np.asarray(groups).astype(str)[pick], n_boot=cfg.bootstrap, confidence=confidence or cfg.confidence,
-                                    seed=seed, counted_groups=np.asarray(counted).astype(str))["window"]
+                                    seed=seed)["window"]
     if len(pick) == n:
         return {name: reflected(values[name], found[name]) if name.endswith("_difference") else found[name] for name in values}
     scale = np.sqrt(len(pick) / n)
