@@ -29,6 +29,7 @@ from conftest import PROJECT
 from fairloop import pipeline
 from fairloop.constraints import fit_candidate
 from fairloop.errors import BadInputError
+from fairloop.lineage import describe_run
 from fairloop.registry import Registry
 
 COMPAS = PROJECT / "datasets" / "compas.yaml"
@@ -138,7 +139,9 @@ def world(loop_server):
     with tempfile.TemporaryDirectory() as scratch:
         copies = pipeline.snapshot_inputs(inputs, Path(scratch))
         registry.promote("compas", model, splits.train.to_frame("two_year_recid"), metrics=metrics, baseline_metrics=metrics,
-                         gates=[], lineage={"sensitive": "race", "seed": 0, "train_rows": 600, "inputs_spec_files": copies},
+                         gates=[], lineage=describe_run(
+                             inputs, pipeline.audit(inputs, splits), pipeline.augment(inputs, splits, pipeline.decide_mode(inputs, splits))[1],
+                             run_id=None, requested_by="pytest", project_dir=PROJECT).model_copy(update={"inputs_spec_files": copies}),
                          approval={"reviewer": "pytest", "comment": "loop fixture", "approved": True},
                          inputs_dir=Path(scratch), documents=lambda version: {"report.md": "loop fixture\n"})
     return {"spec_path": spec_path, "registry": registry, "stream": stream, "template_label": inputs.template.label(),

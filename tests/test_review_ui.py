@@ -260,9 +260,11 @@ def approve_in_the_ui(page, run_url: str, reviewer: str, comment: str, token: st
     expect(dialog.get_by_role("link", name="full report")).to_have_attribute("href", re.compile(r"/artifacts/artifact/"))
     check_the_dialog_as_the_reviewer_sees_it(page, dialog, gate_labels, evidence)
 
-    approve = dialog.get_by_role("switch")
+    # the form's switches in field order: approve, then accept_inconclusive_risk (left off: every gate decided)
+    approve, accept_risk = dialog.get_by_role("switch").all()
     approve.click()
     expect(approve).to_be_checked()
+    expect(accept_risk).not_to_be_checked()
     # the form's order: reviewer, comment, token (Prefect's form shows a SecretStr as plain text)
     reviewer_field, comment_field, token_field = dialog.locator("textarea").all()
     reviewer_field.fill(reviewer)
