@@ -15,7 +15,7 @@ install: $(VENV)/.installed
 # build the same stack on every clone. Refresh it after changing pyproject.toml with `make lock`.
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements.lock  # the lock lists every dependency
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
