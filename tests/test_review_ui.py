@@ -143,7 +143,7 @@ def drain_prefect_workers() -> None:
 
     with contextlib.suppress(RuntimeError):
         APILogWorker.instance().drain()
-    EventsWorker.drain_all()
+    EventsWorker.drain_all(timeout=60)  # bounded: a server that went away must fail the test, not hang it
 
 
 @pytest.fixture(scope="module")
