@@ -260,3 +260,14 @@ def test_inconclusive_gates_need_an_explicit_acceptance_and_the_crossfit_choice_
     assert "Accepted the risk of inconclusive gates" in (registry.root / "accept" / "model_card.md").read_text()
     result = CliRunner().invoke(app, ["reproduce", "accept", entry.version])
     assert result.exit_code == 0, result.output
+
+
+def test_a_single_run_whose_template_cannot_fit_the_rows_is_a_clear_bad_input(tmp_path):
+    """ThresholdOptimizer on a group with no positive row: the error names the spec, the template and the cause."""
+    from fairloop.errors import BadInputError
+
+    spec = write_dataset(tmp_path, "nopositives", {"a": (300, 0.3), "b": (40, 0.0)})
+    inputs = pipeline.load_inputs(pipeline.RunParams(dataset=str(spec), constraint=str(PROJECT / "constraints/threshold-dp.yaml")))
+    splits = pipeline.prepare(inputs)
+    with pytest.raises(BadInputError, match=r"nopositives\.yaml.*threshold_optimizer.*cannot be fitted.*Degenerate labels"):
+        pipeline.train(inputs, splits, pipeline.decide_mode(inputs, splits))

@@ -20,7 +20,8 @@ from fairloop.evaluate import Evaluation, Predictions, predict, score_prediction
 from fairloop.intervals import bootstrap_intervals
 from fairloop.model import FairModel
 from fairloop.policy import Policy, load_policy
-from fairloop.recipes import AugmentReport, Recipe, apply_recipe, load_recipe
+from fairloop.errors import BadInputError
+from fairloop.recipes import NO_RECIPE, AugmentReport, Recipe, apply_recipe, load_recipe
 
 if TYPE_CHECKING:
     from fairloop.lineage import Lineage
@@ -99,10 +100,15 @@ def train(inputs: Inputs, splits: Splits, mode: ModeDecision) -> dict[str, tuple
     """Fit the baseline and the candidate (recipe and template) one after the other on the mode's
     fit rows (each learner already uses every core)."""
     seed, sensitive, rows = inputs.params.seed, inputs.sensitive, fit_rows(splits, mode)
-    return {
-        "baseline": fit_candidate(rows, baseline_template(inputs.template), sensitive, seed),
-        "candidate": fit_candidate(rows, inputs.template, sensitive, seed, recipe=inputs.recipe),
-    }
+    fitted = {}
+    for name, template, recipe in (("baseline", baseline_template(inputs.template), NO_RECIPE),
+                                   ("candidate", inputs.template, inputs.recipe)):
+        try:
+            fitted[name] = fit_candidate(rows, template, sensitive, seed, recipe=recipe)
+        except (ValueError, ArithmeticError) as exc:  # e.g. Fairlearn on a group with a single label
+            raise BadInputError(f"the {name} ({template.label()}, recipe '{recipe.name}') cannot be fitted on these "
+                                f"{len(rows)} rows: {exc}", source=inputs.params.dataset) from None
+    return fitted
 
 
 def evaluate_models(
