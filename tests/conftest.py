@@ -104,3 +104,16 @@ class BackgroundRun:
         if self.error:
             raise self.error
         return self.state
+
+
+def drain_prefect_workers() -> None:
+    """Flush this process's Prefect log and event workers (bounded), as prefect_test_harness does
+    before it switches servers: a worker started for one server keeps sending to it."""
+    import contextlib
+
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    with contextlib.suppress(RuntimeError):
+        APILogWorker.instance().drain()
+    EventsWorker.drain_all(timeout=60)  # bounded: a server that went away must fail the test, not hang it

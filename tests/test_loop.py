@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import PROJECT
+from conftest import drain_prefect_workers, PROJECT
 from fairloop import pipeline
 from fairloop.constraints import fit_candidate
 from fairloop.errors import BadInputError
@@ -88,6 +88,7 @@ def base_env(folder: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def loop_server(tmp_path_factory):
     """``fairloop server`` starts a real Prefect server on a free port; this module talks only to it."""
+    import prefect.context
     from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 
     folder = tmp_path_factory.mktemp("loop")
@@ -100,13 +101,19 @@ def loop_server(tmp_path_factory):
     try:
         assert started.returncode == 0, started.stdout + started.stderr
         api = f"http://127.0.0.1:{port}/api"
+        drain_prefect_workers()  # workers started for an earlier module's server would keep sending there
         with pytest.MonkeyPatch.context() as patch, \
-                temporary_settings(updates={PREFECT_API_URL: api, PREFECT_UI_URL: api.removesuffix("/api")}):
+                temporary_settings(updates={PREFECT_API_URL: api, PREFECT_UI_URL: api.removesuffix("/api")}), \
+                prefect.context._temporary_global_settings_context(prefect.context.get_settings_context()):
+            # the global context too: flow runs' threads and the event worker read it, not this thread's
             for name, value in env.items():  # flows run in this process use the same registry and state
                 if name.startswith("FAIRLOOP_") and name != "FAIRLOOP_SERVER_PORT":
                     patch.setenv(name, value)
-            yield {"folder": folder, "api": api, "env": {**env, "PREFECT_API_URL": api}, "pid": pid,
-                   "log": folder / "state" / "prefect-server.log"}
+            try:
+                yield {"folder": folder, "api": api, "env": {**env, "PREFECT_API_URL": api}, "pid": pid,
+                       "log": folder / "state" / "prefect-server.log"}
+            finally:
+                drain_prefect_workers()
     finally:
         stopped = subprocess.run([sys.executable, "-m", "fairloop", "server", "--stop"], env=env, cwd=PROJECT,
                                  capture_output=True, text=True, timeout=120)

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import BackgroundRun, write_policy
+from conftest import drain_prefect_workers, BackgroundRun, write_policy
 from fairloop import credentials
 from fairloop.outcomes import Outcome
 from fairloop.registry import Registry
@@ -134,16 +134,6 @@ class RealServer:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(10)
-
-
-def drain_prefect_workers() -> None:
-    """Flush the flow's logs and events to the server before it stops (as prefect_test_harness does)."""
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-
-    with contextlib.suppress(RuntimeError):
-        APILogWorker.instance().drain()
-    EventsWorker.drain_all(timeout=60)  # bounded: a server that went away must fail the test, not hang it
 
 
 @pytest.fixture(scope="module")

@@ -122,29 +122,37 @@ def check_scheduler(now: datetime | None = None) -> Check:
 
 
 def check_triggers(client: httpx.Client, timeout: float) -> Check:
-    """Emit probe events until a probe automation reports it triggered (or ``timeout``)."""
-    from prefect.automations import Automation, DoNothing, EventTrigger
-    from prefect.events import emit_event
+    """Post probe events until a probe automation reports it triggered (or ``timeout``).
+
+    The automation and the events go through ``client`` (the server being checked), not through
+    Prefect's process-wide client and events worker, which may still point at another server."""
+    from prefect.automations import DoNothing, EventTrigger
+    from prefect.events import Event
+    from prefect.events.schemas.automations import AutomationCore
 
     probe_id = f"fairloop.doctor.{uuid.uuid4().hex[:12]}"
-    automation = Automation(
+    probe = AutomationCore(
         name=f"fairloop-doctor-probe-{probe_id.rsplit('.', 1)[1]}", description="fairloop doctor's probe (removed after use)",
         trigger=EventTrigger(expect={PROBE_EVENT}, match={"prefect.resource.id": probe_id}, posture="Reactive", threshold=1),
         actions=[DoNothing()],
-    ).create()
+    )
+    created = client.post("/automations/", headers=auth_headers(), json=probe.model_dump(mode="json"))
+    created.raise_for_status()
+    automation_id = created.json()["id"]
     started = datetime.now(timezone.utc)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            emit_event(event=PROBE_EVENT, resource={"prefect.resource.id": probe_id})
+            event = Event(event=PROBE_EVENT, resource={"prefect.resource.id": probe_id})
+            client.post("/events", headers=auth_headers(), json=[event.model_dump(mode="json")]).raise_for_status()
             time.sleep(2)
             found = client.post("/events/filter", headers=auth_headers(), json={"filter": {
                 "occurred": {"since": started.isoformat()}, "event": {"name": ["prefect.automation.triggered"]},
-                "resource": {"id": [f"prefect.automation.{automation.id}"]}}, "limit": 1}).json()
+                "resource": {"id": [f"prefect.automation.{automation_id}"]}}, "limit": 1}).json()
             if found.get("events"):
                 return Check(name="triggers", ok=True, detail="a probe event fired a probe automation")
     finally:
-        automation.delete()
+        client.delete(f"/automations/{automation_id}", headers=auth_headers())
     return Check(name="triggers", ok=False,
                  detail=f"a probe event fired no automation within {timeout:.0f}s: drift alerts would start no rerun")
 
