@@ -15,11 +15,7 @@ from __future__ import annotations
 
 import math
 
-from fairloop.evaluate import Evaluation
-
-# Between-group metrics grow with every group's rows; overall ones (accuracy, AUC, drops) with the total.
-_PER_GROUP = {"demographic_parity_difference", "equalized_odds_difference", "disparate_impact_ratio",
-              "min_group_true_positive_rate"}
+from fairloop.evaluate import FAIRNESS_METRICS, Evaluation
 
 
 MAX_FACTOR = 100.0  # beyond this the estimate is, for any practical purpose, on the threshold
@@ -51,7 +47,7 @@ def sample_size_answer(result, label: str, upper: bool, evaluation: Evaluation, 
     if factor is None:
         text += (f"The estimate {result.value:.4f} sits (almost) on the threshold: even {MAX_FACTOR:.0f}x the rows "
                  "would not decide it. ")
-    elif result.metric in _PER_GROUP:
+    elif result.metric in FAIRNESS_METRICS:  # between-group metrics grow with every group's rows
         sizes = {g: int(m["count"]) for g, m in evaluation.by_group.items()
                  if any(m.get(f"counted_{rate}", 1.0) for rate in ("selection_rate", "true_positive_rate"))}
         needed = ", ".join(f"'{g}' {n} -> {math.ceil(n * factor)}" for g, n in sorted(sizes.items(), key=lambda kv: kv[1]))

@@ -24,10 +24,6 @@ import numpy as np
 
 from fairloop.groups import CountedGroups, GroupFloors, count_groups
 
-GROUP_METRICS = ("demographic_parity_difference", "equalized_odds_difference", "disparate_impact_ratio",
-                 "min_group_true_positive_rate")
-
-
 def stratified_resamples(strata: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
     """``n_boot`` index vectors over ``len(strata)`` rows; column ``j`` of every resample is a
     row drawn with replacement from row ``j``'s stratum, so every stratum keeps its size."""
