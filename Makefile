@@ -21,8 +21,8 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 
 lock:
 	$(PYTHON) -m pip install --quiet uv
-	$(PYTHON) -m uv pip compile pyproject.toml --extra test --python-version 3.11 --generate-hashes \
-	    --quiet --output-file requirements.lock
+	$(PYTHON) -m uv pip compile pyproject.toml --extra test --extra lightgbm --extra adversarial --extra dask \
+	    --find-links /opt/wheels --python-version 3.11 --generate-hashes --quiet --output-file requirements.lock
 
 demo: install
 	$(BIN)/fairloop remediate --dataset datasets/adult.yaml --sweep constraints/sweeps/default.yaml --no-wait
