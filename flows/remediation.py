@@ -18,12 +18,11 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
-from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run
 
 from fairloop import credentials, pipeline, reruns, sweep
 from fairloop.audit import publish_artifacts
 from fairloop.config import get_settings
+from fairloop.flow_process import record_flow_process
 from fairloop.frontier import candidates_table, dialog_frontier, frontier_report
 from fairloop.lineage import Lineage, SweepLineage, describe_run
 from fairloop.outcomes import Outcome, outcome_state, quiet_outcome_tracebacks, refusal_reason
@@ -31,6 +30,7 @@ from fairloop.policy import apply_gates
 from fairloop.registry import Registry
 from fairloop.report import render_html, render_model_card
 from fairloop.review import Link, ReviewDecision, ReviewPacket, render_report, render_summary, save_packet
+from fairloop.review_wait import PauseNotTaken, wait_for_review
 from fairloop.runs import ProgressReporter, artifact_url, flow_run_url, review_commands
 
 quiet_outcome_tracebacks()  # a served run that ends GateFailed, Rejected... is an outcome, not a crash
@@ -83,15 +83,17 @@ def await_review(report: str, policy, timeout: int, poll_seconds: int, requested
     logger = get_run_logger()
     deadline = time.monotonic() + timeout
     attempt = 0
-    while (remaining := int(deadline - time.monotonic())) > 0:
+    flow_run_id = get_run_context().flow_run.id
+    while deadline > time.monotonic():
         attempt += 1
         form = ReviewDecision.with_initial_data(description=report, approve=False)
-        try:
-            decision = pause_flow_run(
-                wait_for_input=form, timeout=remaining, poll_interval=min(poll_seconds, max(1, remaining // 2)),
-                key=f"review-{attempt}",  # a fresh key per attempt: a reused one is refused (HTTP 409)
-            )
-        except FlowPauseTimeout:
+        try:  # a fresh key per attempt: a reused one is refused (HTTP 409)
+            decision = wait_for_review(form, flow_run_id=flow_run_id, key=f"review-{attempt}", deadline=deadline,
+                                       poll_seconds=poll_seconds, logger=logger)
+        except PauseNotTaken as why:
+            logger.warning("Pausing for review again: %s", why)
+            continue
+        if decision is None:
             return None
         delete_flow_run_input(decision.metadata.key)
         token = decision.token.get_secret_value()
@@ -132,6 +134,7 @@ def remediation(
     run_id = str(get_run_context().flow_run.id)
     run_dir = settings.state_dir / "runs" / run_id  # files of this run that are not promoted (frontier, chosen template)
     params = pipeline.RunParams(dataset, recipe, constraint, policy, sensitive, train_rows, seed, extra_training_data)
+    record_flow_process(run_dir)  # `fairloop approve` tells a dead flow process from a slow one
     progress = ProgressReporter(logger)
     logger.info("Run page: %s", flow_run_url(run_id))
     start = None

@@ -230,6 +230,7 @@ def _review(run_id: str, reviewer: str, comment: str, approve: bool, wait_second
             accept_inconclusive_risk: bool = False) -> ExitCode:
     import uuid as uuid_module
 
+    from fairloop.flow_process import read_flow_process
     from fairloop.runs import flow_run_url, read_flow_run, submit_review, wait_for_flow_run
 
     try:
@@ -241,13 +242,22 @@ def _review(run_id: str, reviewer: str, comment: str, approve: bool, wait_second
     if not approve and not comment.strip():
         raise BadInputError("a rejection needs a comment saying why (it is audited)", field="--comment")
     settings = get_settings()
+    process = read_flow_process(settings.state_dir / "runs" / run_id)
     with prefect_server(settings):
+        if process is not None and process.alive() is False:
+            return _abandoned(settings, run_id, process, reviewer, decided=False)
         submit_review(run_id, {"approve": approve, "reviewer": reviewer, "comment": comment, "token": token,
                                "accept_inconclusive_risk": accept_inconclusive_risk})
         console.print(f"Sent the {'approval' if approve else 'rejection'} of {run_id} as {escape(reviewer)}; waiting for the run...")
         run = wait_for_flow_run(
-            run_id, lambda r: bool(r.state and (r.state.is_final() or r.state.is_paused())), wait_seconds
+            run_id, lambda r: bool(r.state and (r.state.is_final() or r.state.is_paused()
+                                                or (process is not None and process.alive() is False))),
+            wait_seconds,
         )
+        if not (run.state.is_final() or run.state.is_paused()):
+            run = read_flow_run(run_id)  # it may have ended just as its process did
+            if not run.state.is_final() and process is not None and process.alive() is False:
+                return _abandoned(settings, run_id, process, reviewer, decided=True)
         if run.state.is_paused():
             from fairloop.registry import Registry
 
@@ -262,6 +272,29 @@ def _review(run_id: str, reviewer: str, comment: str, approve: bool, wait_second
                       f"({escape(flow_run_url(run_id))}) and `fairloop models`.", soft_wrap=True)
             return ExitCode.FAILED
         return exit_for_state(read_flow_run(run_id).state, run_id)
+
+
+def _abandoned(settings: Settings, run_id: str, process, reviewer: str, decided: bool) -> ExitCode:
+    """The run's flow process died: end the run Crashed with the reason, let the registry finish
+    or undo an interrupted promotion, and audit it. Nothing acts on a decision for such a run."""
+    from fairloop.registry import Registry
+    from fairloop.review import load_packet
+    from fairloop.runs import crash_run
+
+    when = "after the decision was delivered" if decided else "while the run awaited review"
+    registry = Registry(settings.registry_path, settings.remote_path)
+    recovered = [note["detail"] for note in registry.recover()]  # an interrupted promotion: finished or undone
+    promoted = [r["version"] for r in registry.audit_log() if r.get("run_id") == run_id and r["action"] == "promote"]
+    reason = (f"the flow process (pid {process.pid} on {process.host}) ended {when}; "
+              + (f"it had promoted {promoted[-1]}" if promoted else "nothing was promoted by this run")
+              + "".join(f"; registry: {note}" for note in recovered))
+    crash_run(run_id, reason)
+    packet = load_packet(settings.state_dir / "runs" / run_id)
+    if packet is not None:
+        registry.record_decision({"dataset": packet.dataset, "run_id": run_id, "action": "flow_process_died",
+                                  "reviewer": reviewer, "decision_delivered": decided, "reason": reason})
+    err.print(f"[red]run {run_id} crashed[/red]: {escape(reason)}. Start a new run to remediate again.", soft_wrap=True)
+    return ExitCode.FAILED
 
 
 @app.command()

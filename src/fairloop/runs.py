@@ -97,6 +97,15 @@ def wait_for_flow_run(
         time.sleep(poll)
 
 
+def crash_run(run_id: str | UUID, reason: str) -> None:
+    """End a run whose flow process is gone in Prefect's Crashed state with ``reason`` (forced:
+    nothing else will ever move it out of Paused or Running)."""
+    from prefect.states import Crashed
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(UUID(str(run_id)), Crashed(message=reason), force=True)
+
+
 def find_tagged_run(tag: str) -> FlowRun | None:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 

@@ -1,0 +1,52 @@
+"""Which OS process runs a flow run, and whether it still does.
+
+A remediation run lives in one flow process from its start to its promotion. If that process
+is killed (OOM, a reboot, kill -9) the Prefect server never hears of it: the run stays Paused
+or Running forever, and an approval sent to it is stored but nothing acts on it. The flow
+records its process here when it starts (``runs/<run id>/process.json`` in the state folder);
+``fairloop approve/reject`` read it to refuse an approval that nothing would act on, and to
+end such a run in a named state (Crashed, with the reason) instead of leaving it hanging.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import psutil
+from pydantic import BaseModel
+
+PROCESS_FILE = "process.json"
+
+
+class FlowProcess(BaseModel):
+    pid: int
+    host: str
+    created: float  # the process's start time: a recycled pid has another
+
+    @classmethod
+    def current(cls) -> FlowProcess:
+        return cls(pid=os.getpid(), host=socket.gethostname(), created=psutil.Process().create_time())
+
+    def alive(self) -> bool | None:
+        """True/False on the host that ran it; None elsewhere (cannot tell)."""
+        if self.host != socket.gethostname():
+            return None
+        try:
+            return psutil.Process(self.pid).create_time() == self.created
+        except psutil.NoSuchProcess:
+            return False
+
+
+def record_flow_process(run_dir: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / PROCESS_FILE).write_text(FlowProcess.current().model_dump_json())
+
+
+def read_flow_process(run_dir: Path) -> FlowProcess | None:
+    """The recorded process of a run (None: not recorded here, e.g. started on another machine)."""
+    path = run_dir / PROCESS_FILE
+    if not path.is_file():
+        return None
+    return FlowProcess.model_validate_json(path.read_text())
