@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from conftest import PROJECT, write_policy
@@ -58,14 +59,9 @@ def start_paused_run(world) -> str:
 
 
 def run_state(world, run_id: str) -> tuple[str, str]:
-    probe = subprocess.run(
-        [sys.executable, "-c", "import sys; from fairloop.runs import read_flow_run; "
-                               "s = read_flow_run(sys.argv[1]).state; print(s.name); print(s.message or '')", run_id],
-        env={**world["env"], "PREFECT_API_URL": f"http://127.0.0.1:{world['env']['FAIRLOOP_SERVER_PORT']}/api"},
-        capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
-    assert probe.returncode == 0, probe.stderr
-    name, message = (probe.stdout.splitlines() + ["", ""])[:2]
-    return name, message
+    api = f"http://127.0.0.1:{world['env']['FAIRLOOP_SERVER_PORT']}/api"
+    state = httpx.get(f"{api}/flow_runs/{run_id}", timeout=30).raise_for_status().json()["state"]
+    return state["name"], state["message"] or ""
 
 
 def flow_pid(world, run_id: str) -> int:
@@ -127,3 +123,26 @@ def test_an_approval_for_a_run_whose_flow_process_died_ends_it_crashed_and_audit
     died = [r for r in audit(world) if r["action"] == "flow_process_died" and r["run_id"] == run_id]
     assert died and died[0]["reviewer"] == "alice" and died[0]["decision_delivered"] is False
     assert not [r for r in audit(world) if r["action"] == "promote" and r["run_id"] == run_id]
+
+
+def test_a_flow_process_killed_after_the_approval_reached_it_ends_crashed_and_the_registry_stays_whole(world):
+    assert fairloop(world, "server").returncode == 0
+    run_id = start_paused_run(world)
+    pid = flow_pid(world, run_id)
+    approving = subprocess.Popen([sys.executable, "-m", "fairloop", "approve", run_id, "--reviewer", "alice"],
+                                 env=world["env"], cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: run_state(world, run_id)[0] != "Paused", "the approval to reach the run")
+        # the flow reads the answer at its next poll (every 5 s): the kill lands before or during the promotion
+        os.kill(pid, signal.SIGKILL)
+        output, _ = approving.communicate(timeout=COMMAND_TIMEOUT)
+    finally:
+        approving.kill()
+    text = " ".join(output.split())
+    name, message = run_state(world, run_id)
+    assert approving.returncode == 1 and f"run {run_id} crashed" in text and "Traceback" not in text, text
+    assert name == "Crashed" and "ended after the decision was delivered" in message
+    died = [r for r in audit(world) if r["action"] == "flow_process_died" and r["run_id"] == run_id]
+    assert died and died[0]["decision_delivered"] is True
+    verified = fairloop(world, "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
