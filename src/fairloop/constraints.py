@@ -20,6 +20,7 @@ import time
 from typing import Any, Literal
 
 import numpy as np
+from fairlearn.adversarial._pytorch_engine import PytorchEngine
 from fairlearn.postprocessing import ThresholdOptimizer
 from fairlearn.reductions import (
     DemographicParity,
@@ -231,12 +232,40 @@ def load_constraint_template(path) -> ConstraintTemplate:
 UNCONSTRAINED = ConstraintTemplate(name="unconstrained", version=1, method="none")
 
 
+class PicklableTorchEngine(PytorchEngine):
+    """Fairlearn's PyTorch backend with its networks built as ``torch.nn.Sequential``, the same
+    layers and initialisation: the stock engine defines its network class inside a function,
+    which pickle cannot store, and a promoted model must be a file. Fairlearn takes a backend
+    class as ``backend``; the engine it extends is private (tests/test_candidate_conformance.py
+    round-trips the model through a file, so an upgrade that changes it fails there)."""
+
+    def get_model(self, list_nodes):
+        import torch
+
+        activations = {"leaky_relu": torch.nn.LeakyReLU, "sigmoid": torch.nn.Sigmoid,
+                       "softmax": lambda: torch.nn.Softmax(dim=-1)}
+        layers, width = [], None
+        for item in list_nodes:
+            if isinstance(item, int):
+                if width is not None:
+                    layers.append(torch.nn.Linear(width, item))
+                width = item
+            else:
+                layers.append(activations[item]())
+        network = torch.nn.Sequential(*layers)
+        for layer in network:
+            if isinstance(layer, torch.nn.Linear):
+                torch.nn.init.xavier_uniform_(layer.weight)
+                layer.bias.data.fill_(0.0)
+        return network
+
+
 def _adversarial(template: ConstraintTemplate, seed: int):
     from fairlearn.adversarial import AdversarialFairnessClassifier
 
     params = template.adversarial_params
     return AdversarialFairnessClassifier(
-        backend="torch", predictor_model=_network(params.predictor_hidden),
+        backend=PicklableTorchEngine, predictor_model=_network(params.predictor_hidden),
         adversary_model=_network(params.adversary_hidden), constraints=template.constraint, alpha=params.alpha,
         epochs=params.epochs, batch_size=params.batch_size, learning_rate=params.learning_rate, shuffle=True,
         random_state=seed,
@@ -257,14 +286,15 @@ def _mitigator(template: ConstraintTemplate, learner, seed: int):
     return ThresholdOptimizer(estimator=learner, constraints=THRESHOLD_CONSTRAINTS[template.constraint], **kwargs)
 
 
-def check_weighting(template: ConstraintTemplate) -> None:
-    """BadInputError if ``template`` cannot be fitted on a weighting recipe's rows."""
+def check_weighting(template: ConstraintTemplate, path: str | None = None) -> None:
+    """BadInputError (naming the template ``path`` and field) if ``template`` cannot be fitted on
+    a weighting recipe's rows."""
     problem = template.weighting_problem()
     if problem is not None:
         field, why = problem
         raise BadInputError(f"template '{template.name}' ({template.label()}): {why} (reductions reweight the data "
                             "themselves); pair a weighting recipe with method 'none' or 'threshold_optimizer' on a "
-                            "learner whose fit takes sample_weight", field=field)
+                            "learner whose fit takes sample_weight", source=path, field=field)
 
 
 def _fit_estimator(train: Split, template: ConstraintTemplate, sensitive: str, seed: int) -> FairModel:

@@ -62,10 +62,7 @@ def load_inputs(params: RunParams) -> Inputs:
     recipe = load_recipe(params.recipe)
     template = load_constraint_template(params.constraint)
     if recipe.produces_weights:
-        try:
-            check_weighting(template)
-        except BadInputError as exc:
-            raise BadInputError(f"recipe '{params.recipe}' produces sample weights: {exc}", source=params.constraint) from None
+        check_weighting(template, params.constraint)
     policy = load_policy(params.policy)
     loaded = load_dataset(params.dataset)
     if params.sensitive:
