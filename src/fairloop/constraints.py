@@ -101,7 +101,7 @@ class ConstraintTemplate(VersionedSpec):
         description="built-in name or import path of a scikit-learn-compatible classifier (class or factory); "
         "for method 'adversarial' the learner of the unconstrained baseline",
     )
-    learner_params: dict[str, Any] = {}
+    learner_params: dict[str, Any] = Field({}, validate_default=True)  # checked even when left out
     method: Method
     constraint: Constraint | None = None
     bound: float | None = Field(None, gt=0, lt=1, description="difference_bound (reductions) or tol (threshold optimizer)")
@@ -292,9 +292,10 @@ def check_weighting(template: ConstraintTemplate, path: str | None = None) -> No
     problem = template.weighting_problem()
     if problem is not None:
         field, why = problem
-        raise BadInputError(f"template '{template.name}' ({template.label()}): {why} (reductions reweight the data "
-                            "themselves); pair a weighting recipe with method 'none' or 'threshold_optimizer' on a "
-                            "learner whose fit takes sample_weight", source=path, field=field)
+        advice = ("reductions reweight the data themselves and adversarial debiasing fits without weights: pair a "
+                  "weighting recipe with method 'none' or 'threshold_optimizer'" if field == "method" else
+                  "choose a learner whose fit takes sample_weight, or a recipe without weights")
+        raise BadInputError(f"template '{template.name}' ({template.label()}): {why}; {advice}", source=path, field=field)
 
 
 def _fit_estimator(train: Split, template: ConstraintTemplate, sensitive: str, seed: int) -> FairModel:
