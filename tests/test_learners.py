@@ -32,6 +32,7 @@ def template_file(tmp_path, **fields):
     ({"learner": "nosuchpackage.Model"}, ["field 'learner'", "cannot import 'nosuchpackage'", "installed"]),
     ({"learner": "sklearn.linear_model.NoSuchModel"}, ["field 'learner'", "'sklearn.linear_model' has no 'NoSuchModel'"]),
     ({"learner": "gradient boosting"}, ["field 'learner'", "neither a built-in learner"]),
+    ({"learner": "os.remove", "learner_params": {"path": "x"}}, ["field 'learner'", "standard library"]),
     ({"learner": "sklearn.svm.LinearSVC"}, ["field 'learner_params'", "LinearSVC", "has no predict_proba"]),
     ({"learner": "sklearn.linear_model.LogisticRegression", "learner_params": {"max_iterations": 5}},
      ["field 'learner_params'", "takes no parameter(s) ['max_iterations']", "max_iter"]),

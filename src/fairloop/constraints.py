@@ -84,7 +84,9 @@ class AdversarialParams(SpecModel):
 
     predictor_hidden: list[PositiveInt] = Field([50], description="hidden layer sizes of the predictor network")
     adversary_hidden: list[PositiveInt] = Field([3], description="hidden layer sizes of the adversary network")
-    alpha: float = Field(1.0, ge=0, description="weight of the adversary's loss (0: the predictor alone)")
+    alpha: float = Field(1.0, ge=0, description=(
+        "weight of the adversary's gradient in the predictor's update; the update is always also projected so "
+        "it does not help the adversary (Zhang et al. 2018), so even 0 debiases"))
     epochs: int = Field(10, ge=1, le=1000)
     batch_size: int = Field(256, ge=1)
     learning_rate: float = Field(0.001, gt=0, lt=1)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
+import sys
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, Literal
@@ -66,6 +67,11 @@ def resolve(learner: str) -> Callable[..., Any]:
         raise ValueError(f"module '{module_name}' has no '{attribute}' (learner '{learner}')")
     if not callable(target):
         raise ValueError(f"'{learner}' is a {type(target).__name__}, not a classifier class or a factory of one")
+    # A factory is called at load with the template's parameters: never a standard-library or
+    # builtin function (os.remove, subprocess.run...), whatever the template says.
+    home = (getattr(target, "__module__", None) or "builtins").partition(".")[0]
+    if not inspect.isclass(target) and (home in sys.stdlib_module_names or inspect.isbuiltin(target)):
+        raise ValueError(f"'{learner}' is a function of Python's standard library, not a classifier factory")
     return target
 
 
