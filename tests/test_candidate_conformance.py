@@ -124,3 +124,11 @@ def test_adversarial_scores_are_what_its_decisions_threshold(splits):
         decisions = model.estimator.predict(matrix)
     assert scores.shape == (len(matrix),)
     np.testing.assert_array_equal((scores >= 0.5).astype(int), np.asarray(decisions).astype(int))
+
+
+def test_the_seed_reaches_adversarial_debiasing(splits):
+    """Different seeds, different networks (Fairlearn 0.15 alone seeds torch with 0 whatever the seed)."""
+    template = cheap(KINDS["adversarial-torch"])
+    scores = [fit_candidate(splits.train, template, "group", seed=seed)[0].predictions(splits.test.X).scores
+              for seed in (1, 2)]
+    assert not np.array_equal(scores[0], scores[1])

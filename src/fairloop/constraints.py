@@ -239,10 +239,19 @@ class PicklableTorchEngine(PytorchEngine):
     layers and initialisation: the stock engine defines its network class inside a function,
     which pickle cannot store, and a promoted model must be a file. Fairlearn takes a backend
     class as ``backend``; the engine it extends is private (tests/test_candidate_conformance.py
-    round-trips the model through a file, so an upgrade that changes it fails there)."""
+    round-trips the model through a file, so an upgrade that changes it fails there).
+
+    It also seeds torch from ``random_state``: Fairlearn 0.15 calls ``torch.manual_seed`` with a
+    float in [0, 1), which torch truncates to 0, so every seed gave the same initial weights and
+    shuffles. The first network built (the predictor) reseeds torch with an integer drawn from the
+    classifier's seeded generator."""
 
     def get_model(self, list_nodes):
         import torch
+
+        if not getattr(self, "_seeded", False):
+            torch.manual_seed(int(self.base.random_state_.randint(2**31 - 1)))
+            self._seeded = True
 
         activations = {"leaky_relu": torch.nn.LeakyReLU, "sigmoid": torch.nn.Sigmoid,
                        "softmax": lambda: torch.nn.Softmax(dim=-1)}
