@@ -107,7 +107,8 @@ class ConstraintTemplate(VersionedSpec):
     method: Method
     constraint: Constraint | None = None
     bound: float | None = Field(None, gt=0, lt=1, description="difference_bound (reductions) or tol (threshold optimizer)")
-    method_params: dict[str, Any] = Field({}, description="extra keyword arguments of the Fairlearn mitigator")
+    method_params: dict[str, Any] = Field({}, description="extra keyword arguments of the Fairlearn mitigator; "
+                                          "adversarial: the fields of AdversarialParams")
     calibration_folds: int = Field(
         5, ge=2, le=20, description="threshold_optimizer: folds whose held-out scores its thresholds are fitted on"
     )
