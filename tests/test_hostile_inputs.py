@@ -272,3 +272,30 @@ def test_a_registry_that_does_not_exist_is_never_created_by_reading_it(world, mo
                                ["no dataset 'tiny'"])):
         assert_refused(world, monkeypatch, args, code, *words, registry=missing)
         assert not missing.exists() and not (missing.parent / f".{missing.name}.lock").exists()
+
+
+@pytest.mark.parametrize("template,words", [
+    ({"learner": "nosuchpackage.Model"}, ["field 'learner'", "cannot import 'nosuchpackage'"]),
+    ({"learner": "sklearn.svm.LinearSVC"}, ["LinearSVC", "has no predict_proba"]),
+    ({"learner": "sklearn.linear_model.LogisticRegression", "learner_params": {"max_iterations": 5}},
+     ["field 'learner_params'", "['max_iterations']"]),
+])
+def test_remediate_with_a_template_whose_learner_cannot_be_used(world, monkeypatch, tmp_path, template, words):
+    import yaml
+
+    path = tmp_path / "template.yaml"
+    path.write_text(yaml.safe_dump({"name": "t", "version": 1, "method": "none", **template}))
+    assert_refused(world, monkeypatch, [*REMEDIATE, "--constraint", str(path)], BAD, str(path), *words)
+
+
+def test_remediate_with_a_sweep_pairing_weights_and_a_learner_without_them(world, monkeypatch, tmp_path):
+    import yaml
+
+    template = tmp_path / "knn.yaml"
+    template.write_text(yaml.safe_dump({"name": "knn", "version": 1, "method": "none",
+                                        "learner": "sklearn.neighbors.KNeighborsClassifier"}))
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({"name": "s", "version": 1, "recipes": ["recipes/reweigh.yaml"],
+                                     "constraints": [str(template)]}))
+    assert_refused(world, monkeypatch, [*REMEDIATE, "--sweep", str(sweep)], BAD, str(sweep), str(template),
+                   "field 'learner'", "takes no sample_weight")

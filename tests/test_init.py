@@ -57,7 +57,7 @@ def test_draft_of_a_bundled_file_gives_the_hand_written_splits_and_metrics(tmp_p
     from fairlearn.metrics import demographic_parity_difference
     from sklearn.linear_model import LogisticRegression
 
-    from fairloop.model import make_preprocessor
+    from fairloop.learners import make_preprocessor
 
     raw_file, options = BUNDLED[name]
     reference = hand_written(name)

@@ -86,7 +86,7 @@ def load_project_flow(settings: Settings, name: str):
 
 def validate_inputs(dataset: Path, recipe: Path, constraint: Path, policy: Path, sweep: Path | None = None) -> None:
     """Fail fast, before any server or training work, on a broken data file or dataset."""
-    from fairloop.constraints import load_constraint_template
+    from fairloop.constraints import check_weighting, load_constraint_template
     from fairloop.datasets import load_dataset
     from fairloop.policy import load_policy
     from fairloop.recipes import load_recipe
@@ -98,8 +98,10 @@ def validate_inputs(dataset: Path, recipe: Path, constraint: Path, policy: Path,
             raise BadInputError("give either --sweep or --recipe/--constraint: a sweep names its own", field="--sweep")
         load_sweep(sweep)  # reads every recipe and template the sweep names
     else:
-        load_recipe(recipe)
-        load_constraint_template(constraint)
+        weighting = load_recipe(recipe).produces_weights
+        template = load_constraint_template(constraint)
+        if weighting:
+            check_weighting(template, str(constraint))
     load_policy(policy)
     load_dataset(dataset)  # reads the files: columns, labels and sensitive values are checked
 

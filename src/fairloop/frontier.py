@@ -18,6 +18,10 @@ from fairloop.sweep import FRONTIER_METRICS, SweepOutcome, frontier_metrics, par
 from fairloop.templating import render
 
 
+# Marker of each candidate kind (constraints.METHOD_KINDS); baseline and champion keep square and star.
+KIND_MARKERS = {"unconstrained": "o", "reduction": "^", "post-processing": "v", "in-processing (adversarial)": "D"}
+
+
 def _threshold(policy: Policy, metric: str) -> float | None:
     for gate, threshold in policy.thresholds.model_dump().items():
         if threshold is not None and GATES[gate][0] == metric and GATES[gate][1] != "drop":
@@ -28,6 +32,7 @@ def _threshold(policy: Policy, metric: str) -> float | None:
 def frontier_png(
     points: dict[str, dict[str, float]], chosen: str | None, references: dict[str, dict[str, float]],
     policy: Policy, title: str, dpi: int = 80, *, narrow: bool = False, group_aware: frozenset[str] = frozenset(),
+    kinds: dict[str, str] | None = None,
 ) -> bytes:
     """PNG of the frontier: ``points`` are the candidates' test metrics by name, ``references``
     those of 'baseline' and, if any, 'champion'.
@@ -36,7 +41,9 @@ def frontier_png(
     column at 100 dpi, so the image is shown at its natural size and 9 pt labels stay about
     12 px tall; the chosen point and the policy limit are labelled on each panel, and the
     ``group_aware`` candidates (they need the sensitive feature to predict) are drawn hollow.
+    ``kinds`` gives each candidate's kind (unconstrained, reduction, ...): one marker per kind.
     """
+    kinds = kinds or {}
     import matplotlib
 
     matplotlib.use("Agg")
@@ -56,14 +63,18 @@ def frontier_png(
         unused.set_visible(False)
     accuracy = np.array([points[n]["accuracy"] for n in names])
     aware = np.array([n in group_aware for n in names], dtype=bool)
+    kind_of = np.array([kinds.get(n, "candidate") for n in names])
     for axis, metric in zip(axes.flat, metrics, strict=False):
         values = np.array([points[n][metric] for n in names])
         usable = ~np.isnan(values)
-        blind = usable & ~aware
-        axis.scatter(values[blind], accuracy[blind], color="tab:blue", alpha=0.7, label="candidate")
-        if (usable & aware).any():
-            axis.scatter(values[usable & aware], accuracy[usable & aware], facecolors="none", edgecolors="tab:purple",
-                         alpha=0.8, label="needs sensitive at predict")
+        for kind in dict.fromkeys(kind_of):  # one marker per candidate kind, in order of appearance
+            marker = KIND_MARKERS.get(kind, "o")
+            blind, needs = usable & ~aware & (kind_of == kind), usable & aware & (kind_of == kind)
+            if blind.any():
+                axis.scatter(values[blind], accuracy[blind], color="tab:blue", marker=marker, alpha=0.7, label=kind)
+            if needs.any():
+                axis.scatter(values[needs], accuracy[needs], facecolors="none", edgecolors="tab:purple", marker=marker,
+                             alpha=0.8, label=f"{kind}, needs sensitive at predict")
         front = np.flatnonzero(usable)[pareto_mask(accuracy[usable], values[usable], FRONTIER_METRICS[metric])]
         order = front[np.argsort(values[front])]
         axis.plot(values[order], accuracy[order], color="tab:blue", linewidth=1.2, label="Pareto front")
@@ -120,8 +131,7 @@ def candidates_table(outcome: SweepOutcome) -> list[dict]:
         rows.append({
             "#": number, "candidate": c.name + (" (chosen)" if c.name == outcome.chosen else ""),
             "recipe": c.recipe, "template": c.template, "method": c.method, "constraint": c.constraint or "",
-            "bound": c.bound, "learner": c.learner,
-            "sensitive at predict": "yes" if c.needs_sensitive_at_predict else "no",
+            "bound": c.bound, "learner": c.learner, "kind": c.kind, "needs at predict": c.needs_at_predict,
             "val accuracy": round(c.validation["accuracy"], 4),
             "val DPD": round(c.validation["demographic_parity_difference"], 4),
             "val EOD": round(c.validation["equalized_odds_difference"], 4),
@@ -142,12 +152,13 @@ def candidates_markdown(outcome: SweepOutcome) -> str:
 
 
 def _points(outcome: SweepOutcome | None, candidate: dict[str, float] | None, dataset: str):
-    """(points, chosen, group-aware names, title) of a sweep ``outcome`` or a single ``candidate``."""
+    """(points, chosen, group-aware names, kinds, title) of a sweep ``outcome`` or a single ``candidate``."""
     if outcome is None:
-        return {"candidate": candidate}, "candidate", frozenset(), f"{dataset}: candidate"
+        return {"candidate": candidate}, "candidate", frozenset(), {}, f"{dataset}: candidate"
     aware = frozenset(c.name for c in outcome.candidates if c.needs_sensitive_at_predict)
     points = {c.name: c.test for c in outcome.candidates}
-    return points, outcome.chosen, aware, f"{dataset}: sweep '{outcome.sweep}', {len(points)} candidates"
+    kinds = {c.name: c.kind for c in outcome.candidates}
+    return points, outcome.chosen, aware, kinds, f"{dataset}: sweep '{outcome.sweep}', {len(points)} candidates"
 
 
 def frontier_report(
@@ -157,9 +168,9 @@ def frontier_report(
     """The frontier PNG and the markdown section showing it: every candidate of a sweep
     ``outcome``, or the one ``candidate`` of a single run (test metrics), against the test
     metrics of the ``references`` ('baseline', 'champion')."""
-    points, chosen, aware, title = _points(outcome, candidate, dataset)
+    points, chosen, aware, kinds, title = _points(outcome, candidate, dataset)
     png = frontier_png(points, chosen, references, policy, f"{title} - accuracy vs fairness on held-out test data",
-                       group_aware=aware)
+                       group_aware=aware, kinds=kinds)
     section = render("frontier.md.j2", image=Markup(image_markdown(png)), outcome=outcome,
                      candidates=Markup(candidates_markdown(outcome)) if outcome is not None else None)
     return png, section
@@ -170,5 +181,6 @@ def dialog_frontier(
     outcome: SweepOutcome | None = None, candidate: dict[str, float] | None = None,
 ) -> str:
     """The frontier drawn for the Resume dialog's width, as inline Markdown."""
-    points, chosen, aware, title = _points(outcome, candidate, dataset)
-    return image_markdown(frontier_png(points, chosen, references, policy, title, narrow=True, group_aware=aware))
+    points, chosen, aware, kinds, title = _points(outcome, candidate, dataset)
+    return image_markdown(frontier_png(points, chosen, references, policy, title, narrow=True, group_aware=aware,
+                                       kinds=kinds))

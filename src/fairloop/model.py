@@ -1,13 +1,16 @@
 """The deployable model: preprocessing plus a fitted (possibly fairness-constrained) estimator.
 
 Fairlearn's mitigators differ at prediction time: ExponentiatedGradient is randomised (it needs
-a ``random_state`` for reproducible predictions), ThresholdOptimizer needs the sensitive feature.
+a ``random_state`` for reproducible predictions), ThresholdOptimizer needs the sensitive feature,
+AdversarialFairnessClassifier (PyTorch) has no ``predict_proba``.
 ``FairModel`` hides that behind one ``predict`` / ``predict_proba`` on a DataFrame of raw
 features, so the registry, the gate and the monitor treat every candidate the same way.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -15,9 +18,6 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.compose import ColumnTransformer
-from sklearn.impute import SimpleImputer
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from fairloop.errors import BadInputError, IntegrityError
 
@@ -25,33 +25,33 @@ if TYPE_CHECKING:
     from fairloop.evaluate import Predictions
 
 
-def make_preprocessor(learner: str, numeric: list[str], categorical: list[str]) -> ColumnTransformer:
-    """Encoder fitted once, outside the reduction, so mitigators see a plain numeric matrix.
+@contextmanager
+def one_torch_thread(applies: bool = True) -> Iterator[None]:
+    """PyTorch on one thread while fitting or scoring adversarial debiasing's small networks:
+    the same results however many cores, no oversubscription in a sweep's worker processes
+    (HistGradientBoosting gets ``threadpool_limits(1)`` there; torch keeps its own pool),
+    and tiny batches gain nothing from more threads."""
+    if not applies:
+        yield
+        return
+    import torch
 
-    Histogram gradient boosting gets ordinal codes (categorical columns first, flagged by
-    :func:`categorical_mask`) and handles missing values natively; linear learners get
-    one-hot categoricals and imputed, scaled numerics.
-    """
-    if learner == "hist_gradient_boosting":
-        ordinal = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan, encoded_missing_value=np.nan)
-        return ColumnTransformer(
-            [("categorical", ordinal, categorical), ("numeric", "passthrough", numeric)],
-            verbose_feature_names_out=False,
-        )
-    one_hot = make_pipeline(
-        SimpleImputer(strategy="constant", fill_value="missing"), OneHotEncoder(handle_unknown="ignore")
-    )
-    scaled = make_pipeline(SimpleImputer(strategy="median"), StandardScaler())
-    return ColumnTransformer(
-        [("categorical", one_hot, categorical), ("numeric", scaled, numeric)],
-        sparse_threshold=0.0,
-        verbose_feature_names_out=False,
-    )
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
-def categorical_mask(numeric: list[str], categorical: list[str]) -> np.ndarray:
-    """Which columns of the HGB preprocessor's output are categorical codes."""
-    return np.array([True] * len(categorical) + [False] * len(numeric))
+def adversarial_scores(estimator, matrix: np.ndarray) -> np.ndarray:
+    """P(y = 1) of a Fairlearn AdversarialFairnessClassifier: its predictor network's sigmoid
+    output. Fairlearn 0.15 has no ``predict_proba`` for it; this is the one place that calls the
+    private ``_raw_predict`` (tests/test_candidate_conformance.py checks it against ``predict``)."""
+    raw_predict = getattr(estimator, "_raw_predict", None)
+    if raw_predict is None:
+        raise RuntimeError(f"{type(estimator).__name__} has no _raw_predict: Fairlearn changed its private API")
+    return np.asarray(raw_predict(matrix), dtype=float).reshape(len(matrix), -1)[:, -1]
 
 
 class ScorePassthrough(ClassifierMixin, BaseEstimator):
@@ -111,6 +111,9 @@ class FairModel:
         """The underlying scorer's positive-class probability."""
         if self.scorer is not None:
             return np.asarray(self.scorer.predict_proba(matrix))[:, 1]
+        if self.method == "adversarial":
+            with one_torch_thread():
+                return adversarial_scores(self.estimator, matrix)
         if self.method == "exponentiated_gradient":
             # the ensemble's weighted mean score (its public fitted predictors and weights)
             weights = np.asarray(self.estimator.weights_, dtype=float)
@@ -137,7 +140,8 @@ class FairModel:
             decisions = self.estimator.predict(estimator_input, random_state=self.random_state, **sensitive)
             probabilities = randomized_positive_rate(self.estimator, estimator_input, **sensitive)
         else:
-            decisions = self.estimator.predict(estimator_input)
+            with one_torch_thread(self.method == "adversarial"):
+                decisions = self.estimator.predict(estimator_input)
             probabilities = scores
         return Predictions(np.asarray(decisions).astype(int), probabilities, scores)
 

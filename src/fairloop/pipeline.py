@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 
 from fairloop.audit import AuditReport, run_audit
-from fairloop.constraints import ConstraintTemplate, fit_candidate, load_constraint_template
+from fairloop.constraints import ConstraintTemplate, check_weighting, fit_candidate, load_constraint_template
 from fairloop.datasets import LoadedDataset, Split, Splits, load_dataset, make_splits
 from fairloop.crossfit import ModeDecision, choose_mode, fit_rows
 from fairloop.evaluate import Evaluation, Predictions, predict, score_predictions
@@ -61,6 +61,8 @@ def load_inputs(params: RunParams) -> Inputs:
     """Validate every data file (cheap ones first), then read the dataset."""
     recipe = load_recipe(params.recipe)
     template = load_constraint_template(params.constraint)
+    if recipe.produces_weights:
+        check_weighting(template, params.constraint)
     policy = load_policy(params.policy)
     loaded = load_dataset(params.dataset)
     if params.sensitive:

@@ -21,7 +21,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, Field
 
-from fairloop.constraints import ConstraintTemplate, fit_candidate, load_constraint_template
+from fairloop.constraints import METHOD_KINDS, ConstraintTemplate, fit_candidate, load_constraint_template
 from fairloop.datasets import Split, Splits
 from fairloop.errors import BadInputError
 from fairloop.crossfit import ModeDecision, fit_rows, fold_positions
@@ -92,7 +92,7 @@ class SweepCandidate:
 
     @property
     def is_reduction(self) -> bool:
-        return self.template.method in ("exponentiated_gradient", "grid_search")
+        return self.template.kind == "reduction"
 
     def template_yaml(self) -> str:
         """The template as a file of its own (its bound may differ from ``template_path``'s)."""
@@ -109,7 +109,8 @@ def expand_candidates(sweep: SweepSpec) -> tuple[list[SweepCandidate], list[Skip
     """Every runnable combination of the sweep, and the ones that cannot run (with why).
 
     A weighting recipe cannot feed a Fairlearn reduction (the reduction reweights the data
-    itself), so those pairs are skipped, not failed.
+    itself) or adversarial debiasing, so those pairs are skipped, not failed; paired with a
+    learner whose fit takes no sample weights it is an error in the sweep file.
     """
     recipes = [(path, load_recipe(path)) for path in sweep.recipes]
     entries = [entry if isinstance(entry, SweptTemplate) else SweptTemplate(template=entry) for entry in sweep.constraints]
@@ -117,6 +118,9 @@ def expand_candidates(sweep: SweepSpec) -> tuple[list[SweepCandidate], list[Skip
     for entry, template in templates:
         if entry.bounds and template.constraint is None:
             raise BadInputError(f"template '{entry.template}' has no constraint, so no bound to sweep", field="constraints")
+        if entry.bounds and not template.takes_bound:
+            raise BadInputError(f"template '{entry.template}' ({template.method}) takes no bound to sweep",
+                                field="constraints")
         unknown = sorted(set(entry.recipes or []) - set(sweep.recipes))
         if unknown:
             raise BadInputError(f"template '{entry.template}' names recipes {unknown} the sweep does not list",
@@ -138,10 +142,14 @@ def expand_candidates(sweep: SweepSpec) -> tuple[list[SweepCandidate], list[Skip
             template_path = entry.template
             for variant, overridden in variants:
                 candidate = SweepCandidate(recipe, recipe_path, variant, template_path, overridden)
-                if recipe.produces_weights and candidate.is_reduction:
-                    skipped.append(SkippedCandidate(candidate.name, "a weighting recipe cannot feed a reduction"))
-                else:
+                problem = variant.weighting_problem() if recipe.produces_weights else None
+                if problem is None:
                     candidates.append(candidate)
+                elif problem[0] == "method":
+                    skipped.append(SkippedCandidate(candidate.name, problem[1]))
+                else:
+                    raise BadInputError(f"template '{template_path}': field '{problem[0]}': {problem[1]} "
+                                        f"('{recipe_path}' is one)", field="constraints")
     names = [c.name for c in candidates]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -334,6 +342,15 @@ class CandidateResult(BaseModel):
     pareto: bool = False
 
     @property
+    def kind(self) -> str:
+        return METHOD_KINDS.get(self.method, self.method)
+
+    @property
+    def needs_at_predict(self) -> str:
+        """What the candidate reads to decide (shown beside its kind)."""
+        return "features + sensitive" if self.needs_sensitive_at_predict else "features"
+
+    @property
     def passed(self) -> bool:
         return self.gates.passed
 
@@ -521,7 +538,7 @@ def select(
                             evaluation_mode=data.mode.mode, unavailable=unavailable)
         results.append(CandidateResult(
             name=candidate.name, recipe=candidate.recipe.name, template=template.name, method=template.method,
-            constraint=template.constraint, bound=template.bound, learner=template.learner,
+            constraint=template.constraint, bound=template.bound, learner=template.learner_label,
             needs_sensitive_at_predict=template.needs_sensitive_at_predict, fit_seconds=fit.fit_seconds,
             crossfit_seconds=fit.crossfit_seconds, synthetic_rows=fit.augment.synthetic_rows,
             validation=scored[candidate.name].metrics,

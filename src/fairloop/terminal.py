@@ -69,11 +69,11 @@ def print_packet(console: Console, packet: ReviewPacket, state: str) -> None:
     if p.sweep is not None:
         candidates = Table(title=f"Sweep '{escape(p.sweep.sweep)}': {len(p.sweep.candidates)} candidates (test figures)",
                            title_justify="left")
-        for column in ("candidate", "sensitive at predict", "acc", "DPD", "EOD", "DI", "validation gates"):
+        for column in ("candidate", "kind", "needs at predict", "acc", "DPD", "EOD", "DI", "validation gates"):
             candidates.add_column(column, overflow="fold")
         for c in sorted(p.sweep.candidates, key=lambda c: -c.validation["accuracy"]):
             name = f"[bold]{escape(c.name)}[/bold] (chosen)" if c.name == p.sweep.chosen else escape(c.name)
-            candidates.add_row(name, "yes" if c.needs_sensitive_at_predict else "no", _number(c.test["accuracy"], 4),
+            candidates.add_row(name, c.kind, c.needs_at_predict, _number(c.test["accuracy"], 4),
                                _number(c.test["demographic_parity_difference"], 4),
                                _number(c.test["equalized_odds_difference"], 4), _number(c.test["disparate_impact_ratio"], 3),
                                "pass" if c.passed else "blocked: " + ", ".join(g.metric for g in c.gates.blocking))
