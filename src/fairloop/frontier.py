@@ -112,7 +112,7 @@ def frontier_png(
         figure.legend(handles, labels, fontsize=font, loc="upper center", ncol=2, frameon=False)
         figure.tight_layout(rect=(0, 0, 1, 1 - legend_inches / figure.get_figheight()))
     else:
-        axes[0][0].legend(fontsize=font, loc="lower right")
+        axes[0][0].legend(fontsize=font, loc="best")  # more kinds, more entries: keep them off the points
         figure.suptitle(title, fontsize=10)
         figure.tight_layout()
     buffer = io.BytesIO()
