@@ -491,7 +491,7 @@ def audit(
                             source=str(output), field="--output")
     spec = load_dataset_spec(dataset)
     if sensitive:
-        spec.sensitive_named(sensitive)
+        spec.grouping(sensitive)
     own_files = ", ".join(str(dataset.parent / f.path) for f in spec.files)
     project = GxProject(gx_dir or default_gx_root())
     loaded = None
@@ -548,7 +548,7 @@ def gate(
     gate_policy = load_policy(policy)
     spec, split = load_data_file(dataset, data)
     sensitive = sensitive or spec.primary_sensitive
-    spec.sensitive_named(sensitive)
+    spec.grouping(sensitive)
     settings = get_settings()
     registry = Registry(settings.registry_path, settings.remote_path)
     files = {name: path for name, path in (("candidate", model), ("baseline", baseline), ("champion", champion)) if path}

@@ -8,6 +8,18 @@ about its selection rate and nothing about its TPR. So every rate kind has its o
 between-group metrics, *listed* with its counts and the reason (:class:`ExcludedGroup`), never
 dropped silently. The point estimate (``fairloop.evaluate``) and the bootstrap
 (``fairloop.intervals``) count the same groups through :func:`count_groups`.
+
+**Intersections.** A dataset spec may declare intersections of its sensitive features
+(``intersections: [[sex, race]]``). Each becomes one more sensitive feature, named
+``sex:race`` (R's interaction notation; :func:`intersection_name`), whose groups are the cells
+``sex=Female & race=Black`` (:func:`cell_labels`), added to every parsed table next to its parts.
+A run selects it like any sensitive feature (``--sensitive sex:race``): the same floors
+(rows for selection rate, positives for TPR, negatives for FPR) decide which *cells* count,
+excluded cells are listed with their counts, reductions are fitted on the cells (what Fairlearn
+does with a DataFrame of several sensitive columns: it joins them into one feature), and the
+gates judge the worst cells, with simultaneous intervals (see ``fairloop.intervals``). Gating
+the cells covers the marginals: a marginal group's rate is a weighted mean of its cells'
+rates, so every marginal max-min gap is at most the cells' gap (over counted cells).
 """
 
 from __future__ import annotations
@@ -16,9 +28,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 from pydantic import BaseModel, Field
 
 from fairloop.specfile import SpecModel
+
+INTERSECTION_SEPARATOR = ":"
+CELL_JOINER = " & "
 
 RateKind = Literal["selection_rate", "true_positive_rate", "false_positive_rate"]
 RATE_LABELS: dict[str, str] = {
@@ -80,3 +96,26 @@ def count_groups(groups: np.ndarray, y: np.ndarray, floors: GroupFloors) -> Coun
                 reason=f"{int(have[i])} {what} < floor {needed}: its {RATE_LABELS[rate]} does not count",
             ))
     return CountedGroups(names=names, counted=counted, excluded=excluded)
+
+
+def intersection_name(features: list[str] | tuple[str, ...]) -> str:
+    """``['sex', 'race']`` -> ``'sex:race'``: the name of the cells' sensitive feature."""
+    return INTERSECTION_SEPARATOR.join(features)
+
+
+def intersection_parts(name: str) -> list[str]:
+    """The sensitive features a (possibly intersectional) sensitive feature is made of."""
+    return name.split(INTERSECTION_SEPARATOR)
+
+
+def is_intersection(name: str) -> bool:
+    return INTERSECTION_SEPARATOR in name
+
+
+def cell_labels(groups: pd.DataFrame, features: list[str] | tuple[str, ...]) -> pd.Series:
+    """Each row's cell of ``features`` (columns of ``groups``): ``sex=Female & race=Black``."""
+    parts = [f"{name}=" + groups[name].astype(str) for name in features]
+    combined = parts[0]
+    for part in parts[1:]:
+        combined = combined + CELL_JOINER + part
+    return combined.rename(intersection_name(features))
