@@ -12,16 +12,20 @@ from scipy.special import expit
 
 
 def write_dataset(
-    directory: Path, name: str, groups: dict[str, tuple[int, float]], *, signal: float = 2.0,
+    directory: Path, name: str, groups: dict[str | tuple[str, ...], tuple[int, float]], *, signal: float = 2.0,
     label_noise: float = 0.0, seed: int = 0, proxy: float = 0.0, test_size: float = 0.3,
+    sensitive: tuple[str, ...] = ("group",), shift: dict | None = None,
 ) -> Path:
     """``groups``: name -> (rows, base rate). ``signal`` scales how much the features say about
     the label (0: useless features, AUC ~ .5); ``label_noise`` flips that share of labels;
-    ``proxy`` makes feature ``x3`` reveal the group. Returns the spec path."""
+    ``proxy`` makes feature ``x3`` reveal the group. With several ``sensitive`` columns the
+    names are tuples (one value per column: a cell) and the spec declares their intersection.
+    ``shift``: group -> amount added to its ``x1`` at the same base rate, so a group-blind model
+    selects that group less (negative) or more often than its labels warrant. Returns the spec path."""
     rng = np.random.default_rng(seed)
     parts = []
     for index, (group, (rows, base_rate)) in enumerate(groups.items()):
-        x1, x2 = rng.normal(size=rows), rng.normal(size=rows)
+        x1, x2 = rng.normal(size=rows) + (shift or {}).get(group, 0.0), rng.normal(size=rows)
         latent = signal * (x1 + 0.5 * x2)
         # the intercept that gives this group its base rate (bisection on the mean probability)
         low, high = -30.0, 30.0
@@ -33,17 +37,19 @@ def write_dataset(
         label[flip] = 1 - label[flip]
         parts.append(pd.DataFrame({
             "x1": x1.round(4), "x2": x2.round(4), "x3": (proxy * index + rng.normal(size=rows)).round(4),
-            "colour": rng.choice(["red", "green", "blue"], size=rows), "group": group, "label": label,
+            "colour": rng.choice(["red", "green", "blue"], size=rows),
+            **dict(zip(sensitive, group if isinstance(group, tuple) else (group,), strict=True)), "label": label,
         }))
     frame = pd.concat(parts, ignore_index=True).sample(frac=1.0, random_state=seed).reset_index(drop=True)
     directory.mkdir(parents=True, exist_ok=True)
     frame.to_csv(directory / f"{name}.csv", index=False)
     spec = {
-        "name": name, "version": 1, "description": f"generated: {groups}, signal {signal}, noise {label_noise}",
+        "name": name, "version": 1, "description": f"generated: { {str(k): v for k, v in groups.items()} }, signal {signal}, noise {label_noise}",
         "format": {"separator": ",", "header": True},
         "files": [{"path": f"{name}.csv"}],
         "label": {"column": "label", "positive": [1], "negative": [0]},
-        "sensitive": [{"name": "group", "column": "group"}],
+        "sensitive": [{"name": column, "column": column} for column in sensitive],
+        **({"intersections": [list(sensitive)]} if len(sensitive) > 1 else {}),
         "features": {"numeric": ["x1", "x2", "x3"], "categorical": ["colour"]},
         "split": {"test_size": test_size, "validation_size": 0.2, "seed": 0},
     }

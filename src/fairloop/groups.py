@@ -34,6 +34,8 @@ from pydantic import BaseModel, Field
 from fairloop.specfile import SpecModel
 
 INTERSECTION_SEPARATOR = ":"
+SIMULTANEOUS_METHOD = ("simultaneous max-|t| bootstrap intervals over the cells (family-wise error rate at the "
+                       "policy's confidence), resampled within cell x label")
 CELL_JOINER = " & "
 
 RateKind = Literal["selection_rate", "true_positive_rate", "false_positive_rate"]
