@@ -71,6 +71,7 @@ class CountedGroups:
     names: np.ndarray
     counted: dict[str, np.ndarray]  # rate kind -> boolean mask over names
     excluded: list[ExcludedGroup]
+    sizes: dict[str, np.ndarray]  # rate kind -> each group's rows that rate is measured on
 
     def names_for(self, rate: RateKind) -> list[str]:
         return [str(name) for name in self.names[self.counted[rate]]]
@@ -84,20 +85,21 @@ def count_groups(groups: np.ndarray, y: np.ndarray, floors: GroupFloors) -> Coun
     positives = np.bincount(codes, weights=y, minlength=len(names)).astype(int)
     negatives = rows - positives
     counted: dict[str, np.ndarray] = {}
+    sizes: dict[str, np.ndarray] = {}
     excluded: list[ExcludedGroup] = []
     for rate, have, needed, what in (
         ("selection_rate", rows, floors.rows, "rows"),
         ("true_positive_rate", positives, floors.positives, "positives"),
         ("false_positive_rate", negatives, floors.negatives, "negatives"),
     ):
-        counted[rate] = have >= needed
+        counted[rate], sizes[rate] = have >= needed, have
         for i in np.flatnonzero(~counted[rate]):
             excluded.append(ExcludedGroup(
                 group=str(names[i]), rate=rate, rows=int(rows[i]), positives=int(positives[i]),
                 negatives=int(negatives[i]), needed=needed,
                 reason=f"{int(have[i])} {what} < floor {needed}: its {RATE_LABELS[rate]} does not count",
             ))
-    return CountedGroups(names=names, counted=counted, excluded=excluded)
+    return CountedGroups(names=names, counted=counted, excluded=excluded, sizes=sizes)
 
 
 def intersection_name(features: list[str] | tuple[str, ...]) -> str:
