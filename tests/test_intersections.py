@@ -21,6 +21,7 @@ from fairloop.intervals import bootstrap_intervals
 from fairloop.outcomes import Outcome
 from fairloop.policy import apply_gates
 from fairloop.review import ReviewPacket
+from fairloop.templating import md_text
 from synthetic import write_dataset
 
 WORST = "kind=B & band=y"
@@ -169,7 +170,11 @@ def test_the_whole_flow_gates_promotes_and_records_an_intersection(remediation_f
     spec = planted(tmp_path)
     policy = write_policy(tmp_path, max_demographic_parity_difference=0.6, group_floors={"rows": 30, "positives": 5,
                                                                                           "negatives": 5})
-    run = BackgroundRun(remediation_flow, dataset=str(spec), constraint="constraints/threshold-dp.yaml",
+    template = tmp_path / "lr-threshold.yaml"  # per-cell thresholds on a fast learner: this test is about wiring
+    template.write_text(yaml.safe_dump({"name": "lr-threshold", "version": 1, "learner": "logistic_regression",
+                                        "method": "threshold_optimizer", "constraint": "demographic_parity",
+                                        "calibration_folds": 2}))
+    run = BackgroundRun(remediation_flow, dataset=str(spec), constraint=str(template),
                         policy=str(policy), sensitive="kind:band", train_rows=3000, requested_by="pytest",
                         review_poll_seconds=1)
     paused = run.wait_paused()
@@ -184,9 +189,40 @@ def test_the_whole_flow_gates_promotes_and_records_an_intersection(remediation_f
     report = (registry_dir / "cells" / "report.md").read_text()
     assert "simultaneous over all cells" in report and "cells worst first" in report
     first_cell = report.index("| kind=")
-    assert report[first_cell:].startswith(f"| {WORST} |")  # the worst cell's table comes first
+    assert report[first_cell:].startswith(f"| {md_text(WORST)} |")  # the worst cell's table comes first
     card = (registry_dir / "cells" / "model_card.md").read_text()
-    assert "Gated on the cells of kind x band" in card and "max-|t|" in card
+    assert "Gated on the cells of kind x band" in card and md_text("max-|t|") in card
     # the champion (ThresholdOptimizer, per cell) predicts on rows parsed by the spec
     rows = load_dataset(spec).frames["all"].take(np.arange(50))
     assert set(model.predict(rows.X, rows.groups)) <= {0, 1}
+
+
+def test_the_monitor_watches_the_cells_of_each_window(tmp_path):
+    """The champion is gated on one feature; the spec declares the intersection, so every window
+    also gets the worst-cell gap (same alert rules) and per-cell rates, worst first."""
+    from fairloop import monitor as core
+    from fairloop.constraints import fit_candidate
+
+    spec_path = planted(tmp_path / "planted")
+    fair_path = write_dataset(tmp_path / "fair", "cells", CELLS, sensitive=("kind", "band"), seed=1)
+    (tmp_path / "lr.yaml").write_text(yaml.safe_dump(LOGISTIC))
+    (tmp_path / "policy.yaml").write_text(yaml.safe_dump({**POLICY, "monitoring": {"max_prediction_rate_gap": 0.1}}))
+    inputs = pipeline.load_inputs(pipeline.RunParams(dataset=str(spec_path), constraint=str(tmp_path / "lr.yaml"),
+                                                     policy=str(tmp_path / "policy.yaml"), sensitive="kind"))
+    model, _ = fit_candidate(pipeline.prepare(inputs).train, inputs.template, "kind", 0)
+    spec = inputs.loaded.spec
+    reference = core.read_window(spec, fair_path.with_suffix(".csv"))
+
+    def check(path: Path, previous=None, month: int = 1):
+        window = core.Window(core.read_window(spec, path), f"2015-{month:02d}-01", f"2015-{month + 1:02d}-01")
+        return core.check_window(spec, window, reference, model, inputs.policy, sensitive="kind", champion_version="v1",
+                                 source=str(path), previous=previous)
+
+    planted_window = check(spec_path.with_suffix(".csv"))
+    cells = planted_window.metric("prediction_rate_gap:kind:band")
+    assert cells.feature == "kind:band" and cells.low > cells.threshold and cells.alert  # the interval rule fires
+    assert not planted_window.metric("prediction_rate_gap:kind").breach  # the marginal hides it
+    assert planted_window.cell_rates[0].group == WORST and planted_window.cell_rates[0].selection_interval is not None
+    assert any(TINY in line for line in planted_window.skipped)  # too few rows for a cell rate: said, not dropped
+    fair_window = check(fair_path.with_suffix(".csv"))
+    assert not fair_window.metric("prediction_rate_gap:kind:band").breach and not fair_window.alert

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fairloop.datasets import with_intersections, DatasetSpec, SourceFile, Split, Splits, parse_rows, read_raw_file
+from fairloop.datasets import DatasetSpec, SourceFile, Split, Splits, parse_rows, read_raw_file, with_intersections
 from fairloop.errors import BadInputError
 
 
