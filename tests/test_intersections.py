@@ -9,7 +9,6 @@ import functools
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import yaml
 

@@ -29,9 +29,12 @@ max over pairs of its largest]; the DI ratio within [min lower / max upper, min 
 lower] of the cells' selection rates; min group TPR within [min lower, min upper] of the
 cells' TPRs; so each gate keeps its stated level however many cells there are. The family is
 max-|t|: on the same stratified resamples, q is the ``confidence`` quantile over resamples of
-max_j |draw_j - estimate_j| / se_j(draw), and the interval is estimate_j +- q se_j(estimate), with
-se the standard error of a rate on its cell's rows (half-count smoothed; for a pairwise gap the
-root sum of squares of its two cells'): a bootstrap-t max-T (Westfall & Young; Romano & Wolf). It is sharper
+max_j |draw_j - estimate_j| / se_j(draw), and the interval is estimate_j +- q se_j(estimate),
+with se the standard error of a rate on its cell's rows (half-count smoothed; for a pairwise
+gap the root sum of squares of its two cells'): a bootstrap-t max-T (Westfall & Young; Romano
+& Wolf). Studentizing each draw by its own standard error corrects for the skew of rates in
+small cells (seeded simulation, 8 cells of 40-400 rows: 0.92 of replicates covered all cells
+with one bootstrap standard deviation per cell, about 0.95 with the bootstrap-t). It is sharper
 than Bonferroni because it uses the correlation between comparisons (every pair with the same
 cell moves together). FWER and not the false-discovery rate: a gate's verdict is one claim about
 *all* cells at once ("every gap is within the limit", or "some gap exceeds it"), which is a
@@ -171,9 +174,7 @@ def max_t_intervals(draws: np.ndarray, estimate: np.ndarray, draw_se: np.ndarray
                     confidence: float) -> tuple[np.ndarray, np.ndarray]:
     """Simultaneous intervals ``estimate_j +- q * estimate_se_j`` for the columns of ``draws``
     (resamples x statistics): ``q`` the ``confidence`` quantile over resamples of
-    ``max_j |draw_j - estimate_j| / draw_se_j``, each draw studentized by its own standard error
-    (the bootstrap-t, which corrects for skew in small cells: measured 0.96 against 0.92 for one
-    bootstrap standard deviation per column, 8 cells of 40 to 400 rows)."""
+    ``max_j |draw_j - estimate_j| / draw_se_j``, each draw studentized by its own standard error."""
     estimate = np.asarray(estimate, dtype=float)
     if draws.shape[1] == 0 or draws.shape[0] < 2:
         return estimate.copy(), estimate.copy()
