@@ -131,7 +131,7 @@ def remediate(
     sweep: Annotated[Optional[Path], typer.Option(
         help="sweep file (e.g. constraints/sweeps/default.yaml): fit its recipe x template candidates in "
              "parallel and take the most accurate that passes the policy on validation")] = None,
-    sensitive: Annotated[Optional[str], typer.Option(help="sensitive feature (default: the spec's first)")] = None,
+    sensitive: Annotated[Optional[str], typer.Option(help="sensitive feature, or a declared intersection such as sex:race (default: the spec's first)")] = None,
     train_rows: Annotated[Optional[int], typer.Option(min=1, help="subsample the training pool (quick runs)")] = None,
     seed: Annotated[int, typer.Option(min=0, help="seed of splits, samplers and learners")] = 0,
     approval_timeout: Annotated[Optional[int], typer.Option(min=1, help="seconds to wait for review (default: policy's)")] = None,
