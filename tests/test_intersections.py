@@ -157,6 +157,7 @@ def test_the_whole_flow_gates_promotes_and_records_an_intersection(remediation_f
     assert "max-|t|" in setup.interval_method and setup.floors.positives == 5
     report = (registry_dir / "cells" / "report.md").read_text()
     assert "simultaneous over all cells" in report and "cells worst first" in report
+    assert "DPD ≤ 0.6; measured" in report and "worst cell" in report.split("### Gates", 1)[1]  # named with the gate
     first_cell = report.index("| kind=")
     assert report[first_cell:].startswith(f"| {md_text(WORST)} |")  # the worst cell's table comes first
     card = (registry_dir / "cells" / "model_card.md").read_text()
