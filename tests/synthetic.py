@@ -12,16 +12,20 @@ from scipy.special import expit
 
 
 def write_dataset(
-    directory: Path, name: str, groups: dict[str, tuple[int, float]], *, signal: float = 2.0,
+    directory: Path, name: str, groups: dict[str | tuple[str, ...], tuple[int, float]], *, signal: float = 2.0,
     label_noise: float = 0.0, seed: int = 0, proxy: float = 0.0, test_size: float = 0.3,
+    sensitive: tuple[str, ...] = ("group",), shift: dict | None = None,
 ) -> Path:
     """``groups``: name -> (rows, base rate). ``signal`` scales how much the features say about
     the label (0: useless features, AUC ~ .5); ``label_noise`` flips that share of labels;
-    ``proxy`` makes feature ``x3`` reveal the group. Returns the spec path."""
+    ``proxy`` makes feature ``x3`` reveal the group. With several ``sensitive`` columns the
+    names are tuples (one value per column: a cell) and the spec declares their intersection.
+    ``shift``: group -> amount added to its ``x1`` at the same base rate, so a group-blind model
+    selects that group less (negative) or more often than its labels warrant. Returns the spec path."""
     rng = np.random.default_rng(seed)
     parts = []
     for index, (group, (rows, base_rate)) in enumerate(groups.items()):
-        x1, x2 = rng.normal(size=rows), rng.normal(size=rows)
+        x1, x2 = rng.normal(size=rows) + (shift or {}).get(group, 0.0), rng.normal(size=rows)
         latent = signal * (x1 + 0.5 * x2)
         # the intercept that gives this group its base rate (bisection on the mean probability)
         low, high = -30.0, 30.0
@@ -33,20 +37,56 @@ def write_dataset(
         label[flip] = 1 - label[flip]
         parts.append(pd.DataFrame({
             "x1": x1.round(4), "x2": x2.round(4), "x3": (proxy * index + rng.normal(size=rows)).round(4),
-            "colour": rng.choice(["red", "green", "blue"], size=rows), "group": group, "label": label,
+            "colour": rng.choice(["red", "green", "blue"], size=rows),
+            **dict(zip(sensitive, group if isinstance(group, tuple) else (group,), strict=True)), "label": label,
         }))
     frame = pd.concat(parts, ignore_index=True).sample(frac=1.0, random_state=seed).reset_index(drop=True)
     directory.mkdir(parents=True, exist_ok=True)
     frame.to_csv(directory / f"{name}.csv", index=False)
     spec = {
-        "name": name, "version": 1, "description": f"generated: {groups}, signal {signal}, noise {label_noise}",
+        "name": name, "version": 1, "description": f"generated: { {str(k): v for k, v in groups.items()} }, signal {signal}, noise {label_noise}",
         "format": {"separator": ",", "header": True},
         "files": [{"path": f"{name}.csv"}],
         "label": {"column": "label", "positive": [1], "negative": [0]},
-        "sensitive": [{"name": "group", "column": "group"}],
+        "sensitive": [{"name": column, "column": column} for column in sensitive],
+        **({"intersections": [list(sensitive)]} if len(sensitive) > 1 else {}),
         "features": {"numeric": ["x1", "x2", "x3"], "categorical": ["colour"]},
         "split": {"test_size": test_size, "validation_size": 0.2, "seed": 0},
     }
     path = directory / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
+
+
+def simultaneous_coverage(replicates: int, seed: int = 0, n_boot: int = 200,
+                          sizes: tuple[int, ...] = (400, 300, 200, 150, 100, 60, 50, 40),
+                          naive_replicates: int | None = None) -> dict[str, float]:
+    """Seeded simulation: decisions drawn with known per-cell selection rates (8 cells, true DPD
+    0.10); the share of replicates whose intervals cover the truth: the simultaneous family (all
+    cells at once), the DPD interval derived from the simultaneous pairwise family and, in the
+    first ``naive_replicates``, the per-cell percentile intervals (all at once)."""
+    from fairloop.intervals import bootstrap_intervals
+
+    sizes = np.asarray(sizes)
+    rates = np.array([0.30, 0.32, 0.28, 0.30, 0.35, 0.25, 0.30, 0.31])
+    names = np.array([f"c{i}" for i in range(len(sizes))])
+    groups = np.repeat(names, sizes)
+    rng = np.random.default_rng(seed)
+    naive_replicates = replicates if naive_replicates is None else naive_replicates
+    hits = {"simultaneous": 0, "per_cell": 0, "dpd": 0}
+
+    def covered(found):
+        return all(found[f"selection_rate[{n}]"][0] <= r <= found[f"selection_rate[{n}]"][1] for n, r in zip(names, rates))
+
+    for replicate in range(replicates):
+        decisions = (rng.random(len(groups)) < np.repeat(rates, sizes)).astype(int)
+        y = rng.integers(0, 2, len(groups))
+        options = {"n_boot": n_boot, "confidence": 0.95, "seed": replicate}
+        found = bootstrap_intervals(y, {"m": decisions}, groups, simultaneous=True, **options)["m"]
+        hits["simultaneous"] += covered(found)
+        low, high = found["demographic_parity_difference"]
+        hits["dpd"] += bool(low <= rates.max() - rates.min() <= high)
+        if replicate < naive_replicates:
+            hits["per_cell"] += covered(bootstrap_intervals(y, {"m": decisions}, groups, **options)["m"])
+    return {"simultaneous": hits["simultaneous"] / replicates, "dpd": hits["dpd"] / replicates,
+            "per_cell": hits["per_cell"] / naive_replicates, "replicates": replicates}

@@ -90,7 +90,7 @@ def test_draft_of_a_bundled_file_gives_the_hand_written_splits_and_metrics(tmp_p
     metrics = []
     for split in splits:
         features = load_dataset(tmp_path / "draft.yaml").spec.features
-        preprocessor = make_preprocessor("logistic_regression", features.numeric, features.categorical)
+        preprocessor = make_preprocessor("one_hot", features.numeric, features.categorical)
         model = LogisticRegression(max_iter=500).fit(preprocessor.fit_transform(split.train.X), split.train.y)
         predicted = model.predict(preprocessor.transform(split.test.X))
         sensitive = split.test.groups.iloc[:, 0]

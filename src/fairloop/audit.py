@@ -36,6 +36,7 @@ from pydantic import BaseModel
 
 from fairloop.datasets import MISSING_GROUP, AuditSpec, DatasetSpec, Split
 from fairloop.errors import BadInputError
+from fairloop.groups import cell_labels
 from fairloop.templating import md_text as md  # data values reach Markdown as text only
 
 Verdict = Literal["pass", "warn", "block"]
@@ -517,12 +518,7 @@ def group_audit(name: str, columns: list[str], groups: pd.Series, y: pd.Series, 
 
 
 def _intersection(spec: DatasetSpec, split: Split) -> pd.Series:
-    names = [s.name for s in spec.sensitive]
-    parts = [f"{name}=" + split.groups[name].astype(str) for name in names]
-    combined = parts[0]
-    for part in parts[1:]:
-        combined = combined + " & " + part
-    return combined
+    return cell_labels(split.groups, [s.name for s in spec.sensitive])
 
 
 def _representation_findings(audit: SensitiveAudit, spec: DatasetSpec, what: str) -> list[Finding]:
@@ -703,7 +699,7 @@ def run_audit(
     ``gx_root`` and validates there (results and Data Docs); otherwise nothing is written.
     """
     sensitive = sensitive or spec.primary_sensitive
-    spec.sensitive_named(sensitive)
+    spec.grouping(sensitive)
     project = GxProject(gx_root or default_gx_root())
     findings: list[Finding] = []
     if reference is None:
@@ -757,7 +753,10 @@ def run_audit(
     verdict: Verdict = "block" if any(f.severity == "block" for f in findings) else (
         "warn" if any(f.severity == "warn" for f in findings) else "pass")
     prefix = f"{source}: " if source else ""
-    primary = next(b for b in breakdowns if b.name == sensitive)
+    primary = next((b for b in breakdowns if b.name == sensitive), None)
+    if primary is None:  # a declared intersection ('sex:race'): its cells, as the run counts them
+        primary = group_audit(sensitive, [s.column for s in spec.grouping(sensitive)], split.groups[sensitive], split.y,
+                              spec.audit.min_cell_rows)
     report = AuditReport(
         dataset=spec.name, source=source, rows=len(split), sensitive=sensitive, verdict=verdict,
         reasons=[prefix + f.message for f in findings if f.severity != "info"], findings=findings,

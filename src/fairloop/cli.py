@@ -133,7 +133,7 @@ def remediate(
     sweep: Annotated[Optional[Path], typer.Option(
         help="sweep file (e.g. constraints/sweeps/default.yaml): fit its recipe x template candidates in "
              "parallel and take the most accurate that passes the policy on validation")] = None,
-    sensitive: Annotated[Optional[str], typer.Option(help="sensitive feature (default: the spec's first)")] = None,
+    sensitive: Annotated[Optional[str], typer.Option(help="sensitive feature, or a declared intersection such as sex:race (default: the spec's first)")] = None,
     train_rows: Annotated[Optional[int], typer.Option(min=1, help="subsample the training pool (quick runs)")] = None,
     seed: Annotated[int, typer.Option(min=0, help="seed of splits, samplers and learners")] = 0,
     approval_timeout: Annotated[Optional[int], typer.Option(min=1, help="seconds to wait for review (default: policy's)")] = None,
@@ -526,7 +526,7 @@ def audit(
                             source=str(output), field="--output")
     spec = load_dataset_spec(dataset)
     if sensitive:
-        spec.sensitive_named(sensitive)
+        spec.grouping(sensitive)
     own_files = ", ".join(str(dataset.parent / f.path) for f in spec.files)
     project = GxProject(gx_dir or default_gx_root())
     loaded = None
@@ -583,7 +583,7 @@ def gate(
     gate_policy = load_policy(policy)
     spec, split = load_data_file(dataset, data)
     sensitive = sensitive or spec.primary_sensitive
-    spec.sensitive_named(sensitive)
+    spec.grouping(sensitive)
     settings = get_settings()
     registry = Registry(settings.registry_path, settings.remote_path)
     files = {name: path for name, path in (("candidate", model), ("baseline", baseline), ("champion", champion)) if path}

@@ -26,6 +26,7 @@ from pydantic import Field, field_validator, model_validator
 from sklearn.model_selection import train_test_split
 
 from fairloop.errors import BadInputError
+from fairloop.groups import INTERSECTION_SEPARATOR, cell_labels, intersection_name, intersection_parts
 from fairloop.specfile import SpecModel, VersionedSpec, load_spec, read_yaml
 
 Scalar = str | int | float | bool
@@ -260,6 +261,10 @@ class DatasetSpec(VersionedSpec):
         None, exclude_if=lambda value: value is None,  # absent: the spec's content hash is unchanged
         description="timestamp column of production windows (monitoring); not a feature",
     )
+    intersections: list[list[str]] = Field(
+        [], exclude_if=lambda value: not value,  # absent: the spec's content hash is unchanged
+        description="sensitive features whose cells form one more sensitive feature, e.g. [[sex, race]] gives 'sex:race'",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> DatasetSpec:
@@ -269,6 +274,16 @@ class DatasetSpec(VersionedSpec):
         names = [s.name for s in self.sensitive]
         if len(set(names)) != len(names):
             raise ValueError(f"sensitive: duplicated names {names}")
+        for position, parts in enumerate(self.intersections):
+            unknown = [name for name in parts if name not in names]
+            if unknown or len(set(parts)) != len(parts) or len(parts) < 2:
+                raise ValueError(
+                    f"intersections[{position}]: needs two or more distinct sensitive feature names, got {parts}"
+                    + (f"; unknown {unknown}, the spec declares {names}" if unknown else "")
+                )
+        if self.intersections and any(INTERSECTION_SEPARATOR in name for name in names):
+            raise ValueError(f"sensitive: with intersections, a name may not contain '{INTERSECTION_SEPARATOR}' "
+                             f"(it joins the names of an intersection), got {names}")
         if self.label.column in self.features.columns:
             raise ValueError(f"features: the label column '{self.label.column}' cannot be a feature")
         for position, sensitive in enumerate(self.sensitive):
@@ -308,6 +323,24 @@ class DatasetSpec(VersionedSpec):
     @property
     def primary_sensitive(self) -> str:
         return self.sensitive[0].name
+
+    @property
+    def intersection_names(self) -> list[str]:
+        """The declared intersections as sensitive features ('sex:race')."""
+        return [intersection_name(parts) for parts in self.intersections]
+
+    def grouping(self, name: str) -> list[SensitiveSpec]:
+        """The sensitive features a run's sensitive feature ``name`` is made of: itself, or the
+        parts of a declared intersection (clear error for any other name)."""
+        if name in self.intersection_names:
+            return [self.sensitive_named(part) for part in intersection_parts(name)]
+        if name in {s.name for s in self.sensitive}:
+            return [self.sensitive_named(name)]
+        raise BadInputError(
+            f"unknown sensitive feature '{name}'; the spec declares {[s.name for s in self.sensitive]}"
+            + (f" and the intersections {self.intersection_names}" if self.intersections else ""),
+            field="sensitive",
+        )
 
     def sensitive_named(self, name: str) -> SensitiveSpec:
         for sensitive in self.sensitive:
@@ -686,6 +719,19 @@ def _label_vector(spec: DatasetSpec, values: pd.Series, file_path: Path) -> pd.S
     return positive.astype(int).rename("label")
 
 
+def group_columns(spec: DatasetSpec, raw: pd.DataFrame, file_path: Path) -> pd.DataFrame:
+    """One group column per sensitive feature, then one per declared intersection (its cells)."""
+    groups = pd.concat([_group_column(s, raw[s.column], file_path) for s in spec.sensitive], axis=1)
+    return with_intersections(spec, groups)
+
+
+def with_intersections(spec: DatasetSpec, groups: pd.DataFrame) -> pd.DataFrame:
+    """``groups`` (a column per sensitive feature) with a cell column per declared intersection."""
+    if not spec.intersections:
+        return groups
+    return pd.concat([groups, *(cell_labels(groups, parts) for parts in spec.intersections)], axis=1)
+
+
 def _group_column(sensitive: SensitiveSpec, values: pd.Series, file_path: Path) -> pd.Series:
     if sensitive.values is not None:
         mapped = canonical_series(values).map(sensitive.values)
@@ -840,7 +886,7 @@ def _read_labelled_files(spec: DatasetSpec, spec_path: Path) -> tuple[dict[str, 
         frames[source.role] = Split(
             X=_typed_features(spec, raw, file_path),
             y=_label_vector(spec, raw[spec.label.column], file_path),
-            groups=pd.concat([_group_column(s, raw[s.column], file_path) for s in spec.sensitive], axis=1),
+            groups=group_columns(spec, raw, file_path),
         )
         hashes[source.role] = file_sha256(file_path)
     return frames, hashes
@@ -917,7 +963,7 @@ def parse_rows(spec: DatasetSpec, raw: pd.DataFrame, file_path: Path, *, extra_c
             y[known] = _label_vector(spec, values[known], file_path).astype(float)
     return ParsedRows(
         X=_typed_features(spec, raw, file_path), y=y,
-        groups=pd.concat([_group_column(s, raw[s.column], file_path) for s in spec.sensitive], axis=1),
+        groups=group_columns(spec, raw, file_path),
         raw=raw, skipped_filters=skipped,
     )
 
@@ -945,7 +991,7 @@ def make_splits(
     """
     spec = dataset.spec
     sensitive = sensitive or spec.primary_sensitive
-    spec.sensitive_named(sensitive)
+    spec.grouping(sensitive)
     seed = spec.split.seed if seed is None else seed
     if "test" in dataset.frames:
         pool, test = dataset.frames["train"], dataset.frames["test"]

@@ -171,6 +171,28 @@ def score_predictions(
                       excluded_groups=counted.excluded)
 
 
+def worst_groups_first(evaluation: Evaluation) -> list[str]:
+    """Groups (cells) ordered by how far their rates stray from everyone's: for each rate a group
+    counts in, |its rate - the rate over all rows|; the largest of these first. Groups the floors
+    leave out of every rate come last. The extremes of each gated gap are at the top."""
+    by_group = evaluation.by_group
+    rows = {g: m["count"] for g, m in by_group.items()}
+    positives = {g: m["positives"] for g, m in by_group.items()}
+    weights = {"selection_rate": rows, "true_positive_rate": positives,
+               "false_positive_rate": {g: rows[g] - positives[g] for g in by_group}}
+    overall = {}
+    for rate, weight in weights.items():
+        total = sum(weight.values())
+        overall[rate] = sum(by_group[g][rate] * w for g, w in weight.items() if w) / total if total else float("nan")
+
+    def straying(group: str) -> float:
+        found = [abs(by_group[group][rate] - overall[rate]) for rate in weights
+                 if by_group[group].get(f"counted_{rate}", 1.0) and by_group[group][rate] == by_group[group][rate]]
+        return max(found) if found else -1.0
+
+    return sorted(by_group, key=straying, reverse=True)
+
+
 def metrics_table(columns: dict[str, Evaluation]) -> pd.DataFrame:
     """One row per metric, one column per evaluated model (for reports)."""
     return pd.DataFrame(

@@ -74,7 +74,7 @@ def frontier_png(
                 axis.scatter(values[blind], accuracy[blind], color="tab:blue", marker=marker, alpha=0.7, label=kind)
             if needs.any():
                 axis.scatter(values[needs], accuracy[needs], facecolors="none", edgecolors="tab:purple", marker=marker,
-                             alpha=0.8, label=f"{kind}, needs sensitive at predict")
+                             alpha=0.8, label=f"{kind}, needs sensitive")
         front = np.flatnonzero(usable)[pareto_mask(accuracy[usable], values[usable], FRONTIER_METRICS[metric])]
         order = front[np.argsort(values[front])]
         axis.plot(values[order], accuracy[order], color="tab:blue", linewidth=1.2, label="Pareto front")
@@ -107,10 +107,12 @@ def frontier_png(
         axis.grid(alpha=0.3)
     if narrow:
         handles, labels = axes[0][0].get_legend_handles_labels()
+        legend_inches = 0.15 + 0.2 * -(-len(labels) // 2)  # two columns; one kind of candidate per entry
+        figure.set_figheight(2.7 * len(metrics) + legend_inches)
         figure.legend(handles, labels, fontsize=font, loc="upper center", ncol=2, frameon=False)
-        figure.tight_layout(rect=(0, 0, 1, 1 - 0.55 / figure.get_figheight()))
+        figure.tight_layout(rect=(0, 0, 1, 1 - legend_inches / figure.get_figheight()))
     else:
-        axes[0][0].legend(fontsize=font, loc="lower right")
+        axes[0][0].legend(fontsize=font, loc="best")  # more kinds, more entries: keep them off the points
         figure.suptitle(title, fontsize=10)
         figure.tight_layout()
     buffer = io.BytesIO()

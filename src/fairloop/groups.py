@@ -8,6 +8,18 @@ about its selection rate and nothing about its TPR. So every rate kind has its o
 between-group metrics, *listed* with its counts and the reason (:class:`ExcludedGroup`), never
 dropped silently. The point estimate (``fairloop.evaluate``) and the bootstrap
 (``fairloop.intervals``) count the same groups through :func:`count_groups`.
+
+**Intersections.** A dataset spec may declare intersections of its sensitive features
+(``intersections: [[sex, race]]``). Each becomes one more sensitive feature, named
+``sex:race`` (R's interaction notation; :func:`intersection_name`), whose groups are the cells
+``sex=Female & race=Black`` (:func:`cell_labels`), added to every parsed table next to its parts.
+A run selects it like any sensitive feature (``--sensitive sex:race``): the same floors
+(rows for selection rate, positives for TPR, negatives for FPR) decide which *cells* count,
+excluded cells are listed with their counts, reductions are fitted on the cells (what Fairlearn
+does with a DataFrame of several sensitive columns: it joins them into one feature), and the
+gates judge the worst cells, with simultaneous intervals (see ``fairloop.intervals``). Gating
+the cells covers the marginals: a marginal group's rate is a weighted mean of its cells'
+rates, so every marginal max-min gap is at most the cells' gap (over counted cells).
 """
 
 from __future__ import annotations
@@ -16,9 +28,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 from pydantic import BaseModel, Field
 
 from fairloop.specfile import SpecModel
+
+INTERSECTION_SEPARATOR = ":"
+SIMULTANEOUS_METHOD = ("simultaneous max-|t| bootstrap intervals over the cells (family-wise error rate at the "
+                       "policy's confidence), resampled within cell x label")
+CELL_JOINER = " & "
 
 RateKind = Literal["selection_rate", "true_positive_rate", "false_positive_rate"]
 RATE_LABELS: dict[str, str] = {
@@ -53,6 +71,7 @@ class CountedGroups:
     names: np.ndarray
     counted: dict[str, np.ndarray]  # rate kind -> boolean mask over names
     excluded: list[ExcludedGroup]
+    sizes: dict[str, np.ndarray]  # rate kind -> each group's rows that rate is measured on
 
     def names_for(self, rate: RateKind) -> list[str]:
         return [str(name) for name in self.names[self.counted[rate]]]
@@ -66,17 +85,41 @@ def count_groups(groups: np.ndarray, y: np.ndarray, floors: GroupFloors) -> Coun
     positives = np.bincount(codes, weights=y, minlength=len(names)).astype(int)
     negatives = rows - positives
     counted: dict[str, np.ndarray] = {}
+    sizes: dict[str, np.ndarray] = {}
     excluded: list[ExcludedGroup] = []
     for rate, have, needed, what in (
         ("selection_rate", rows, floors.rows, "rows"),
         ("true_positive_rate", positives, floors.positives, "positives"),
         ("false_positive_rate", negatives, floors.negatives, "negatives"),
     ):
-        counted[rate] = have >= needed
+        counted[rate], sizes[rate] = have >= needed, have
         for i in np.flatnonzero(~counted[rate]):
             excluded.append(ExcludedGroup(
                 group=str(names[i]), rate=rate, rows=int(rows[i]), positives=int(positives[i]),
                 negatives=int(negatives[i]), needed=needed,
                 reason=f"{int(have[i])} {what} < floor {needed}: its {RATE_LABELS[rate]} does not count",
             ))
-    return CountedGroups(names=names, counted=counted, excluded=excluded)
+    return CountedGroups(names=names, counted=counted, excluded=excluded, sizes=sizes)
+
+
+def intersection_name(features: list[str] | tuple[str, ...]) -> str:
+    """``['sex', 'race']`` -> ``'sex:race'``: the name of the cells' sensitive feature."""
+    return INTERSECTION_SEPARATOR.join(features)
+
+
+def intersection_parts(name: str) -> list[str]:
+    """The sensitive features a (possibly intersectional) sensitive feature is made of."""
+    return name.split(INTERSECTION_SEPARATOR)
+
+
+def is_intersection(name: str) -> bool:
+    return INTERSECTION_SEPARATOR in name
+
+
+def cell_labels(groups: pd.DataFrame, features: list[str] | tuple[str, ...]) -> pd.Series:
+    """Each row's cell of ``features`` (columns of ``groups``): ``sex=Female & race=Black``."""
+    parts = [f"{name}=" + groups[name].astype(str) for name in features]
+    combined = parts[0]
+    for part in parts[1:]:
+        combined = combined + CELL_JOINER + part
+    return combined.rename(intersection_name(features))

@@ -16,6 +16,33 @@ metric functions), well under a second. The same resamples serve every model (a 
 bootstrap), so a drop against the baseline or champion gets its own interval rather than a
 difference of two independent ones. AUC and net benefit, which need scores rather than
 decisions, are computed per resample the same way (no per-resample sort or loop).
+
+**Simultaneous intervals (intersections).** A gate on the cells of an intersection
+(``sex:race``, see ``fairloop.groups``) judges a worst case over many comparisons: the DPD of
+ten cells is the largest of 45 pairwise gaps, and the pair that looks worst is the one noise
+favoured most (the max of noisy gaps sits above the true max; the percentile interval of a max
+is not reliable near ties). With ``simultaneous=True`` the gated group metrics therefore come
+from intervals that hold *together*, controlling the **family-wise error rate** (FWER): with
+probability >= ``confidence`` every interval of the family covers its true value. For that
+event, DPD (EOD) lies within [max over pairs of the smallest |gap| the pair's interval allows,
+max over pairs of its largest]; the DI ratio within [min lower / max upper, min upper / max
+lower] of the cells' selection rates; min group TPR within [min lower, min upper] of the
+cells' TPRs; so each gate keeps its stated level however many cells there are. The family is
+max-|t|: on the same stratified resamples, q is the ``confidence`` quantile over resamples of
+max_j |draw_j - estimate_j| / se_j(draw), and the interval is estimate_j +- q se_j(estimate),
+with se the standard error of a rate on its cell's rows (half-count smoothed; for a pairwise
+gap the root sum of squares of its two cells'): a bootstrap-t max-T (Westfall & Young; Romano
+& Wolf). Studentizing each draw by its own standard error corrects for the skew of rates in
+small cells (seeded simulation, 8 cells of 40-400 rows: 0.92 of replicates covered all cells
+with one bootstrap standard deviation per cell, about 0.95 with the bootstrap-t). It is sharper
+than Bonferroni because it uses the correlation between comparisons (every pair with the same
+cell moves together). FWER and not the false-discovery rate: a gate's verdict is one claim about
+*all* cells at once ("every gap is within the limit", or "some gap exceeds it"), which is a
+family-wise statement; Benjamini-Hochberg bounds the share of false flags among flagged cells,
+right for screening cells, not for a pass/fail on the worst. The families: pairwise differences
+of selection rates (DPD), of TPRs and FPRs together (EOD), per-cell selection rates (DI ratio and
+the per-cell intervals the reviewer sees), per-cell TPRs (min TPR), per-cell FPRs (shown).
+One sensitive column keeps the percentile intervals above (``simultaneous=False``).
 """
 
 from __future__ import annotations
@@ -52,20 +79,31 @@ def _ratio(rates: np.ndarray) -> np.ndarray:
         return rates.min(axis=1) / rates.max(axis=1)
 
 
-def _resample_metrics(y: np.ndarray, pred: np.ndarray, group_codes: np.ndarray, samples: np.ndarray,
-                      groups: CountedGroups) -> dict[str, np.ndarray]:
-    """Decision metrics of one model on every resample (rows of ``samples`` are index vectors)."""
-    n_boot, n_groups = samples.shape[0], len(groups.names)
-    ys, ps, gs = y[samples], pred[samples], group_codes[samples]
+def _group_rates(ys: np.ndarray, ps: np.ndarray, gs: np.ndarray, n_groups: int) -> dict[str, np.ndarray]:
+    """Selection rate, TPR and FPR of every group (columns) on every resample (rows): labels
+    ``ys``, decisions ``ps`` and group codes ``gs`` drawn by the resamples."""
+    n_boot = ys.shape[0]
     offsets = (np.arange(n_boot)[:, None] * n_groups + gs).ravel()
 
     def per_group(weights: np.ndarray) -> np.ndarray:
         return np.bincount(offsets, weights=weights.ravel(), minlength=n_boot * n_groups).reshape(n_boot, n_groups)
 
     with np.errstate(invalid="ignore", divide="ignore"):
-        selection = per_group(ps.astype(float)) / per_group(np.ones_like(ys, dtype=float))
-        tpr = per_group((ps & ys).astype(float)) / per_group(ys.astype(float))
-        fpr = per_group((ps & (1 - ys)).astype(float)) / per_group((1 - ys).astype(float))
+        return {
+            "selection_rate": per_group(ps.astype(float)) / per_group(np.ones_like(ys, dtype=float)),
+            "true_positive_rate": per_group((ps & ys).astype(float)) / per_group(ys.astype(float)),
+            "false_positive_rate": per_group((ps & (1 - ys)).astype(float)) / per_group((1 - ys).astype(float)),
+        }
+
+
+def _resample_metrics(y: np.ndarray, pred: np.ndarray, samples: np.ndarray, groups: CountedGroups,
+                      rates: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Decision metrics of one model on every resample (rows of ``samples`` are index vectors),
+    from its group ``rates`` on them (:func:`_group_rates`)."""
+    n_boot = samples.shape[0]
+    ys, ps = y[samples], pred[samples]
+    selection, tpr, fpr = rates["selection_rate"], rates["true_positive_rate"], rates["false_positive_rate"]
+    with np.errstate(invalid="ignore", divide="ignore"):
         positives, negatives = ys.sum(axis=1), (1 - ys).sum(axis=1)
         balanced = ((ps & ys).sum(axis=1) / positives + ((1 - ps) & (1 - ys)).sum(axis=1) / negatives) / 2
     accuracy = (ps == ys).mean(axis=1)
@@ -125,6 +163,77 @@ def net_benefit_min(y: np.ndarray, scores: np.ndarray, samples: np.ndarray, band
     return worst
 
 
+def rate_standard_error(rate: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Standard error of a rate measured on ``rows`` rows, with half a row added to the count
+    and one to the rows (so it stays positive at a rate of 0 or 1, where the bootstrap has no spread)."""
+    smoothed = (rate * rows + 0.5) / (rows + 1)
+    return np.sqrt(smoothed * (1 - smoothed) / rows)
+
+
+def max_t_intervals(draws: np.ndarray, estimate: np.ndarray, draw_se: np.ndarray, estimate_se: np.ndarray,
+                    confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """Simultaneous intervals ``estimate_j +- q * estimate_se_j`` for the columns of ``draws``
+    (resamples x statistics): ``q`` the ``confidence`` quantile over resamples of
+    ``max_j |draw_j - estimate_j| / draw_se_j``, each draw studentized by its own standard error."""
+    estimate = np.asarray(estimate, dtype=float)
+    if draws.shape[1] == 0 or draws.shape[0] < 2:
+        return estimate.copy(), estimate.copy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        studentized = np.abs(draws - estimate) / draw_se
+    worst = np.max(np.where(np.isnan(studentized), -np.inf, studentized), axis=1)
+    worst = worst[np.isfinite(worst)]
+    q = float(np.quantile(worst, confidence)) if worst.size else 0.0
+    return estimate - q * estimate_se, estimate + q * estimate_se
+
+
+def _gap_interval(estimates: list[np.ndarray], draws: list[np.ndarray], rows: list[np.ndarray],
+                  confidence: float) -> tuple[float, float]:
+    """Interval of the largest |pairwise difference| within each rate (one family over all rates
+    given): [max of each pair's smallest possible |gap|, max of its largest]."""
+    if not estimates or any(len(e) < 2 for e in estimates):
+        return (float("nan"), float("nan"))
+    estimate, drawn, estimate_se, draw_se = [], [], [], []
+    for e, d, n in zip(estimates, draws, rows):
+        i, j = np.triu_indices(len(e), 1)
+        estimate.append(e[i] - e[j])
+        drawn.append(d[:, i] - d[:, j])
+        se, se_drawn = rate_standard_error(e, n), rate_standard_error(d, n)
+        estimate_se.append(np.hypot(se[i], se[j]))  # the cells are resampled independently
+        draw_se.append(np.hypot(se_drawn[:, i], se_drawn[:, j]))
+    low, high = max_t_intervals(np.concatenate(drawn, axis=1), np.concatenate(estimate), np.concatenate(draw_se, axis=1),
+                                np.concatenate(estimate_se), confidence)
+    smallest = np.where(low > 0, low, np.where(high < 0, -high, 0.0))
+    return (float(smallest.max()), float(min(1.0, np.maximum(np.abs(low), np.abs(high)).max())))
+
+
+def _simultaneous_group_intervals(estimates: dict[str, np.ndarray], draws: dict[str, np.ndarray],
+                                  groups: CountedGroups, confidence: float) -> dict[str, tuple[float, float]]:
+    """The gated group metrics' and the per-group rates' intervals from max-|t| families (see the
+    module docstring); ``estimates`` and ``draws``: group rates on the sample and per resample."""
+    result: dict[str, tuple[float, float]] = {}
+    counted = {rate: (estimates[rate][mask], draws[rate][:, mask], groups.sizes[rate][mask])
+               for rate, mask in groups.counted.items()}
+    bounds = {}
+    for rate, (estimate, drawn, rows) in counted.items():
+        low, high = max_t_intervals(drawn, estimate, rate_standard_error(drawn, rows), rate_standard_error(estimate, rows),
+                                    confidence)
+        bounds[rate] = (np.clip(low, 0, 1), np.clip(high, 0, 1))
+        for name, lo, hi in zip(groups.names_for(rate), *bounds[rate]):
+            result[f"{rate}[{name}]"] = (float(lo), float(hi))
+    gap = lambda *rates: _gap_interval(*([counted[r][k] for r in rates] for k in range(3)), confidence)  # noqa: E731
+    result["demographic_parity_difference"] = gap("selection_rate")
+    result["equalized_odds_difference"] = gap("true_positive_rate", "false_positive_rate")
+    low, high = bounds["selection_rate"]
+    if len(low) >= 2 and high.max() > 0:
+        result["disparate_impact_ratio"] = (
+            float(low.min() / high.max()), float(min(1.0, high.min() / low.max())) if low.max() > 0 else 1.0)
+    else:
+        result["disparate_impact_ratio"] = (float("nan"), float("nan"))
+    low, high = bounds["true_positive_rate"]
+    result["min_group_true_positive_rate"] = (float(low.min()), float(high.min())) if len(low) else (float("nan"), float("nan"))
+    return result
+
+
 def percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
     """The central ``confidence`` share of ``values`` (NaN draws left out; all NaN: (nan, nan))."""
     finite = values[~np.isnan(values)]
@@ -148,8 +257,12 @@ def bootstrap_intervals(
     scores: dict[str, np.ndarray] | None = None,
     decision_probabilities: dict[str, np.ndarray] | None = None,
     net_benefit_band: tuple[float, float] | None = None,
+    simultaneous: bool = False,
 ) -> dict[str, dict[str, tuple[float, float]]]:
     """Percentile intervals per model and metric, on resamples stratified by group x label.
+
+    ``simultaneous``: the group metrics and per-group rates get max-|t| simultaneous intervals
+    instead (family-wise; for the cells of an intersection, see the module docstring).
 
     Group metrics count the groups that meet ``floors`` on the whole sample (default: every
     group); ``accuracy_drop_vs_<ref>`` (and ``auc_drop_vs_<ref>``) for each challenger against
@@ -163,10 +276,10 @@ def bootstrap_intervals(
     counted = count_groups(group_names, y, floors or GroupFloors(rows=1, positives=1, negatives=1))
     group_codes = np.searchsorted(counted.names, group_names)
     samples = stratified_resamples(np.char.add(np.char.add(group_names, "|"), y.astype(str)), n_boot, seed)
-    per_model = {
-        name: _resample_metrics(y, np.asarray(pred).astype(int), group_codes, samples, counted)
-        for name, pred in predictions.items()
-    }
+    predictions = {name: np.asarray(pred).astype(int) for name, pred in predictions.items()}
+    rates = {name: _group_rates(y[samples], pred[samples], group_codes[samples], len(counted.names))
+             for name, pred in predictions.items()}
+    per_model = {name: _resample_metrics(y, pred, samples, counted, rates[name]) for name, pred in predictions.items()}
     for name, model_scores in (scores or {}).items():
         per_model[name]["auc"] = _resample_auc(y, np.asarray(model_scores, dtype=float), samples)
     for name, probabilities in (decision_probabilities or {}).items():
@@ -176,6 +289,12 @@ def bootstrap_intervals(
             per_model[name]["net_benefit_min"] = net_benefit_min(y, probabilities, samples, net_benefit_band)
     result = {name: {metric: percentile_interval(values, confidence) for metric, values in metrics.items()}
               for name, metrics in per_model.items()}
+    if simultaneous:
+        sample = np.arange(len(y))[None, :]
+        for name, pred in predictions.items():
+            estimates = {rate: row[0] for rate, row in
+                         _group_rates(y[sample], pred[sample], group_codes[sample], len(counted.names)).items()}
+            result[name] |= _simultaneous_group_intervals(estimates, rates[name], counted, confidence)
     for challenger in challengers:
         for reference in drops_against:
             if reference not in per_model or challenger not in per_model:

@@ -161,15 +161,12 @@ def build(learner: str, params: dict[str, Any], n_categorical: int, n_numeric: i
     return estimator
 
 
-def make_preprocessor(encoder: Encoding | str, numeric: list[str], categorical: list[str]) -> ColumnTransformer:
+def make_preprocessor(encoder: Encoding, numeric: list[str], categorical: list[str]) -> ColumnTransformer:
     """Encoder fitted once, outside any mitigator, so mitigators see a plain numeric matrix.
 
     ``native``: ordinal codes (categorical columns first) and raw numerics, missing values left
-    to the learner. ``one_hot``: one-hot categoricals and imputed, scaled numerics. A built-in
-    learner name is accepted for its encoding.
+    to the learner. ``one_hot``: one-hot categoricals and imputed, scaled numerics.
     """
-    if encoder in BUILT_IN:
-        encoder = encoding(encoder, {})
     if encoder == "native":
         ordinal = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan, encoded_missing_value=np.nan)
         return ColumnTransformer(

@@ -9,11 +9,12 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from fairloop.audit import AuditReport
 from fairloop.crossfit import ModeDecision
 from fairloop.datasets import file_sha256
+from fairloop.groups import SIMULTANEOUS_METHOD, GroupFloors, intersection_parts, is_intersection
 from fairloop.recipes import AugmentReport
 
 if TYPE_CHECKING:
@@ -68,6 +69,17 @@ class ExtraData(Record):
     sha256: str
 
 
+class IntersectionSetup(Record):
+    """How an intersectional run was gated: the cells of which sensitive features, the floors a
+    cell needs, and the simultaneous interval method."""
+
+    sensitive: str
+    features: list[str]
+    floors: GroupFloors
+    interval_method: str
+    confidence: float
+
+
 class RiskAcceptance(Record):
     """A reviewer's explicit acceptance of gates the data could not decide (policy
     ``inconclusive: review_with_acceptance``)."""
@@ -99,6 +111,8 @@ class Lineage(Record):
     # set at promotion: where the registry keeps each input file (role -> path under inputs/)
     inputs_spec_files: dict[str, str] = {}
     parent: str | None = None  # the champion version this one replaced
+    # set when the run gated the cells of an intersection; absent otherwise (older records read as before)
+    intersection: IntersectionSetup | None = Field(None, exclude_if=lambda value: value is None)
 
 
 def describe_run(
@@ -121,6 +135,10 @@ def describe_run(
         requested_by=requested_by, requester_verified=requester_verified, sweep=sweep, evaluation=evaluation,
         accepted_inconclusive=RiskAcceptance(**accepted_inconclusive) if accepted_inconclusive else None,
         extra_training_data=ExtraData(path=extra, sha256=file_sha256(Path(extra))) if extra else None,
+        intersection=IntersectionSetup(
+            sensitive=inputs.sensitive, features=intersection_parts(inputs.sensitive), floors=inputs.policy.group_floors,
+            interval_method=SIMULTANEOUS_METHOD, confidence=inputs.policy.bootstrap.confidence,
+        ) if is_intersection(inputs.sensitive) else None,
     )
 
 

@@ -17,6 +17,7 @@ from fairloop.constraints import ConstraintTemplate, check_weighting, fit_candid
 from fairloop.datasets import LoadedDataset, Split, Splits, load_dataset, make_splits
 from fairloop.crossfit import ModeDecision, choose_mode, fit_rows
 from fairloop.evaluate import Evaluation, Predictions, predict, score_predictions
+from fairloop.groups import is_intersection
 from fairloop.intervals import bootstrap_intervals
 from fairloop.model import FairModel
 from fairloop.policy import Policy, load_policy
@@ -66,7 +67,7 @@ def load_inputs(params: RunParams) -> Inputs:
     policy = load_policy(params.policy)
     loaded = load_dataset(params.dataset)
     if params.sensitive:
-        loaded.spec.sensitive_named(params.sensitive)
+        loaded.spec.grouping(params.sensitive)
     return Inputs(params=params, loaded=loaded, recipe=recipe, template=template, policy=policy)
 
 
@@ -137,7 +138,8 @@ def with_intervals(
     sensitive: str, policy: Policy, challengers: tuple[str, ...],
 ) -> dict[str, Evaluation]:
     """``evaluations`` with the policy's paired bootstrap intervals, every model on the same
-    (group x label stratified) resamples; AUC always, net benefit when the policy gates it."""
+    (group x label stratified) resamples; AUC always, net benefit when the policy gates it;
+    simultaneous (family-wise) group intervals when ``sensitive`` is an intersection."""
     gates_net_benefit = policy.thresholds.min_net_benefit is not None
     intervals = bootstrap_intervals(
         split.y.to_numpy(), {name: p.decisions for name, p in predictions.items()},
@@ -147,6 +149,7 @@ def with_intervals(
         scores={name: p.scores for name, p in predictions.items()},
         decision_probabilities={name: p.probabilities for name, p in predictions.items()},
         net_benefit_band=policy.net_benefit_band if gates_net_benefit else None,
+        simultaneous=is_intersection(sensitive),  # cells of an intersection: family-wise intervals
     )
     return {name: ev.model_copy(update={"intervals": intervals[name]}) for name, ev in evaluations.items()}
 

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from fairloop.evaluate import Evaluation
-from fairloop.groups import RATE_LABELS, GroupFloors
+from fairloop.groups import RATE_LABELS, GroupFloors, is_intersection
 from fairloop.specfile import SpecModel, VersionedSpec, load_spec
 
 
@@ -240,6 +240,24 @@ def missing_metric_reason(metric: str, evaluation: Evaluation) -> str:
     return f"needs {needs} counted group(s): " + ", ".join(parts) + (f"; left out: {left_out}" if left_out else "")
 
 
+def worst_cells(metric: str, evaluation: Evaluation) -> str:
+    """Which counted groups set a between-group metric: the lowest and highest rate (the lowest
+    TPR for the min-TPR gate); for EOD the rate with the larger gap. '' when none count."""
+    spans = []
+    for rate in METRIC_RATES.get(metric, ()):
+        counted = {g: m[rate] for g, m in evaluation.by_group.items() if m.get(f"counted_{rate}", 1.0) and m[rate] == m[rate]}
+        if counted:
+            low, high = min(counted, key=counted.get), max(counted, key=counted.get)
+            spans.append((counted[high] - counted[low], rate, low, high, counted))
+    if not spans:
+        return ""
+    _, rate, low, high, counted = max(spans)
+    label = RATE_LABELS[rate]
+    if metric == "min_group_true_positive_rate" or low == high:
+        return f"worst cell '{low}' ({label} {counted[low]:.3f})"
+    return f"worst cells '{low}' ({label} {counted[low]:.3f}) and '{high}' ({counted[high]:.3f})"
+
+
 def apply_gates(
     policy: Policy, evaluations: dict[str, Evaluation], *, needs_sensitive_at_predict: bool = False,
     evaluation_mode: str = "holdout", unavailable: dict[str, str] | None = None,
@@ -288,8 +306,11 @@ def apply_gates(
         shown = f"{value:+.4f}" if comparison == "drop" else f"{value:.4f}"
         if interval is not None:
             shown += f" [{interval[0]:.4f}, {interval[1]:.4f}]"
+        reason = f"{label} {shown}: {verdict} ({bound} {threshold})"
+        if is_intersection(candidate.sensitive) and metric in METRIC_RATES:  # name the cells, with simultaneous intervals
+            reason += f"; {worst_cells(metric, candidate)} (simultaneous intervals over the counted cells)"
         result = GateResult(gate=gate, metric=metric, value=value, interval=interval, threshold=threshold,
-                            verdict=verdict, reason=f"{label} {shown}: {verdict} ({bound} {threshold})")
+                            verdict=verdict, reason=reason)
         if verdict == "inconclusive":
             result = result.model_copy(update={"advice": sample_size_answer(
                 result, label, upper, candidate, policy.bootstrap.confidence, evaluation_mode)})

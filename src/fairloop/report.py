@@ -7,6 +7,7 @@ import io
 from datetime import datetime, timezone
 
 from fairloop.evaluate import Evaluation
+from fairloop.groups import SIMULTANEOUS_METHOD, is_intersection
 from fairloop.policy import GateReport
 from fairloop.templating import render
 
@@ -73,6 +74,10 @@ def render_model_card(
         f"Metrics come from {test_rows:,} held-out rows; gate intervals are {confidence:.0%} bootstrap intervals.",
         "Demographic parity and equalized odds conflict where base rates differ; see the gate table for what was enforced.",
     ]
+    if is_intersection(evaluation.sensitive):
+        limitations.insert(0, f"Gated on the cells of {evaluation.sensitive.replace(':', ' x ')} (worst cells first "
+                              f"in the report) with {SIMULTANEOUS_METHOD}; cells below the group floors are listed "
+                              "below and do not count.")
     if needs_sensitive_at_predict:
         limitations.insert(0, "Uses the sensitive feature at prediction time (ThresholdOptimizer): disparate "
                               "treatment in many jurisdictions; legal review required before use.")

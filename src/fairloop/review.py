@@ -15,7 +15,8 @@ from pydantic import BaseModel, SecretStr
 from prefect.input import RunInput
 
 from fairloop.audit import AuditReport
-from fairloop.evaluate import METRIC_LABELS, Evaluation, metrics_table
+from fairloop.evaluate import METRIC_LABELS, Evaluation, metrics_table, worst_groups_first
+from fairloop.groups import is_intersection
 from fairloop.policy import GATES, GateReport, GateResult
 from fairloop.recipes import AugmentReport
 from fairloop.sweep import SweepOutcome
@@ -104,7 +105,10 @@ class ReviewPacket(BaseModel):
         baseline = self.evaluations.get("baseline")
         candidate = self.evaluations["candidate"]
         changes = []
-        for group, after in candidate.by_group.items():
+        # the cells of an intersection: worst first (there can be dozens); one feature's groups: as sorted
+        order = worst_groups_first(candidate) if self.intersectional else list(candidate.by_group)
+        for group in order:
+            after = candidate.by_group[group]
             before = baseline.by_group.get(group) if baseline else None
             rows = int(after["count"])
             positives = int(after["positives"])
@@ -121,6 +125,11 @@ class ReviewPacket(BaseModel):
             changes.append(GroupChange(group=group, rows=rows, positives=positives,
                                        counted=bool(after.get("counted_selection_rate", 1.0)), rates=rates))
         return changes
+
+    @property
+    def intersectional(self) -> bool:
+        """Gated on the cells of an intersection, with simultaneous intervals."""
+        return is_intersection(self.sensitive)
 
     def gate_rows(self) -> list[dict]:
         return [gate_row(r) for r in self.gates.results]

@@ -15,7 +15,10 @@ from fairloop.errors import BadInputError
 from fairloop.model import FairModel
 from fairloop.monitor.alerting import already_alerted, judge, same_window, streak_base
 from fairloop.monitor.drift import drift_metrics
-from fairloop.monitor.fairness import gap_confidence, group_rates, labelled_metrics, prediction_rate_gap, selection_rates
+from fairloop.groups import is_intersection
+from fairloop.monitor.fairness import (
+    gap_confidence, group_rates, labelled_metrics, prediction_rate_gap, selection_rates, watch_cells,
+)
 from fairloop.monitor.report import WindowReport
 from fairloop.monitor.store import history, record
 from fairloop.monitor.windows import Rows, Window, latest_window, read_window, reference_rows, split_windows
@@ -54,8 +57,12 @@ def check_window(
     ref_rates = reference.memo[("rates", sensitive)]
     labels_known = rows.y is not None and rows.y.notna().any()
     eod_gated = (cfg.max_equalized_odds_difference or policy.thresholds.max_equalized_odds_difference) is not None
-    level = gap_confidence(cfg, 1 + (labels_known and eod_gated))
+    watched_cells = [name for name in spec.intersection_names if name != sensitive]  # the champion's own: above
+    level = gap_confidence(cfg, 1 + (labels_known and eod_gated) + len(watched_cells))
     metrics += prediction_rate_gap(predictions, win_groups, rates, ref_rates, policy, sensitive, seed, skipped, level)
+    cell_metrics, cell_rates = watch_cells(predictions, rows.groups, rows.y, reference, ref_predictions, watched_cells,
+                                           policy, seed, skipped, level)
+    metrics += cell_metrics
 
     labelled = 0
     if rows.y is not None and rows.y.notna().any():
@@ -76,7 +83,8 @@ def check_window(
         selection_rates={str(g): float(r) for g, r in rates["selection_rate"].items()},
         reference_selection_rates={str(g): float(r) for g, r in ref_rates["selection_rate"].items()},
         skipped=skipped, window_hash=window.content_hash,
-        group_rates=group_rates(predictions, win_groups, rows.y, rates, cfg, seed),
+        group_rates=group_rates(predictions, win_groups, rows.y, rates, cfg, seed, simultaneous=is_intersection(sensitive)),
+        cell_rates=cell_rates,
     )
     report = judge(report, cfg, previous)
     return report.model_copy(update={"seconds": round(time.perf_counter() - started, 3)})

@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from fairloop.groups import is_intersection
 from fairloop.monitor.report import GroupRates, Metric
 from fairloop.policy import Monitoring, Policy
 
@@ -24,7 +25,8 @@ def gap_confidence(cfg: Monitoring, gated_gaps: int) -> float:
 
 
 def window_intervals(y: np.ndarray, predictions: np.ndarray, groups: np.ndarray, counted, values: dict[str, float],
-                     cfg: Monitoring, seed: int, confidence: float | None = None) -> dict[str, tuple[float, float]]:
+                     cfg: Monitoring, seed: int, confidence: float | None = None,
+                     simultaneous: bool = False) -> dict[str, tuple[float, float]]:
     """Intervals of the statistics named in ``values`` (names of ``bootstrap_intervals``' results:
     ``demographic_parity_difference``, ``equalized_odds_difference``, ``selection_rate[<group>]``,
     ``min_group_true_positive_rate``; with their point values), over the ``counted`` groups.
@@ -38,6 +40,9 @@ def window_intervals(y: np.ndarray, predictions: np.ndarray, groups: np.ndarray,
     of m rows and the interval's half-widths around its midpoint are scaled by sqrt(m / n) and
     placed around the window's own values (an m-out-of-n bootstrap: these statistics are smooth
     functions of group rates, whose spread shrinks as 1 / sqrt(n)).
+
+    ``simultaneous`` (the cells of an intersection): the gates' family-wise intervals, whose
+    gap bounds need no reflection (the lower bound is that of the smallest gap every pair allows).
     """
     from fairloop.intervals import bootstrap_intervals
 
@@ -50,9 +55,10 @@ def window_intervals(y: np.ndarray, predictions: np.ndarray, groups: np.ndarray,
         warnings.simplefilter("ignore", RuntimeWarning)
         found = bootstrap_intervals(np.asarray(y)[pick], {"window": np.asarray(predictions)[pick]},
                                     np.asarray(groups).astype(str)[pick], n_boot=cfg.bootstrap, confidence=confidence or cfg.confidence,
-                                    seed=seed)["window"]
+                                    seed=seed, simultaneous=simultaneous)["window"]
     if len(pick) == n:
-        return {name: reflected(values[name], found[name]) if name.endswith("_difference") else found[name] for name in values}
+        return {name: reflected(values[name], found[name]) if name.endswith("_difference") and not simultaneous
+                else found[name] for name in values}
     scale = np.sqrt(len(pick) / n)
     result = {}
     for name, value in values.items():
@@ -69,7 +75,7 @@ def reflected(value: float, percentile: tuple[float, float]) -> tuple[float, flo
 
 
 def group_rates(predictions: np.ndarray, groups: pd.Series, y: pd.Series | None, rates: pd.DataFrame, cfg: Monitoring,
-                seed: int) -> list[GroupRates]:
+                seed: int, simultaneous: bool = False) -> list[GroupRates]:
     """Per group: selection rate (interval when the group has ``min_group_rows`` rows) and, on labelled
     rows, true positive rate (interval when it has ``MIN_LABELLED_PER_GROUP`` labelled positives)."""
     predictions = np.asarray(predictions).astype(int)
@@ -78,7 +84,7 @@ def group_rates(predictions: np.ndarray, groups: pd.Series, y: pd.Series | None,
     if len(big):
         values = {f"selection_rate[{g}]": float(rates.loc[g, "selection_rate"]) for g in big}
         found = window_intervals(np.zeros(len(predictions), dtype=int), predictions, groups.to_numpy(), big.to_numpy(),
-                                 values, cfg, seed)
+                                 values, cfg, seed, simultaneous=simultaneous)
         selection = {g: found[f"selection_rate[{g}]"] for g in big}
     known = np.zeros(len(predictions), dtype=bool) if y is None else y.notna().to_numpy()
     labels = np.zeros(len(predictions), dtype=int) if y is None else y.fillna(0).astype(int).to_numpy()
@@ -145,7 +151,8 @@ def labelled_metrics(y, predictions, groups, reference, ref_predictions, ref_gro
     dpd = float(demographic_parity_difference(table["y"].to_numpy(), table["prediction"].to_numpy(), **weighted))
     eod = float(equalized_odds_difference(table["y"].to_numpy(), table["prediction"].to_numpy(), **weighted))
     found = window_intervals(y[keep], predictions[keep], groups[keep].to_numpy(), usable.index.to_numpy(),
-                          {"demographic_parity_difference": dpd, "equalized_odds_difference": eod}, cfg, seed, confidence)
+                          {"demographic_parity_difference": dpd, "equalized_odds_difference": eod}, cfg, seed, confidence,
+                          simultaneous=is_intersection(sensitive))
     (low_d, high_d), (eod_low, eod_high) = found["demographic_parity_difference"], found["equalized_odds_difference"]
     ref_known = reference.y.notna().to_numpy() if reference.y is not None else None
     if ("eod", sensitive) not in reference.memo:
@@ -184,10 +191,31 @@ def prediction_rate_gap(predictions: np.ndarray, groups: pd.Series, rates: pd.Da
     gap = float(big["selection_rate"].max() - big["selection_rate"].min())
     # no labels: every row in one label stratum, so resamples vary the groups' selection rates only
     low, high = window_intervals(np.zeros(len(predictions), dtype=int), predictions, groups.to_numpy(), big.index.to_numpy(),
-                                 {"demographic_parity_difference": gap}, cfg, seed, confidence)["demographic_parity_difference"]
+                                 {"demographic_parity_difference": gap}, cfg, seed, confidence,
+                                 simultaneous=is_intersection(sensitive))["demographic_parity_difference"]
     ref_big = ref_rates.loc[ref_rates.index.intersection(big.index), "selection_rate"]
     return [Metric(
         key=f"prediction_rate_gap:{sensitive}", kind="prediction_rate_gap", feature=sensitive, value=gap, low=low, high=high,
         threshold=gap_threshold, reference=float(ref_big.max() - ref_big.min()) if len(ref_big) >= 2 else None,
         rows=int(big["rows"].sum()), confidence=confidence,
     )]
+
+
+def watch_cells(predictions: np.ndarray, rows_groups: pd.DataFrame, y: pd.Series | None, reference, ref_predictions,
+                names: list[str], policy: Policy, seed: int, skipped: list[str],
+                confidence: float) -> tuple[list[Metric], list[GroupRates]]:
+    """The cells of each intersection in ``names`` (columns of ``rows_groups``): their worst-cell
+    gap (max - min selection rate, simultaneous interval; judged by the same alert rules as the
+    champion's feature) and every cell's rates, worst first (farthest from the window's rate)."""
+    cfg = policy.monitoring_settings
+    metrics, cells_seen = [], []
+    for name in names:
+        window_cells = rows_groups[name]
+        rates = selection_rates(predictions, window_cells)
+        if ("rates", name) not in reference.memo:
+            reference.memo[("rates", name)] = selection_rates(ref_predictions, reference.groups[name])
+        metrics += prediction_rate_gap(predictions, window_cells, rates, reference.memo[("rates", name)], policy, name, seed,
+                                       skipped, confidence)
+        cells_seen += group_rates(predictions, window_cells, y, rates, cfg, seed, simultaneous=True)
+    overall = float(np.mean(predictions)) if len(predictions) else 0.0
+    return metrics, sorted(cells_seen, key=lambda c: -abs(c.selection_rate - overall))

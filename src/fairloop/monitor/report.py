@@ -61,6 +61,8 @@ class WindowReport(BaseModel):
     reference_selection_rates: dict[str, float]
     skipped: list[str] = []
     group_rates: list[GroupRates] = []
+    cell_rates: list[GroupRates] = Field(
+        [], description="cells of the spec's intersections (other than the champion's feature), worst first")
     window_file: str | None = None
     alert: bool = False
     window_hash: str | None = Field(None, description="SHA-256 of the window's rows (order-independent)")

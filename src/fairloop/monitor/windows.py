@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fairloop.datasets import DatasetSpec, SourceFile, Split, Splits, parse_rows, read_raw_file
+from fairloop.datasets import DatasetSpec, SourceFile, Split, Splits, parse_rows, read_raw_file, with_intersections
 from fairloop.errors import BadInputError
 
 
@@ -57,7 +57,7 @@ def reference_rows(spec: DatasetSpec, snapshot: Path) -> Rows:
         X[column] = X[column].where(X[column].isna(), X[column].astype(str)).astype("str")
     groups = frame[[f"sensitive.{s.name}" for s in spec.sensitive]].astype(str)
     groups.columns = [s.name for s in spec.sensitive]
-    return Rows(X=X, groups=groups, y=frame[spec.label.column].astype(float))
+    return Rows(X=X, groups=with_intersections(spec, groups), y=frame[spec.label.column].astype(float))
 
 
 def read_window(
