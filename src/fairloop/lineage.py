@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -68,6 +68,15 @@ class ExtraData(Record):
     sha256: str
 
 
+class BaseModelSource(Record):
+    """The fitted model a run post-processed without retraining it (``remediate --model``)."""
+
+    kind: Literal["skops", "pickle", "callable"]
+    location: str  # the file as given, or the import path module:function
+    sha256: str | None  # of the file's bytes; None for an import path (its code is not in the registry)
+    retrained: Literal[False] = False  # stated in every record: the base model's parameters are untouched
+
+
 class RiskAcceptance(Record):
     """A reviewer's explicit acceptance of gates the data could not decide (policy
     ``inconclusive: review_with_acceptance``)."""
@@ -99,12 +108,13 @@ class Lineage(Record):
     # set at promotion: where the registry keeps each input file (role -> path under inputs/)
     inputs_spec_files: dict[str, str] = {}
     parent: str | None = None  # the champion version this one replaced
+    base_model: BaseModelSource | None = None  # remediate --model: the frozen model the candidate wraps
 
 
 def describe_run(
     inputs: Inputs, audit: AuditReport, augment: AugmentReport, *, run_id: str | None, requested_by: str,
     project_dir: Path, sweep: SweepLineage | None = None, evaluation: ModeDecision | None = None,
-    accepted_inconclusive: dict | None = None, requester_verified: bool = False,
+    accepted_inconclusive: dict | None = None, requester_verified: bool = False, base_model: BaseModelSource | None = None,
 ) -> Lineage:
     """The lineage of a run about to be promoted, from its loaded inputs and reports."""
     spec, params = inputs.loaded.spec, inputs.params
@@ -121,6 +131,7 @@ def describe_run(
         requested_by=requested_by, requester_verified=requester_verified, sweep=sweep, evaluation=evaluation,
         accepted_inconclusive=RiskAcceptance(**accepted_inconclusive) if accepted_inconclusive else None,
         extra_training_data=ExtraData(path=extra, sha256=file_sha256(Path(extra))) if extra else None,
+        base_model=base_model,
     )
 
 
