@@ -29,7 +29,9 @@ from fairloop.cli import app
 from fairloop.constraints import load_constraint_template
 from fairloop.frozen import FROZEN_LEARNER
 from fairloop.outcomes import ExitCode, Outcome
+from fairloop.policy import load_policy
 from fairloop.registry import Registry, file_sha256
+from fairloop.reruns import plan_rerun
 from fairloop.review import load_packet
 from fairloop.runs import submit_review
 from synthetic import write_dataset
@@ -136,6 +138,11 @@ def test_frozen_model_guarded_and_thresholded_promoted_rolled_back_and_reproduce
     registry.rollback("biased", "v1", reviewer="dana", reason="the guardrail needs no group at prediction time")
     assert file_sha256(registry.model_path("biased")) == v1.model_sha256
     assert registry.verify("biased") == []
+    # a drift rerun of the champion post-processes the same base model again, never retrains it
+    plan = plan_rerun("biased", load_policy(blind).monitoring_settings, registry, tmp_path / "rerun",
+                      recipe="recipes/none.yaml", constraint="constraints/gs-dp.yaml", sweep_file=None)
+    assert file_sha256(plan.base_model) == plan.base_model_sha256 == v1.lineage.base_model.sha256
+    assert "not retrained" in plan.source
     for version in ("v1", "v2"):
         result = CliRunner().invoke(app, ["reproduce", "biased", version])
         assert result.exit_code == 0, result.output
