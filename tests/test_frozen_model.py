@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+from pathlib import Path
 
 import joblib
 import numpy as np
@@ -141,7 +142,7 @@ def test_frozen_model_guarded_and_thresholded_promoted_rolled_back_and_reproduce
     # a drift rerun of the champion post-processes the same base model again, never retrains it
     plan = plan_rerun("biased", load_policy(blind).monitoring_settings, registry, tmp_path / "rerun",
                       recipe="recipes/none.yaml", constraint="constraints/gs-dp.yaml", sweep_file=None)
-    assert file_sha256(plan.base_model) == plan.base_model_sha256 == v1.lineage.base_model.sha256
+    assert file_sha256(Path(plan.base_model)) == plan.base_model_sha256 == v1.lineage.base_model.sha256
     assert "not retrained" in plan.source
     for version in ("v1", "v2"):
         result = CliRunner().invoke(app, ["reproduce", "biased", version])
