@@ -22,6 +22,7 @@ from sklearn.compose import make_column_transformer
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
+from threadpoolctl import threadpool_limits
 from typer.testing import CliRunner
 
 from conftest import PROJECT, BackgroundRun, write_policy
@@ -49,8 +50,10 @@ def world(tmp_path_factory):
     features = ["x1", "x2", "x3", "colour"]
     vendor = make_pipeline(
         make_column_transformer((OneHotEncoder(handle_unknown="ignore"), ["colour"]), remainder="passthrough"),
-        HistGradientBoostingClassifier(random_state=0),
-    ).fit(vendor_rows[features], vendor_rows["label"])
+        HistGradientBoostingClassifier(max_iter=50, random_state=0),
+    )
+    with threadpool_limits(limits=1):  # OpenMP threads spin for long on a busy machine; one is plenty here
+        vendor.fit(vendor_rows[features], vendor_rows["label"])
     sio.dump(vendor, base / "vendor.skops")
     joblib.dump(vendor, base / "vendor.joblib")
     return {"base": base, "spec": spec, "skops": base / "vendor.skops", "joblib": base / "vendor.joblib"}
