@@ -125,15 +125,20 @@ def remediation(
     requester_verified: bool = False,
     extra_training_data: str | None = None,
     rerun: bool = False,
+    base_model: str | None = None,
+    trust_base_model: bool = False,
 ):
-    """``rerun``: started by a served deployment (drift trigger or schedule), see ``fairloop.reruns``."""
+    """``rerun``: started by a served deployment (drift trigger or schedule), see ``fairloop.reruns``.
+    ``base_model``: a fitted model to post-process without retraining (a file, or module:function);
+    ``trust_base_model`` allows it to be a pickle file."""
     logger = get_run_logger()
     started = time.perf_counter()
     settings = get_settings()
     registry = Registry(settings.registry_path, settings.remote_path)
     run_id = str(get_run_context().flow_run.id)
     run_dir = settings.state_dir / "runs" / run_id  # files of this run that are not promoted (frontier, chosen template)
-    params = pipeline.RunParams(dataset, recipe, constraint, policy, sensitive, train_rows, seed, extra_training_data)
+    params = pipeline.RunParams(dataset, recipe, constraint, policy, sensitive, train_rows, seed, extra_training_data,
+                                base_model=base_model)
     record_flow_process(run_dir)  # `fairloop approve` tells a dead flow process from a slow one
     progress = ProgressReporter(logger)
     logger.info("Run page: %s", flow_run_url(run_id))
@@ -154,7 +159,7 @@ def remediation(
                                   "window": params.extra_training_data})  # the incident timeline (fairloop history)
 
     progress.stage("load inputs")
-    inputs = load_step(params)
+    inputs = load_step(params, trust_base_model)
     spec, sensitive = inputs.loaded.spec, inputs.sensitive
     record = {"dataset": spec.name, "run_id": run_id, "requested_by": requested_by, "requester_verified": requester_verified}
     if start is not None:
@@ -175,6 +180,7 @@ def remediation(
         registry.record_decision({**record, "action": "audit_blocked", "reasons": audit.reasons})
         return outcome_state(Outcome.AUDIT_BLOCKED, "; ".join(audit.reasons))
 
+    frozen = pipeline.frozen_base(inputs, audit)  # remediate --model: post-process it, never retrain
     champion = registry.load_champion(spec.name)
     progress.stage("fit")
     swept = None
@@ -182,7 +188,9 @@ def remediation(
         sweep_spec = sweep.load_sweep(sweep_file)
         swept = sweep.run_sweep(sweep_spec, splits, sensitive, seed, inputs.policy, mode,
                                 champion=champion[1] if champion else None,
-                                fit_all=sweep.fit_in_processes(sweep_spec.workers, on_fitted=progress.fitted))
+                                # a frozen model's candidates fit no learner; it may be one endpoint's client
+                                fit_all=sweep.fit_serially if frozen else sweep.fit_in_processes(
+                                    sweep_spec.workers, on_fitted=progress.fitted), frozen=frozen)
         record["sweep"] = sweep_spec.name
         if swept.chosen is None:
             progress.done("no candidate passes the policy")
@@ -200,7 +208,7 @@ def remediation(
         augmented, augment_report = augment_step(inputs, splits, mode)  # the rows the chosen model was fitted on
     else:
         augmented, augment_report = augment_step(inputs, splits, mode)
-        trained = train_step(inputs, splits, mode)
+        trained = train_step(inputs, splits, mode, frozen)
         models = {name: model for name, (model, _) in trained.items()}
         fit_seconds = trained["candidate"][1]
     template = inputs.template
@@ -226,6 +234,7 @@ def remediation(
         needs_sensitive_at_predict=template.needs_sensitive_at_predict, evaluations=evaluations, gates=gates,
         confidence=inputs.policy.bootstrap.confidence, audit_verdict=audit.verdict, audit_reasons=audit.reasons,
         base_rate_gap=audit.base_rate_gap, augment=augment_report, sweep=swept.outcome if swept else None,
+        base_model=inputs.base_model.source if inputs.base_model else None,
         credentials_required=credentials.credentials_required(registry.root),
     )
     report = render_report(packet, frontier, audit)
@@ -261,6 +270,7 @@ def remediation(
     lineage = describe_run(
         inputs, audit, augment_report, run_id=run_id, requested_by=requested_by, project_dir=settings.project_dir,
         evaluation=mode, accepted_inconclusive=approval.get("accepted_inconclusive"), requester_verified=requester_verified,
+        base_model=inputs.base_model.source if inputs.base_model else None,
         sweep=None if swept is None else SweepLineage(
             **sweep_spec.identity(sweep_file), chosen=swept.outcome.chosen, template_file=chosen.template_path,
             explanation=swept.outcome.explanation,
@@ -274,6 +284,7 @@ def remediation(
             sensitive=[s.name for s in spec.sensitive], evaluation=evaluations["candidate"], gates=gates,
             needs_sensitive_at_predict=template.needs_sensitive_at_predict, approval=approval,
             train_rows=len(augmented), test_rows=len(splits.test), confidence=inputs.policy.bootstrap.confidence,
+            base_model=inputs.base_model.source if inputs.base_model else None,
         )
         return {"report.md": report, "report.html": render_html(f"fairloop {spec.name} {version}", report, evaluations),
                 "model_card.md": model_card, "frontier.png": frontier_image}

@@ -34,6 +34,10 @@ err = Console(stderr=True, soft_wrap=True)  # error lines stay whole for logs an
 DEFAULT_RECIPE = "recipes/none.yaml"
 DEFAULT_CONSTRAINT = "constraints/gs-dp.yaml"
 DEFAULT_POLICY = "policies/default.yaml"
+FROZEN_MODEL_SWEEP = "constraints/sweeps/frozen-model.yaml"  # remediate --model without --sweep or --constraint
+PROBE_ROWS = 50  # rows a --model is asked to score before any run starts
+TRUST_WARNING = ("[yellow]warning: --trust: unpickling model files from outside the registry runs any code they "
+                 "contain; use it only for files from a source you trust[/yellow]")
 RUN_TAG_ENV = "FAIRLOOP_RUN_TAG"
 TRAINING_TIMEOUT_SECONDS = 3600
 RUN_START_TIMEOUT_SECONDS = 600  # --no-wait: how long the background process may take to create its flow run
@@ -84,8 +88,8 @@ def load_project_flow(settings: Settings, name: str):
     return load_flow_from_entrypoint(f"{entrypoint}:{name}")
 
 
-def validate_inputs(dataset: Path, recipe: Path, constraint: Path, policy: Path, sweep: Path | None = None) -> None:
-    """Fail fast, before any server or training work, on a broken data file or dataset."""
+def validate_inputs(dataset: Path, recipe: Path, constraint: Path, policy: Path, sweep: Path | None = None):
+    """Fail fast, before any server or training work, on a broken data file or dataset; return the dataset."""
     from fairloop.constraints import check_weighting, load_constraint_template
     from fairloop.datasets import load_dataset
     from fairloop.policy import load_policy
@@ -103,7 +107,29 @@ def validate_inputs(dataset: Path, recipe: Path, constraint: Path, policy: Path,
         if weighting:
             check_weighting(template, str(constraint))
     load_policy(policy)
-    load_dataset(dataset)  # reads the files: columns, labels and sensitive values are checked
+    return load_dataset(dataset)  # reads the files: columns, labels and sensitive values are checked
+
+
+def validate_base_model(model: str, trust: bool, loaded, recipe: Path, constraint: Path, sweep: Path | None) -> None:
+    """Fail fast on a --model run: templates or recipes that would retrain, a model that cannot be
+    loaded (or is an untrusted pickle), or one whose output is not a score for each of a few rows."""
+    from fairloop.constraints import load_constraint_template
+    from fairloop.frozen import load_base_model, refusal
+    from fairloop.recipes import load_recipe
+
+    if sweep is not None:
+        from fairloop.sweep import expand_candidates, load_sweep
+
+        pairs = [(c.template, c.recipe) for c in expand_candidates(load_sweep(sweep))[0]]
+    else:
+        pairs = [(load_constraint_template(constraint), load_recipe(recipe))]
+    reasons = list(dict.fromkeys(reason for template, chosen in pairs if (reason := refusal(template, chosen))))
+    if reasons:
+        raise BadInputError("; ".join(reasons), field="--sweep" if sweep else "--constraint")
+    if trust and Path(model).is_file():
+        err.print(TRUST_WARNING)
+    scorer = load_base_model(model, loaded.spec.features.columns, trust=trust)
+    scorer.scores(loaded.all_rows().X.head(PROBE_ROWS))
 
 
 def exit_for_state(state, run_id) -> ExitCode:
@@ -126,6 +152,7 @@ def exit_for_state(state, run_id) -> ExitCode:
 @app.command()
 @user_errors
 def remediate(
+    ctx: typer.Context,
     dataset: Annotated[Path, typer.Option(help="dataset spec, e.g. datasets/adult.yaml")],
     recipe: Annotated[Path, typer.Option(help="augmentation recipe")] = Path(DEFAULT_RECIPE),
     constraint: Annotated[Path, typer.Option(help="constraint template")] = Path(DEFAULT_CONSTRAINT),
@@ -140,10 +167,26 @@ def remediate(
     wait: Annotated[bool, typer.Option(help="--no-wait returns once the run awaits review")] = True,
     token: Annotated[str, typer.Option(envvar="FAIRLOOP_TOKEN", show_default=False,
                                        help="your reviewer token: records you, verified, as the requester")] = "",
+    model: Annotated[Optional[str], typer.Option(
+        help="a fitted model to remediate WITHOUT retraining it: a .skops file, a .joblib/.pkl file (with --trust) or "
+             "module:function mapping a DataFrame of features to positive-class scores; only post-processing "
+             f"candidates apply (default sweep: {FROZEN_MODEL_SWEEP})")] = None,
+    trust: Annotated[bool, typer.Option(
+        help="let --model be a pickle file (or a skops file with types outside the trusted list): loading it runs "
+             "any code it contains")] = False,
 ):
-    """Run one remediation: audit, augment, retrain (one candidate or a sweep), evaluate, gate, await review, promote."""
+    """Run one remediation: audit, augment, retrain (one candidate or a sweep), evaluate, gate, await review, promote.
+
+    With --model: post-process that fitted model instead of retraining (ThresholdOptimizer on its
+    scores, the counterfactual guardrail); the base model is the baseline."""
     settings = get_settings()
-    validate_inputs(dataset, recipe, constraint, policy, sweep)
+    # by name: typer vendors its own click, whose ParameterSource is not click's
+    chosen = [name for name in ("recipe", "constraint") if ctx.get_parameter_source(name).name != "DEFAULT"]
+    if model is not None and sweep is None and not chosen:
+        sweep = Path(FROZEN_MODEL_SWEEP)
+    loaded = validate_inputs(dataset, recipe, constraint, policy, sweep)
+    if model is not None:
+        validate_base_model(model, trust, loaded, recipe, constraint, sweep)
     requested_by, requester_verified = requester(settings, token)
     with prefect_server(settings):
         if not wait:
@@ -156,6 +199,7 @@ def remediate(
                 dataset=str(dataset), recipe=str(recipe), constraint=str(constraint), policy=str(policy),
                 sweep_file=str(sweep) if sweep else None, sensitive=sensitive, train_rows=train_rows, seed=seed, approval_timeout=approval_timeout,
                 requested_by=requested_by, requester_verified=requester_verified, return_state=True,
+                base_model=model, trust_base_model=trust,
             )
         raise typer.Exit(exit_for_state(state, state.state_details.flow_run_id))
 
@@ -589,8 +633,7 @@ def gate(
     files = {name: path for name, path in (("candidate", model), ("baseline", baseline), ("champion", champion)) if path}
     recorded = {name: registry.recorded_sha256(path) for name, path in files.items()}
     if trust and any(sha is None for sha in recorded.values()):
-        err.print("[yellow]warning: --trust: unpickling model files from outside the registry runs any code they "
-                  "contain; use it only for files from a source you trust[/yellow]")
+        err.print(TRUST_WARNING)
     models = {name: load_model(path, expected_sha256=recorded[name], trust=trust) for name, path in files.items()}
     evaluations = evaluate_models(models, split, sensitive, gate_policy)
     report = apply_gates(gate_policy, evaluations, needs_sensitive_at_predict=models["candidate"].needs_sensitive_at_predict)

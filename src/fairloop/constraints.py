@@ -59,7 +59,10 @@ THRESHOLD_CONSTRAINTS = {
 # AdversarialFairnessClassifier's constraints.
 ADVERSARIAL_CONSTRAINTS = ("demographic_parity", "equalized_odds")
 
-Method = Literal["none", "exponentiated_gradient", "grid_search", "threshold_optimizer", "adversarial"]
+Method = Literal["none", "exponentiated_gradient", "grid_search", "threshold_optimizer", "adversarial",
+                 "counterfactual_guardrail"]
+# Kinds that post-process a fitted model's scores: the only ones a frozen model (remediate --model) can take.
+POST_PROCESSING = ("threshold_optimizer", "counterfactual_guardrail")
 Constraint = Literal[
     "demographic_parity", "equalized_odds", "true_positive_rate_parity", "false_positive_rate_parity", "error_rate_parity"
 ]
@@ -69,6 +72,7 @@ METHOD_KINDS = {
     "exponentiated_gradient": "reduction",
     "grid_search": "reduction",
     "threshold_optimizer": "post-processing",
+    "counterfactual_guardrail": "post-processing",
     "adversarial": "in-processing (adversarial)",
 }
 # Fairlearn mitigator classes whose keywords a template's method_params may set; fairloop sets
@@ -159,9 +163,9 @@ class ConstraintTemplate(VersionedSpec):
 
     @model_validator(mode="after")
     def _consistent(self) -> ConstraintTemplate:
-        if self.method == "none":
+        if self.method in ("none", "counterfactual_guardrail"):
             if self.constraint is not None or self.bound is not None:
-                raise ValueError("method 'none' takes no constraint or bound")
+                raise ValueError(f"method '{self.method}' takes no constraint or bound")
             return self
         if self.constraint is None:
             raise ValueError(f"method '{self.method}' needs a 'constraint'")
@@ -224,6 +228,8 @@ class ConstraintTemplate(VersionedSpec):
             return f"{self.learner} (unconstrained)"
         if self.method == "adversarial":
             return f"adversarial x {self.constraint} alpha={self.adversarial_params.alpha:g} [{self.learner_label}]"
+        if self.method == "counterfactual_guardrail":
+            return "counterfactual guardrail [frozen base model]"
         bound = f" bound={self.bound}" if self.bound is not None else ""
         return f"{self.method} x {self.constraint}{bound} [{self.learner}]"
 
@@ -351,12 +357,18 @@ def _fit_postprocessed(real: Split, recipe: Recipe, template: ConstraintTemplate
         held_out_scores[held] = fold_model.predictions(real.X.iloc[held]).scores
     augmented, _ = apply_recipe(real, recipe, sensitive, seed)
     scorer = _fit_estimator(augmented, unconstrained, sensitive, seed)
-    thresholds = _mitigator(template, ScorePassthrough().fit(None, None), seed)
-    thresholds.fit(held_out_scores[:, None], real.y.to_numpy(), sensitive_features=real.groups[sensitive].to_numpy())
+    thresholds = fit_thresholds(template, held_out_scores, real, sensitive, seed)
     return FairModel(
         features=scorer.features, sensitive=sensitive, preprocessor=scorer.preprocessor, estimator=thresholds,
         method=template.method, needs_sensitive_at_predict=True, random_state=seed, scorer=scorer.estimator,
     )
+
+
+def fit_thresholds(template: ConstraintTemplate, held_out_scores: np.ndarray, rows: Split, sensitive: str, seed: int):
+    """``template``'s ThresholdOptimizer, prefit, fitted on scores of ``rows`` no scorer was trained on."""
+    thresholds = _mitigator(template, ScorePassthrough().fit(None, None), seed)
+    thresholds.fit(held_out_scores[:, None], rows.y.to_numpy(), sensitive_features=rows.groups[sensitive].to_numpy())
+    return thresholds
 
 
 def fit_candidate(
@@ -364,6 +376,9 @@ def fit_candidate(
 ) -> tuple[FairModel, float]:
     """Apply ``recipe`` to the real rows ``train`` and fit ``template``; return the model and the
     seconds it took. Post-processing (ThresholdOptimizer) is cross-fitted, see :func:`_fit_postprocessed`."""
+    if template.method == "counterfactual_guardrail":
+        raise BadInputError(f"template '{template.name}' (counterfactual_guardrail) post-processes a fitted model: "
+                            "give it with `fairloop remediate --model FILE`", field="method")
     started = time.perf_counter()
     if template.method == "threshold_optimizer":
         model = _fit_postprocessed(train, recipe, template, sensitive, seed)

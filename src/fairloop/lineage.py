@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -78,6 +78,13 @@ class IntersectionSetup(Record):
     floors: GroupFloors
     interval_method: str
     confidence: float
+class BaseModelSource(Record):
+    """The fitted model a run post-processed without retraining it (``remediate --model``)."""
+
+    kind: Literal["skops", "pickle", "callable"]
+    location: str  # the file as given, or the import path module:function
+    sha256: str | None  # of the file's bytes; None for an import path (its code is not in the registry)
+    retrained: Literal[False] = False  # stated in every record: the base model's parameters are untouched
 
 
 class RiskAcceptance(Record):
@@ -113,12 +120,13 @@ class Lineage(Record):
     parent: str | None = None  # the champion version this one replaced
     # set when the run gated the cells of an intersection; absent otherwise (older records read as before)
     intersection: IntersectionSetup | None = Field(None, exclude_if=lambda value: value is None)
+    base_model: BaseModelSource | None = None  # remediate --model: the frozen model the candidate wraps
 
 
 def describe_run(
     inputs: Inputs, audit: AuditReport, augment: AugmentReport, *, run_id: str | None, requested_by: str,
     project_dir: Path, sweep: SweepLineage | None = None, evaluation: ModeDecision | None = None,
-    accepted_inconclusive: dict | None = None, requester_verified: bool = False,
+    accepted_inconclusive: dict | None = None, requester_verified: bool = False, base_model: BaseModelSource | None = None,
 ) -> Lineage:
     """The lineage of a run about to be promoted, from its loaded inputs and reports."""
     spec, params = inputs.loaded.spec, inputs.params
@@ -139,6 +147,7 @@ def describe_run(
             sensitive=inputs.sensitive, features=intersection_parts(inputs.sensitive), floors=inputs.policy.group_floors,
             interval_method=SIMULTANEOUS_METHOD, confidence=inputs.policy.bootstrap.confidence,
         ) if is_intersection(inputs.sensitive) else None,
+        base_model=base_model,
     )
 
 

@@ -60,7 +60,11 @@ class ScorePassthrough(ClassifierMixin, BaseEstimator):
     ThresholdOptimizer is fitted with ``prefit=True`` on this and the *held-out* scores of the
     real estimator (cross-fitted), so its thresholds are never chosen on scores of rows the
     estimator was trained on; at prediction time the fitted estimator's scores go through it.
+    Alone it is the decision "score >= ``threshold``" (a frozen model's own, or a guardrail's).
     """
+
+    def __init__(self, threshold: float = 0.5):
+        self.threshold = threshold
 
     def fit(self, X, y):
         self.classes_ = np.array([0, 1])
@@ -71,7 +75,7 @@ class ScorePassthrough(ClassifierMixin, BaseEstimator):
         return np.column_stack([1 - score, score])
 
     def predict(self, X):
-        return (np.asarray(X, dtype=float)[:, 0] >= 0.5).astype(int)
+        return (np.asarray(X, dtype=float)[:, 0] >= self.threshold).astype(int)
 
 
 @dataclass
@@ -168,7 +172,16 @@ def randomized_positive_rate(estimator, matrix: np.ndarray, **kwargs) -> np.ndar
 
 
 def load_model(path, *, expected_sha256: str | None = None, trust: bool = False) -> FairModel:
-    """Load a model file written by fairloop (``registry/<dataset>/model.joblib``).
+    """Load a model file written by fairloop (``registry/<dataset>/model.joblib``); see
+    :func:`load_pickle` for when its bytes are unpickled."""
+    model = load_pickle(path, expected_sha256=expected_sha256, trust=trust)
+    if not isinstance(model, FairModel):
+        raise BadInputError(f"holds a {type(model).__name__}, not a fairloop model", source=str(path))
+    return model
+
+
+def load_pickle(path, *, expected_sha256: str | None = None, trust: bool = False) -> object:
+    """The object of a joblib/pickle file.
 
     joblib files are pickles: unpickling runs whatever code the file names. So a file is
     unpickled only if its bytes match ``expected_sha256`` (what the registry recorded at
@@ -197,9 +210,6 @@ def load_model(path, *, expected_sha256: str | None = None, trust: bool = False)
             "refusing to load a model changed since promotion (run `fairloop verify`)"
         )
     try:
-        model = joblib.load(io.BytesIO(data))
+        return joblib.load(io.BytesIO(data))
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
         raise BadInputError(f"not a readable model file ({type(exc).__name__}: {exc})", source=str(path)) from None
-    if not isinstance(model, FairModel):
-        raise BadInputError(f"holds a {type(model).__name__}, not a fairloop model", source=str(path))
-    return model

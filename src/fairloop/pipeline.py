@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from fairloop.audit import AuditReport, run_audit
 from fairloop.constraints import ConstraintTemplate, check_weighting, fit_candidate, load_constraint_template
+from fairloop.frozen import FrozenModel, FrozenScorer, fit_on_frozen, load_base_model
 from fairloop.datasets import LoadedDataset, Split, Splits, load_dataset, make_splits
 from fairloop.crossfit import ModeDecision, choose_mode, fit_rows
 from fairloop.evaluate import Evaluation, Predictions, predict, score_predictions
@@ -40,6 +41,8 @@ class RunParams:
     train_rows: int | None = None
     seed: int = 0
     extra_training_data: str | None = None  # raw-format CSV appended to the training pool (e.g. a drifted window)
+    base_model: str | None = None  # a fitted model to post-process, never retrain: a file or module:function
+    base_model_sha256: str | None = None  # the registry's record of that file: loads it without --trust
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -52,14 +55,16 @@ class Inputs:
     recipe: Recipe
     template: ConstraintTemplate
     policy: Policy
+    base_model: FrozenScorer | None = None
 
     @property
     def sensitive(self) -> str:
         return self.params.sensitive or self.loaded.spec.primary_sensitive
 
 
-def load_inputs(params: RunParams) -> Inputs:
-    """Validate every data file (cheap ones first), then read the dataset."""
+def load_inputs(params: RunParams, trust_base_model: bool = False) -> Inputs:
+    """Validate every data file (cheap ones first), then read the dataset (and load the base model,
+    if any: ``trust_base_model`` allows a pickle file the registry has no record of)."""
     recipe = load_recipe(params.recipe)
     template = load_constraint_template(params.constraint)
     if recipe.produces_weights:
@@ -68,7 +73,31 @@ def load_inputs(params: RunParams) -> Inputs:
     loaded = load_dataset(params.dataset)
     if params.sensitive:
         loaded.spec.grouping(params.sensitive)
-    return Inputs(params=params, loaded=loaded, recipe=recipe, template=template, policy=policy)
+    base_model = None
+    if params.base_model:
+        base_model = load_base_model(params.base_model, loaded.spec.features.columns, trust=trust_base_model,
+                                     expected_sha256=params.base_model_sha256)
+    return Inputs(params=params, loaded=loaded, recipe=recipe, template=template, policy=policy, base_model=base_model)
+
+
+def frozen_base(inputs: Inputs, audit: AuditReport) -> FrozenModel | None:
+    """The run's base model with what its guardrail varies (the audit's flagged proxies), if any."""
+    if inputs.base_model is None:
+        return None
+    grouping = inputs.loaded.spec.grouping(inputs.sensitive)
+    if len(grouping) > 1:
+        raise BadInputError(f"the counterfactual guardrail varies one sensitive column; '{inputs.sensitive}' is an "
+                            "intersection (remediate a frozen model on one of its features)", field="sensitive")
+    proxies = [p.feature for p in audit.proxies if p.sensitive == inputs.sensitive and p.flagged]
+    return FrozenModel.of(inputs.base_model, grouping[0].column, proxies)
+
+
+def fit_model(rows: Split, template: ConstraintTemplate, sensitive: str, seed: int, recipe: Recipe = NO_RECIPE,
+              frozen: FrozenModel | None = None) -> tuple[FairModel, float]:
+    """Fit a candidate: retrained (:func:`fit_candidate`), or post-processing a ``frozen`` model."""
+    if frozen is None:
+        return fit_candidate(rows, template, sensitive, seed, recipe=recipe)
+    return fit_on_frozen(frozen, rows, template, sensitive, seed, recipe)
 
 
 def prepare(inputs: Inputs) -> Splits:
@@ -99,15 +128,16 @@ def baseline_template(template: ConstraintTemplate) -> ConstraintTemplate:
     return template.model_copy(update={"method": "none", "constraint": None, "bound": None})
 
 
-def train(inputs: Inputs, splits: Splits, mode: ModeDecision) -> dict[str, tuple[FairModel, float]]:
+def train(inputs: Inputs, splits: Splits, mode: ModeDecision,
+          frozen: FrozenModel | None = None) -> dict[str, tuple[FairModel, float]]:
     """Fit the baseline and the candidate (recipe and template) one after the other on the mode's
-    fit rows (each learner already uses every core)."""
+    fit rows (each learner already uses every core); with a ``frozen`` model, the baseline is it."""
     seed, sensitive, rows = inputs.params.seed, inputs.sensitive, fit_rows(splits, mode)
     fitted = {}
     for name, template, recipe in (("baseline", baseline_template(inputs.template), NO_RECIPE),
                                    ("candidate", inputs.template, inputs.recipe)):
         try:
-            fitted[name] = fit_candidate(rows, template, sensitive, seed, recipe=recipe)
+            fitted[name] = fit_model(rows, template, sensitive, seed, recipe=recipe, frozen=frozen)
         except (ValueError, ArithmeticError) as exc:  # e.g. Fairlearn on a group with a single label
             raise BadInputError(f"the {name} ({template.label()}, recipe '{recipe.name}') cannot be fitted on these "
                                 f"{len(rows)} rows: {exc}", source=inputs.params.dataset) from None
@@ -163,7 +193,18 @@ def recorded_params(lineage: Lineage, inputs_dir: Path) -> RunParams:
         extra_training_data=(
             str(inputs_dir / lineage.inputs_spec_files["extra"]) if "extra" in lineage.inputs_spec_files else None
         ),
+        base_model=recorded_base_model(lineage, inputs_dir),
+        base_model_sha256=lineage.base_model.sha256 if lineage.base_model else None,
     )
+
+
+def recorded_base_model(lineage: Lineage, inputs_dir: Path) -> str | None:
+    """The base model of a registry entry: its stored copy of the file, or the recorded import path."""
+    if lineage.base_model is None:
+        return None
+    if "base_model" in lineage.inputs_spec_files:
+        return str(inputs_dir / lineage.inputs_spec_files["base_model"])
+    return lineage.base_model.location
 
 
 def snapshot_inputs(inputs: Inputs, destination: Path) -> dict[str, str]:
@@ -189,5 +230,8 @@ def snapshot_inputs(inputs: Inputs, destination: Path) -> dict[str, str]:
     if inputs.params.extra_training_data:  # a drifted window the run trained on: kept for reproduce
         copies["extra"] = f"data/extra-{Path(inputs.params.extra_training_data).name}"
         shutil.copyfile(inputs.params.extra_training_data, destination / copies["extra"])
+    if inputs.base_model is not None and inputs.base_model.source.sha256:  # a model file (an import path has none)
+        copies["base_model"] = f"data/base-model-{Path(inputs.params.base_model).name}"
+        shutil.copyfile(inputs.params.base_model, destination / copies["base_model"])
     (destination / "dataset.yaml").write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     return copies

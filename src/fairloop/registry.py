@@ -284,12 +284,15 @@ class Registry:
 
     @staticmethod
     def recorded_hashes(entry: RegistryEntry) -> dict[str, str]:
-        """sha256 of each file an entry promised: model, training snapshot and raw data files."""
+        """sha256 of each file an entry promised: model, training snapshot, raw data files and the
+        file of a base model it post-processes."""
         hashes = {f"{entry.dataset}/model.joblib": entry.model_sha256, f"{entry.dataset}/train.csv": entry.train_sha256}
         spec = entry.lineage.inputs_spec_files
         for role, sha in entry.lineage.dataset.files.items():
             if role in spec:
                 hashes[f"{entry.dataset}/inputs/{spec[role]}"] = sha
+        if entry.lineage.base_model is not None and "base_model" in spec:
+            hashes[f"{entry.dataset}/inputs/{spec['base_model']}"] = entry.lineage.base_model.sha256
         return hashes
 
     def materialize_inputs(self, dataset: str, version: str, destination: Path) -> Path:

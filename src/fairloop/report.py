@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 
 from fairloop.evaluate import Evaluation
 from fairloop.groups import SIMULTANEOUS_METHOD, is_intersection
+from fairloop.lineage import BaseModelSource
 from fairloop.policy import GateReport
 from fairloop.templating import render
 
@@ -67,7 +68,7 @@ def render_html(title: str, report_markdown: str, evaluations: dict[str, Evaluat
 def render_model_card(
     *, dataset: str, description: str, provenance: str, version: str, candidate_label: str, recipe_label: str,
     sensitive: list[str], evaluation: Evaluation, gates: GateReport, needs_sensitive_at_predict: bool,
-    approval: dict, train_rows: int, test_rows: int, confidence: float,
+    approval: dict, train_rows: int, test_rows: int, confidence: float, base_model: BaseModelSource | None = None,
 ) -> str:
     limitations = [
         "Group fairness is measured for the declared sensitive features only; other groups are not covered.",
@@ -78,6 +79,9 @@ def render_model_card(
         limitations.insert(0, f"Gated on the cells of {evaluation.sensitive.replace(':', ' x ')} (worst cells first "
                               f"in the report) with {SIMULTANEOUS_METHOD}; cells below the group floors are listed "
                               "below and do not count.")
+    if base_model is not None:
+        limitations.insert(0, "The base model was not retrained: any bias in it that the post-processing does not "
+                              "reach (features other than the sensitive one and its flagged proxies) remains.")
     if needs_sensitive_at_predict:
         limitations.insert(0, "Uses the sensitive feature at prediction time (ThresholdOptimizer): disparate "
                               "treatment in many jurisdictions; legal review required before use.")
@@ -85,5 +89,5 @@ def render_model_card(
         "model_card.md.j2", dataset=dataset, description=" ".join(description.split()), provenance=provenance,
         version=version, candidate_label=candidate_label, recipe_label=recipe_label, sensitive=sensitive,
         evaluation=evaluation, gates=gates, limitations=limitations, approval=approval, train_rows=train_rows,
-        approved_at=f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M}",
+        approved_at=f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M}", base_model=base_model,
     )

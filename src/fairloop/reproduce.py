@@ -9,7 +9,6 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from fairloop import pipeline
-from fairloop.constraints import fit_candidate
 from fairloop.crossfit import fit_rows
 from fairloop.errors import IntegrityError
 from fairloop.registry import Registry
@@ -41,8 +40,9 @@ def reproduce(registry: Registry, dataset: str, version: str) -> Reproduction:
         splits = pipeline.prepare(inputs)
         mode = pipeline.decide_mode(inputs, splits)  # the recorded policy decides it again, the same way
         augmented, _ = pipeline.augment(inputs, splits, mode)
-        model, _ = fit_candidate(fit_rows(splits, mode), inputs.template, inputs.sensitive, inputs.params.seed,
-                                 recipe=inputs.recipe)
+        frozen = pipeline.frozen_base(inputs, pipeline.audit(inputs, splits)) if inputs.base_model else None
+        model, _ = pipeline.fit_model(fit_rows(splits, mode), inputs.template, inputs.sensitive, inputs.params.seed,
+                                      recipe=inputs.recipe, frozen=frozen)
         metrics = pipeline.evaluate_models({"candidate": model}, splits.test, inputs.sensitive, inputs.policy)["candidate"].metrics
     # the registry stores the snapshot with exactly this call
     snapshot = augmented.to_frame(inputs.loaded.spec.label.column).to_csv(index=False).encode()

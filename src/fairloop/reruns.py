@@ -40,6 +40,8 @@ class RerunPlan(BaseModel):
     constraint: str
     sweep_file: str | None = None
     source: str
+    base_model: str | None = None  # a frozen champion's base model (its registry copy, or import path)
+    base_model_sha256: str | None = None
 
 
 def plan_rerun(
@@ -67,8 +69,15 @@ def plan_rerun(
         if not source.is_file():
             raise BadInputError(f"champion {champion.version} has no recorded {role} file", source=str(source))
         copies[role] = shutil.copyfile(source, run_dir / f"champion-{champion.version}-{role}.yaml")
-    return RerunPlan(recipe=str(copies["recipe"]), constraint=str(copies["constraint"]),
-                     source=f"champion {champion.version}'s recipe and template")
+    base = champion.lineage.base_model  # a frozen champion is post-processed again, never retrained
+    base_model = base.location if base else None
+    if base is not None and "base_model" in champion.lineage.inputs_spec_files:
+        stored = recorded / champion.lineage.inputs_spec_files["base_model"]
+        base_model = str(shutil.copyfile(stored, run_dir / f"champion-{champion.version}-{stored.name}"))
+    return RerunPlan(recipe=str(copies["recipe"]), constraint=str(copies["constraint"]), base_model=base_model,
+                     base_model_sha256=base.sha256 if base else None,
+                     source=f"champion {champion.version}'s recipe and template"
+                            + (f" on its base model {base.location} (not retrained)" if base else ""))
 
 
 def training_window(state_dir: Path, given: str, params) -> str:
@@ -189,7 +198,9 @@ def start_rerun(run_id: str, params, *, sweep_file: str | None, requested_by: st
     try:
         plan = plan_rerun(dataset, monitoring, registry, run_dir, recipe=params.recipe, constraint=params.constraint,
                           sweep_file=sweep_file)
-        params = replace(params, recipe=plan.recipe, constraint=plan.constraint)
+        params = replace(params, recipe=plan.recipe, constraint=plan.constraint,
+                         **({"base_model": plan.base_model, "base_model_sha256": plan.base_model_sha256}
+                            if plan.base_model else {}))
         if params.extra_training_data:
             params = replace(params, extra_training_data=training_window(state_dir, params.extra_training_data, params))
     except BadInputError as exc:

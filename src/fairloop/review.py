@@ -17,6 +17,7 @@ from prefect.input import RunInput
 from fairloop.audit import AuditReport
 from fairloop.evaluate import METRIC_LABELS, Evaluation, metrics_table, worst_groups_first
 from fairloop.groups import is_intersection
+from fairloop.lineage import BaseModelSource
 from fairloop.policy import GATES, GateReport, GateResult
 from fairloop.recipes import AugmentReport
 from fairloop.sweep import SweepOutcome
@@ -97,6 +98,7 @@ class ReviewPacket(BaseModel):
     base_rate_gap: float
     augment: AugmentReport
     sweep: SweepOutcome | None = None
+    base_model: BaseModelSource | None = None  # remediate --model: the frozen model every candidate post-processes
     links: list[Link] = []
     credentials_required: bool = False  # reviewers are registered: a review needs its token
 

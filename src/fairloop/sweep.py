@@ -1,6 +1,6 @@
 """Candidate sweeps (``constraints/sweeps/*.yaml``): recipes x constraint templates x bounds.
 
-Every candidate is fitted by the same ``fit_candidate`` a single run uses (so the chosen one is
+Every candidate is fitted by the same ``pipeline.fit_model`` a single run uses (so the chosen one is
 reproducible from its recipe and template files alone) and selected under the run's policy on
 the rows its evaluation mode gives (:mod:`fairloop.crossfit`): the validation split (holdout),
 or out-of-fold predictions over the whole training pool (crossfit, K + 1 fits per candidate).
@@ -21,14 +21,15 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, Field
 
-from fairloop.constraints import METHOD_KINDS, ConstraintTemplate, fit_candidate, load_constraint_template
+from fairloop.constraints import METHOD_KINDS, ConstraintTemplate, load_constraint_template
 from fairloop.datasets import Split, Splits
 from fairloop.errors import BadInputError
 from fairloop.crossfit import ModeDecision, fit_rows, fold_positions
 from fairloop.decidability import rows_factor
 from fairloop.evaluate import Evaluation, Predictions, predict
 from fairloop.model import FairModel
-from fairloop.pipeline import baseline_template, score_all, with_intervals
+from fairloop.frozen import FROZEN_LEARNER, FrozenModel
+from fairloop.pipeline import baseline_template, fit_model, score_all, with_intervals
 from fairloop.policy import GATES, SENSITIVE_AT_PREDICT, GateReport, GateResult, Policy, apply_gates
 from fairloop.recipes import NO_RECIPE, AugmentReport, Recipe, apply_recipe, load_recipe
 from fairloop.specfile import SpecModel, VersionedSpec, load_spec
@@ -170,13 +171,14 @@ class SweepData:
     selection: Split
     test: Split
     folds: tuple[np.ndarray, ...] = ()
+    frozen: FrozenModel | None = None  # remediate --model: candidates post-process this model
 
     @staticmethod
-    def of(splits: Splits, mode: ModeDecision, sensitive: str, seed: int) -> SweepData:
+    def of(splits: Splits, mode: ModeDecision, sensitive: str, seed: int, frozen: FrozenModel | None = None) -> SweepData:
         if mode.mode == "holdout":
-            return SweepData(mode, splits.train, splits.validation, splits.test)
+            return SweepData(mode, splits.train, splits.validation, splits.test, frozen=frozen)
         pool = fit_rows(splits, mode)
-        return SweepData(mode, pool, pool, splits.test, tuple(fold_positions(pool, sensitive, mode.folds, seed)))
+        return SweepData(mode, pool, pool, splits.test, tuple(fold_positions(pool, sensitive, mode.folds, seed)), frozen)
 
 
 @dataclass(frozen=True)
@@ -213,7 +215,7 @@ def run_fit_job(job: FitJob, data: SweepData, sensitive: str, seed: int) -> JobR
         held = data.folds[job.fold]
         rows = data.fit.take(np.setdiff1d(np.arange(len(data.fit)), held))
     try:
-        model, seconds = fit_candidate(rows, candidate.template, sensitive, seed, recipe=candidate.recipe)
+        model, seconds = fit_model(rows, candidate.template, sensitive, seed, candidate.recipe, data.frozen)
     except (ValueError, ArithmeticError, BadInputError) as exc:
         return JobResult(fit_seconds=0.0, error=f"{type(exc).__name__}: {exc}")
     if held is not None:
@@ -538,7 +540,8 @@ def select(
                             evaluation_mode=data.mode.mode, unavailable=unavailable)
         results.append(CandidateResult(
             name=candidate.name, recipe=candidate.recipe.name, template=template.name, method=template.method,
-            constraint=template.constraint, bound=template.bound, learner=template.learner_label,
+            constraint=template.constraint, bound=template.bound,
+            learner=template.learner_label if data.frozen is None else FROZEN_LEARNER,
             needs_sensitive_at_predict=template.needs_sensitive_at_predict, fit_seconds=fit.fit_seconds,
             crossfit_seconds=fit.crossfit_seconds, synthetic_rows=fit.augment.synthetic_rows,
             validation=scored[candidate.name].metrics,
@@ -596,12 +599,13 @@ class SweepRun:
 
 def run_sweep(
     sweep: SweepSpec, splits: Splits, sensitive: str, seed: int, policy: Policy, mode: ModeDecision,
-    champion: FairModel | None = None, fit_all: FitAll = fit_serially,
+    champion: FairModel | None = None, fit_all: FitAll = fit_serially, frozen: FrozenModel | None = None,
 ) -> SweepRun:
     """Fit the baseline and every candidate (``fit_all`` decides where: the flow passes a
-    Prefect process pool), K + 1 times each in crossfit mode, then gate and select."""
+    Prefect process pool), K + 1 times each in crossfit mode, then gate and select. With a
+    ``frozen`` model the candidates post-process it and the baseline is the model itself."""
     candidates, skipped = expand_candidates(sweep)
-    data = SweepData.of(splits, mode, sensitive, seed)
+    data = SweepData.of(splits, mode, sensitive, seed, frozen)
     jobs = sweep_jobs({BASELINE: baseline_candidate(sweep)} | {c.name: c for c in candidates}, data)
     fitted = assemble(jobs, fit_all(jobs, data, sensitive, seed), data)
     baseline = fitted.pop(BASELINE)

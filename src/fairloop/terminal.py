@@ -25,6 +25,10 @@ def print_packet(console: Console, packet: ReviewPacket, state: str) -> None:
     p = packet
     console.rule(f"Review: {escape(p.dataset)}, sensitive feature {escape(p.sensitive)}  (run {p.run_id}, {escape(state)})")
     console.print(f"[bold]{escape(p.headline())}[/bold]", soft_wrap=True)
+    if p.base_model:
+        sha = f" (sha256 {p.base_model.sha256})" if p.base_model.sha256 else ""
+        console.print(f"Base model not retrained: {p.base_model.kind} model {escape(p.base_model.location)}{sha}; "
+                      "every candidate post-processes its scores.", soft_wrap=True)
     if p.needs_sensitive_at_predict:
         console.print(f"[red]Needs {escape(p.sensitive)} at prediction time[/red] (ThresholdOptimizer): disparate "
                       "treatment in many jurisdictions; legal review is required before use.", soft_wrap=True)
