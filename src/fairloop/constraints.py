@@ -96,6 +96,17 @@ class AdversarialParams(SpecModel):
     learning_rate: float = Field(0.001, gt=0, lt=1)
 
 
+class GuardrailParams(SpecModel):
+    """``method_params`` of ``method: counterfactual_guardrail`` (``fairloop.guardrail``)."""
+
+    draws_per_group: int = Field(10, ge=1, le=1000, description=(
+        "counterfactual copies per group each row is scored on (cost: groups x draws base-model scores per row)"))
+
+
+# typed method_params of the methods fairloop implements (Fairlearn's mitigators are checked by signature)
+METHOD_PARAMS = {"adversarial": AdversarialParams, "counterfactual_guardrail": GuardrailParams}
+
+
 def _network(hidden: list[int]) -> list:
     """Fairlearn's list form of a network: layer sizes, each followed by its activation."""
     return [item for size in hidden for item in (size, "leaky_relu")]
@@ -147,9 +158,9 @@ class ConstraintTemplate(VersionedSpec):
     @classmethod
     def _mitigator_takes(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         method = info.data.get("method")
-        if method == "adversarial":
+        if method in METHOD_PARAMS:
             try:
-                AdversarialParams.model_validate(params)
+                METHOD_PARAMS[method].model_validate(params)
             except ValidationError as exc:
                 raise ValueError("; ".join(f"'{'.'.join(map(str, e['loc']))}': {e['msg']}" for e in exc.errors())) from None
         elif method in MITIGATORS:
