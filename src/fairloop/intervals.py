@@ -34,7 +34,9 @@ with se the standard error of a rate on its cell's rows (half-count smoothed; fo
 gap the root sum of squares of its two cells'): a bootstrap-t max-T (Westfall & Young; Romano
 & Wolf). Studentizing each draw by its own standard error corrects for the skew of rates in
 small cells (seeded simulation, 8 cells of 40-400 rows: 0.92 of replicates covered all cells
-with one bootstrap standard deviation per cell, about 0.95 with the bootstrap-t). It is sharper
+with one bootstrap standard deviation per cell; 0.950 of 1,000 with the bootstrap-t, 0.946 with
+cells of 200-2,000 rows, where per-cell 95 % percentile intervals cover all cells in 0.63-0.66;
+``bench/intersectional_bench.py``). It is sharper
 than Bonferroni because it uses the correlation between comparisons (every pair with the same
 cell moves together). FWER and not the false-discovery rate: a gate's verdict is one claim about
 *all* cells at once ("every gap is within the limit", or "some gap exceeds it"), which is a
