@@ -16,13 +16,24 @@ metric functions), well under a second. The same resamples serve every model (a 
 bootstrap), so a drop against the baseline or champion gets its own interval rather than a
 difference of two independent ones. AUC and net benefit, which need scores rather than
 decisions, are computed per resample the same way (no per-resample sort or loop).
+
+Rows with no sensitive value and inferred memberships (``fairloop.membership``): they form
+their own strata (group ``'missing'`` x label), and on every resample the inference model is
+refitted on the resample's known rows, so a drawn missing row counts towards each group with
+that resample's probability. The intervals then hold the uncertainty of the inference as well
+as that of the rows.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from typing import TYPE_CHECKING
+
 from fairloop.groups import CountedGroups, GroupFloors, count_groups
+
+if TYPE_CHECKING:
+    from fairloop.membership import InferredMembership
 
 def stratified_resamples(strata: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
     """``n_boot`` index vectors over ``len(strata)`` rows; column ``j`` of every resample is a
@@ -53,14 +64,24 @@ def _ratio(rates: np.ndarray) -> np.ndarray:
 
 
 def _resample_metrics(y: np.ndarray, pred: np.ndarray, group_codes: np.ndarray, samples: np.ndarray,
-                      groups: CountedGroups) -> dict[str, np.ndarray]:
-    """Decision metrics of one model on every resample (rows of ``samples`` are index vectors)."""
+                      groups: CountedGroups, soft: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Decision metrics of one model on every resample (rows of ``samples`` are index vectors).
+
+    ``soft``: (columns of ``samples`` that draw rows with no sensitive value, their group
+    probabilities per resample, shape resamples x columns x groups); those rows add their
+    probabilities to each group's sums instead of a 1 to one group's."""
     n_boot, n_groups = samples.shape[0], len(groups.names)
     ys, ps, gs = y[samples], pred[samples], group_codes[samples]
     offsets = (np.arange(n_boot)[:, None] * n_groups + gs).ravel()
+    hard = np.ones(samples.shape, dtype=float)
+    if soft is not None:
+        hard[:, soft[0]] = 0.0
 
     def per_group(weights: np.ndarray) -> np.ndarray:
-        return np.bincount(offsets, weights=weights.ravel(), minlength=n_boot * n_groups).reshape(n_boot, n_groups)
+        sums = np.bincount(offsets, weights=(weights * hard).ravel(), minlength=n_boot * n_groups).reshape(n_boot, n_groups)
+        if soft is not None:
+            sums += np.einsum("bj,bjk->bk", weights[:, soft[0]], soft[1])
+        return sums
 
     with np.errstate(invalid="ignore", divide="ignore"):
         selection = per_group(ps.astype(float)) / per_group(np.ones_like(ys, dtype=float))
@@ -148,6 +169,7 @@ def bootstrap_intervals(
     scores: dict[str, np.ndarray] | None = None,
     decision_probabilities: dict[str, np.ndarray] | None = None,
     net_benefit_band: tuple[float, float] | None = None,
+    membership: InferredMembership | None = None,
 ) -> dict[str, dict[str, tuple[float, float]]]:
     """Percentile intervals per model and metric, on resamples stratified by group x label.
 
@@ -156,15 +178,23 @@ def bootstrap_intervals(
     each model in ``drops_against``. ``scores`` (the underlying scorer's positive-class
     probability, by model) give ``auc``; ``decision_probabilities`` (the probability that the
     deployed, possibly randomised, decision is positive) give ``decision_auc`` and, with a
-    ``net_benefit_band``, ``net_benefit_min``.
+    ``net_benefit_band``, ``net_benefit_min``. ``membership``: inferred groups of the rows
+    with no sensitive value, refitted on every resample.
     """
     y = np.asarray(y_true).astype(int)
     group_names = np.asarray(groups).astype(str)
-    counted = count_groups(group_names, y, floors or GroupFloors(rows=1, positives=1, negatives=1))
-    group_codes = np.searchsorted(counted.names, group_names)
+    floors = floors or GroupFloors(rows=1, positives=1, negatives=1)
     samples = stratified_resamples(np.char.add(np.char.add(group_names, "|"), y.astype(str)), n_boot, seed)
+    soft = None
+    if membership is None:
+        counted = count_groups(group_names, y, floors)
+    else:
+        expanded_groups, weights, (expanded_y,) = membership.expanded(group_names, y)
+        counted = count_groups(expanded_groups, expanded_y, floors, weights)
+        soft = (np.flatnonzero(membership.missing), membership.resampled(samples))
+    group_codes = np.minimum(np.searchsorted(counted.names, group_names), len(counted.names) - 1)
     per_model = {
-        name: _resample_metrics(y, np.asarray(pred).astype(int), group_codes, samples, counted)
+        name: _resample_metrics(y, np.asarray(pred).astype(int), group_codes, samples, counted, soft)
         for name, pred in predictions.items()
     }
     for name, model_scores in (scores or {}).items():

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from fairloop.evaluate import Evaluation
 from fairloop.groups import RATE_LABELS, GroupFloors
+from fairloop.membership import MembershipSettings
 from fairloop.specfile import SpecModel, VersionedSpec, load_spec
 
 
@@ -124,6 +125,11 @@ class Policy(VersionedSpec):
     approval: ApprovalRules = ApprovalRules()
     # Omitted from the content hash when absent, so existing policies keep their recorded hash.
     monitoring: Monitoring | None = Field(None, exclude_if=lambda value: value is None)
+    missing_sensitive: MembershipSettings | None = Field(
+        None, exclude_if=lambda value: value is None,
+        description="rows with no sensitive value (spec missing: group): infer their groups for the gates, or judge the "
+        "known rows only (infer: false, or when the inference is refused); absent: they are the group 'missing'",
+    )
 
     @field_validator("net_benefit_band")
     @classmethod
@@ -288,8 +294,11 @@ def apply_gates(
         shown = f"{value:+.4f}" if comparison == "drop" else f"{value:.4f}"
         if interval is not None:
             shown += f" [{interval[0]:.4f}, {interval[1]:.4f}]"
+        reason = f"{label} {shown}: {verdict} ({bound} {threshold})"
+        if metric in METRIC_RATES and candidate.missing_sensitive is not None:  # which rows the groups' rates rest on
+            reason += f"; {candidate.missing_sensitive.statement()}"
         result = GateResult(gate=gate, metric=metric, value=value, interval=interval, threshold=threshold,
-                            verdict=verdict, reason=f"{label} {shown}: {verdict} ({bound} {threshold})")
+                            verdict=verdict, reason=reason)
         if verdict == "inconclusive":
             result = result.model_copy(update={"advice": sample_size_answer(
                 result, label, upper, candidate, policy.bootstrap.confidence, evaluation_mode)})
