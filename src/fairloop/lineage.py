@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from fairloop.audit import AuditReport
 from fairloop.crossfit import ModeDecision
 from fairloop.datasets import file_sha256
+from fairloop.membership import MembershipReport
 from fairloop.recipes import AugmentReport
 
 if TYPE_CHECKING:
@@ -99,12 +100,14 @@ class Lineage(Record):
     # set at promotion: where the registry keeps each input file (role -> path under inputs/)
     inputs_spec_files: dict[str, str] = {}
     parent: str | None = None  # the champion version this one replaced
+    missing_sensitive: MembershipReport | None = None  # test rows with no sensitive value: inferred (how) or excluded
 
 
 def describe_run(
     inputs: Inputs, audit: AuditReport, augment: AugmentReport, *, run_id: str | None, requested_by: str,
     project_dir: Path, sweep: SweepLineage | None = None, evaluation: ModeDecision | None = None,
     accepted_inconclusive: dict | None = None, requester_verified: bool = False,
+    missing_sensitive: MembershipReport | None = None,
 ) -> Lineage:
     """The lineage of a run about to be promoted, from its loaded inputs and reports."""
     spec, params = inputs.loaded.spec, inputs.params
@@ -121,6 +124,7 @@ def describe_run(
         requested_by=requested_by, requester_verified=requester_verified, sweep=sweep, evaluation=evaluation,
         accepted_inconclusive=RiskAcceptance(**accepted_inconclusive) if accepted_inconclusive else None,
         extra_training_data=ExtraData(path=extra, sha256=file_sha256(Path(extra))) if extra else None,
+        missing_sensitive=missing_sensitive,
     )
 
 

@@ -86,7 +86,7 @@ def decide_mode(inputs: Inputs, splits: Splits) -> ModeDecision:
 
 
 def audit(inputs: Inputs, splits: Splits) -> AuditReport:
-    return run_audit(inputs.loaded.spec, splits.train, inputs.sensitive)
+    return run_audit(inputs.loaded.spec, splits.train, inputs.sensitive, membership=inputs.policy.missing_sensitive)
 
 
 def augment(inputs: Inputs, splits: Splits, mode: ModeDecision) -> tuple[Split, AugmentReport]:
