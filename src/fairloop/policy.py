@@ -82,6 +82,9 @@ class Monitoring(SpecModel):
     confidence: float = Field(0.95, gt=0.5, lt=1, description="level of the intervals")
     bootstrap: int = Field(400, ge=50, description="bootstrap draws for PSI intervals and the group rates and gaps (the gates' method)")
     min_group_rows: int = Field(30, ge=2, description="groups with fewer window rows get no per-group drift test")
+    missing_sensitive_rate_change: float = Field(
+        0.05, gt=0, le=1, description="share of rows with no sensitive value: a change from the reference above this is a breach",
+    )
     schedule: MonitoringSchedule = MonitoringSchedule()
     rerun: Literal["champion"] | RerunSweep = Field(
         "champion", description="what a triggered or scheduled rerun remediates with: the champion's recorded recipe and "
