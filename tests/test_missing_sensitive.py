@@ -73,18 +73,19 @@ def test_estimated_dpd_is_close_to_the_true_all_rows_dpd(hidden):
 
 def test_interval_coverage_of_the_inferred_dpd_is_near_nominal():
     """Seeded simulation: 95% intervals of the inferred-membership DPD (values hidden more often in
-    one group) against the population DPD. 20 replicates: under nominal coverage 20 x 0.95, fewer
-    than 16 covering has probability below 0.02, so intervals that ignore real uncertainty fail."""
-    population = generate({"a": (200_000, 0.4), "b": (200_000, 0.25)}, proxy=1.5, seed=99)
+    one group) against the population DPD. 16 replicates: under nominal coverage, fewer than 13
+    covering has probability below 0.01, so intervals that miss real uncertainty fail (the
+    bench runs 100 replicates: bench/missing_sensitive_bench.py)."""
+    population = generate({"a": (100_000, 0.4), "b": (100_000, 0.25)}, proxy=1.5, seed=99)
     true = dpd(decisions(population), population["group"])
     covered = []
-    for replicate in range(20):
-        frame = generate({"a": (700, 0.4), "b": (700, 0.25)}, proxy=1.5, seed=1000 + replicate)
-        evaluation = gated(hide_sensitive(frame, {"a": 0.6, "b": 0.2}, seed=replicate), policy(n_boot=100))
+    for replicate in range(16):
+        frame = generate({"a": (500, 0.4), "b": (500, 0.25)}, proxy=1.5, seed=1000 + replicate)
+        evaluation = gated(hide_sensitive(frame, {"a": 0.6, "b": 0.2}, seed=replicate), policy(n_boot=80))
         low, high = evaluation.intervals["demographic_parity_difference"]
         covered.append(low <= true <= high)
     print(f"coverage {np.mean(covered):.2f} of {len(covered)} replicates (nominal 0.95)")
-    assert sum(covered) >= 16, covered
+    assert sum(covered) >= 13, covered
 
 
 def test_inference_is_refused_when_proxies_carry_no_signal_and_gates_use_known_rows():
@@ -165,7 +166,7 @@ def test_promoted_run_records_inferred_memberships_in_lineage_and_model_card(tmp
     from fairloop.runs import submit_review
     from synthetic import write_dataset
 
-    spec = write_dataset(tmp_path, "hidden", {"a": (1000, 0.4), "b": (1000, 0.25)}, proxy=2.0, hidden={"a": 0.5, "b": 0.2})
+    spec = write_dataset(tmp_path, "hidden", {"a": (700, 0.4), "b": (700, 0.25)}, proxy=2.0, hidden={"a": 0.5, "b": 0.2})
     policy_path = tmp_path / "policy.yaml"
     policy_path.write_text(yaml.safe_dump({
         "name": "missing", "version": 1, "allow_sensitive_at_predict": True, "evaluation": "holdout",
@@ -175,9 +176,9 @@ def test_promoted_run_records_inferred_memberships_in_lineage_and_model_card(tmp
     run = BackgroundRun(remediation_flow, dataset=str(spec), recipe="recipes/none.yaml",
                         constraint="constraints/threshold-dp.yaml", policy=str(policy_path), requested_by="pytest",
                         review_poll_seconds=1)
-    paused = run.wait_paused()
+    paused = run.wait_paused(timeout=900)  # generous: a busy machine, not a slow flow
     submit_review(paused.id, {"approve": True, "reviewer": "alice", "comment": "ok"})
-    state = run.finish()
+    state = run.finish(timeout=900)
     assert state.name == "Promoted", state.message
     entry, _ = Registry(registry_dir).load_champion("hidden")
     recorded = entry.lineage.missing_sensitive
