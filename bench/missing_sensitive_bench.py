@@ -6,7 +6,8 @@ Adult: the unconstrained learner (constraints/unconstrained.yaml) is fitted on t
 split with every ``sex`` value known; on the test split 40 % of the ``sex`` values are then
 hidden, (1) at random, (2) not at random: Female rows 0.6, Male rows 0.3 (40 % overall), and
 (3) depending on the features: rows with age < 35 hidden at 0.6, older ones at 0.2 (a
-mechanism the prior-shift correction does not assume; shown with and without it). For each:
+mechanism the prior-shift correction does not assume). (2) and (3) run with and without the
+EM prior-shift correction (policy ``missing_sensitive.adjust_prior``). For each:
 the true DPD over all test rows (true ``sex``), the DPD of the known rows only, and the DPD
 the gates estimate with inferred memberships (policy ``missing_sensitive``) with its
 bootstrap interval (inference refitted on every resample), plus the inference model's
@@ -79,6 +80,7 @@ def adult(n_boot: int) -> list[dict]:
     scenarios = [
         ("at random (MCAR), 40 %", np.full(len(test), 0.4), True),
         ("not at random: Female 0.6, Male 0.3", np.where(sex == "Female", 0.6, 0.3), True),
+        ("not at random: Female 0.6, Male 0.3", np.where(sex == "Female", 0.6, 0.3), False),
         ("by feature: age < 35 0.6, else 0.2", np.where(young, 0.6, 0.2), True),
         ("by feature: age < 35 0.6, else 0.2", np.where(young, 0.6, 0.2), False),
     ]

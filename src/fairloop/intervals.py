@@ -26,9 +26,9 @@ as that of the rows.
 
 from __future__ import annotations
 
-import numpy as np
-
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from fairloop.groups import CountedGroups, GroupFloors, count_groups
 
@@ -73,12 +73,14 @@ def _resample_metrics(y: np.ndarray, pred: np.ndarray, group_codes: np.ndarray, 
     n_boot, n_groups = samples.shape[0], len(groups.names)
     ys, ps, gs = y[samples], pred[samples], group_codes[samples]
     offsets = (np.arange(n_boot)[:, None] * n_groups + gs).ravel()
-    hard = np.ones(samples.shape, dtype=float)
-    if soft is not None:
-        hard[:, soft[0]] = 0.0
+    known = None
+    if soft is not None:  # the missing rows' columns add nothing through their (placeholder) group code
+        known = np.ones(samples.shape[1])
+        known[soft[0]] = 0.0
 
     def per_group(weights: np.ndarray) -> np.ndarray:
-        sums = np.bincount(offsets, weights=(weights * hard).ravel(), minlength=n_boot * n_groups).reshape(n_boot, n_groups)
+        hard = weights if known is None else weights * known
+        sums = np.bincount(offsets, weights=hard.ravel(), minlength=n_boot * n_groups).reshape(n_boot, n_groups)
         if soft is not None:
             sums += np.einsum("bj,bjk->bk", weights[:, soft[0]], soft[1])
         return sums
