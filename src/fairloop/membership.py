@@ -117,7 +117,7 @@ class InferredMembership:
     report: MembershipReport
     names: np.ndarray  # group names, sorted (the columns of the probabilities)
     missing: np.ndarray  # boolean over rows: no sensitive value
-    known_codes: np.ndarray  # group code of each known row (in ``names``), -1 on missing rows
+    codes: np.ndarray  # group code of every row (in ``names``), -1 on missing rows
     probabilities: np.ndarray  # (missing rows, groups)
     design: np.ndarray  # every row's inference inputs
     fitted: object  # the inference model fitted on every known row
@@ -164,10 +164,10 @@ class InferredMembership:
         model.set_params(warm_start=True)  # starts from the full fit: a few iterations
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a resample may leave a rare category out entirely
-            model.fit(self.design[known_rows[used]], self.known_codes[known_rows[used]], sample_weight=weights[used])
+            model.fit(self.design[known_rows[used]], self.codes[known_rows[used]], sample_weight=weights[used])
         probabilities = _aligned(model, self.design[missing_rows], len(self.names))
         if self.adjust_prior:
-            trained = np.bincount(self.known_codes[known_rows], weights=weights, minlength=len(self.names))
+            trained = np.bincount(self.codes[known_rows], weights=weights, minlength=len(self.names))
             probabilities = adjust_to_new_prior(probabilities, trained / trained.sum(), counts[missing_rows])
         return probabilities[local[draw[columns]]]
 
@@ -302,6 +302,6 @@ def infer_membership(
         **base, status="inferred", missing_shares={str(g): round(float(s), 4) for g, s in zip(names, shares, strict=True)},
         reason=f"held-out AUC {auc:.3f} >= missing_sensitive.min_auc {settings.min_auc}",
     )
-    return report, InferredMembership(report=report, names=names.astype(str), missing=missing, known_codes=codes,
+    return report, InferredMembership(report=report, names=names.astype(str), missing=missing, codes=codes,
                                       probabilities=probabilities, design=design, fitted=fitted,
                                       adjust_prior=settings.adjust_prior)
