@@ -271,6 +271,7 @@ def remediation(
         inputs, audit, augment_report, run_id=run_id, requested_by=requested_by, project_dir=settings.project_dir,
         evaluation=mode, accepted_inconclusive=approval.get("accepted_inconclusive"), requester_verified=requester_verified,
         base_model=inputs.base_model.source if inputs.base_model else None,
+        missing_sensitive=evaluations["candidate"].missing_sensitive,
         sweep=None if swept is None else SweepLineage(
             **sweep_spec.identity(sweep_file), chosen=swept.outcome.chosen, template_file=chosen.template_path,
             explanation=swept.outcome.explanation,

@@ -14,14 +14,54 @@ from scipy.special import expit
 def write_dataset(
     directory: Path, name: str, groups: dict[str | tuple[str, ...], tuple[int, float]], *, signal: float = 2.0,
     label_noise: float = 0.0, seed: int = 0, proxy: float = 0.0, test_size: float = 0.3,
-    sensitive: tuple[str, ...] = ("group",), shift: dict | None = None,
+    sensitive: tuple[str, ...] = ("group",), shift: dict | None = None, hidden: dict[str, float] | None = None,
 ) -> Path:
     """``groups``: name -> (rows, base rate). ``signal`` scales how much the features say about
     the label (0: useless features, AUC ~ .5); ``label_noise`` flips that share of labels;
     ``proxy`` makes feature ``x3`` reveal the group. With several ``sensitive`` columns the
     names are tuples (one value per column: a cell) and the spec declares their intersection.
     ``shift``: group -> amount added to its ``x1`` at the same base rate, so a group-blind model
-    selects that group less (negative) or more often than its labels warrant. Returns the spec path."""
+    selects that group less (negative) or more often than its labels warrant. ``hidden`` (group
+    -> share, one sensitive column) blanks that share of each group's sensitive values (spec
+    ``missing: group``; the true group stays in column ``true_group``, which the spec does not
+    read). Returns the spec path."""
+    frame = generate(groups, signal=signal, label_noise=label_noise, seed=seed, proxy=proxy, sensitive=sensitive,
+                     shift=shift)
+    if hidden:
+        frame = hide_sensitive(frame, hidden, seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(directory / f"{name}.csv", index=False)
+    spec = {
+        "name": name, "version": 1, "description": f"generated: { {str(k): v for k, v in groups.items()} }, signal {signal}, noise {label_noise}",
+        "format": {"separator": ",", "header": True},
+        "files": [{"path": f"{name}.csv"}],
+        "label": {"column": "label", "positive": [1], "negative": [0]},
+        "sensitive": [{"name": column, "column": column, **({"missing": column} if hidden else {})} for column in sensitive],
+        **({"intersections": [list(sensitive)]} if len(sensitive) > 1 else {}),
+        "features": {"numeric": ["x1", "x2", "x3"], "categorical": ["colour"]},
+        "split": {"test_size": test_size, "validation_size": 0.2, "seed": 0},
+    }
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def hide_sensitive(frame: pd.DataFrame, shares: dict[str, float], seed: int) -> pd.DataFrame:
+    """``frame`` with the sensitive value blanked for ``shares[g]`` of group g's rows (same share for
+    every group: missing completely at random; different shares: missing more often in one group).
+    The true value is kept in ``true_group``."""
+    rng = np.random.default_rng(seed + 1)
+    share = frame["group"].map(shares).fillna(0.0).to_numpy()
+    hidden = frame.assign(true_group=frame["group"])
+    hidden["group"] = frame["group"].where(rng.random(len(frame)) >= share)
+    return hidden
+
+
+def generate(groups: dict[str | tuple[str, ...], tuple[int, float]], *, signal: float = 2.0, label_noise: float = 0.0,
+             seed: int = 0, proxy: float = 0.0, sensitive: tuple[str, ...] = ("group",),
+             shift: dict | None = None) -> pd.DataFrame:
+    """The rows of ``write_dataset``, shuffled: features x1, x2 (label signal), x3 (``proxy`` x the group's
+    index, plus noise), colour (noise), the sensitive column(s), label."""
     rng = np.random.default_rng(seed)
     parts = []
     for index, (group, (rows, base_rate)) in enumerate(groups.items()):
@@ -40,22 +80,7 @@ def write_dataset(
             "colour": rng.choice(["red", "green", "blue"], size=rows),
             **dict(zip(sensitive, group if isinstance(group, tuple) else (group,), strict=True)), "label": label,
         }))
-    frame = pd.concat(parts, ignore_index=True).sample(frac=1.0, random_state=seed).reset_index(drop=True)
-    directory.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(directory / f"{name}.csv", index=False)
-    spec = {
-        "name": name, "version": 1, "description": f"generated: { {str(k): v for k, v in groups.items()} }, signal {signal}, noise {label_noise}",
-        "format": {"separator": ",", "header": True},
-        "files": [{"path": f"{name}.csv"}],
-        "label": {"column": "label", "positive": [1], "negative": [0]},
-        "sensitive": [{"name": column, "column": column} for column in sensitive],
-        **({"intersections": [list(sensitive)]} if len(sensitive) > 1 else {}),
-        "features": {"numeric": ["x1", "x2", "x3"], "categorical": ["colour"]},
-        "split": {"test_size": test_size, "validation_size": 0.2, "seed": 0},
-    }
-    path = directory / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return path
+    return pd.concat(parts, ignore_index=True).sample(frac=1.0, random_state=seed).reset_index(drop=True)
 
 
 def simultaneous_coverage(replicates: int, seed: int = 0, n_boot: int = 200,

@@ -11,7 +11,9 @@ Three parts, each a plain function:
 2. ``group_audit``: per sensitive group and per group x label cell (and per intersection of
    the sensitive features) counts, shares, positive-label rates with Wilson intervals, the gap
    between groups with a chi-square test, cells too small to judge, rows with no sensitive
-   value.
+   value. Where some rows have none, their groups are inferred from the other features and
+   the label (``fairloop.membership``, for auditing only) and the base rates are reported
+   over all rows too, or the audit says why it refused to infer.
 3. ``proxy_scores``: for every feature, how well it alone predicts each sensitive feature
    (cross-fitted AUC of a one-feature target-encoding model, plus normalised mutual
    information), on a seeded row sample so that it costs the same on a million rows.
@@ -37,6 +39,7 @@ from pydantic import BaseModel
 from fairloop.datasets import MISSING_GROUP, AuditSpec, DatasetSpec, Split
 from fairloop.errors import BadInputError
 from fairloop.groups import cell_labels
+from fairloop.membership import MembershipReport, MembershipSettings, infer_membership
 from fairloop.templating import md_text as md  # data values reach Markdown as text only
 
 Verdict = Literal["pass", "warn", "block"]
@@ -103,6 +106,9 @@ class SensitiveAudit(BaseModel):
     base_rate_ratio: float | None  # lowest / highest rate among judged groups
     chi2_pvalue: float | None  # group x label independence (scipy chi2_contingency)
     missing_rows: int = 0
+    membership: MembershipReport | None = None  # rows with no value: their groups inferred, or why not
+    base_rates_all_rows: dict[str, float] = {}  # with inferred memberships: positive-label rate per group over all rows
+    base_rate_gap_all_rows: float | None = None
 
     @property
     def small_cells(self) -> list[GroupCell]:
@@ -517,6 +523,21 @@ def group_audit(name: str, columns: list[str], groups: pd.Series, y: pd.Series, 
     )
 
 
+def with_inferred_base_rates(audit: SensitiveAudit, split: Split, settings: MembershipSettings, seed: int) -> SensitiveAudit:
+    """``audit`` with, when some rows have no value, the inference report and base rates over all rows
+    (each missing row counted towards each group with its inferred probability)."""
+    if not audit.missing_rows:
+        return audit
+    report, inferred = infer_membership(split.X, split.groups[audit.name], split.y, settings, seed)
+    if inferred is None:
+        return audit.model_copy(update={"membership": report})
+    names, weights, (y,) = inferred.expanded(split.groups[audit.name].to_numpy(), split.y.to_numpy())
+    frame = pd.DataFrame({"weight": weights, "positive": weights * y}).groupby(names).sum()
+    rates = (frame["positive"] / frame["weight"]).round(4)
+    return audit.model_copy(update={"membership": report, "base_rates_all_rows": {str(g): float(r) for g, r in rates.items()},
+                                    "base_rate_gap_all_rows": float(rates.max() - rates.min())})
+
+
 def _intersection(spec: DatasetSpec, split: Split) -> pd.Series:
     return cell_labels(split.groups, [s.name for s in spec.sensitive])
 
@@ -540,10 +561,19 @@ def _sensitive_findings(audit: SensitiveAudit, spec: DatasetSpec) -> list[Findin
     sensitive = spec.sensitive_named(audit.name)
     findings = _representation_findings(audit, spec, f"sensitive '{audit.name}'")
     if audit.missing_rows:
+        inferred = audit.membership
+        if inferred is not None and inferred.inferred:
+            rates = ", ".join(f"{g} {r:.3f}" for g, r in audit.base_rates_all_rows.items())
+            known = [g.base_rate for g in audit.groups if g.group != MISSING_GROUP]
+            over_all = (f"; groups inferred from the other features and the label for auditing (held-out AUC "
+                        f"{inferred.auc:.3f}, Brier {inferred.brier:.3f}, ECE {inferred.ece:.3f}): base rates over all rows "
+                        f"{rates}, gap {audit.base_rate_gap_all_rows:.3f} (known rows only: {max(known) - min(known):.3f})")
+        else:
+            over_all = f"; {inferred.reason}: base rates are over the known rows only" if inferred is not None else ""
         findings.append(Finding(
             severity="warn", check="missing-sensitive", column=sensitive.column, value=MISSING_GROUP,
             message=(f"sensitive '{audit.name}' (column '{sensitive.column}'): {audit.missing_rows} row(s) have no value; "
-                     f"kept as the explicit group '{MISSING_GROUP}' (spec: missing: group)"),
+                     f"kept as the explicit group '{MISSING_GROUP}' (spec: missing: group){over_all}"),
         ))
     if sensitive.use_as_feature:
         findings.append(Finding(
@@ -690,6 +720,7 @@ def run_audit(
     reference: ReferenceProfile | None = None,
     gx_root: Path | None = None,
     write_gx: bool = False,
+    membership: MembershipSettings | None = None,
 ) -> AuditReport:
     """Audit ``split`` (rows of ``source``, when given) and decide pass / warn / block.
 
@@ -697,6 +728,7 @@ def run_audit(
     committed in ``gx_root`` (default ``<project>/gx``), else from ``split`` itself (then
     nothing can be unseen, and an info finding says so). ``write_gx`` saves the suite into
     ``gx_root`` and validates there (results and Data Docs); otherwise nothing is written.
+    ``membership``: how rows with no sensitive value are inferred (default settings if None).
     """
     sensitive = sensitive or spec.primary_sensitive
     spec.grouping(sensitive)
@@ -727,7 +759,10 @@ def run_audit(
     findings += schema_findings
 
     breakdowns = [
-        group_audit(s.name, [s.column], split.groups[s.name], split.y, spec.audit.min_cell_rows) for s in spec.sensitive
+        with_inferred_base_rates(
+            group_audit(s.name, [s.column], split.groups[s.name], split.y, spec.audit.min_cell_rows), split,
+            membership or MembershipSettings(), spec.split.seed)
+        for s in spec.sensitive
     ]
     intersection = None
     if len(spec.sensitive) >= 2:
@@ -780,6 +815,10 @@ def _group_table(audit: SensitiveAudit) -> list[str]:
                      f"{g.base_rate_ci_high:.3f}) | {small or '-'} |")
     ratio = "n/a" if audit.base_rate_ratio is None else f"{audit.base_rate_ratio:.3f}"
     lines.append(f"\nGap {audit.base_rate_gap:.3f}, ratio {ratio}, chi-square p {_pvalue(audit.chi2_pvalue)}, rows with no value {audit.missing_rows}.")
+    if audit.membership is not None:
+        over_all = ", ".join(f"{md(g)} {r:.3f}" for g, r in audit.base_rates_all_rows.items())
+        lines.append(f"Rows with no value: {md(audit.membership.statement())}" + (
+            f"; positive rates over all rows {over_all} (gap {audit.base_rate_gap_all_rows:.3f})." if over_all else "."))
     return lines
 
 

@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 from fairlearn.metrics import (
     MetricFrame,
-    count,
     false_positive_rate,
     selection_rate,
     true_positive_rate,
@@ -20,6 +19,7 @@ from fairloop.datasets import Split
 from fairloop.errors import BadInputError
 from fairloop.groups import ExcludedGroup, GroupFloors, count_groups
 from fairloop.intervals import net_benefit_min
+from fairloop.membership import InferredMembership, MembershipReport
 from fairloop.model import FairModel
 
 METRIC_LABELS = {
@@ -77,6 +77,7 @@ class Evaluation(BaseModel):
     by_group: dict[str, dict[str, float]]
     intervals: dict[str, tuple[float, float]] = {}
     excluded_groups: list[ExcludedGroup] = []
+    missing_sensitive: MembershipReport | None = None  # rows with no sensitive value: inferred or excluded
 
 
 def predict(model: FairModel, split: Split) -> Predictions:
@@ -98,6 +99,7 @@ def _auc(y_true: np.ndarray, scores: np.ndarray) -> float:
 def score_predictions(
     split: Split, sensitive: str, predictions: Predictions, *,
     floors: GroupFloors | None = None, net_benefit_band: tuple[float, float] | None = None,
+    membership: InferredMembership | None = None,
 ) -> Evaluation:
     """Metrics from a model's predictions on ``split``.
 
@@ -110,21 +112,24 @@ def score_predictions(
     minimum TPR are its between-groups differences, ratios and minima over the counted groups,
     as Fairlearn's ``demographic_parity_difference`` etc. compute them (tested equal). Building
     one frame instead of one per metric keeps a sweep's scoring cheap.
+
+    With ``membership`` (rows with no sensitive value, ``fairloop.membership``) the frame runs
+    over the rows with every missing row repeated once per group, weighted by its inferred
+    probability of that group (Fairlearn's ``sample_weight``); a group's ``count`` is then its
+    expected number of rows. Overall figures are unchanged: a row's weights sum to 1.
     """
     groups = split.groups[sensitive].astype(str).to_numpy()
     y_true = split.y.to_numpy().astype(int)
     y_pred = np.asarray(predictions.decisions).astype(int)
+    if membership is None:
+        row_groups, weights, (row_y, row_pred, row_scores) = groups, np.ones(len(groups)), (y_true, y_pred, predictions.probabilities)
+    else:
+        row_groups, weights, (row_y, row_pred, row_scores) = membership.expanded(groups, y_true, y_pred, predictions.probabilities)
+    rate_metrics = {"selection_rate": selection_rate, "true_positive_rate": true_positive_rate,
+                    "false_positive_rate": false_positive_rate, "accuracy": accuracy_score}
     frame = MetricFrame(
-        metrics={
-            "count": count,
-            "selection_rate": selection_rate,
-            "true_positive_rate": true_positive_rate,
-            "false_positive_rate": false_positive_rate,
-            "accuracy": accuracy_score,
-        },
-        y_true=y_true,
-        y_pred=y_pred,
-        sensitive_features=pd.Series(groups, name=sensitive),
+        metrics=rate_metrics, y_true=row_y, y_pred=row_pred, sensitive_features=pd.Series(row_groups, name=sensitive),
+        sample_params={name: {"sample_weight": weights} for name in rate_metrics},
     )
     majority = max(y_true.mean(), 1 - y_true.mean()) if len(y_true) else float("nan")
     accuracy = float(frame.overall["accuracy"])
@@ -138,8 +143,10 @@ def score_predictions(
         "auc": _auc(y_true, predictions.scores),
         "decision_auc": _auc(y_true, predictions.probabilities),
     }
-    counted = count_groups(groups, y_true, floors or GroupFloors(rows=1, positives=1, negatives=1))
+    counted = count_groups(row_groups, row_y, floors or GroupFloors(rows=1, positives=1, negatives=1), weights)
     rates = frame.by_group.loc[counted.names]  # MetricFrame's groups are sorted like count_groups'
+    weighted = pd.DataFrame({"count": weights, "positives": weights * row_y}).groupby(row_groups).sum()
+    rates.insert(0, "count", weighted["count"].reindex(counted.names).to_numpy())
 
     def between(rate: str, reduce) -> float:
         chosen = rates[rate].to_numpy()[counted.counted[rate]]
@@ -156,19 +163,18 @@ def score_predictions(
         metrics["net_benefit_min"] = float(
             net_benefit_min(y_true, predictions.probabilities, np.arange(len(y_true))[None, :], net_benefit_band)[0]
         )
-    scores = predictions.probabilities
     calibration = pd.DataFrame(
-        {"mean_score": scores, "observed_rate": y_true, "brier": (scores - y_true) ** 2, "group": groups}
-    ).groupby("group").mean()  # per-group Brier score = mean squared error of the probability
+        {"mean_score": row_scores, "observed_rate": row_y, "brier": (row_scores - row_y) ** 2}
+    ).mul(weights, axis=0).groupby(row_groups).sum().div(weighted["count"], axis=0)  # Brier = mean squared error
     by_group = {}
     for i, (g, row) in enumerate(rates.iterrows()):
         by_group[str(g)] = {
             **{k: float(v) for k, v in row.items()}, **calibration.loc[str(g)].astype(float).to_dict(),
-            "positives": float(y_true[groups == str(g)].sum()),
+            "positives": float(weighted.loc[str(g), "positives"]),
             **{f"counted_{rate}": float(mask[i]) for rate, mask in counted.counted.items()},
         }
     return Evaluation(rows=len(split), sensitive=sensitive, metrics=metrics, by_group=by_group,
-                      excluded_groups=counted.excluded)
+                      excluded_groups=counted.excluded, missing_sensitive=None if membership is None else membership.report)
 
 
 def worst_groups_first(evaluation: Evaluation) -> list[str]:

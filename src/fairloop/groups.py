@@ -77,12 +77,14 @@ class CountedGroups:
         return [str(name) for name in self.names[self.counted[rate]]]
 
 
-def count_groups(groups: np.ndarray, y: np.ndarray, floors: GroupFloors) -> CountedGroups:
-    """Apply ``floors`` to every group of ``groups`` (strings) with 0/1 labels ``y``."""
+def count_groups(groups: np.ndarray, y: np.ndarray, floors: GroupFloors, weights: np.ndarray | None = None) -> CountedGroups:
+    """Apply ``floors`` to every group of ``groups`` (strings) with 0/1 labels ``y``; with ``weights``
+    (inferred memberships, ``fairloop.membership``) a group's rows are its expected count, rounded."""
     names, codes = np.unique(np.asarray(groups).astype(str), return_inverse=True)
     y = np.asarray(y).astype(int)
-    rows = np.bincount(codes, minlength=len(names))
-    positives = np.bincount(codes, weights=y, minlength=len(names)).astype(int)
+    weights = np.ones(len(codes)) if weights is None else np.asarray(weights, dtype=float)
+    rows = np.rint(np.bincount(codes, weights=weights, minlength=len(names))).astype(int)
+    positives = np.rint(np.bincount(codes, weights=weights * y, minlength=len(names))).astype(int)
     negatives = rows - positives
     counted: dict[str, np.ndarray] = {}
     sizes: dict[str, np.ndarray] = {}

@@ -45,13 +45,24 @@ right for screening cells, not for a pass/fail on the worst. The families: pairw
 of selection rates (DPD), of TPRs and FPRs together (EOD), per-cell selection rates (DI ratio and
 the per-cell intervals the reviewer sees), per-cell TPRs (min TPR), per-cell FPRs (shown).
 One sensitive column keeps the percentile intervals above (``simultaneous=False``).
+
+Rows with no sensitive value and inferred memberships (``fairloop.membership``): they form
+their own strata (group ``'missing'`` x label), and on every resample the inference model is
+refitted on the resample's known rows, so a drawn missing row counts towards each group with
+that resample's probability. The intervals then hold the uncertainty of the inference as well
+as that of the rows.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from fairloop.groups import CountedGroups, GroupFloors, count_groups
+
+if TYPE_CHECKING:
+    from fairloop.membership import InferredMembership
 
 def stratified_resamples(strata: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
     """``n_boot`` index vectors over ``len(strata)`` rows; column ``j`` of every resample is a
@@ -81,14 +92,27 @@ def _ratio(rates: np.ndarray) -> np.ndarray:
         return rates.min(axis=1) / rates.max(axis=1)
 
 
-def _group_rates(ys: np.ndarray, ps: np.ndarray, gs: np.ndarray, n_groups: int) -> dict[str, np.ndarray]:
+def _group_rates(ys: np.ndarray, ps: np.ndarray, gs: np.ndarray, n_groups: int,
+                 soft: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Selection rate, TPR and FPR of every group (columns) on every resample (rows): labels
-    ``ys``, decisions ``ps`` and group codes ``gs`` drawn by the resamples."""
+    ``ys``, decisions ``ps`` and group codes ``gs`` drawn by the resamples.
+
+    ``soft``: (columns of the resamples that draw rows with no sensitive value, their group
+    probabilities per resample, shape resamples x columns x groups); those rows add their
+    probabilities to each group's sums instead of a 1 to one group's."""
     n_boot = ys.shape[0]
     offsets = (np.arange(n_boot)[:, None] * n_groups + gs).ravel()
+    known = None
+    if soft is not None:  # the missing rows' columns add nothing through their (placeholder) group code
+        known = np.ones(ys.shape[1])
+        known[soft[0]] = 0.0
 
     def per_group(weights: np.ndarray) -> np.ndarray:
-        return np.bincount(offsets, weights=weights.ravel(), minlength=n_boot * n_groups).reshape(n_boot, n_groups)
+        hard = weights if known is None else weights * known
+        sums = np.bincount(offsets, weights=hard.ravel(), minlength=n_boot * n_groups).reshape(n_boot, n_groups)
+        if soft is not None:
+            sums += np.einsum("bj,bjk->bk", weights[:, soft[0]], soft[1])
+        return sums
 
     with np.errstate(invalid="ignore", divide="ignore"):
         return {
@@ -260,6 +284,7 @@ def bootstrap_intervals(
     decision_probabilities: dict[str, np.ndarray] | None = None,
     net_benefit_band: tuple[float, float] | None = None,
     simultaneous: bool = False,
+    membership: InferredMembership | None = None,
 ) -> dict[str, dict[str, tuple[float, float]]]:
     """Percentile intervals per model and metric, on resamples stratified by group x label.
 
@@ -271,15 +296,25 @@ def bootstrap_intervals(
     each model in ``drops_against``. ``scores`` (the underlying scorer's positive-class
     probability, by model) give ``auc``; ``decision_probabilities`` (the probability that the
     deployed, possibly randomised, decision is positive) give ``decision_auc`` and, with a
-    ``net_benefit_band``, ``net_benefit_min``.
+    ``net_benefit_band``, ``net_benefit_min``. ``membership``: inferred groups of the rows
+    with no sensitive value, refitted on every resample.
     """
     y = np.asarray(y_true).astype(int)
     group_names = np.asarray(groups).astype(str)
-    counted = count_groups(group_names, y, floors or GroupFloors(rows=1, positives=1, negatives=1))
-    group_codes = np.searchsorted(counted.names, group_names)
+    floors = floors or GroupFloors(rows=1, positives=1, negatives=1)
     samples = stratified_resamples(np.char.add(np.char.add(group_names, "|"), y.astype(str)), n_boot, seed)
+    if simultaneous and membership is not None:  # cells of an intersection never hold the 'missing' group
+        raise ValueError("simultaneous intervals over inferred memberships are not supported")
+    soft = None
+    if membership is None:
+        counted = count_groups(group_names, y, floors)
+    else:
+        expanded_groups, weights, (expanded_y,) = membership.expanded(group_names, y)
+        counted = count_groups(expanded_groups, expanded_y, floors, weights)
+        soft = (np.flatnonzero(membership.missing), membership.resampled(samples))
+    group_codes = np.minimum(np.searchsorted(counted.names, group_names), len(counted.names) - 1)
     predictions = {name: np.asarray(pred).astype(int) for name, pred in predictions.items()}
-    rates = {name: _group_rates(y[samples], pred[samples], group_codes[samples], len(counted.names))
+    rates = {name: _group_rates(y[samples], pred[samples], group_codes[samples], len(counted.names), soft)
              for name, pred in predictions.items()}
     per_model = {name: _resample_metrics(y, pred, samples, counted, rates[name]) for name, pred in predictions.items()}
     for name, model_scores in (scores or {}).items():

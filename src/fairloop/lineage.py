@@ -15,6 +15,7 @@ from fairloop.audit import AuditReport
 from fairloop.crossfit import ModeDecision
 from fairloop.datasets import file_sha256
 from fairloop.groups import SIMULTANEOUS_METHOD, GroupFloors, intersection_parts, is_intersection
+from fairloop.membership import MembershipReport
 from fairloop.recipes import AugmentReport
 
 if TYPE_CHECKING:
@@ -121,12 +122,14 @@ class Lineage(Record):
     # set when the run gated the cells of an intersection; absent otherwise (older records read as before)
     intersection: IntersectionSetup | None = Field(None, exclude_if=lambda value: value is None)
     base_model: BaseModelSource | None = None  # remediate --model: the frozen model the candidate wraps
+    missing_sensitive: MembershipReport | None = None  # test rows with no sensitive value: inferred (how) or excluded
 
 
 def describe_run(
     inputs: Inputs, audit: AuditReport, augment: AugmentReport, *, run_id: str | None, requested_by: str,
     project_dir: Path, sweep: SweepLineage | None = None, evaluation: ModeDecision | None = None,
     accepted_inconclusive: dict | None = None, requester_verified: bool = False, base_model: BaseModelSource | None = None,
+    missing_sensitive: MembershipReport | None = None,
 ) -> Lineage:
     """The lineage of a run about to be promoted, from its loaded inputs and reports."""
     spec, params = inputs.loaded.spec, inputs.params
@@ -148,6 +151,7 @@ def describe_run(
             interval_method=SIMULTANEOUS_METHOD, confidence=inputs.policy.bootstrap.confidence,
         ) if is_intersection(inputs.sensitive) else None,
         base_model=base_model,
+        missing_sensitive=missing_sensitive,
     )
 
 

@@ -7,19 +7,22 @@ registry entry's recorded inputs: one implementation, so all three reach the sam
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 
 from fairloop.audit import AuditReport, run_audit
 from fairloop.constraints import ConstraintTemplate, check_weighting, fit_candidate, load_constraint_template
 from fairloop.frozen import FrozenModel, FrozenScorer, fit_on_frozen, load_base_model
-from fairloop.datasets import LoadedDataset, Split, Splits, load_dataset, make_splits
+from fairloop.datasets import MISSING_GROUP, LoadedDataset, Split, Splits, load_dataset, make_splits
 from fairloop.crossfit import ModeDecision, choose_mode, fit_rows
 from fairloop.evaluate import Evaluation, Predictions, predict, score_predictions
 from fairloop.groups import is_intersection
 from fairloop.intervals import bootstrap_intervals
+from fairloop.membership import InferredMembership, MembershipReport, infer_membership
 from fairloop.model import FairModel
 from fairloop.policy import Policy, load_policy
 from fairloop.errors import BadInputError
@@ -115,7 +118,7 @@ def decide_mode(inputs: Inputs, splits: Splits) -> ModeDecision:
 
 
 def audit(inputs: Inputs, splits: Splits) -> AuditReport:
-    return run_audit(inputs.loaded.spec, splits.train, inputs.sensitive)
+    return run_audit(inputs.loaded.spec, splits.train, inputs.sensitive, membership=inputs.policy.missing_sensitive)
 
 
 def augment(inputs: Inputs, splits: Splits, mode: ModeDecision) -> tuple[Split, AugmentReport]:
@@ -158,9 +161,40 @@ def evaluate_models(
 
 
 def score_all(predictions: dict[str, Predictions], split: Split, sensitive: str, policy: Policy | None) -> dict[str, Evaluation]:
-    """Point metrics of every model's predictions, with the policy's group floors and net-benefit band."""
+    """Point metrics of every model's predictions, with the policy's group floors and net-benefit band
+    (and its handling of rows with no sensitive value: ``missing_rows``)."""
     options = {} if policy is None else {"floors": policy.group_floors, "net_benefit_band": policy.net_benefit_band}
-    return {name: score_predictions(split, sensitive, pair, **options) for name, pair in predictions.items()}
+    report, membership, known = missing_rows(split, sensitive, policy)
+    if known is not None:
+        split, predictions = split.take(known), {name: p.take(known) for name, p in predictions.items()}
+    scored = {name: score_predictions(split, sensitive, pair, **options, membership=membership) for name, pair in predictions.items()}
+    return scored if report is None else {name: ev.model_copy(update={"missing_sensitive": report}) for name, ev in scored.items()}
+
+
+_inferred: dict[tuple, tuple] = {}  # (id of the split, sensitive, settings) -> missing_rows' answer, while the split lives
+
+
+def missing_rows(split: Split, sensitive: str, policy: Policy | None) -> tuple[MembershipReport | None, InferredMembership | None, np.ndarray | None]:
+    """What the policy's ``missing_sensitive`` makes of ``split``'s rows with no ``sensitive`` value:
+    (report, inferred memberships, positions of the known rows when only those are judged).
+
+    (None, None, None) when the policy does not ask or every row has a value. The inference
+    depends only on the rows and the settings, so a sweep that scores many candidates on the
+    same rows fits it once (cached while the split object lives)."""
+    settings = None if policy is None else policy.missing_sensitive
+    if settings is None:
+        return None, None, None
+    key = (id(split), sensitive, settings, policy.bootstrap.seed)
+    if key not in _inferred:
+        missing = (split.groups[sensitive].astype(str) == MISSING_GROUP).to_numpy()
+        if not missing.any():
+            answer = (None, None, None)
+        else:
+            report, membership = infer_membership(split.X, split.groups[sensitive], split.y, settings, policy.bootstrap.seed)
+            answer = (report, membership, None if membership is not None else np.flatnonzero(~missing))
+        _inferred[key] = answer
+        weakref.finalize(split, _inferred.pop, key, None)
+    return _inferred[key]
 
 
 def with_intervals(
@@ -171,6 +205,9 @@ def with_intervals(
     (group x label stratified) resamples; AUC always, net benefit when the policy gates it;
     simultaneous (family-wise) group intervals when ``sensitive`` is an intersection."""
     gates_net_benefit = policy.thresholds.min_net_benefit is not None
+    _, membership, known = missing_rows(split, sensitive, policy)
+    if known is not None:
+        split, predictions = split.take(known), {name: p.take(known) for name, p in predictions.items()}
     intervals = bootstrap_intervals(
         split.y.to_numpy(), {name: p.decisions for name, p in predictions.items()},
         split.groups[sensitive].astype(str).to_numpy(),
@@ -178,7 +215,7 @@ def with_intervals(
         floors=policy.group_floors, drops_against=("baseline", "champion"), challengers=challengers,
         scores={name: p.scores for name, p in predictions.items()},
         decision_probabilities={name: p.probabilities for name, p in predictions.items()},
-        net_benefit_band=policy.net_benefit_band if gates_net_benefit else None,
+        net_benefit_band=policy.net_benefit_band if gates_net_benefit else None, membership=membership,
         simultaneous=is_intersection(sensitive),  # cells of an intersection: family-wise intervals
     )
     return {name: ev.model_copy(update={"intervals": intervals[name]}) for name, ev in evaluations.items()}

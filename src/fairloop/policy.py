@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from fairloop.evaluate import Evaluation
 from fairloop.groups import RATE_LABELS, GroupFloors, is_intersection
+from fairloop.membership import MembershipSettings
 from fairloop.specfile import SpecModel, VersionedSpec, load_spec
 
 
@@ -81,6 +82,9 @@ class Monitoring(SpecModel):
     confidence: float = Field(0.95, gt=0.5, lt=1, description="level of the intervals")
     bootstrap: int = Field(400, ge=50, description="bootstrap draws for PSI intervals and the group rates and gaps (the gates' method)")
     min_group_rows: int = Field(30, ge=2, description="groups with fewer window rows get no per-group drift test")
+    missing_sensitive_rate_change: float = Field(
+        0.05, gt=0, le=1, description="share of rows with no sensitive value: a change from the reference above this is a breach",
+    )
     schedule: MonitoringSchedule = MonitoringSchedule()
     rerun: Literal["champion"] | RerunSweep = Field(
         "champion", description="what a triggered or scheduled rerun remediates with: the champion's recorded recipe and "
@@ -124,6 +128,11 @@ class Policy(VersionedSpec):
     approval: ApprovalRules = ApprovalRules()
     # Omitted from the content hash when absent, so existing policies keep their recorded hash.
     monitoring: Monitoring | None = Field(None, exclude_if=lambda value: value is None)
+    missing_sensitive: MembershipSettings | None = Field(
+        None, exclude_if=lambda value: value is None,
+        description="rows with no sensitive value (spec missing: group): infer their groups for the gates, or judge the "
+        "known rows only (infer: false, or when the inference is refused); absent: they are the group 'missing'",
+    )
 
     @field_validator("net_benefit_band")
     @classmethod
@@ -309,6 +318,8 @@ def apply_gates(
         reason = f"{label} {shown}: {verdict} ({bound} {threshold})"
         if is_intersection(candidate.sensitive) and metric in METRIC_RATES:  # name the cells, with simultaneous intervals
             reason += f"; {worst_cells(metric, candidate)} (simultaneous intervals over the counted cells)"
+        if metric in METRIC_RATES and candidate.missing_sensitive is not None:  # which rows the groups' rates rest on
+            reason += f"; {candidate.missing_sensitive.statement()}"
         result = GateResult(gate=gate, metric=metric, value=value, interval=interval, threshold=threshold,
                             verdict=verdict, reason=reason)
         if verdict == "inconclusive":

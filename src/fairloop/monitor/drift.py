@@ -6,7 +6,10 @@ Each drift metric pairs an **effect size** with a **test of "no drift"**:
   conservative) and a DKW band as its interval;
 * categorical feature and the groups' shares: the population stability index over
   **pooled** levels with Pearson's chi-square test of the 2 x k table (``chi2_contingency``)
-  and a bootstrap interval.
+  and a bootstrap interval;
+* the share of rows with no sensitive value (when the reference or the window has any): the
+  absolute change from the reference, Pearson's chi-square test of the 2 x 2 table and
+  Newcombe's hybrid score interval of the difference (Wilson intervals of both shares).
 
 A metric breaches only when its effect exceeds the policy's threshold **and** its test rejects
 at ``false_alert_rate / 2 / (tests in the window)`` (Bonferroni over every drift test of the
@@ -38,7 +41,7 @@ from fairloop.policy import Monitoring
 
 MISSING = "<missing>"
 POOLED = "<pooled>"
-DRIFT_KINDS = ("ks", "psi", "group_share")
+DRIFT_KINDS = ("ks", "psi", "group_share", "missing_sensitive_rate")
 
 
 def dkw_epsilon(n: int, alpha: float) -> float:
@@ -146,6 +149,32 @@ def feature_metrics(
     return metrics
 
 
+def missing_rate_metric(ref_groups: pd.Series, win_groups: pd.Series, cfg: Monitoring) -> Metric | None:
+    """The change in the share of rows with no sensitive value (group ``'missing'``); None when
+    neither the reference nor the window has such rows."""
+    from scipy.stats import binomtest, chi2_contingency
+
+    from fairloop.datasets import MISSING_GROUP
+
+    ref_missing = int((ref_groups.astype(str) == MISSING_GROUP).sum())
+    win_missing = int((win_groups.astype(str) == MISSING_GROUP).sum())
+    if ref_missing == 0 and win_missing == 0:
+        return None
+    table = np.array([[ref_missing, len(ref_groups) - ref_missing], [win_missing, len(win_groups) - win_missing]])
+    p_value = float(chi2_contingency(table)[1]) if (table.sum(axis=0) > 0).all() else None
+    shares = [(count / len(rows), binomtest(count, len(rows)).proportion_ci(cfg.confidence, method="wilson"))
+              for count, rows in ((ref_missing, ref_groups), (win_missing, win_groups))]
+    (r, r_ci), (w, w_ci) = shares
+    change = w - r
+    low = change - math.hypot(w - w_ci.low, r_ci.high - r)  # Newcombe (1998), method 10
+    high = change + math.hypot(w_ci.high - w, r - r_ci.low)
+    # the metric is the size of the change, either way: its interval is that of |change|
+    size_low = 0.0 if low <= 0 <= high else min(abs(low), abs(high))
+    return Metric(key=f"missing_sensitive_rate:{ref_groups.name}", kind="missing_sensitive_rate", feature=str(ref_groups.name),
+                  value=abs(change), low=size_low, high=max(abs(low), abs(high)), threshold=cfg.missing_sensitive_rate_change,
+                  reference=r, p_value=p_value, rows=len(win_groups))
+
+
 def assign_test_levels(metrics: list[Metric], false_alert_rate: float) -> list[Metric]:
     """Each drift test's level: ``false_alert_rate`` split evenly over the window's drift tests (Bonferroni)."""
     tested = sum(1 for m in metrics if m.kind in DRIFT_KINDS and m.p_value is not None)
@@ -165,6 +194,9 @@ def drift_metrics(
     value, p, low, high, bins = psi_metric(ref_groups, win_groups, cfg.confidence, cfg.bootstrap, rng, cfg.min_expected_count)
     metrics.append(Metric(key=f"group_share:{sensitive}", kind="group_share", feature=sensitive, value=value, low=low,
                           high=high, threshold=cfg.psi_threshold, p_value=p, rows=len(win_X), bins=bins))
+    missing_rate = missing_rate_metric(ref_groups, win_groups, cfg)
+    if missing_rate is not None:
+        metrics.append(missing_rate)
     for group in sorted(set(win_groups.unique()) & set(ref_groups.unique())):
         in_window = (win_groups == group).to_numpy()
         if in_window.sum() < cfg.min_group_rows:

@@ -6,7 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-Kind = Literal["ks", "psi", "group_share", "prediction_rate_gap", "demographic_parity_difference", "equalized_odds_difference"]
+Kind = Literal["ks", "psi", "group_share", "prediction_rate_gap", "demographic_parity_difference", "equalized_odds_difference",
+               "missing_sensitive_rate"]
 
 
 class Metric(BaseModel):
