@@ -123,8 +123,12 @@ def remediation(
     requester_verified: bool = False,
     extra_training_data: str | None = None,
     rerun: bool = False,
+    runner: sweep.Runner = "processes",
+    dask_address: str | None = None,
 ):
-    """``rerun``: started by a served deployment (drift trigger or schedule), see ``fairloop.reruns``."""
+    """``rerun``: started by a served deployment (drift trigger or schedule), see ``fairloop.reruns``.
+    ``runner``, ``dask_address``: where a sweep's candidates are fitted (see ``fairloop.sweep.fitter``;
+    the address defaults to the FAIRLOOP_DASK_ADDRESS setting)."""
     logger = get_run_logger()
     started = time.perf_counter()
     settings = get_settings()
@@ -179,7 +183,8 @@ def remediation(
         sweep_spec = sweep.load_sweep(sweep_file)
         swept = sweep.run_sweep(sweep_spec, splits, sensitive, seed, inputs.policy, mode,
                                 champion=champion[1] if champion else None,
-                                fit_all=sweep.fit_in_processes(sweep_spec.workers, on_fitted=progress.fitted))
+                                fit_all=sweep.fitter(runner, sweep_spec.workers, dask_address or settings.dask_address,
+                                                     on_fitted=progress.fitted))
         record["sweep"] = sweep_spec.name
         if swept.chosen is None:
             progress.done("no candidate passes the policy")

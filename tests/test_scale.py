@@ -9,7 +9,7 @@ import time
 import pytest
 import yaml
 
-from conftest import PROJECT
+from conftest import PROJECT, write_policy
 from fairloop import pipeline, sweep
 from fairloop.crossfit import ModeDecision
 from synthetic import write_dataset
@@ -34,7 +34,10 @@ def sweep_file(directory, **overrides):
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
     directory = tmp_path_factory.mktemp("scale")
-    inputs = pipeline.load_inputs(pipeline.RunParams(dataset=str(write_dataset(directory, "scale", GROUPS, label_noise=0.05))))
+    # a policy some candidates pass on 400 validation rows: a candidate is chosen
+    policy = write_policy(directory, max_demographic_parity_difference=0.15, max_accuracy_drop_vs_baseline=0.1)
+    inputs = pipeline.load_inputs(pipeline.RunParams(dataset=str(write_dataset(directory, "scale", GROUPS, label_noise=0.05)),
+                                                     policy=str(policy)))
     return directory, inputs, pipeline.prepare(inputs)
 
 

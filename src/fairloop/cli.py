@@ -104,6 +104,17 @@ def validate_inputs(dataset: Path, recipe: Path, constraint: Path, policy: Path,
     load_dataset(dataset)  # reads the files: columns, labels and sensitive values are checked
 
 
+def validate_runner(runner: str, dask_address: str | None, sweep: Path | None) -> None:
+    from fairloop.sweep import RUNNERS
+
+    if runner not in RUNNERS:
+        raise BadInputError(f"unknown runner '{runner}' (choose one of {', '.join(RUNNERS)})", field="--runner")
+    if (runner == "dask" or dask_address) and sweep is None:
+        raise BadInputError("--runner dask and --dask-address fit a sweep's candidates: give --sweep", field="--runner")
+    if dask_address and "://" not in dask_address:
+        raise BadInputError(f"'{dask_address}' is not a Dask scheduler address (e.g. tcp://host:8786)", field="--dask-address")
+
+
 def exit_for_state(state, run_id) -> ExitCode:
     """Print how the run ended and return its exit code."""
     outcome = Outcome.from_state(state)
@@ -138,10 +149,15 @@ def remediate(
     wait: Annotated[bool, typer.Option(help="--no-wait returns once the run awaits review")] = True,
     token: Annotated[str, typer.Option(envvar="FAIRLOOP_TOKEN", show_default=False,
                                        help="your reviewer token: records you, verified, as the requester")] = "",
+    runner: Annotated[str, typer.Option(help="where a sweep's candidates are fitted: 'processes' (this machine's "
+                                             "cores) or 'dask' (a local Dask cluster, or --dask-address)")] = "processes",
+    dask_address: Annotated[Optional[str], typer.Option(
+        help="an existing Dask scheduler (tcp://host:8786) that fits the sweep (default: FAIRLOOP_DASK_ADDRESS)")] = None,
 ):
     """Run one remediation: audit, augment, retrain (one candidate or a sweep), evaluate, gate, await review, promote."""
     settings = get_settings()
     validate_inputs(dataset, recipe, constraint, policy, sweep)
+    validate_runner(runner, dask_address, sweep)
     requested_by, requester_verified = requester(settings, token)
     with prefect_server(settings):
         if not wait:
@@ -153,7 +169,8 @@ def remediate(
             state = flow(
                 dataset=str(dataset), recipe=str(recipe), constraint=str(constraint), policy=str(policy),
                 sweep_file=str(sweep) if sweep else None, sensitive=sensitive, train_rows=train_rows, seed=seed, approval_timeout=approval_timeout,
-                requested_by=requested_by, requester_verified=requester_verified, return_state=True,
+                requested_by=requested_by, requester_verified=requester_verified, runner=runner,
+                dask_address=dask_address, return_state=True,
             )
         raise typer.Exit(exit_for_state(state, state.state_details.flow_run_id))
 
