@@ -68,6 +68,10 @@ class SweepSpec(VersionedSpec):
     candidate_timeout_seconds: float | None = Field(
         None, gt=0, description="time budget of each candidate fit (each of a crossfit candidate's K + 1 fits): a fit "
                                 "past it is stopped and the candidate listed as timed out; default: none")
+    reduction_rows: int | None = Field(
+        None, ge=100, description="large data: reductions (each refits its learner dozens of times) are fitted on a "
+                                  "group x label stratified subsample of at most this many fit rows; every other "
+                                  "candidate, and all selection and test figures, use every row; default: all rows")
 
 
 def load_sweep(path) -> SweepSpec:
@@ -186,6 +190,7 @@ class FitJob:
     candidate: SweepCandidate
     fold: int | None = None
     budget_seconds: float | None = None  # stopped past it (the baseline has none: every candidate is gated against it)
+    max_rows: int | None = None  # a reduction's subsample (SweepSpec.reduction_rows)
 
 
 BASELINE = "(baseline)"
@@ -243,6 +248,8 @@ def run_fit_job(job: FitJob, data: SweepData, sensitive: str, seed: int) -> JobR
     else:
         held = data.folds[job.fold]
         rows = data.fit.take(np.setdiff1d(np.arange(len(data.fit)), held))
+    if job.max_rows is not None and len(rows) > job.max_rows:
+        rows = stratified_subsample(rows, sensitive, job.max_rows, seed)
     try:
         with time_budget(job.budget_seconds):
             model, seconds = fit_candidate(rows, candidate.template, sensitive, seed, recipe=candidate.recipe)
@@ -300,10 +307,23 @@ def assemble(jobs: list[FitJob], results: list[JobResult], data: SweepData) -> d
     return fitted
 
 
-def sweep_jobs(candidates: dict[str, SweepCandidate], data: SweepData, budget_seconds: float | None = None) -> list[FitJob]:
+def sweep_jobs(candidates: dict[str, SweepCandidate], data: SweepData, budget_seconds: float | None = None,
+               reduction_rows: int | None = None) -> list[FitJob]:
     folds = [None, *range(len(data.folds))]
-    return [FitJob(key, candidate, fold, None if key == BASELINE else budget_seconds)
+    return [FitJob(key, candidate, fold, None if key == BASELINE else budget_seconds,
+                   reduction_rows if candidate.is_reduction else None)
             for key, candidate in candidates.items() for fold in folds]
+
+
+def stratified_subsample(rows: Split, sensitive: str, size: int, seed: int) -> Split:
+    """About ``size`` of ``rows``, drawn without replacement keeping every group x label cell's
+    share (at least one row of each, so no group or label disappears)."""
+    strata = rows.groups[sensitive].astype(str).to_numpy() + "|" + rows.y.astype(str).to_numpy()
+    _, codes = np.unique(strata, return_inverse=True)
+    rng = np.random.default_rng(seed)
+    cells = [np.flatnonzero(codes == code) for code in range(codes.max() + 1)]
+    kept = [rng.choice(cell, size=max(1, round(len(cell) * size / len(rows))), replace=False) for cell in cells]
+    return rows.take(np.sort(np.concatenate(kept)))
 
 
 FitAll = Callable[[list[FitJob], SweepData, str, int], list[JobResult]]
@@ -692,7 +712,7 @@ def run_sweep(
     candidates, skipped = expand_candidates(sweep)
     data = SweepData.of(splits, mode, sensitive, seed)
     jobs = sweep_jobs({BASELINE: baseline_candidate(sweep)} | {c.name: c for c in candidates}, data,
-                      sweep.candidate_timeout_seconds)
+                      sweep.candidate_timeout_seconds, sweep.reduction_rows)
     fitted = assemble(jobs, fit_all(jobs, data, sensitive, seed), data)
     baseline = fitted.pop(BASELINE)
     if baseline.error:
