@@ -42,8 +42,11 @@ def generated(tmp_path_factory):
 
 
 def test_dask_cluster_gives_the_process_pool_result(generated, prefect_server):
-    """Same seed, same rows: a real local Dask cluster (2 worker processes x 1 thread, rows
-    scattered once) chooses the same candidate with the same metrics as Prefect's process pool."""
+    """Same seed, same rows: a real Dask cluster (2 worker processes x 1 thread) reached by its
+    scheduler address, the rows scattered once, chooses the same candidate with the same metrics
+    as Prefect's process pool. (``--runner dask`` with a cluster of its own runs in
+    tests/test_postgres_server.py.)"""
+    from distributed import LocalCluster
     from prefect import flow
 
     directory, inputs, splits = generated
@@ -51,10 +54,13 @@ def test_dask_cluster_gives_the_process_pool_result(generated, prefect_server):
     mode = ModeDecision(mode="holdout", reason="test")
 
     @flow
-    def fit_sweep(runner: str):
-        return sweep.run_sweep(swept, splits, "group", 0, inputs.policy, mode, fit_all=sweep.fitter(runner, workers=2)).outcome
+    def fit_sweep(runner: str, address: str | None = None):
+        return sweep.run_sweep(swept, splits, "group", 0, inputs.policy, mode,
+                               fit_all=sweep.fitter(runner, workers=2, dask_address=address)).outcome
 
-    pool, dask = fit_sweep("processes"), fit_sweep("dask")
+    pool = fit_sweep("processes")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        dask = fit_sweep("dask", cluster.scheduler_address)
     assert len(pool.candidates) == 5 and pool.chosen is not None
     timings = {"fit_seconds", "crossfit_seconds"}
     assert [c.model_dump(exclude=timings) for c in dask.candidates] == [c.model_dump(exclude=timings) for c in pool.candidates]
