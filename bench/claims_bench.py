@@ -173,13 +173,14 @@ def apply_thresholds(scores, groups, thresholds: dict[str, float]) -> np.ndarray
 
 # ---------------------------------------------------------------- quality
 
-def quality(item: str, workers: int) -> dict:
+def quality(item: str, workers: int, sweep_path: str) -> dict:
     from fairloop import pipeline
     from fairloop.constraints import ConstraintTemplate, fit_candidate, load_constraint_template
     from fairloop.crossfit import fit_rows
     from fairloop.evaluate import predict
     from fairloop.recipes import load_recipe
     from fairloop.sweep import load_sweep, run_sweep
+    from threadpoolctl import threadpool_limits
 
     dataset, sensitive = item.split(":")
     inputs = pipeline.load_inputs(pipeline.RunParams(dataset=f"datasets/{dataset}.yaml", sensitive=sensitive))
@@ -187,7 +188,7 @@ def quality(item: str, workers: int) -> dict:
     mode = pipeline.decide_mode(inputs, splits)
     timings: dict = {}
     started = time.perf_counter()
-    swept = run_sweep(load_sweep(DEFAULT_SWEEP), splits, sensitive, 0, inputs.policy, mode,
+    swept = run_sweep(load_sweep(sweep_path), splits, sensitive, 0, inputs.policy, mode,
                       fit_all=plain_fitter(workers, timings))
     sweep_seconds = time.perf_counter() - started
     test, outcome = splits.test, swept.outcome
@@ -204,7 +205,8 @@ def quality(item: str, workers: int) -> dict:
     }
     models = {}
     for label, (recipe, template) in anchors.items():
-        model, seconds = fit_candidate(rows_fit, template, sensitive, 0, recipe=load_recipe(recipe))
+        with threadpool_limits(limits=1):  # as the sweep's workers fit: fit seconds comparable
+            model, seconds = fit_candidate(rows_fit, template, sensitive, 0, recipe=load_recipe(recipe))
         p = predict(model, test)
         models[label] = {**figures(y, p.decisions, p.scores, groups), "fit_seconds": round(seconds, 2)}
     chosen_name = outcome.chosen
@@ -322,7 +324,7 @@ def remediation_until_review(dataset: str, sweep: str, workers_note: str = "") -
 
 # ---------------------------------------------------------------- speed
 
-def speed(workers: int) -> dict:
+def speed(workers: int, sweep_path: str) -> dict:
     from prefect import flow
 
     from fairloop import pipeline
@@ -330,14 +332,14 @@ def speed(workers: int) -> dict:
 
     result = {}
     with tempfile.TemporaryDirectory() as scratch, environment(scratch):
-        end_to_end = remediation_until_review("datasets/adult.yaml", DEFAULT_SWEEP)
+        end_to_end = remediation_until_review("datasets/adult.yaml", sweep_path)
         record("speed", "adult/sex", "full remediation up to review (s)", round(end_to_end["seconds"], 1),
                state=end_to_end["state"])
         result["end_to_end"] = end_to_end
         inputs = pipeline.load_inputs(pipeline.RunParams(dataset="datasets/adult.yaml"))
         splits = pipeline.prepare(inputs)
         mode = pipeline.decide_mode(inputs, splits)
-        sweep = load_sweep(DEFAULT_SWEEP)
+        sweep = load_sweep(sweep_path)
         prefect_timings, plain_timings = {}, {}
 
         @flow(name="claims-sweep")
@@ -421,10 +423,10 @@ def grown_adult(directory: Path, rows: int, seed: int = 0) -> Path:
     return path
 
 
-def large_sweep(directory: Path, reduction_rows: int) -> Path:
+def large_sweep(directory: Path, sweep_path: str, reduction_rows: int) -> Path:
     import yaml
 
-    document = yaml.safe_load((PROJECT / DEFAULT_SWEEP).read_text())
+    document = yaml.safe_load((PROJECT / sweep_path).read_text())
     document.update(name="default-large", reduction_rows=reduction_rows)
     path = directory / "default-large.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False))
@@ -459,23 +461,18 @@ def reductions(size: int, subsample: int) -> dict:
     return result
 
 
-def scale(sizes: list[int], reduction_rows: int) -> dict:
-    result = {}
+def scale(size: int, sweep_path: str, reduction_rows: int) -> dict:
+    """One grown size end to end on a temporary Prefect server of its own."""
     with tempfile.TemporaryDirectory() as scratch, environment(scratch):
-        sweep = large_sweep(Path(scratch), reduction_rows)
-        for size in sizes:
-            spec = grown_adult(Path(scratch) / "data", size)
-            run = remediation_until_review(str(spec), str(sweep))
-            result[size] = run
-            subject = f"adult grown to {size:,} rows (resampled with noise)"
-            record("scale", subject, "end to end up to review (s)", round(run["seconds"], 1),
-                   "<= 600" if size == 1_000_000 else "", run["seconds"] / 600 if size == 1_000_000 else None, state=run["state"])
-            record("scale", subject, "peak RSS, all processes (GiB)", round(run["peak_rss_gib"], 2),
-                   "<= 8" if size == 1_000_000 else "", run["peak_rss_gib"] / 8 if size == 1_000_000 else None)
-    if 100_000 in result and 1_000_000 in result:
-        growth = result[1_000_000]["seconds"] / result[100_000]["seconds"]
-        record("scale", "adult grown (resampled with noise)", "time(1M) / time(100k)", round(growth, 2), "<= 12", growth / 12)
-    return result
+        spec = grown_adult(Path(scratch) / "data", size)
+        run = remediation_until_review(str(spec), str(large_sweep(Path(scratch), sweep_path, reduction_rows)))
+    subject = f"adult grown to {size:,} rows (resampled with noise)"
+    million = size == 1_000_000
+    record("scale", subject, "end to end up to review (s)", round(run["seconds"], 1), "<= 600" if million else "",
+           run["seconds"] / 600 if million else None, state=run["state"])
+    record("scale", subject, "peak RSS, all processes (GiB)", round(run["peak_rss_gib"], 2), "<= 8" if million else "",
+           run["peak_rss_gib"] / 8 if million else None)
+    return run
 
 
 def markdown() -> str:
@@ -484,6 +481,11 @@ def markdown() -> str:
         lines.append(f"| {row['part']} | {row['subject']} | {row['figure']} | {row['value']} | {row['target']} | "
                      f"{'' if row['ratio'] is None else row['ratio']} | {row['load']} |")
     return "\n".join(lines)
+
+
+def save(path: Path, report: dict) -> None:
+    path.write_text(json.dumps({**report, "rows": ROWS}, indent=2, default=float))
+    path.with_suffix(".md").write_text(markdown() + "\n")
 
 
 def main() -> int:
@@ -495,24 +497,36 @@ def main() -> int:
     parser.add_argument("--sizes", nargs="+", type=int, default=[100_000, 300_000, 1_000_000])
     parser.add_argument("--reduction-rows", type=int, default=50_000, help="the large-data sweep's reduction_rows")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--sweep", default=DEFAULT_SWEEP, help="the sweep of the quality and speed parts (and, with "
+                                                               "--reduction-rows added, of the scale part)")
     parser.add_argument("--out", type=Path, default=RESULTS / "claims.json")
     args = parser.parse_args()
     os.chdir(PROJECT)
-    report: dict = {"cores": os.cpu_count(), "workers": args.workers, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-    if "quality" in args.parts:
-        report["quality"] = [quality(item, args.workers) for item in args.datasets]
-    if "speed" in args.parts:
-        report["speed"] = speed(args.workers)
-    if "reductions" in args.parts:
-        report["reductions"] = reductions(args.sizes[0], args.reduction_rows)
-    if "scale" in args.parts:
-        report["scale"] = scale(args.sizes, args.reduction_rows)
-    report["rows"] = ROWS
-    table = markdown()
-    print("\n" + table)
+    report: dict = {"sweep": args.sweep, "cores": os.cpu_count(), "workers": args.workers,
+                    "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, default=float))
-    args.out.with_suffix(".md").write_text(table + "\n")
+    for part in args.parts:  # in the order given; the JSON is rewritten after each, so a long run keeps what it has
+        if part == "quality":
+            report["quality"] = []
+            for item in args.datasets:
+                report["quality"].append(quality(item, args.workers, args.sweep))
+                save(args.out, report)
+        elif part == "speed":
+            report["speed"] = speed(args.workers, args.sweep)
+        elif part == "reductions":
+            report["reductions"] = reductions(args.sizes[0], args.reduction_rows)
+        else:
+            report["scale"] = {}
+            for size in args.sizes:
+                report["scale"][size] = scale(size, args.sweep, args.reduction_rows)
+                save(args.out, report)
+            if {100_000, 1_000_000} <= set(report["scale"]):
+                growth = report["scale"][1_000_000]["seconds"] / report["scale"][100_000]["seconds"]
+                record("scale", "adult grown (resampled with noise)", "time(1M) / time(100k)", round(growth, 2), "<= 12",
+                       growth / 12)
+        save(args.out, report)
+    print("\n" + markdown())
+    save(args.out, report)
     print(f"\nwritten: {args.out}, {args.out.with_suffix('.md')}")
     return 0
 
