@@ -83,6 +83,6 @@ def test_a_candidate_past_its_time_budget_is_stopped_and_listed(generated):
     started = time.monotonic()
     outcome = sweep.run_sweep(swept, splits, "group", 0, inputs.policy, ModeDecision(mode="holdout", reason="test")).outcome
     elapsed = time.monotonic() - started
-    assert [c.name for c in outcome.candidates] == ["none+unconstrained"]
+    assert [c.name for c in outcome.candidates] == ["none+unconstrained"], outcome.skipped
     assert outcome.skipped == [("none+slow-eg@0.001", f"timed out: stopped after {budget:g} s (candidate_timeout_seconds)")]
     assert elapsed < budget + 60, f"the sweep waited {elapsed:.0f} s for a fit with a {budget} s budget"

@@ -207,8 +207,9 @@ class JobResult:
     timed_out: bool = False
 
 
-class FitTimedOut(Exception):
-    """Raised inside a fit that ran past its job's time budget."""
+class FitTimedOut(BaseException):
+    """Raised inside a fit that ran past its job's time budget (a BaseException, like
+    KeyboardInterrupt, so no library's ``except Exception`` turns it into a fitting error)."""
 
 
 @contextmanager
