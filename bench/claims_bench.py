@@ -317,7 +317,7 @@ def remediation_until_review(dataset: str, sweep: str, workers_note: str = "") -
         seconds = time.perf_counter() - started
     state = run.state.name if run is not None else outcome.get("state")
     if run is not None and run.state.is_paused():
-        submit_review(run.id, {"approve": False, "reviewer": "bench", "comment": "benchmark: not promoted"})
+        submit_review(run.id, {"approve": False, "reviewer": "bench-reviewer", "comment": "benchmark: not promoted"})
     thread.join(600)
     return {"seconds": seconds, "peak_rss_gib": memory.peak / 2**30, "state": str(state)}
 
