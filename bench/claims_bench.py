@@ -40,6 +40,7 @@ every time longer, so a figure measured under load says so.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -287,15 +288,23 @@ class PeakMemory:
         self.thread.join()
 
 
+@functools.cache
+def remediation_flow():
+    """The project's flow, loaded once per process: each load makes a new module name, and process-pool
+    workers cannot unpickle a task context that names a second one (ModuleNotFoundError __prefect_loader_...)."""
+    from prefect.flows import load_flow_from_entrypoint
+
+    return load_flow_from_entrypoint(f"{PROJECT / 'flows' / 'remediation.py'}:remediation")
+
+
 def remediation_until_review(dataset: str, sweep: str, workers_note: str = "") -> dict:
     """The real remediation flow in a thread of this process (on the current Prefect server) until it
     pauses for review or ends; then a rejection is sent so nothing is promoted. Returns seconds and peak RSS."""
     from prefect import tags
-    from prefect.flows import load_flow_from_entrypoint
 
     from fairloop.runs import find_tagged_run, submit_review, wait_for_flow_run
 
-    flow = load_flow_from_entrypoint(f"{PROJECT / 'flows' / 'remediation.py'}:remediation")
+    flow = remediation_flow()
     tag, outcome = f"bench-{uuid.uuid4().hex[:10]}", {}
 
     def target():
