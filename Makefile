@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DVC_NO_ANALYTICS ?= 1
 
-.PHONY: demo test install browser lock
+.PHONY: demo test install browser postgresql lock
 
 install: $(VENV)/.installed
 
@@ -32,6 +32,11 @@ demo: install
 browser:
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
+# tests/test_postgres_server.py runs the Prefect server on a throw-away PostgreSQL (Debian's
+# package: initdb and pg_ctl from /usr/lib/postgresql/*/bin, run as its postgres user).
+postgresql:
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql)
+
 # pytest exits 5 when it collected no test: make treats that as a failure, as it should.
-test: install browser
+test: install browser postgresql
 	$(BIN)/python -m pytest

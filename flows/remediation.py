@@ -127,10 +127,14 @@ def remediation(
     rerun: bool = False,
     base_model: str | None = None,
     trust_base_model: bool = False,
+    runner: sweep.Runner = "processes",
+    dask_address: str | None = None,
 ):
     """``rerun``: started by a served deployment (drift trigger or schedule), see ``fairloop.reruns``.
     ``base_model``: a fitted model to post-process without retraining (a file, or module:function);
-    ``trust_base_model`` allows it to be a pickle file."""
+    ``trust_base_model`` allows it to be a pickle file.
+    ``runner``, ``dask_address``: where a sweep's candidates are fitted (see ``fairloop.sweep.fitter``;
+    the address defaults to the FAIRLOOP_DASK_ADDRESS setting)."""
     logger = get_run_logger()
     started = time.perf_counter()
     settings = get_settings()
@@ -189,8 +193,9 @@ def remediation(
         swept = sweep.run_sweep(sweep_spec, splits, sensitive, seed, inputs.policy, mode,
                                 champion=champion[1] if champion else None,
                                 # a frozen model's candidates fit no learner; it may be one endpoint's client
-                                fit_all=sweep.fit_serially if frozen else sweep.fit_in_processes(
-                                    sweep_spec.workers, on_fitted=progress.fitted), frozen=frozen)
+                                fit_all=sweep.fit_serially if frozen else sweep.fitter(
+                                    runner, sweep_spec.workers, dask_address or settings.dask_address,
+                                    on_fitted=progress.fitted), frozen=frozen)
         record["sweep"] = sweep_spec.name
         if swept.chosen is None:
             progress.done("no candidate passes the policy")

@@ -132,6 +132,17 @@ def validate_base_model(model: str, trust: bool, loaded, recipe: Path, constrain
     scorer.scores(loaded.all_rows().X.head(PROBE_ROWS))
 
 
+def validate_runner(runner: str, dask_address: str | None, sweep: Path | None) -> None:
+    from fairloop.sweep import RUNNERS
+
+    if runner not in RUNNERS:
+        raise BadInputError(f"unknown runner '{runner}' (choose one of {', '.join(RUNNERS)})", field="--runner")
+    if (runner == "dask" or dask_address) and sweep is None:
+        raise BadInputError("--runner dask and --dask-address fit a sweep's candidates: give --sweep", field="--runner")
+    if dask_address and "://" not in dask_address:
+        raise BadInputError(f"'{dask_address}' is not a Dask scheduler address (e.g. tcp://host:8786)", field="--dask-address")
+
+
 def exit_for_state(state, run_id) -> ExitCode:
     """Print how the run ended and return its exit code."""
     outcome = Outcome.from_state(state)
@@ -174,6 +185,10 @@ def remediate(
     trust: Annotated[bool, typer.Option(
         help="let --model be a pickle file (or a skops file with types outside the trusted list): loading it runs "
              "any code it contains")] = False,
+    runner: Annotated[str, typer.Option(help="where a sweep's candidates are fitted: 'processes' (this machine's "
+                                             "cores) or 'dask' (a local Dask cluster, or --dask-address)")] = "processes",
+    dask_address: Annotated[Optional[str], typer.Option(
+        help="an existing Dask scheduler (tcp://host:8786) that fits the sweep (default: FAIRLOOP_DASK_ADDRESS)")] = None,
 ):
     """Run one remediation: audit, augment, retrain (one candidate or a sweep), evaluate, gate, await review, promote.
 
@@ -185,6 +200,7 @@ def remediate(
     if model is not None and sweep is None and not chosen:
         sweep = Path(FROZEN_MODEL_SWEEP)
     loaded = validate_inputs(dataset, recipe, constraint, policy, sweep)
+    validate_runner(runner, dask_address, sweep)
     if model is not None:
         validate_base_model(model, trust, loaded, recipe, constraint, sweep)
     requested_by, requester_verified = requester(settings, token)
@@ -199,7 +215,7 @@ def remediate(
                 dataset=str(dataset), recipe=str(recipe), constraint=str(constraint), policy=str(policy),
                 sweep_file=str(sweep) if sweep else None, sensitive=sensitive, train_rows=train_rows, seed=seed, approval_timeout=approval_timeout,
                 requested_by=requested_by, requester_verified=requester_verified, return_state=True,
-                base_model=model, trust_base_model=trust,
+                base_model=model, trust_base_model=trust, runner=runner, dask_address=dask_address,
             )
         raise typer.Exit(exit_for_state(state, state.state_details.flow_run_id))
 

@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     # Run files, monitor history and the local server's log; tests and second deployments give
     # each their own (FAIRLOOP_STATE_DIR) while sharing the project's flows and data files.
     state_dir_setting: Path | None = Field(None, validation_alias="FAIRLOOP_STATE_DIR")
+    # A Dask scheduler (tcp://host:8786) that fits every sweep's candidates instead of the local process pool.
+    dask_address: str | None = None
 
     @property
     def state_dir(self) -> Path:

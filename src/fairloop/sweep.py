@@ -11,11 +11,14 @@ process pool, everything else here is cheap and runs in the flow's process.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import threading
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 import yaml
@@ -63,6 +66,13 @@ class SweepSpec(VersionedSpec):
     )
     baseline: str = Field("constraints/unconstrained.yaml", description="template whose learner, unconstrained, is the baseline")
     workers: int | None = Field(None, ge=1, description="processes fitting candidates; default: one per core")
+    candidate_timeout_seconds: float | None = Field(
+        None, gt=0, description="time budget of each candidate fit (each of a crossfit candidate's K + 1 fits): a fit "
+                                "past it is stopped and the candidate listed as timed out; default: none")
+    reduction_rows: int | None = Field(
+        None, ge=100, description="large data: reductions (each refits its learner dozens of times) are fitted on a "
+                                  "group x label stratified subsample of at most this many fit rows; every other "
+                                  "candidate, and all selection and test figures, use every row; default: all rows")
 
 
 def load_sweep(path) -> SweepSpec:
@@ -160,7 +170,7 @@ def expand_candidates(sweep: SweepSpec) -> tuple[list[SweepCandidate], list[Skip
 
 @dataclass(frozen=True)
 class SweepData:
-    """The rows every fit job needs (sent once per job to the worker processes).
+    """The rows every fit job needs (sent to each worker once, see :func:`fit_in_processes`).
 
     holdout: candidates are fitted on ``fit`` (the training split) and selected on
     ``selection`` (the validation split). crossfit: ``fit`` and ``selection`` are both the
@@ -189,6 +199,8 @@ class FitJob:
     key: str  # the candidate's name, or BASELINE
     candidate: SweepCandidate
     fold: int | None = None
+    budget_seconds: float | None = None  # stopped past it (the baseline has none: every candidate is gated against it)
+    max_rows: int | None = None  # a reduction's subsample (SweepSpec.reduction_rows)
 
 
 BASELINE = "(baseline)"
@@ -202,6 +214,39 @@ class JobResult:
     test: Predictions | None = None
     augment: AugmentReport | None = None
     error: str | None = None
+    timed_out: bool = False
+
+
+class FitTimedOut(BaseException):
+    """Raised inside a fit that ran past its job's time budget (a BaseException, like
+    KeyboardInterrupt, so no library's ``except Exception`` turns it into a fitting error)."""
+
+
+@contextmanager
+def time_budget(seconds: float | None):
+    """Stop the code in the block ``seconds`` after it starts by raising :class:`FitTimedOut` in
+    this thread (delivered at its next Python instruction: learners return to Python every
+    iteration). Works in any thread of any process, so the same budget holds serially, in the
+    process pool and on Dask workers (which run tasks in threads, where signals cannot reach)."""
+    if seconds is None:
+        yield
+        return
+    target, lock, finished = threading.get_ident(), threading.Lock(), threading.Event()
+
+    def expire():
+        with lock:
+            if not finished.is_set():
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(target), ctypes.py_object(FitTimedOut))
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        with lock:  # after this no exception can be raised here any more
+            finished.set()
+        timer.cancel()
 
 
 def run_fit_job(job: FitJob, data: SweepData, sensitive: str, seed: int) -> JobResult:
@@ -214,8 +259,14 @@ def run_fit_job(job: FitJob, data: SweepData, sensitive: str, seed: int) -> JobR
     else:
         held = data.folds[job.fold]
         rows = data.fit.take(np.setdiff1d(np.arange(len(data.fit)), held))
+    if job.max_rows is not None and len(rows) > job.max_rows:
+        rows = stratified_subsample(rows, sensitive, job.max_rows, seed)
     try:
-        model, seconds = fit_model(rows, candidate.template, sensitive, seed, candidate.recipe, data.frozen)
+        with time_budget(job.budget_seconds):
+            model, seconds = fit_model(rows, candidate.template, sensitive, seed, candidate.recipe, data.frozen)
+    except FitTimedOut:
+        return JobResult(fit_seconds=job.budget_seconds, timed_out=True,
+                         error=f"timed out: stopped after {job.budget_seconds:g} s (candidate_timeout_seconds)")
     except (ValueError, ArithmeticError, BadInputError) as exc:
         return JobResult(fit_seconds=0.0, error=f"{type(exc).__name__}: {exc}")
     if held is not None:
@@ -239,6 +290,7 @@ class FittedCandidate:
     selection: Predictions | None
     test: Predictions | None
     error: str | None = None
+    timed_out: bool = False
 
 
 def assemble(jobs: list[FitJob], results: list[JobResult], data: SweepData) -> dict[str, FittedCandidate]:
@@ -251,7 +303,8 @@ def assemble(jobs: list[FitJob], results: list[JobResult], data: SweepData) -> d
         final = parts[None]
         errors = [r.error for r in parts.values() if r.error]
         if errors:
-            fitted[name] = FittedCandidate(None, 0.0, 0.0, None, None, None, error=errors[0])
+            fitted[name] = FittedCandidate(None, 0.0, 0.0, None, None, None, error=errors[0],
+                                           timed_out=any(r.timed_out for r in parts.values()))
             continue
         selection = final.selection
         if data.mode.mode == "crossfit":
@@ -265,9 +318,23 @@ def assemble(jobs: list[FitJob], results: list[JobResult], data: SweepData) -> d
     return fitted
 
 
-def sweep_jobs(candidates: dict[str, SweepCandidate], data: SweepData) -> list[FitJob]:
+def sweep_jobs(candidates: dict[str, SweepCandidate], data: SweepData, budget_seconds: float | None = None,
+               reduction_rows: int | None = None) -> list[FitJob]:
     folds = [None, *range(len(data.folds))]
-    return [FitJob(key, candidate, fold) for key, candidate in candidates.items() for fold in folds]
+    return [FitJob(key, candidate, fold, None if key == BASELINE else budget_seconds,
+                   reduction_rows if candidate.is_reduction else None)
+            for key, candidate in candidates.items() for fold in folds]
+
+
+def stratified_subsample(rows: Split, sensitive: str, size: int, seed: int) -> Split:
+    """About ``size`` of ``rows``, drawn without replacement keeping every group x label cell's
+    share (at least one row of each, so no group or label disappears)."""
+    strata = rows.groups[sensitive].astype(str).to_numpy() + "|" + rows.y.astype(str).to_numpy()
+    _, codes = np.unique(strata, return_inverse=True)
+    rng = np.random.default_rng(seed)
+    cells = [np.flatnonzero(codes == code) for code in range(codes.max() + 1)]
+    kept = [rng.choice(cell, size=max(1, round(len(cell) * size / len(rows))), replace=False) for cell in cells]
+    return rows.take(np.sort(np.concatenate(kept)))
 
 
 FitAll = Callable[[list[FitJob], SweepData, str, int], list[JobResult]]
@@ -282,47 +349,106 @@ def fit_serially(jobs: list[FitJob], data: SweepData, sensitive: str, seed: int)
         return [run_fit_job(job, data, sensitive, seed) for job in jobs]
 
 
+Runner = Literal["processes", "dask"]
+RUNNERS: tuple[Runner, ...] = ("processes", "dask")
+
+
+def fitter(runner: Runner = "processes", workers: int | None = None, dask_address: str | None = None,
+           on_fitted: Callable[[int, int], None] | None = None) -> FitAll:
+    """Where a flow fits its sweep: Prefect's process pool on this machine (the default), or Dask
+    through prefect-dask, on a local cluster or, given ``dask_address``, an existing scheduler."""
+    if runner == "dask" or dask_address:
+        return fit_on_dask(dask_address, workers, on_fitted)
+    return fit_in_processes(workers, on_fitted)
+
+
 def fit_in_processes(workers: int | None, on_fitted: Callable[[int, int], None] | None = None) -> FitAll:
     """A :data:`FitAll` that runs each job as a Prefect task in Prefect's process pool (the
     work is CPU-bound), one thread per worker so the pool uses ``workers`` cores (default: all).
+    The rows go to each worker once, when it starts, not with every job (a job would carry a
+    pickled copy of them: jobs x rows of memory in this process).
     ``on_fitted(k, n)`` is called as each fit finishes (progress for the CLI and the UI)."""
-    from prefect import task
-    from prefect.futures import as_completed
-    from prefect.cache_policies import NO_CACHE
     from prefect.task_runners import ProcessPoolTaskRunner
-
-    fit_task = task(run_fit_job, name="fit-candidate", cache_policy=NO_CACHE)
 
     def fit_all(jobs, data, sensitive, seed):
         count = min(workers or os.cpu_count() or 1, len(jobs))
-        # Longest first: a reduction refits its learner dozens of times; started last, it would
-        # leave the other workers idle at the end.
-        order = sorted(range(len(jobs)), key=lambda i: not jobs[i].candidate.is_reduction)
-        with ProcessPoolTaskRunner(max_workers=count, initializer=limit_to_one_thread) as runner:
-            futures = {
-                i: runner.submit(
-                    fit_task.with_options(task_run_name=f"fit-{jobs[i].candidate.name}"
-                                          + ("" if jobs[i].fold is None else f"-fold{jobs[i].fold + 1}")),
-                    {"job": jobs[i], "data": data, "sensitive": sensitive, "seed": seed})
-                for i in order
-            }
-            position = {future.task_run_id: i for i, future in futures.items()}
-            results = {}
-            for done, future in enumerate(as_completed(list(futures.values())), start=1):
-                results[position[future.task_run_id]] = future.result()
-                if on_fitted is not None:
-                    on_fitted(done, len(jobs))
-            return [results[i] for i in range(len(jobs))]
+        with ProcessPoolTaskRunner(max_workers=count, initializer=start_fit_worker, initargs=(data,)) as runner:
+            return fit_as_tasks(runner, run_fit_job_on_worker_rows, {}, jobs, sensitive, seed, on_fitted)
 
     return fit_all
 
 
+def fit_on_dask(address: str | None, workers: int | None, on_fitted: Callable[[int, int], None] | None = None) -> FitAll:
+    """A :data:`FitAll` on Dask (prefect-dask's ``DaskTaskRunner``): the scheduler at ``address``,
+    else a local cluster of ``workers`` processes (default: one per core) with one thread each.
+    The rows are scattered to every worker once; each job names them. Every worker fits with one
+    thread per task, and must be able to import fairloop and reach the Prefect API."""
+    from prefect_dask import DaskTaskRunner
+
+    def fit_all(jobs, data, sensitive, seed):
+        if address:
+            runner = DaskTaskRunner(address=address)
+        else:
+            count = min(workers or os.cpu_count() or 1, len(jobs))
+            runner = DaskTaskRunner(cluster_kwargs={"n_workers": count, "threads_per_worker": 1, "processes": True,
+                                                    "dashboard_address": ":0"})
+        with runner:
+            runner.client.run(limit_to_one_thread)
+            rows = runner.client.scatter(data, broadcast=True, hash=False)
+            return fit_as_tasks(runner, run_fit_job, {"data": rows}, jobs, sensitive, seed, on_fitted)
+
+    return fit_all
+
+
+def fit_as_tasks(runner, function: Callable[..., JobResult], shared: dict, jobs: list[FitJob], sensitive: str,
+                 seed: int, on_fitted: Callable[[int, int], None] | None) -> list[JobResult]:
+    """Submit every job to a started Prefect task ``runner`` as a ``fit-candidate`` task run of
+    ``function`` (with the ``shared`` parameters), longest first, and collect the results."""
+    from prefect import task
+    from prefect.cache_policies import NO_CACHE
+    from prefect.futures import as_completed
+
+    fit_task = task(function, name="fit-candidate", cache_policy=NO_CACHE)
+    # Longest first: a reduction refits its learner dozens of times; started last, it would
+    # leave the other workers idle at the end.
+    order = sorted(range(len(jobs)), key=lambda i: not jobs[i].candidate.is_reduction)
+    futures = {
+        i: runner.submit(
+            fit_task.with_options(task_run_name=f"fit-{jobs[i].candidate.name}"
+                                  + ("" if jobs[i].fold is None else f"-fold{jobs[i].fold + 1}")),
+            {"job": jobs[i], **shared, "sensitive": sensitive, "seed": seed})
+        for i in order
+    }
+    position = {future.task_run_id: i for i, future in futures.items()}
+    results = {}
+    for done, future in enumerate(as_completed(list(futures.values())), start=1):
+        results[position[future.task_run_id]] = future.result()
+        if on_fitted is not None:
+            on_fitted(done, len(jobs))
+    return [results[i] for i in range(len(jobs))]
+
+
 def limit_to_one_thread() -> None:
-    """Process-pool initializer: each worker fits with one thread, so N workers use N cores
-    instead of fighting over them (HistGradientBoosting would take every core in every worker)."""
+    """Each worker fits with one thread, so N workers use N cores instead of fighting over them
+    (HistGradientBoosting would take every core in every worker)."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1)
+
+
+_worker_rows: SweepData | None = None  # a process-pool worker's copy of the sweep's rows
+
+
+def start_fit_worker(data: SweepData) -> None:
+    """Process-pool initializer: one thread, and the sweep's rows received once."""
+    global _worker_rows
+    limit_to_one_thread()
+    _worker_rows = data
+
+
+def run_fit_job_on_worker_rows(job: FitJob, sensitive: str, seed: int) -> JobResult:
+    """:func:`run_fit_job` on the rows this worker was started with (:func:`start_fit_worker`)."""
+    return run_fit_job(job, _worker_rows, sensitive, seed)
 
 
 class CandidateResult(BaseModel):
@@ -522,7 +648,8 @@ def select(
     and, if any, 'champion') with paired bootstrap intervals, and pick the most accurate that
     passes (a candidate that needs the sensitive feature at prediction time only where the
     policy allows it); ties go to the earlier candidate in the sweep file. Pareto flags use test figures."""
-    failed = [(c.name, f"could not be fitted: {fitted[c.name].error}") for c in candidates if fitted[c.name].error]
+    failed = [(c.name, fitted[c.name].error if fitted[c.name].timed_out else f"could not be fitted: {fitted[c.name].error}")
+              for c in candidates if fitted[c.name].error]
     runnable = [c for c in candidates if not fitted[c.name].error]
     usable_references = {name: s for name, s in references.items() if s.selection is not None}
     predictions = {c.name: fitted[c.name].selection for c in runnable} | {
@@ -606,7 +733,8 @@ def run_sweep(
     ``frozen`` model the candidates post-process it and the baseline is the model itself."""
     candidates, skipped = expand_candidates(sweep)
     data = SweepData.of(splits, mode, sensitive, seed, frozen)
-    jobs = sweep_jobs({BASELINE: baseline_candidate(sweep)} | {c.name: c for c in candidates}, data)
+    jobs = sweep_jobs({BASELINE: baseline_candidate(sweep)} | {c.name: c for c in candidates}, data,
+                      sweep.candidate_timeout_seconds, sweep.reduction_rows)
     fitted = assemble(jobs, fit_all(jobs, data, sensitive, seed), data)
     baseline = fitted.pop(BASELINE)
     if baseline.error:
