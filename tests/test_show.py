@@ -16,7 +16,16 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
 def show(run_id: str):
-    return CliRunner().invoke(app, ["show", run_id], env={"COLUMNS": "160"})
+    """``fairloop show`` on a 160-column console. Rich fixes a console's width when it is created if
+    COLUMNS is set then, and falls back to 80 on a dumb terminal (pytest-xdist workers): the width
+    is set on the console itself, so the tables never fold whatever ran before in this process."""
+    from fairloop.cli import console
+
+    width, console.width = console.width, 160
+    try:
+        return CliRunner().invoke(app, ["show", run_id], env={"COLUMNS": "160"})
+    finally:
+        console.width = width
 
 
 def test_show_prints_the_dialogs_report_and_refuses_what_it_cannot_show(remediation_flow, registry_dir, tmp_path):
