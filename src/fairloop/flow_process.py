@@ -34,7 +34,10 @@ class FlowProcess(BaseModel):
         if self.host != socket.gethostname():
             return None
         try:
-            return psutil.Process(self.pid).create_time() == self.created
+            process = psutil.Process(self.pid)
+            # a killed process whose parent has not reaped it yet (an orphan in a container whose init
+            # does not reap) is a zombie: dead, though its pid still answers
+            return process.create_time() == self.created and process.status() != psutil.STATUS_ZOMBIE
         except psutil.NoSuchProcess:
             return False
 
