@@ -98,6 +98,16 @@ class BackgroundRun:
         assert run.state.is_paused(), f"expected Paused, got {run.state.name}: {run.state.message}"
         return run
 
+    def approve_and_finish(self, comment: str, reviewer: str = "alice"):
+        """Wait for the review, approve it as ``reviewer``, and return the final state (asserted Promoted)."""
+        from fairloop.outcomes import Outcome
+        from fairloop.runs import submit_review
+
+        submit_review(self.wait_paused().id, {"approve": True, "reviewer": reviewer, "comment": comment})
+        state = self.finish()
+        assert state.name == Outcome.PROMOTED.value, state.message
+        return state
+
     def finish(self, timeout: float = 180):
         self.thread.join(timeout)
         assert not self.thread.is_alive(), "flow run did not finish"

@@ -16,7 +16,6 @@ from conftest import BackgroundRun, write_policy
 from fairloop import pipeline
 from fairloop.datasets import load_dataset, load_dataset_spec
 from fairloop.errors import BadInputError
-from fairloop.outcomes import Outcome
 from fairloop.policy import apply_gates
 from fairloop.review import ReviewPacket
 from fairloop.templating import md_text
@@ -134,7 +133,6 @@ def test_fairlearn_fitted_on_a_frame_of_sensitive_columns_equals_the_fit_on_the_
 @pytest.mark.usefixtures("prefect_server")
 def test_the_whole_flow_gates_promotes_and_records_an_intersection(remediation_flow, registry_dir, tmp_path):
     from fairloop.registry import Registry
-    from fairloop.runs import submit_review
 
     spec = planted(tmp_path)
     policy = write_policy(tmp_path, max_demographic_parity_difference=0.6, group_floors={"rows": 30, "positives": 5,
@@ -146,10 +144,7 @@ def test_the_whole_flow_gates_promotes_and_records_an_intersection(remediation_f
     run = BackgroundRun(remediation_flow, dataset=str(spec), constraint=str(template),
                         policy=str(policy), sensitive="kind:band", train_rows=3000, requested_by="pytest",
                         review_poll_seconds=1)
-    paused = run.wait_paused()
-    submit_review(paused.id, {"approve": True, "reviewer": "alice", "comment": "cells checked"})
-    state = run.finish()
-    assert state.name == Outcome.PROMOTED.value, state.message
+    run.approve_and_finish("cells checked")
     registry = Registry(registry_dir)
     entry, model = registry.load_champion("cells")
     setup = entry.lineage.intersection

@@ -14,11 +14,9 @@ from fairloop.constraints import fit_candidate, load_constraint_template
 from fairloop.datasets import load_dataset, make_splits
 from fairloop.errors import BadInputError
 from fairloop.frontier import candidates_markdown, candidates_table, frontier_report
-from fairloop.outcomes import Outcome
 from fairloop.recipes import load_recipe
 from fairloop.registry import Registry
 from fairloop.reproduce import reproduce
-from fairloop.runs import submit_review
 from synthetic import write_dataset
 
 
@@ -176,10 +174,7 @@ def test_lightgbm_template_through_the_remediation_flow(remediation_flow, regist
     run = BackgroundRun(remediation_flow, dataset=str(spec), recipe="recipes/none.yaml",
                         constraint="constraints/lgbm-threshold-dp.yaml", policy=str(policy), requested_by="pytest",
                         review_poll_seconds=1)
-    paused = run.wait_paused()
-    submit_review(paused.id, {"approve": True, "reviewer": "alice", "comment": "lightgbm checked"})
-    state = run.finish()
-    assert state.name == Outcome.PROMOTED.value, state.message
+    run.approve_and_finish("lightgbm checked")
 
     registry = Registry(registry_dir)
     entry, model = registry.load_champion("lgbm")
