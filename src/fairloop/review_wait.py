@@ -81,7 +81,7 @@ def wait_for_review(form: type[Form], *, flow_run_id: UUID, key: str, deadline: 
 def _rejoin(form: type[Form], flow_run_id: UUID, key: str, deadline: float, poll_seconds: int,
             logger: logging.Logger | logging.LoggerAdapter) -> Form | None:
     keyset = pause_keyset(key)
-    unreachable = True
+    unreachable, schema_checked = True, False
     while time.monotonic() < deadline:
         try:
             with get_client(sync_client=True) as client:
@@ -92,7 +92,9 @@ def _rejoin(form: type[Form], flow_run_id: UUID, key: str, deadline: float, poll
                 if state is not None and state.is_paused():
                     if state.state_details.pause_key != key:
                         raise PauseNotTaken(f"the run is paused under another key ({state.state_details.pause_key})")
-                    _ensure_schema(form, keyset, flow_run_id)
+                    if not schema_checked:
+                        _ensure_schema(form, keyset, flow_run_id)
+                        schema_checked = True
                     time.sleep(min(poll_seconds, max(0.0, deadline - time.monotonic())))
                     continue
                 if state is not None and state.is_running():
