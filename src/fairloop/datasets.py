@@ -892,8 +892,9 @@ def _read_labelled_files(spec: DatasetSpec, spec_path: Path) -> tuple[dict[str, 
     return frames, hashes
 
 
-def _stratified_split(split: Split, size: float, seed: int, sensitive: str) -> tuple[Split, Split]:
-    """Split rows in two, stratified by sensitive group x label where every cell allows it."""
+def stratified_split(split: Split, size: float, seed: int, sensitive: str) -> tuple[Split, Split]:
+    """Split rows in two (``size``: the second part's share), stratified by sensitive group x label
+    where every cell allows it (the test split, the training cap, a sweep's reduction subsample)."""
     strata = split.groups[sensitive].astype(str) + "|" + split.y.astype(str)
     counts = strata.value_counts()
     stratify = strata if counts.min() >= 2 else None
@@ -996,10 +997,10 @@ def make_splits(
     if "test" in dataset.frames:
         pool, test = dataset.frames["train"], dataset.frames["test"]
     else:
-        pool, test = _stratified_split(dataset.frames["all"], spec.split.test_size, seed, sensitive)
+        pool, test = stratified_split(dataset.frames["all"], spec.split.test_size, seed, sensitive)
     if train_rows is not None and train_rows < len(pool):
-        pool, _ = _stratified_split(pool, 1 - train_rows / len(pool), seed, sensitive)
-    train, validation = _stratified_split(pool, spec.split.validation_size, seed, sensitive)
+        pool, _ = stratified_split(pool, 1 - train_rows / len(pool), seed, sensitive)
+    train, validation = stratified_split(pool, spec.split.validation_size, seed, sensitive)
     if extra_training_data is not None:
         # training only: held-out figures must stay comparable and uncontaminated
         extra = read_extra_training_rows(spec, extra_training_data)

@@ -25,7 +25,7 @@ import yaml
 from pydantic import BaseModel, Field
 
 from fairloop.constraints import METHOD_KINDS, ConstraintTemplate, load_constraint_template
-from fairloop.datasets import Split, Splits
+from fairloop.datasets import Split, Splits, stratified_split
 from fairloop.errors import BadInputError
 from fairloop.crossfit import ModeDecision, fit_rows, fold_positions
 from fairloop.decidability import rows_factor
@@ -327,14 +327,8 @@ def sweep_jobs(candidates: dict[str, SweepCandidate], data: SweepData, budget_se
 
 
 def stratified_subsample(rows: Split, sensitive: str, size: int, seed: int) -> Split:
-    """About ``size`` of ``rows``, drawn without replacement keeping every group x label cell's
-    share (at least one row of each, so no group or label disappears)."""
-    strata = rows.groups[sensitive].astype(str).to_numpy() + "|" + rows.y.astype(str).to_numpy()
-    _, codes = np.unique(strata, return_inverse=True)
-    rng = np.random.default_rng(seed)
-    cells = [np.flatnonzero(codes == code) for code in range(codes.max() + 1)]
-    kept = [rng.choice(cell, size=max(1, round(len(cell) * size / len(rows))), replace=False) for cell in cells]
-    return rows.take(np.sort(np.concatenate(kept)))
+    """``size`` of ``rows``, keeping every group x label cell's share (``datasets.stratified_split``)."""
+    return stratified_split(rows, 1 - size / len(rows), seed, sensitive)[0]
 
 
 FitAll = Callable[[list[FitJob], SweepData, str, int], list[JobResult]]
