@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import uuid
 from pathlib import Path
@@ -41,6 +42,13 @@ def remediation_flow():
 
 POLICY_SETTINGS = ("approval", "allow_sensitive_at_predict", "evaluation", "crossfit", "inconclusive", "group_floors",
                    "bootstrap")
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now, for a server a test starts itself."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def write_policy(directory: Path, name: str = "test-policy", **thresholds) -> Path:

@@ -8,12 +8,12 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from conftest import free_port
 
 START_SECONDS = 300  # pg_ctl's own wait: initdb and start-up on a busy 2-core machine
 
@@ -35,12 +35,6 @@ def unavailable_reason() -> str | None:
         except KeyError:
             return "running as root and there is no 'postgres' OS user to run PostgreSQL as"
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextmanager

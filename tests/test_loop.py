@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import drain_prefect_workers, PROJECT
+from conftest import PROJECT, drain_prefect_workers, free_port
 from fairloop import pipeline
 from fairloop.constraints import fit_candidate
 from fairloop.errors import BadInputError
@@ -38,12 +37,6 @@ TIME = "compas_screening_date"
 CHAMPION_TEMPLATE = "constraints/threshold-dp.yaml"  # serve is left at its default (gs-dp): reruns must not use that
 SERVER_START_SECONDS = 180  # a busy 2-core machine
 SCHEDULED_RUN_SECONDS = 180  # the bar: a scheduled run appears and completes within 3 minutes of serve
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def until(predicate, timeout: float, what: str, poll: float = 1.0, context=lambda: ""):

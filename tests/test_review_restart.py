@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,17 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import PROJECT, write_policy
+from conftest import PROJECT, free_port, write_policy
 from synthetic import write_dataset
 
 COMMAND_TIMEOUT = 600  # generous: a busy machine
 RUN_ID = re.compile(r"fairloop approve ([0-9a-f-]{36})")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

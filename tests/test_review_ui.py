@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import drain_prefect_workers, BackgroundRun, write_policy
+from conftest import BackgroundRun, drain_prefect_workers, free_port, write_policy
 from fairloop import credentials
 from fairloop.outcomes import Outcome
 from fairloop.registry import Registry
@@ -48,12 +47,6 @@ def lenient_policy(tmp_path):
 
 
 # A real Prefect server ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RealServer:
