@@ -8,7 +8,7 @@ skops file and loaded back through ``fairloop.frozen.load_base_model`` (frozen f
 Every post-processing kind fairloop offers a frozen model is fitted on the validation split (rows
 the vendor never saw) and all are compared on the test split with the original (the vendor model
 deciding at 0.5): accuracy, DPD and EOD with 95 % bootstrap intervals (``fairloop.intervals``,
-resamples stratified by group x label, the same resamples for every model), what each needs at
+resamples stratified by group, the same resamples for every model), what each needs at
 prediction time, and scoring latency per 1,000 rows (the best of 5 timed calls on 1,000 test rows,
 after one warm-up). The guardrail varies the sensitive column and the proxies the audit flags on
 the training split. Markdown table to stdout; JSON to bench/results/vendor_model.json.

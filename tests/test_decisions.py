@@ -156,17 +156,32 @@ def test_threshold_optimizer_is_fitted_on_held_out_scores(tmp_path):
     assert abs(decisions[groups == "a"].mean() - decisions[groups == "b"].mean()) > 0.09
 
 
-def test_resamples_keep_every_group_by_label_cell():
+def test_resamples_keep_every_group_and_let_its_base_rate_vary():
     rng = np.random.default_rng(0)
     groups = np.array(["a"] * 500 + ["b"] * 12)
     y = np.r_[rng.integers(0, 2, 500), [1] + [0] * 11]  # group b: one positive
-    strata = np.char.add(np.char.add(groups, "|"), y.astype(str))
-    samples = stratified_resamples(strata, 200, seed=1)
-    for row in samples[:20]:
-        assert (groups[row] == groups).all() and (y[row] == y).all()
+    samples = stratified_resamples(groups, 200, seed=1)
+    for row in samples:
+        assert (groups[row] == groups).all()
+    positives_in_b = y[samples[:, groups == "b"]].sum(axis=1)
+    assert positives_in_b.min() == 0 and positives_in_b.max() >= 2  # the label mix is resampled, not held
+    # a perfect model: its EOD interval is 0 from the resamples that hold a positive of b (the others have no TPR for b)
     intervals = bootstrap_intervals(y, {"candidate": y.copy()}, groups, n_boot=200, confidence=0.95, seed=0,
                                     floors=GroupFloors(rows=10, positives=1, negatives=1))["candidate"]
     assert intervals["equalized_odds_difference"] == (0.0, 0.0)  # a perfect model, on a one-positive group too
+
+
+def test_selection_rate_intervals_include_the_variation_of_base_rates():
+    """A model that predicts the label exactly: its selection rate is the group's base rate, which
+    varies from sample to sample. Resampling that held each group's label counts fixed gave a DPD
+    interval of width 0; the binomial width is 2 x 1.96 x sqrt(.3 x .7 / 500 + .5 x .5 / 500) = 0.119."""
+    rng = np.random.default_rng(4)
+    groups = np.repeat(["a", "b"], 500)
+    y = (rng.random(1000) < np.where(groups == "a", 0.3, 0.5)).astype(int)
+    low, high = bootstrap_intervals(y, {"candidate": y.copy()}, groups, n_boot=400, confidence=0.95,
+                                    seed=0)["candidate"]["demographic_parity_difference"]
+    expected = 2 * 1.96 * np.sqrt(0.3 * 0.7 / 500 + 0.5 * 0.5 / 500)
+    assert high - low == pytest.approx(expected, rel=0.15), (low, high)
 
 
 def test_twenty_five_rows_gate_inconclusive_without_a_crash():

@@ -138,7 +138,7 @@ class InferredMembership:
     def resampled(self, samples: np.ndarray) -> np.ndarray:
         """Probabilities of every drawn missing row, refitted per resample: (resamples, missing rows, groups).
 
-        ``samples`` are stratified index vectors (group x label strata, so column ``j`` draws a
+        ``samples`` are stratified index vectors (group strata, so column ``j`` draws a
         missing row exactly when row ``j`` is missing). Resample ``b`` refits the inference model
         on its known rows (bootstrap counts as sample weights, starting from the full fit) and,
         with ``adjust_prior``, re-estimates the missing rows' group shares on its missing rows."""

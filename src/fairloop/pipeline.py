@@ -202,7 +202,7 @@ def with_intervals(
     sensitive: str, policy: Policy, challengers: tuple[str, ...],
 ) -> dict[str, Evaluation]:
     """``evaluations`` with the policy's paired bootstrap intervals, every model on the same
-    (group x label stratified) resamples; AUC always, net benefit when the policy gates it;
+    (group-stratified) resamples; AUC always, net benefit when the policy gates it;
     simultaneous (family-wise) group intervals when ``sensitive`` is an intersection."""
     gates_net_benefit = policy.thresholds.min_net_benefit is not None
     _, membership, known = missing_rows(split, sensitive, policy)

@@ -36,7 +36,7 @@ def print_packet(console: Console, packet: ReviewPacket, state: str) -> None:
         console.print(f"Group-blind: predicts from the features alone; {escape(p.sensitive)} was used only in "
                       "training and to measure the gates.", soft_wrap=True)
 
-    changes = Table(title=f"What changes for whom (test rows; {p.confidence:.0%} bootstrap intervals, group x label stratified)", title_justify="left")
+    changes = Table(title=f"What changes for whom (test rows; {p.confidence:.0%} bootstrap intervals, stratified by group)", title_justify="left")
     for column in ("group", "rows", "rate", "baseline", "candidate"):
         changes.add_column(column, overflow="fold")
     for g in p.group_changes():

@@ -46,7 +46,7 @@ def window_intervals(y: np.ndarray, predictions: np.ndarray, groups: np.ndarray,
     """
     from fairloop.intervals import bootstrap_intervals
 
-    # only the counted groups' rows: the resamples are stratified by group x label, so leaving the
+    # only the counted groups' rows: the resamples are stratified by group, so leaving the
     # other groups out changes nothing for these, and every group left counts
     rows = np.flatnonzero(np.isin(np.asarray(groups).astype(str), np.asarray(counted).astype(str)))
     n = len(rows)
