@@ -80,16 +80,22 @@ def record(part: str, subject: str, figure: str, value, target: str = "", ratio:
 # ---------------------------------------------------------------- fitting without Prefect
 
 def plain_fitter(workers: int, timings: dict):
-    """The sweep's jobs as plain function calls in a plain process pool: the rows sent to each
-    worker once (the same initializer as Prefect's pool), longest first. ``timings`` gets the wall
-    seconds of the fits and their summed fit seconds."""
-    from fairloop.sweep import run_fit_job_on_worker_rows, start_fit_worker
+    """The sweep's jobs as plain function calls in a plain process pool (forked, so it starts at
+    once), the rows passed as Prefect's pool gets them (a file each worker reads once), longest
+    first. ``timings`` gets the wall seconds of the fits and their summed fit seconds."""
+    import pickle
+
+    from fairloop.fitters import limit_to_one_thread, run_fit_job_on_rows_file
 
     def fit_all(jobs, data, sensitive, seed):
         started = time.perf_counter()
         order = sorted(range(len(jobs)), key=lambda i: not jobs[i].candidate.is_reduction)
-        with ProcessPoolExecutor(min(workers, len(jobs)), initializer=start_fit_worker, initargs=(data,)) as pool:
-            futures = {i: pool.submit(run_fit_job_on_worker_rows, jobs[i], sensitive, seed) for i in order}
+        with tempfile.TemporaryDirectory() as scratch, \
+                ProcessPoolExecutor(min(workers, len(jobs)), initializer=limit_to_one_thread) as pool:
+            rows_file = str(Path(scratch) / "rows.pickle")
+            with open(rows_file, "wb") as out:
+                pickle.dump(data, out, protocol=pickle.HIGHEST_PROTOCOL)
+            futures = {i: pool.submit(run_fit_job_on_rows_file, jobs[i], rows_file, sensitive, seed) for i in order}
             results = [futures[i].result() for i in range(len(jobs))]
         timings.update(wall=time.perf_counter() - started, fit_sum=sum(r.fit_seconds for r in results), jobs=len(jobs))
         return results
@@ -337,17 +343,21 @@ def remediation_until_review(dataset: str, sweep: str, workers_note: str = "") -
 
 @flow_decorator(name="claims-sweep")
 def prefect_sweep(dataset: str, sweep_path: str, workers: int) -> dict:
-    """The sweep as Prefect tasks in Prefect's process pool, timed. A flow defined at module level
-    with small parameters, like the real one: a flow that closed over the rows would ship a
-    pickled copy of them with every task's context (measured: 31.8 s instead of 28 s here)."""
+    """The sweep as Prefect tasks in Prefect's process pool, timed, its workers started before
+    the audit as in the real flow. A flow defined at module level with small parameters, like the
+    real one: a flow that closed over the rows would ship a pickled copy of them with every
+    task's context (measured: a 31.8 s sweep instead of 28 s)."""
     from fairloop import pipeline
-    from fairloop.sweep import fit_in_processes, load_sweep, run_sweep
+    from fairloop.fitters import fitter
+    from fairloop.sweep import load_sweep, run_sweep
 
-    inputs = pipeline.load_inputs(pipeline.RunParams(dataset=dataset))
-    splits = pipeline.prepare(inputs)
     timings: dict = {}
-    outcome = run_sweep(load_sweep(sweep_path), splits, inputs.sensitive, 0, inputs.policy,
-                        pipeline.decide_mode(inputs, splits), fit_all=timed(fit_in_processes(workers), timings)).outcome
+    with fitter(workers=workers) as fit_all:
+        inputs = pipeline.load_inputs(pipeline.RunParams(dataset=dataset))
+        splits = pipeline.prepare(inputs)
+        pipeline.audit(inputs, splits)
+        outcome = run_sweep(load_sweep(sweep_path), splits, inputs.sensitive, 0, inputs.policy,
+                            pipeline.decide_mode(inputs, splits), fit_all=timed(fit_all, timings)).outcome
     return {"timings": timings, "validation": [c.validation for c in outcome.candidates]}
 
 

@@ -32,7 +32,8 @@ METRICS = {"demographic_parity_difference": "DPD", "equalized_odds_difference": 
 
 def pool_fitter(workers: int):
     """A sweep FitAll on a plain process pool (one thread per worker), longest jobs first."""
-    from fairloop.sweep import limit_to_one_thread, run_fit_job
+    from fairloop.fitters import limit_to_one_thread
+    from fairloop.sweep import run_fit_job
 
     def fit_all(jobs, data, sensitive, seed):
         order = sorted(range(len(jobs)), key=lambda i: not jobs[i].candidate.is_reduction)

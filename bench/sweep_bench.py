@@ -50,7 +50,8 @@ def main() -> int:
     from fairloop.evaluate import evaluate
     from fairloop.frontier import frontier_report
     from fairloop.recipes import load_recipe
-    from fairloop.sweep import fit_in_processes, load_sweep, run_sweep
+    from fairloop.fitters import fitter
+    from fairloop.sweep import load_sweep, run_sweep
 
     inputs = pipeline.load_inputs(pipeline.RunParams(dataset="datasets/adult.yaml", policy=args.policy, seed=args.seed))
     splits = pipeline.prepare(inputs)
@@ -64,7 +65,7 @@ def main() -> int:
 
     @flow(name="sweep-benchmark")
     def parallel_sweep():
-        return run_sweep(sweep, splits, sensitive, args.seed, policy, mode, fit_all=fit_in_processes(sweep.workers))
+        return run_sweep(sweep, splits, sensitive, args.seed, policy, mode, fit_all=fitter(workers=sweep.workers))
 
     with prefect_test_harness(server_startup_timeout=60):
         started = time.perf_counter()

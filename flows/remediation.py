@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 
-from fairloop import credentials, pipeline, reruns, sweep
+from fairloop import credentials, fitters, pipeline, reruns, sweep
 from fairloop.audit import publish_artifacts
 from fairloop.config import get_settings
 from fairloop.flow_process import record_flow_process
@@ -133,7 +134,7 @@ def remediation(
     """``rerun``: started by a served deployment (drift trigger or schedule), see ``fairloop.reruns``.
     ``base_model``: a fitted model to post-process without retraining (a file, or module:function);
     ``trust_base_model`` allows it to be a pickle file.
-    ``runner``, ``dask_address``: where a sweep's candidates are fitted (see ``fairloop.sweep.fitter``;
+    ``runner``, ``dask_address``: where a sweep's candidates are fitted (see ``fairloop.fitters.fitter``;
     the address defaults to the FAIRLOOP_DASK_ADDRESS setting)."""
     logger = get_run_logger()
     started = time.perf_counter()
@@ -176,26 +177,30 @@ def remediation(
         record["extra_training_data"] = params.extra_training_data
         logger.info("Training split includes the labelled rows of %s (%d training rows in all)", params.extra_training_data, len(splits.train))
 
-    progress.stage("audit")
-    audit = audit_step(inputs, splits)
-    publish_artifacts(audit)
-    if audit.verdict == "block":
-        progress.done("audit blocked")
-        registry.record_decision({**record, "action": "audit_blocked", "reasons": audit.reasons})
-        return outcome_state(Outcome.AUDIT_BLOCKED, "; ".join(audit.reasons))
+    sweep_spec = sweep.load_sweep(sweep_file) if sweep_file else None
+    # A sweep's workers start now and import the fitting code while the audit runs; they stop
+    # once the candidates are fitted. A frozen model's candidates fit no learner (it may be one
+    # endpoint's client): serially.
+    fitting = (fitters.fitter(runner, sweep_spec.useful_workers(), dask_address or settings.dask_address,
+                              on_fitted=progress.fitted)
+               if sweep_spec and inputs.base_model is None else nullcontext(fitters.fit_serially))
+    with fitting as fit_all:
+        progress.stage("audit")
+        audit = audit_step(inputs, splits)
+        publish_artifacts(audit)
+        if audit.verdict == "block":
+            progress.done("audit blocked")
+            registry.record_decision({**record, "action": "audit_blocked", "reasons": audit.reasons})
+            return outcome_state(Outcome.AUDIT_BLOCKED, "; ".join(audit.reasons))
 
-    frozen = pipeline.frozen_base(inputs, audit)  # remediate --model: post-process it, never retrain
-    champion = registry.load_champion(spec.name)
-    progress.stage("fit")
-    swept = None
-    if sweep_file:
-        sweep_spec = sweep.load_sweep(sweep_file)
-        swept = sweep.run_sweep(sweep_spec, splits, sensitive, seed, inputs.policy, mode,
-                                champion=champion[1] if champion else None,
-                                # a frozen model's candidates fit no learner; it may be one endpoint's client
-                                fit_all=sweep.fit_serially if frozen else sweep.fitter(
-                                    runner, sweep_spec.workers, dask_address or settings.dask_address,
-                                    on_fitted=progress.fitted), frozen=frozen)
+        frozen = pipeline.frozen_base(inputs, audit)  # remediate --model: post-process it, never retrain
+        champion = registry.load_champion(spec.name)
+        progress.stage("fit")
+        swept = None
+        if sweep_spec:
+            swept = sweep.run_sweep(sweep_spec, splits, sensitive, seed, inputs.policy, mode,
+                                    champion=champion[1] if champion else None, fit_all=fit_all, frozen=frozen)
+    if sweep_spec:
         record["sweep"] = sweep_spec.name
         if swept.chosen is None:
             progress.done("no candidate passes the policy")

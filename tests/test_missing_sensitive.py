@@ -73,10 +73,11 @@ def test_estimated_dpd_is_close_to_the_true_all_rows_dpd(hidden):
 
 def test_interval_coverage_of_the_inferred_dpd_is_near_nominal():
     """Seeded simulation: 95% intervals of the inferred-membership DPD (values hidden more often in
-    one group) against the population DPD. Measured over 100 replicates (bench/missing_sensitive_bench.py):
-    0.83, where the same bootstrap with every value known reaches 0.88 (it holds each group's
-    base rate fixed); 16 replicates here, at least 12 must cover: intervals that drop the rows
-    with no value, or shrink towards a point, fail."""
+    one group) against the population DPD. Measured over 300 replicates of 2,000 rows
+    (bench/missing_sensitive_bench.py): 0.93, and 0.923 with every value known (0.941 over 1,500
+    replicates); before resampling let group base rates vary: 0.83 and 0.88. 16 replicates of
+    1,000 rows here, at least 14 must cover: intervals that drop the rows with no value, leave
+    out the inference's uncertainty or shrink towards a point, fail."""
     population = generate({"a": (100_000, 0.4), "b": (100_000, 0.25)}, proxy=1.5, seed=99)
     true = dpd(decisions(population), population["group"])
     covered = []
@@ -86,7 +87,7 @@ def test_interval_coverage_of_the_inferred_dpd_is_near_nominal():
         low, high = evaluation.intervals["demographic_parity_difference"]
         covered.append(low <= true <= high)
     print(f"coverage {np.mean(covered):.2f} of {len(covered)} replicates (nominal 0.95)")
-    assert sum(covered) >= 12, covered
+    assert sum(covered) >= 14, covered
 
 
 def test_inference_is_refused_when_proxies_carry_no_signal_and_gates_use_known_rows():

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import PROJECT, write_policy
-from fairloop import pipeline, sweep
+from fairloop import fitters, pipeline, sweep
 from fairloop.crossfit import ModeDecision
 from synthetic import write_dataset
 
@@ -56,7 +56,7 @@ def test_dask_cluster_gives_the_process_pool_result(generated, prefect_server):
     @flow
     def fit_sweep(runner: str, address: str | None = None):
         return sweep.run_sweep(swept, splits, "group", 0, inputs.policy, mode,
-                               fit_all=sweep.fitter(runner, workers=2, dask_address=address)).outcome
+                               fit_all=fitters.fitter(runner, workers=2, dask_address=address)).outcome
 
     pool = fit_sweep("processes")
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:

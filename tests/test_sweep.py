@@ -17,7 +17,8 @@ from fairloop.policy import load_policy
 from fairloop.registry import Registry
 from fairloop.reproduce import reproduce
 from fairloop.runs import submit_review
-from fairloop.sweep import expand_candidates, fit_in_processes, load_sweep, run_sweep
+from fairloop.fitters import fitter
+from fairloop.sweep import expand_candidates, load_sweep, run_sweep
 
 TRAIN_ROWS = 3000
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -94,7 +95,7 @@ def test_prefect_process_pool_gives_the_serial_result(tmp_path, monkeypatch, spl
 
     @flow
     def parallel_sweep():
-        return run_sweep(sweep, splits, "sex", 0, policy, mode, fit_all=fit_in_processes(2))
+        return run_sweep(sweep, splits, "sex", 0, policy, mode, fit_all=fitter(workers=2))
 
     parallel = parallel_sweep().outcome
     serial = run_sweep(sweep, splits, "sex", 0, policy, mode).outcome

@@ -7,9 +7,11 @@ a group's base rate varies across resamples as it does between samples of the po
 that variation is part of the uncertainty of every rate that is not conditioned on the label.
 (Holding group x label counts fixed, as this module did before, removes it: the selection
 rate of a model that separates the labels well then looks more certain than it is; for a
-model that predicts the label exactly, not uncertain at all. Seeded simulation in
-``bench/missing_sensitive_bench.py``, 2,000 rows, a rule that tracks the label: coverage of
-nominal-95 % DPD intervals 0.88 with group x label strata, 0.91 with group strata.) A resample that draws
+model that predicts the label exactly, not uncertain at all. Seeded simulation, 2,000 rows, a
+rule that tracks the label (``bench/missing_sensitive_bench.py``): nominal-95 % DPD intervals
+covered the population DPD in 0.88 of 100 replicates with group x label strata, in 0.941 of
+1,500 with group strata; with 40 % of the sensitive values hidden (more often in one group)
+and inferred, 0.83 before and 0.93 of 300 replicates now.) A resample that draws
 no positive (negative) of a small group has no TPR (FPR) for it; such draws are left out of
 that rate's interval, and the group floors (``fairloop.groups``) keep groups with few
 positives out of the gated rates anyway. The monitor uses the same function for the same

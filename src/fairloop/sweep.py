@@ -75,6 +75,12 @@ class SweepSpec(VersionedSpec):
                                   "candidate, and all selection and test figures, use every row; default: all rows")
 
 
+    def useful_workers(self) -> int:
+        """Processes worth starting for this sweep: ``workers`` (default: one per core), at most one
+        per model it fits on all rows (each candidate and the baseline)."""
+        return min(self.workers or os.cpu_count() or 1, len(expand_candidates(self)[0]) + 1)
+
+
 def load_sweep(path) -> SweepSpec:
     """Read a sweep file and check it expands: every recipe and template it names loads, and the
     combinations make sense. Errors name the sweep file first."""
@@ -170,7 +176,7 @@ def expand_candidates(sweep: SweepSpec) -> tuple[list[SweepCandidate], list[Skip
 
 @dataclass(frozen=True)
 class SweepData:
-    """The rows every fit job needs (sent to each worker once, see :func:`fit_in_processes`).
+    """The rows every fit job needs (sent to each worker once, see ``fairloop.fitters``).
 
     holdout: candidates are fitted on ``fit`` (the training split) and selected on
     ``selection`` (the validation split). crossfit: ``fit`` and ``selection`` are both the
@@ -345,104 +351,6 @@ def fit_serially(jobs: list[FitJob], data: SweepData, sensitive: str, seed: int)
 
 Runner = Literal["processes", "dask"]
 RUNNERS: tuple[Runner, ...] = ("processes", "dask")
-
-
-def fitter(runner: Runner = "processes", workers: int | None = None, dask_address: str | None = None,
-           on_fitted: Callable[[int, int], None] | None = None) -> FitAll:
-    """Where a flow fits its sweep: Prefect's process pool on this machine (the default), or Dask
-    through prefect-dask, on a local cluster or, given ``dask_address``, an existing scheduler."""
-    if runner == "dask" or dask_address:
-        return fit_on_dask(dask_address, workers, on_fitted)
-    return fit_in_processes(workers, on_fitted)
-
-
-def fit_in_processes(workers: int | None, on_fitted: Callable[[int, int], None] | None = None) -> FitAll:
-    """A :data:`FitAll` that runs each job as a Prefect task in Prefect's process pool (the
-    work is CPU-bound), one thread per worker so the pool uses ``workers`` cores (default: all).
-    The rows go to each worker once, when it starts, not with every job (a job would carry a
-    pickled copy of them: jobs x rows of memory in this process).
-    ``on_fitted(k, n)`` is called as each fit finishes (progress for the CLI and the UI)."""
-    from prefect.task_runners import ProcessPoolTaskRunner
-
-    def fit_all(jobs, data, sensitive, seed):
-        count = min(workers or os.cpu_count() or 1, len(jobs))
-        with ProcessPoolTaskRunner(max_workers=count, initializer=start_fit_worker, initargs=(data,)) as runner:
-            return fit_as_tasks(runner, run_fit_job_on_worker_rows, {}, jobs, sensitive, seed, on_fitted)
-
-    return fit_all
-
-
-def fit_on_dask(address: str | None, workers: int | None, on_fitted: Callable[[int, int], None] | None = None) -> FitAll:
-    """A :data:`FitAll` on Dask (prefect-dask's ``DaskTaskRunner``): the scheduler at ``address``,
-    else a local cluster of ``workers`` processes (default: one per core) with one thread each.
-    The rows are scattered to every worker once; each job names them. Every worker fits with one
-    thread per task, and must be able to import fairloop and reach the Prefect API."""
-    from prefect_dask import DaskTaskRunner
-
-    def fit_all(jobs, data, sensitive, seed):
-        if address:
-            runner = DaskTaskRunner(address=address)
-        else:
-            count = min(workers or os.cpu_count() or 1, len(jobs))
-            runner = DaskTaskRunner(cluster_kwargs={"n_workers": count, "threads_per_worker": 1, "processes": True,
-                                                    "dashboard_address": ":0"})
-        with runner:
-            runner.client.run(limit_to_one_thread)
-            rows = runner.client.scatter(data, broadcast=True, hash=False)
-            return fit_as_tasks(runner, run_fit_job, {"data": rows}, jobs, sensitive, seed, on_fitted)
-
-    return fit_all
-
-
-def fit_as_tasks(runner, function: Callable[..., JobResult], shared: dict, jobs: list[FitJob], sensitive: str,
-                 seed: int, on_fitted: Callable[[int, int], None] | None) -> list[JobResult]:
-    """Submit every job to a started Prefect task ``runner`` as a ``fit-candidate`` task run of
-    ``function`` (with the ``shared`` parameters), longest first, and collect the results."""
-    from prefect import task
-    from prefect.cache_policies import NO_CACHE
-    from prefect.futures import as_completed
-
-    fit_task = task(function, name="fit-candidate", cache_policy=NO_CACHE)
-    # Longest first: a reduction refits its learner dozens of times; started last, it would
-    # leave the other workers idle at the end.
-    order = sorted(range(len(jobs)), key=lambda i: not jobs[i].candidate.is_reduction)
-    futures = {
-        i: runner.submit(
-            fit_task.with_options(task_run_name=f"fit-{jobs[i].candidate.name}"
-                                  + ("" if jobs[i].fold is None else f"-fold{jobs[i].fold + 1}")),
-            {"job": jobs[i], **shared, "sensitive": sensitive, "seed": seed})
-        for i in order
-    }
-    position = {future.task_run_id: i for i, future in futures.items()}
-    results = {}
-    for done, future in enumerate(as_completed(list(futures.values())), start=1):
-        results[position[future.task_run_id]] = future.result()
-        if on_fitted is not None:
-            on_fitted(done, len(jobs))
-    return [results[i] for i in range(len(jobs))]
-
-
-def limit_to_one_thread() -> None:
-    """Each worker fits with one thread, so N workers use N cores instead of fighting over them
-    (HistGradientBoosting would take every core in every worker)."""
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=1)
-
-
-_worker_rows: SweepData | None = None  # a process-pool worker's copy of the sweep's rows
-
-
-def start_fit_worker(data: SweepData) -> None:
-    """Process-pool initializer: one thread, and the sweep's rows received once."""
-    global _worker_rows
-    limit_to_one_thread()
-    _worker_rows = data
-
-
-def run_fit_job_on_worker_rows(job: FitJob, sensitive: str, seed: int) -> JobResult:
-    """:func:`run_fit_job` on the rows this worker was started with (:func:`start_fit_worker`)."""
-    return run_fit_job(job, _worker_rows, sensitive, seed)
 
 
 class CandidateResult(BaseModel):
