@@ -258,7 +258,16 @@ def quality(item: str, workers: int, sweep_path: str) -> dict:
         beaten = [label for label in anchors if models[label]["demographic_parity_difference"]["value"] <= own_dpd
                   and models[label]["accuracy"]["value"] > chosen["accuracy"]["value"]]
         result["anchors_more_accurate_at_equal_or_tighter_dpd"] = beaten
-        record("quality", subject, "anchors more accurate at equal or tighter DPD", ", ".join(beaten) or "none", "none")
+        # An anchor that reads the sensitive attribute to decide is no alternative where the policy
+        # forbids that (the default one does) and the chosen candidate does not need it.
+        chosen_needs = swept.chosen[0].template.needs_sensitive_at_predict
+        forbidden = not inputs.policy.allow_sensitive_at_predict and not chosen_needs
+        deployable = [label for label in beaten if not (forbidden and anchors[label][1].needs_sensitive_at_predict)]
+        result["deployable_anchors_more_accurate_at_equal_or_tighter_dpd"] = deployable
+        record("quality", subject, "anchors more accurate at equal or tighter DPD, deployable under the policy",
+               ", ".join(deployable) or "none", "none")
+        record("quality", subject, "… and those that need the sensitive attribute to decide (the policy forbids it)",
+               ", ".join(sorted(set(beaten) - set(deployable))) or "none")
     else:
         record("quality", subject, "chosen", "none passes the policy", "a candidate")
     return result

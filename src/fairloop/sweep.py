@@ -74,7 +74,6 @@ class SweepSpec(VersionedSpec):
                                   "group x label stratified subsample of at most this many fit rows; every other "
                                   "candidate, and all selection and test figures, use every row; default: all rows")
 
-
     def useful_workers(self) -> int:
         """Processes worth starting for this sweep: ``workers`` (default: one per core), at most one
         per model it fits on all rows (each candidate and the baseline)."""
