@@ -184,6 +184,29 @@ def test_selection_rate_intervals_include_the_variation_of_base_rates():
     assert high - low == pytest.approx(expected, rel=0.15), (low, high)
 
 
+def test_more_than_two_groups_get_family_wise_gap_intervals():
+    """Five groups of unequal size, true DPD 0.04: the max-min gap's percentile interval sits above
+    the truth (small groups' noise lifts every resample's max), so a gate at 0.05 would fail the
+    model by chance; the default (family-wise, as for intersection cells) covers it and always
+    holds its own estimate. Figures over 300 replicates of larger groups: intervals.py docstring."""
+    sizes, rates = np.array([1500, 500, 150, 130, 120]), np.array([0.20, 0.22, 0.24, 0.20, 0.20])
+    groups = np.repeat([f"g{i}" for i in range(5)], sizes)
+    rng = np.random.default_rng(11)
+    covered = {True: 0, False: 0}
+    for replicate in range(60):
+        decisions = (rng.random(len(groups)) < np.repeat(rates, sizes)).astype(int)
+        y = (rng.random(len(groups)) < 0.3).astype(int)
+        group_rates = [decisions[groups == g].mean() for g in np.unique(groups)]
+        estimate = max(group_rates) - min(group_rates)
+        for simultaneous in (None, False):
+            low, high = bootstrap_intervals(y, {"m": decisions}, groups, n_boot=200, confidence=0.95, seed=replicate,
+                                            simultaneous=simultaneous)["m"]["demographic_parity_difference"]
+            covered[simultaneous is None] += low <= 0.04 <= high
+            if simultaneous is None:
+                assert low <= estimate <= high, (low, estimate, high)
+    assert covered[True] >= 57 and covered[False] <= 48, covered
+
+
 def test_twenty_five_rows_gate_inconclusive_without_a_crash():
     rng = np.random.default_rng(3)
     y = rng.integers(0, 2, 25)

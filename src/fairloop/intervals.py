@@ -54,7 +54,16 @@ family-wise statement; Benjamini-Hochberg bounds the share of false flags among 
 right for screening cells, not for a pass/fail on the worst. The families: pairwise differences
 of selection rates (DPD), of TPRs and FPRs together (EOD), per-cell selection rates (DI ratio and
 the per-cell intervals the reviewer sees), per-cell TPRs (min TPR), per-cell FPRs (shown).
-One sensitive column keeps the percentile intervals above (``simultaneous=False``).
+**More than two groups of one column** take the same family-wise intervals (``simultaneous=None``,
+the default, decides by the number of counted groups: :func:`family_wise`). A gap over more than
+two groups is a max over pairs too, and its percentile interval is biased the same way: small
+groups' noise lifts every resample's max, so the interval sits above the estimate. Seeded
+simulation, 5 groups of 9,000 / 1,500 / 500 / 150 / 130 rows, 300 replicates: percentile
+intervals covered a true DPD of 0.01 / 0.04 / 0.06 in 0.00 / 0.65 / 0.71 of them (0.01: the
+interval excluded its own estimate in 4 %), and a gate at 0.05 failed the model whose true DPD
+is 0.04 in 14.7 % of them; the family-wise intervals covered 0.98 / 0.99 / 0.98 and failed it in
+1.0 %. Two groups keep the percentile intervals (one pair: the gap is the difference itself), and
+so do rows with inferred memberships (not supported there).
 
 Rows with no sensitive value and inferred memberships (``fairloop.membership``): they form
 their own stratum (group ``'missing'``), and on every resample the inference model is
@@ -73,6 +82,12 @@ from fairloop.groups import CountedGroups, GroupFloors, count_groups
 
 if TYPE_CHECKING:
     from fairloop.membership import InferredMembership
+
+def family_wise(counted_groups: int) -> bool:
+    """Whether group metrics over this many counted groups take simultaneous (family-wise)
+    intervals: more than two groups, where a gap is a max over several pairs (module docstring)."""
+    return counted_groups > 2
+
 
 def stratified_resamples(strata: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
     """``n_boot`` index vectors over ``len(strata)`` rows; column ``j`` of every resample is a
@@ -293,13 +308,14 @@ def bootstrap_intervals(
     scores: dict[str, np.ndarray] | None = None,
     decision_probabilities: dict[str, np.ndarray] | None = None,
     net_benefit_band: tuple[float, float] | None = None,
-    simultaneous: bool = False,
+    simultaneous: bool | None = None,
     membership: InferredMembership | None = None,
 ) -> dict[str, dict[str, tuple[float, float]]]:
     """Percentile intervals per model and metric, on resamples stratified by sensitive group.
 
     ``simultaneous``: the group metrics and per-group rates get max-|t| simultaneous intervals
-    instead (family-wise; for the cells of an intersection, see the module docstring).
+    instead (family-wise; for the cells of an intersection, see the module docstring); None:
+    when more than two groups are counted (:func:`family_wise`) and no membership is inferred.
 
     Group metrics count the groups that meet ``floors`` on the whole sample (default: every
     group); ``accuracy_drop_vs_<ref>`` (and ``auc_drop_vs_<ref>``) for each challenger against
@@ -322,6 +338,8 @@ def bootstrap_intervals(
         expanded_groups, weights, (expanded_y,) = membership.expanded(group_names, y)
         counted = count_groups(expanded_groups, expanded_y, floors, weights)
         soft = (np.flatnonzero(membership.missing), membership.resampled(samples))
+    if simultaneous is None:
+        simultaneous = membership is None and family_wise(int(counted.counted["selection_rate"].sum()))
     group_codes = np.minimum(np.searchsorted(counted.names, group_names), len(counted.names) - 1)
     predictions = {name: np.asarray(pred).astype(int) for name, pred in predictions.items()}
     rates = {name: _group_rates(y[samples], pred[samples], group_codes[samples], len(counted.names), soft)

@@ -216,7 +216,8 @@ def with_intervals(
         scores={name: p.scores for name, p in predictions.items()},
         decision_probabilities={name: p.probabilities for name, p in predictions.items()},
         net_benefit_band=policy.net_benefit_band if gates_net_benefit else None, membership=membership,
-        simultaneous=is_intersection(sensitive),  # cells of an intersection: family-wise intervals
+        # family-wise intervals for the cells of an intersection, and for more than two groups
+        simultaneous=True if is_intersection(sensitive) else None,
     )
     return {name: ev.model_copy(update={"intervals": intervals[name]}) for name, ev in evaluations.items()}
 

@@ -41,10 +41,13 @@ def window_intervals(y: np.ndarray, predictions: np.ndarray, groups: np.ndarray,
     placed around the window's own values (an m-out-of-n bootstrap: these statistics are smooth
     functions of group rates, whose spread shrinks as 1 / sqrt(n)).
 
-    ``simultaneous`` (the cells of an intersection): the gates' family-wise intervals, whose
-    gap bounds need no reflection (the lower bound is that of the smallest gap every pair allows).
+    ``simultaneous`` (the cells of an intersection; and, as at the gates, any window with more
+    than two counted groups): the gates' family-wise intervals, whose gap bounds need no
+    reflection (the lower bound is that of the smallest gap every pair allows).
     """
-    from fairloop.intervals import bootstrap_intervals
+    from fairloop.intervals import bootstrap_intervals, family_wise
+
+    simultaneous = simultaneous or family_wise(len(counted))
 
     # only the counted groups' rows: the resamples are stratified by group, so leaving the
     # other groups out changes nothing for these, and every group left counts
