@@ -84,13 +84,17 @@ class _TaskFitter(ABC):
 
     def close(self) -> None:
         if self.runner is not None:
-            runner, self.runner = self.runner, None
+            runner, self.runner, self.starting = self.runner, None, []
             runner.__exit__(None, None, None)
 
 
 class ProcessPoolFitter(_TaskFitter):
     """Prefect's process pool (the work is CPU-bound), one thread per worker so ``workers``
     workers use that many cores."""
+
+    def __init__(self, workers: int | None, on_fitted: OnFitted | None):
+        super().__init__(workers, on_fitted)
+        self.scratch: tempfile.TemporaryDirectory | None = None  # the rows file's directory while started
 
     def start(self) -> None:
         from prefect import task
@@ -112,7 +116,7 @@ class ProcessPoolFitter(_TaskFitter):
 
     def close(self) -> None:
         super().close()
-        if getattr(self, "scratch", None) is not None:
+        if self.scratch is not None:
             self.scratch.cleanup()
             self.scratch = None
 
