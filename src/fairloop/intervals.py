@@ -83,6 +83,7 @@ from fairloop.groups import CountedGroups, GroupFloors, count_groups
 if TYPE_CHECKING:
     from fairloop.membership import InferredMembership
 
+
 def family_wise(counted_groups: int) -> bool:
     """Whether group metrics over this many counted groups take simultaneous (family-wise)
     intervals: more than two groups, where a gap is a max over several pairs (module docstring)."""
