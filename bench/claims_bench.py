@@ -85,11 +85,11 @@ def plain_fitter(workers: int, timings: dict):
     first. ``timings`` gets the wall seconds of the fits and their summed fit seconds."""
     import pickle
 
-    from fairloop.fitters import limit_to_one_thread, run_fit_job_on_rows_file
+    from fairloop.fitters import limit_to_one_thread, longest_first, run_fit_job_on_rows_file
 
     def fit_all(jobs, data, sensitive, seed):
         started = time.perf_counter()
-        order = sorted(range(len(jobs)), key=lambda i: not jobs[i].candidate.is_reduction)
+        order = longest_first(jobs)
         with tempfile.TemporaryDirectory() as scratch, \
                 ProcessPoolExecutor(min(workers, len(jobs)), initializer=limit_to_one_thread) as pool:
             rows_file = str(Path(scratch) / "rows.pickle")

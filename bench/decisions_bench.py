@@ -32,11 +32,11 @@ METRICS = {"demographic_parity_difference": "DPD", "equalized_odds_difference": 
 
 def pool_fitter(workers: int):
     """A sweep FitAll on a plain process pool (one thread per worker), longest jobs first."""
-    from fairloop.fitters import limit_to_one_thread
+    from fairloop.fitters import limit_to_one_thread, longest_first
     from fairloop.sweep import run_fit_job
 
     def fit_all(jobs, data, sensitive, seed):
-        order = sorted(range(len(jobs)), key=lambda i: not jobs[i].candidate.is_reduction)
+        order = longest_first(jobs)
         with ProcessPoolExecutor(workers, initializer=limit_to_one_thread) as pool:
             done = pool.map(run_fit_job, [jobs[i] for i in order], repeat(data), repeat(sensitive), repeat(seed))
             results = dict(zip(order, done))

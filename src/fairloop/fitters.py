@@ -154,9 +154,7 @@ def fit_as_tasks(runner, function: Callable[..., JobResult], shared: dict, jobs:
     from prefect.futures import as_completed
 
     fit_task = task(function, name="fit-candidate", cache_policy=NO_CACHE)
-    # Longest first: a reduction refits its learner dozens of times; started last, it would
-    # leave the other workers idle at the end.
-    order = sorted(range(len(jobs)), key=lambda i: not jobs[i].candidate.is_reduction)
+    order = longest_first(jobs)
     futures = {
         i: runner.submit(
             fit_task.with_options(task_run_name=f"fit-{jobs[i].candidate.name}"
@@ -171,6 +169,12 @@ def fit_as_tasks(runner, function: Callable[..., JobResult], shared: dict, jobs:
         if on_fitted is not None:
             on_fitted(done, len(jobs))
     return [results[i] for i in range(len(jobs))]
+
+
+def longest_first(jobs: list[FitJob]) -> list[int]:
+    """Positions of ``jobs`` in the order to start them: reductions first (each refits its learner
+    dozens of times; started last, one would leave the other workers idle at the end)."""
+    return sorted(range(len(jobs)), key=lambda i: not jobs[i].candidate.is_reduction)
 
 
 def limit_to_one_thread() -> None:
