@@ -28,7 +28,7 @@ from fairloop.frontier import candidates_table, dialog_frontier, frontier_report
 from fairloop.lineage import Lineage, SweepLineage, describe_run
 from fairloop.outcomes import Outcome, outcome_state, quiet_outcome_tracebacks, refusal_reason
 from fairloop.policy import apply_gates
-from fairloop.registry import Registry
+from fairloop.registry import ChampionChanged, Registry
 from fairloop.report import render_html, render_model_card
 from fairloop.review import Link, ReviewDecision, ReviewPacket, render_report, render_summary, save_packet
 from fairloop.review_wait import PauseNotTaken, wait_for_review
@@ -63,10 +63,15 @@ def publish_frontier(png: bytes, section: str, run_dir: Path, outcome: sweep.Swe
 
 @task(name="promote", cache_policy=NO_CACHE)
 def promote_step(registry: Registry, inputs: pipeline.Inputs, lineage: Lineage, **entry):
+    """The promoted entry, or the registry's refusal when the champion changed since the run was
+    gated (returned, not raised: it is an outcome, and a raised one is logged as a crash)."""
     with tempfile.TemporaryDirectory() as scratch:
         copies = pipeline.snapshot_inputs(inputs, Path(scratch))
         lineage = lineage.model_copy(update={"inputs_spec_files": copies})
-        return registry.promote(inputs.loaded.spec.name, inputs_dir=Path(scratch), lineage=lineage, **entry)
+        try:
+            return registry.promote(inputs.loaded.spec.name, inputs_dir=Path(scratch), lineage=lineage, **entry)
+        except ChampionChanged as refused:
+            return refused
 
 
 def await_review(report: str, policy, timeout: int, poll_seconds: int, requested_by: str, registry: Registry,
@@ -306,6 +311,8 @@ def remediation(
         gates=[g.model_dump() for g in gates.results], lineage=lineage, approval=approval, documents=documents,
         gated_against=champion[0].version if champion else None,
     )
+    if isinstance(entry, ChampionChanged):  # the registry logged the refusal
+        return outcome_state(Outcome.CHAMPION_CHANGED, str(entry))
     create_markdown_artifact(key="model-card", markdown=(registry.root / spec.name / "model_card.md").read_text(),
                              description=f"Model card of {spec.name} {entry.version}")
     return outcome_state(Outcome.PROMOTED, f"{spec.name} {entry.version} promoted, approved by {decision.reviewer}")

@@ -293,21 +293,29 @@ def _review(run_id: str, reviewer: str, comment: str, approve: bool, wait_second
     import uuid as uuid_module
 
     from fairloop.flow_process import read_flow_process
+    from fairloop.person_names import name_problem
     from fairloop.runs import flow_run_url, read_flow_run, submit_review, wait_for_flow_run
 
     try:
-        uuid_module.UUID(run_id)
+        run_id = str(uuid_module.UUID(run_id))  # the run's folder is named in the canonical form
     except ValueError:
         raise BadInputError(f"'{run_id}' is not a flow run id (a UUID)", field="RUN_ID") from None
-    if not reviewer.strip():
-        raise BadInputError("a reviewer name is required", field="--reviewer")
+    problem = name_problem(reviewer)
+    if problem:
+        raise BadInputError(problem, field="--reviewer")
     if not approve and not comment.strip():
         raise BadInputError("a rejection needs a comment saying why (it is audited)", field="--comment")
     settings = get_settings()
     process = read_flow_process(settings.state_dir / "runs" / run_id)
     with prefect_server(settings):
-        if process is not None and process.alive() is False:
-            return _abandoned(settings, run_id, process, reviewer, decided=False)
+        # whether the process is gone is read first: once it is, the state read next is the run's last
+        gone = process is not None and process.alive() is False
+        state = read_flow_run(run_id).state
+        if state is not None and state.is_final():
+            raise BadInputError(f"flow run {run_id} is not awaiting review: it ended {state.name} "
+                                f"({state.message or 'no message'}); nothing was changed", field="RUN_ID")
+        if gone:
+            return _abandoned(settings, run_id, process, state, {"reviewer": reviewer}, decided=False)
         submit_review(run_id, {"approve": approve, "reviewer": reviewer, "comment": comment, "token": token,
                                "accept_inconclusive_risk": accept_inconclusive_risk})
         console.print(f"Sent the {'approval' if approve else 'rejection'} of {run_id} as {escape(reviewer)}; waiting for the run...")
@@ -319,7 +327,7 @@ def _review(run_id: str, reviewer: str, comment: str, approve: bool, wait_second
         if not (run.state.is_final() or run.state.is_paused()):
             run = read_flow_run(run_id)  # it may have ended just as its process did
             if not run.state.is_final() and process is not None and process.alive() is False:
-                return _abandoned(settings, run_id, process, reviewer, decided=True)
+                return _abandoned(settings, run_id, process, run.state, {"reviewer": reviewer}, decided=True)
         if run.state.is_paused():
             from fairloop.registry import Registry
 
@@ -336,14 +344,17 @@ def _review(run_id: str, reviewer: str, comment: str, approve: bool, wait_second
         return exit_for_state(read_flow_run(run_id).state, run_id)
 
 
-def _abandoned(settings: Settings, run_id: str, process, reviewer: str, decided: bool) -> ExitCode:
-    """The run's flow process died: end the run Crashed with the reason, let the registry finish
-    or undo an interrupted promotion, and audit it. Nothing acts on a decision for such a run."""
+def _abandoned(settings: Settings, run_id: str, process, state, who: dict, decided: bool) -> ExitCode:
+    """The run's flow process died while the run was in ``state``: end the run Crashed with the
+    reason, let the registry finish or undo an interrupted promotion, and audit it with ``who``
+    found it (the reviewer, or the command). Nothing acts on a decision for such a run."""
+    from fairloop.flow_process import forget_flow_process
     from fairloop.registry import Registry
     from fairloop.review import load_packet
     from fairloop.runs import crash_run
 
-    when = "after the decision was delivered" if decided else "while the run awaited review"
+    when = ("after the decision was delivered" if decided else "while the run awaited review"
+            if state is None or state.is_paused() else f"while the run was {state.name}")
     registry = Registry(settings.registry_path, settings.remote_path)
     recovered = [note["detail"] for note in registry.recover()]  # an interrupted promotion: finished or undone
     promoted = [r["version"] for r in registry.audit_log() if r.get("run_id") == run_id and r["action"] == "promote"]
@@ -353,10 +364,26 @@ def _abandoned(settings: Settings, run_id: str, process, reviewer: str, decided:
     crash_run(run_id, reason)
     packet = load_packet(settings.state_dir / "runs" / run_id)
     if packet is not None:
-        registry.record_decision({"dataset": packet.dataset, "run_id": run_id, "action": "flow_process_died",
-                                  "reviewer": reviewer, "decision_delivered": decided, "reason": reason})
+        registry.record_decision({"dataset": packet.dataset, "run_id": run_id, "action": "flow_process_died", **who,
+                                  "decision_delivered": decided, "reason": reason})
+    forget_flow_process(settings.state_dir / "runs" / run_id)
     err.print(f"[red]run {run_id} crashed[/red]: {escape(reason)}. Start a new run to remediate again.", soft_wrap=True)
     return ExitCode.FAILED
+
+
+def end_abandoned_runs(settings: Settings, command: str) -> None:
+    """End Crashed, with the reason, each run this host recorded whose flow process is gone while the
+    server still shows it Paused or Running (nothing else ever would); forget the processes of runs
+    that ended. Runs this server does not know (recorded with another one) are left alone."""
+    from fairloop.flow_process import forget_flow_process, gone_flow_processes
+    from fairloop.runs import read_flow_runs
+
+    gone = gone_flow_processes(settings.state_dir)
+    for run in read_flow_runs(list(gone)) if gone else []:
+        if run.state is not None and run.state.is_final():
+            forget_flow_process(settings.state_dir / "runs" / str(run.id))
+        else:
+            _abandoned(settings, str(run.id), gone[run.id], run.state, {"found_by": f"fairloop {command}"}, decided=False)
 
 
 @app.command()
@@ -394,9 +421,17 @@ def reject(
 @user_errors
 def models(dataset: Annotated[Optional[str], typer.Argument(help="dataset name; all when omitted")] = None):
     """Show each dataset's champion and its promotion history."""
+    from fairloop.flow_process import gone_flow_processes
     from fairloop.registry import Registry
+    from fairloop.server import answering_api_url
 
     settings = get_settings()
+    api_url = gone_flow_processes(settings.state_dir) and answering_api_url(settings)
+    if api_url:  # best effort: this command needs no server, and starts none
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+            end_abandoned_runs(settings, "models")
     registry = Registry(settings.registry_path, settings.remote_path)
     names = [registry.check_dataset(dataset)] if dataset else registry.datasets()
     if not names:
@@ -811,6 +846,7 @@ def serve(
     if not feed.is_file():  # a typo here would only show at the first scheduled check
         raise BadInputError("production feed file not found", source=str(feed))
     with prefect_server(settings) as api_url:
+        end_abandoned_runs(settings, "serve")
         deployments = build_deployments(
             load_project_flow(settings, "monitor"), load_project_flow(settings, "remediation"), dataset=str(dataset), feed=str(feed),
             policy=str(policy), recipe=str(recipe), constraint=str(constraint), train_rows=train_rows,
@@ -842,6 +878,7 @@ def show(run_id: Annotated[str, typer.Argument(help="flow run id (printed when t
 
     settings = get_settings()
     with prefect_server(settings):
+        end_abandoned_runs(settings, "show")
         run = read_flow_run(run_id)
     packet = load_packet(settings.state_dir / "runs" / str(run.id))
     if packet is None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from fairloop.errors import BadInputError
+from fairloop.person_names import name_key
 
 REVIEWERS_FILE = "reviewers.json"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
@@ -44,7 +45,7 @@ class Credential(BaseModel):
 
 
 class ReviewerBook(BaseModel):
-    reviewers: dict[str, Credential] = {}  # keyed by the case-folded name
+    reviewers: dict[str, Credential] = {}  # keyed by person_names.name_key of the name
 
 
 def _hash(token: str, salt: bytes) -> str:
@@ -66,7 +67,7 @@ def issue(book: ReviewerBook, name: str, rotate: bool = False) -> tuple[Reviewer
     if not NAME_PATTERN.fullmatch(name):
         raise BadInputError(f"reviewer name '{name}' must be 1-64 letters, digits, '-' or '_', starting with a letter or digit",
                             field="NAME")
-    key = name.casefold()
+    key = name_key(name)
     if key in book.reviewers and not rotate:
         raise BadInputError(f"reviewer '{book.reviewers[key].name}' already has a token; --rotate replaces it", field="NAME")
     token = f"{name}.{secrets.token_urlsafe(24)}"
@@ -77,7 +78,7 @@ def issue(book: ReviewerBook, name: str, rotate: bool = False) -> tuple[Reviewer
 
 
 def token_matches(book: ReviewerBook, name: str, token: str) -> bool:
-    credential = book.reviewers.get(name.strip().casefold())
+    credential = book.reviewers.get(name_key(name))
     if credential is None or not token:
         return False
     return hmac.compare_digest(_hash(token, bytes.fromhex(credential.salt)), credential.scrypt_hash)
@@ -87,7 +88,7 @@ def refusal(book: ReviewerBook, name: str, token: str) -> str | None:
     """Why the credential given with a review of ``name`` is not accepted (None: it is, or none is required)."""
     if not book.reviewers:
         return None
-    if name.strip().casefold() not in book.reviewers:
+    if name_key(name) not in book.reviewers:
         return f"'{name}' has no reviewer credential (fairloop reviewers add NAME)"
     if not token:
         return f"no token given for '{name}': reviews need the reviewer's token"
@@ -101,4 +102,4 @@ def identify(book: ReviewerBook, token: str) -> str:
     name = token.split(".", 1)[0]
     if not token_matches(book, name, token):
         raise BadInputError("the token matches no registered reviewer", field="--token")
-    return book.reviewers[name.casefold()].name
+    return book.reviewers[name_key(name)].name

@@ -4,8 +4,9 @@ A remediation run lives in one flow process from its start to its promotion. If 
 is killed (OOM, a reboot, kill -9) the Prefect server never hears of it: the run stays Paused
 or Running forever, and an approval sent to it is stored but nothing acts on it. The flow
 records its process here when it starts (``runs/<run id>/process.json`` in the state folder);
-``fairloop approve/reject`` read it to refuse an approval that nothing would act on, and to
-end such a run in a named state (Crashed, with the reason) instead of leaving it hanging.
+``fairloop approve/reject`` read it to refuse an approval that nothing would act on, and they and
+every command that lists runs (``show``, ``models``, ``serve``) end such a run in a named state
+(Crashed, with the reason) instead of leaving it hanging.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from uuid import UUID
 
 import psutil
 from pydantic import BaseModel
@@ -53,3 +55,23 @@ def read_flow_process(run_dir: Path) -> FlowProcess | None:
     if not path.is_file():
         return None
     return FlowProcess.model_validate_json(path.read_text())
+
+
+def gone_flow_processes(state_dir: Path) -> dict[UUID, FlowProcess]:
+    """Runs recorded in ``state_dir`` whose flow process has ended on this host, by run id: each
+    run either ended first, or was left Paused or Running when its process died."""
+    gone = {}
+    for path in sorted((state_dir / "runs").glob(f"*/{PROCESS_FILE}")):
+        try:
+            run_id = UUID(path.parent.name)
+        except ValueError:
+            continue  # not a run's folder
+        process = read_flow_process(path.parent)
+        if process is not None and process.alive() is False:
+            gone[run_id] = process
+    return gone
+
+
+def forget_flow_process(run_dir: Path) -> None:
+    """Drop the record of an ended run's process: nothing needs to look at it again."""
+    (run_dir / PROCESS_FILE).unlink(missing_ok=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from enum import Enum, IntEnum
 
+from fairloop.person_names import name_key, name_problem
+
 
 class ExitCode(IntEnum):
     PROMOTED = 0
@@ -15,6 +17,7 @@ class ExitCode(IntEnum):
     EXPIRED = 5
     AUDIT_BLOCKED = 6
     SKIPPED = 7
+    CHAMPION_CHANGED = 9
     REFUSED = 2  # same code as BAD_INPUT: a served rerun refused its input
 
 
@@ -28,6 +31,8 @@ class Outcome(str, Enum):
     EXPIRED = "Expired"
     SKIPPED = "Skipped"  # a served rerun that did not start: another is running or awaiting review, or cooldown
     REFUSED = "Refused"  # a served rerun refused its input (a window the monitor did not record, held-out rows)
+    # approved, but another promotion or a rollback replaced the champion it was gated against: not promoted
+    CHAMPION_CHANGED = "ChampionChanged"
 
     @property
     def exit_code(self) -> ExitCode:
@@ -49,12 +54,13 @@ class Outcome(str, Enum):
 def refusal_reason(reviewer: str, allowed: list[str], requested_by: str) -> str | None:
     """Why ``reviewer`` may not decide a run requested by ``requested_by`` (None: they may)."""
     name = reviewer.strip()
-    if not name:
-        return "a reviewer name is required"
-    # names compare case-insensitively: 'ROOT' is the same person as 'root'
-    if allowed and name.casefold() not in {a.strip().casefold() for a in allowed}:
+    problem = name_problem(name)
+    if problem:
+        return problem
+    # names compare as a person reads them: 'ROOT', 'ｒｏｏｔ' and 'root' + a zero-width space are 'root'
+    if allowed and name_key(name) not in {name_key(a) for a in allowed}:
         return f"'{name}' is not on the policy's reviewer list {allowed}"
-    if name.casefold() == requested_by.strip().casefold():
+    if name_key(name) == name_key(requested_by):
         return f"'{name}' started this run and cannot approve it (separation of duties)"
     return None
 

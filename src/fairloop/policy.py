@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from fairloop.evaluate import Evaluation
 from fairloop.groups import RATE_LABELS, GroupFloors, is_intersection
 from fairloop.membership import MembershipSettings
+from fairloop.person_names import name_problem
 from fairloop.specfile import SpecModel, VersionedSpec, load_spec
 
 
@@ -37,6 +38,16 @@ class Thresholds(SpecModel):
 class ApprovalRules(SpecModel):
     timeout_seconds: int = Field(7 * 24 * 3600, gt=0, description="a paused run not reviewed by then expires")
     reviewers: list[str] = Field([], description="who may approve; empty means any named reviewer")
+
+    @field_validator("reviewers")
+    @classmethod
+    def _nameable(cls, reviewers: list[str]) -> list[str]:
+        problems = [f"entry {position} {name!r}: {problem}" for position, name in enumerate(reviewers)
+                    if (problem := name_problem(name))]
+        if problems:
+            raise ValueError("; ".join(problems) + " (such an entry matches nobody: a run would wait for a reviewer "
+                             "who cannot exist)")
+        return reviewers
 
 
 class MonitoringSchedule(SpecModel):

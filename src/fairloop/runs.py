@@ -46,6 +46,16 @@ def read_flow_run(run_id: str | UUID) -> FlowRun:
             raise BadInputError(f"no flow run {run_id} on the Prefect server at {PREFECT_API_URL.value()}") from None
 
 
+def read_flow_runs(run_ids: list[UUID]) -> list[FlowRun]:
+    """The runs of these ids that the server knows (in pages: the server caps how many one call returns)."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    page = 100
+    with get_client(sync_client=True) as client:
+        return [run for start in range(0, len(run_ids), page) for run in client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=run_ids[start:start + page])), limit=page)]
+
+
 def submit_review(run_id: str | UUID, decision: dict) -> None:
     """Resume a paused run with the reviewer's answer, exactly as the UI's Resume form does.
 

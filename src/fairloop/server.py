@@ -59,6 +59,19 @@ def configured_api_url() -> str | None:
     return PREFECT_API_URL.value()
 
 
+def answering_api_url(settings: Settings) -> str | None:
+    """The API URL of the server fairloop talks to, if one answers there and takes our credentials
+    (None otherwise: this never starts a server)."""
+    api = configured_api_url() or server_env(settings)["PREFECT_API_URL"]
+    if not healthy(api):
+        return None
+    try:
+        check_credentials(api)
+    except ServerError:
+        return None
+    return api
+
+
 def server_env(settings: Settings) -> dict[str, str]:
     """Environment of a local server and of the processes that talk to it."""
     api = f"http://{settings.server_host}:{settings.server_port}/api"
