@@ -22,6 +22,7 @@ from prefect.context import get_run_context
 
 from fairloop import credentials, fitters, pipeline, reruns, sweep
 from fairloop.audit import publish_artifacts
+from fairloop.drifted import DriftLineage, held_out_rows, judge_on_drifted
 from fairloop.config import get_settings
 from fairloop.flow_process import record_flow_process
 from fairloop.frontier import candidates_table, dialog_frontier, frontier_report
@@ -135,12 +136,15 @@ def remediation(
     trust_base_model: bool = False,
     runner: sweep.Runner = "processes",
     dask_address: str | None = None,
+    incident: str | None = None,
 ):
     """``rerun``: started by a served deployment (drift trigger or schedule), see ``fairloop.reruns``.
     ``base_model``: a fitted model to post-process without retraining (a file, or module:function);
     ``trust_base_model`` allows it to be a pickle file.
     ``runner``, ``dask_address``: where a sweep's candidates are fitted (see ``fairloop.fitters.fitter``;
-    the address defaults to the FAIRLOOP_DASK_ADDRESS setting)."""
+    the address defaults to the FAIRLOOP_DASK_ADDRESS setting).
+    ``incident``: the monitor's incident a rerun answers (the drift event's; the recorded window's wins).
+    A rerun with a window is also judged on held-out rows of that window (``fairloop.drifted``)."""
     logger = get_run_logger()
     started = time.perf_counter()
     settings = get_settings()
@@ -155,32 +159,39 @@ def remediation(
     start = None
     if rerun:
         start = reruns.start_rerun(run_id, params, sweep_file=sweep_file, requested_by=requested_by, registry=registry,
-                                   state_dir=settings.state_dir, run_dir=run_dir)
+                                   state_dir=settings.state_dir, run_dir=run_dir, incident=incident or None)
         if start.stop is not None:
             logger.info("Not remediating (%s): %s", start.stop.value, start.reason)
             if start.stop is Outcome.REFUSED:
                 registry.record_decision({"dataset": start.dataset, "run_id": run_id, "requested_by": requested_by,
-                                          "action": "refused_input", "reason": start.reason})
+                                          "incident": start.incident, "action": "refused_input", "reason": start.reason})
             return outcome_state(start.stop, start.reason)
         params, sweep_file = start.params, start.sweep_file
         logger.info("Rerun (%s) remediates with %s", requested_by, start.source)
+        if start.drifted:
+            logger.info("Drifted rows of %d window(s): %d train, %d held out (%d labelled) to judge the rerun on",
+                        len(start.drifted.windows), start.drifted.train_rows, start.drifted.held_out_rows,
+                        start.drifted.held_out_labelled)
         registry.record_decision({"dataset": start.dataset, "run_id": run_id, "requested_by": requested_by,
-                                  "action": "rerun_started", "remediates_with": start.source,
-                                  "window": params.extra_training_data})  # the incident timeline (fairloop history)
+                                  "incident": start.incident, "action": "rerun_started", "remediates_with": start.source,
+                                  "window": ", ".join(w.source for w in start.drifted.windows) if start.drifted else None,
+                                  })  # the incident timeline (fairloop history)
 
     progress.stage("load inputs")
     inputs = load_step(params, trust_base_model)
     spec, sensitive = inputs.loaded.spec, inputs.sensitive
     record = {"dataset": spec.name, "run_id": run_id, "requested_by": requested_by, "requester_verified": requester_verified}
     if start is not None:
-        record["remediates_with"] = start.source
+        record.update(remediates_with=start.source, incident=start.incident)
     progress.stage("prepare splits")
     splits = prepare_step(inputs)
     mode = pipeline.decide_mode(inputs, splits)
     logger.info("Evaluation mode %s: %s", mode.mode, mode.reason)
     if params.extra_training_data:
         record["extra_training_data"] = params.extra_training_data
-        logger.info("Training split includes the labelled rows of %s (%d training rows in all)", params.extra_training_data, len(splits.train))
+        logger.info("Training split includes the labelled rows of %s (%d training rows in all; weighting %s)",
+                    params.extra_training_data, len(splits.train),
+                    splits.weighting.model_dump_json() if splits.weighting else "none")
 
     sweep_spec = sweep.load_sweep(sweep_file) if sweep_file else None
     # A sweep's workers start now and import the fitting code while the audit runs; they stop
@@ -234,6 +245,12 @@ def remediation(
     evaluations = evaluate_step(models, splits.test, sensitive, inputs.policy)
     gates = apply_gates(inputs.policy, evaluations, needs_sensitive_at_predict=template.needs_sensitive_at_predict,
                         evaluation_mode=mode.mode)
+    drift = None
+    if start is not None and start.drifted is not None:  # judged on the rows that alerted, too
+        drift = judge_on_drifted(models, held_out_rows(spec, start.drifted), start.alert, sensitive, inputs.policy,
+                                 inputs.policy.monitoring_settings.rerun, seed)
+        gates = gates.model_copy(update={"results": [*gates.results, *drift.gates]})
+        logger.info("Approving clears the alert: %s (%s)", drift.clears, drift.why)
     frontier_args = dict(
         policy=inputs.policy, dataset=spec.name,
         references={name: evaluations[name].metrics for name in ("baseline", "champion") if name in models},
@@ -250,7 +267,7 @@ def remediation(
         confidence=inputs.policy.bootstrap.confidence, audit_verdict=audit.verdict, audit_reasons=audit.reasons,
         base_rate_gap=audit.base_rate_gap, augment=augment_report, sweep=swept.outcome if swept else None,
         base_model=inputs.base_model.source if inputs.base_model else None,
-        credentials_required=credentials.credentials_required(registry.root),
+        credentials_required=credentials.credentials_required(registry.root), drift=drift,
     )
     report = render_report(packet, frontier, audit)
     report_id = create_markdown_artifact(key="remediation-report", markdown=report, description=f"{spec.name} candidate vs baseline")
@@ -260,6 +277,11 @@ def remediation(
     logger.info("Candidate fitted in %.1fs; pipeline %.1fs before review.", fit_seconds, time.perf_counter() - started)
 
     progress.done("gates passed: awaiting review" if gates.passed else "blocked by the gates")
+    if gates.only_awaiting_data:  # the policy waits for more drifted rows: the incident stays open
+        advice = [r.advice or r.reason for r in gates.awaiting_data]
+        registry.record_decision({**record, "action": "awaiting_data", "reasons": advice})
+        return outcome_state(Outcome.AWAITING_DATA, "cannot tell yet whether approving clears the alert; waiting for the "
+                             "next window (monitoring.rerun.undecided: wait): " + "; ".join(advice))
     if not gates.passed:
         registry.record_decision({**record, "action": "gate_failed", "reasons": gates.failures})
         return outcome_state(Outcome.GATE_FAILED, "; ".join(gates.failures))
@@ -287,6 +309,8 @@ def remediation(
         evaluation=mode, accepted_inconclusive=approval.get("accepted_inconclusive"), requester_verified=requester_verified,
         base_model=inputs.base_model.source if inputs.base_model else None,
         missing_sensitive=evaluations["candidate"].missing_sensitive,
+        drift=None if drift is None else DriftLineage(incident=start.incident, rows=start.drifted, weighting=splits.weighting,
+                                                      clears=drift.clears),
         sweep=None if swept is None else SweepLineage(
             **sweep_spec.identity(sweep_file), chosen=swept.outcome.chosen, template_file=chosen.template_path,
             explanation=swept.outcome.explanation,

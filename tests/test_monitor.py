@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +23,11 @@ from fairloop import monitor as core
 from fairloop import pipeline
 from fairloop.lineage import describe_run
 from fairloop.constraints import fit_candidate
-from fairloop.datasets import Split, Splits, load_dataset, load_dataset_spec, make_splits
+from fairloop.datasets import Split, Splits, load_dataset, load_dataset_spec, make_splits, read_extra_training_rows
 from fairloop.errors import BadInputError
 from fairloop.policy import load_policy
 from fairloop.registry import Registry
+from fairloop.specfile import SpecModel
 
 COMPAS = PROJECT / "datasets" / "compas.yaml"
 RAW = PROJECT / "datasets" / "data" / "compas" / "compas-scores-two-years.csv.gz"
@@ -230,16 +232,18 @@ def test_bad_window_input_names_file_column_and_value(world, tmp_path):
 
 
 def test_extra_training_data_joins_the_training_pool(world, tmp_path):
-    loaded = load_dataset(world["spec_path"])
     window = stable(world, 7, 200).reset_index(drop=True)
     window.loc[window.index[:20], "two_year_recid"] = np.nan  # outcomes not known yet: left out
     path = _write(tmp_path / "window.csv", window)
-    plain = make_splits(loaded)
-    extended = make_splits(loaded, extra_training_data=path)
-    assert len(extended.train) + len(extended.validation) == len(plain.train) + len(plain.validation) + 180
+    params = pipeline.RunParams(str(world["spec_path"]))
+    plain = pipeline.prepare(pipeline.load_inputs(params))
+    extended = pipeline.prepare(pipeline.load_inputs(replace(params, extra_training_data=str(path))))
+    assert len(extended.train) == len(plain.train) + 180 and len(extended.validation) == len(plain.validation)
     assert extended.test.X.equals(plain.test.X)  # held-out data unchanged: figures stay comparable
+    assert extended.weighting.method == "none" and extended.weighting.drifted_rows == 180
     with pytest.raises(BadInputError, match="extra training data.*window.csv"):
-        make_splits(loaded, extra_training_data=_write(tmp_path / "window.csv", window.assign(two_year_recid=np.nan)))
+        read_extra_training_rows(load_dataset_spec(world["spec_path"]),
+                                 _write(tmp_path / "window.csv", window.assign(two_year_recid=np.nan)))
 
 
 # -- served deployments on the Prefect test server -------------------------------------------------
@@ -402,6 +406,111 @@ def test_latest_window_is_the_tumbling_window_of_the_last_row(world):
     assert (explicit.start, explicit.end) == ("2015-01-11", "2015-02-10")
 
 
+def monthly(world, batches: list[pd.DataFrame], name: str) -> Path:
+    """A feed of monthly batches: batch k dated over every day of calendar month k from January 2015."""
+    parts = []
+    for k, rows in enumerate(batches):
+        first = pd.Timestamp(2015, 1 + k, 1)
+        days = np.random.default_rng(k).integers(0, first.days_in_month, len(rows))
+        parts.append(rows.assign(**{TIME: (first + pd.to_timedelta(days, unit="D")).strftime("%Y-%m-%d")}))
+    return _write(world["folder"] / f"{name}.csv", pd.concat(parts, ignore_index=True))
+
+
+def test_calendar_windows_hold_whole_months_and_iso_weeks(world, tmp_path):
+    path = monthly(world, [stable(world, seed, 100) for seed in range(60, 66)], "monthly")
+    rows = core.read_window(world["spec"], path)
+    months = core.split_windows(rows, "month")
+    assert [(w.start, w.end) for w in months[:2]] == [("2015-01-01", "2015-02-01"), ("2015-02-01", "2015-03-01")]
+    assert [len(w.rows) for w in months] == [100] * 6 and months[-1].end == "2015-07-01"
+    # what 30-day windows from the feed's first day make of the same batches: the latest holds June 30 only
+    assert len(core.latest_window(rows, 30).rows) < 20 and len(core.latest_window(rows, "month").rows) == 100
+    assert core.latest_window(rows, "month", end="2015-03-01").label == "2015-02-01 .. 2015-03-01"
+    with pytest.raises(BadInputError, match=r"--window-end: window end 2015-03-04 is not where a calendar month starts.*"
+                                            r"use 2015-03-01 or 2015-04-01"):
+        core.latest_window(rows, "month", end="2015-03-04")
+    weeks = core.split_windows(rows, "week")
+    starts = pd.to_datetime([w.start for w in weeks])
+    assert (starts.dayofweek == 0).all() and weeks[0].start == "2014-12-29"  # ISO weeks: Monday to Sunday
+    assert sum(len(w.rows) for w in weeks) == 600 and all(len(w.rows) for w in weeks)
+
+    # the monitor with a calendar policy: every month, then the scheduled check finds the latest month recorded
+    policy = write_test_policy(tmp_path, window={"calendar": "month"})
+    reports = core.run_monitor(world["spec_path"], path, policy, world["registry"], tmp_path / "state", every_window=True)
+    assert [(r.window_start, r.window_end, r.rows) for r in reports[-2:]] == [
+        ("2015-05-01", "2015-06-01", 100), ("2015-06-01", "2015-07-01", 100)]
+    (latest,) = core.run_monitor(world["spec_path"], path, policy, world["registry"], tmp_path / "state")
+    assert latest.rechecked and latest.window_start == "2015-06-01"
+
+
+def test_a_policy_names_the_window_field_it_cannot_use(tmp_path):
+    for monitoring, message in [
+        ({"window": {"calendar": "quarter"}}, r"field 'monitoring.window.calendar': Input should be 'month' or 'week' \(got 'quarter'\)"),
+        ({"window": {"calendar": "month"}, "window_days": 30}, r"field 'monitoring': window: \{calendar: month\} and window_days"),
+    ]:
+        policy = write_test_policy(tmp_path, **monitoring)
+        with pytest.raises(BadInputError, match=rf"^{policy}: invalid Policy: {message}"):
+            load_policy(policy)
+    assert load_policy(write_test_policy(tmp_path, window_days=7)).monitoring_settings.period == 7
+
+
+def test_default_policy_spells_out_every_monitoring_default():
+    """policies/default.yaml writes its monitoring section out, with the values the code defaults to."""
+    from fairloop.policy import Monitoring
+
+    path = PROJECT / "policies" / "default.yaml"
+    written = yaml.safe_load(path.read_text())["monitoring"]
+
+    def unwritten(model: type, values: dict, prefix: str) -> list[str]:
+        missing = []
+        for name, field in model.model_fields.items():
+            if name not in values:
+                missing.append(prefix + name)
+            elif isinstance(values[name], dict) and isinstance(field.default, SpecModel):
+                missing += unwritten(type(field.default), values[name], f"{prefix}{name}.")
+        return missing
+
+    assert unwritten(Monitoring, written, "monitoring.") == []
+    assert load_policy(path).monitoring == Monitoring()
+
+
+def test_overlapping_monitor_runs_record_a_window_once(world, tmp_path):
+    """Two scheduled runs on the same feed at the same moment (threads here, processes in production):
+    one checks and records the window (and alerts), the other finds it recorded."""
+    import threading
+
+    policy = write_test_policy(tmp_path)
+    path = feed(world, [shifted(world, 70, 400)], "overlap")
+    state = tmp_path / "state"
+    start = threading.Barrier(2)
+    results: list = []
+
+    def scheduled_run():
+        start.wait()
+        results.append(core.run_monitor(world["spec_path"], path, policy, world["registry"], state)[0])
+
+    runs = [threading.Thread(target=scheduled_run) for _ in range(2)]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join(300)
+    assert len(results) == 2, "a monitor run failed"
+    assert _history_lines(state) == 1
+    assert sorted(r.rechecked for r in results) == [False, True]
+    assert [r.new_alert for r in results].count(True) == 1  # one drift event, hence one notification
+
+
+def test_retention_keeps_exactly_the_latest_windows(world, tmp_path):
+    policy = write_test_policy(tmp_path, keep_window_rows=3)
+    state = tmp_path / "state"
+    windows = state / "monitor" / "compas" / "windows"
+    two = core.run_monitor(world["spec_path"], feed(world, [stable(world, s, 150) for s in (90, 91)], "keep-2"), policy,
+                           world["registry"], state, every_window=True)
+    assert sorted(p.name for p in windows.iterdir()) == sorted(Path(r.window_file).name for r in two)  # fewer than 3: all
+    five = core.run_monitor(world["spec_path"], feed(world, [stable(world, s, 150) for s in (90, 91, 92, 93, 94)], "keep-5"),
+                            policy, world["registry"], state, every_window=True)
+    assert sorted(p.name for p in windows.iterdir()) == sorted(Path(r.window_file).name for r in five[-3:])
+
+
 def test_window_rows_are_kept_only_for_the_latest_windows(world, tmp_path):
     from fairloop.monitor.store import resolve_window_file
 
@@ -499,8 +608,10 @@ def test_history_dashboard_shows_group_rates_incidents_and_their_timeline(world,
     assert len(found) == 1
     incident = found[0]
     assert incident.window == reports[1].label and "group_share:race" in incident.alerts
-    assert [e.what for e in incident.timeline] == ["detected", "gate failed"]  # the scheduled run is not this incident's
-    assert incident.outcome == "gate failed" and incident.time_to_remediation_hours is None
+    # the scheduled run is not this incident's; the stable window closed it under the same champion
+    assert [e.what for e in incident.timeline] == ["detected", "subsided", "gate failed"]
+    assert incident.outcome == "gate failed" and incident.time_to_promotion_hours is None
+    assert incident.status == "subsided" and incident.cleared_on == reports[2].label and incident.time_to_clearance_hours is None
     assert incident.streak_windows == 1 and incident.detection_latency_hours > 0  # from the window's start to the check
 
     hostile = [r.model_copy(update={"group_rates": [g.model_copy(update={"group": "<script>alert(1)</script>"})

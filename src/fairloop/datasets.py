@@ -13,6 +13,7 @@ import csv
 import gzip
 import hashlib
 import math
+import operator
 import warnings
 import zlib
 from dataclasses import dataclass, field, replace
@@ -22,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from sklearn.model_selection import train_test_split
 
 from fairloop.errors import BadInputError
@@ -32,6 +33,7 @@ from fairloop.specfile import SpecModel, VersionedSpec, load_spec, read_yaml
 Scalar = str | int | float | bool
 MISSING_GROUP = "missing"
 HEAD_LINES = 20  # first lines of a file checked for layout (field counts, header, separator)
+LABEL_LEAK_AUC = 0.99  # default audit.label_leak_auc: a feature alone this good at the label is the label
 YAML_BOOLEANS = {word: "true" for word in ("yes", "true", "on")} | {word: "false" for word in ("no", "false", "off")}
 
 
@@ -126,12 +128,58 @@ class SourceFile(SpecModel):
     skip_rows: int = Field(0, ge=0, description="lines to skip before the data (junk lines)")
 
 
+COMPARISONS = {">=": operator.ge, "<=": operator.le, "==": operator.eq, "!=": operator.ne, ">": operator.gt, "<": operator.lt}
+COMPARISON = re.compile(r"\s*(>=|<=|==|!=|>|<)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*")
+
+
 class LabelSpec(SpecModel):
     column: str
-    positive: list[Scalar] = Field(min_length=1, description="raw values meaning the positive class")
+    positive: list[Scalar] | None = Field(
+        None, min_length=1, exclude_if=lambda value: value is None,  # a thresholded label's hash has no 'positive: null'
+        description="raw values meaning the positive class",
+    )
     negative: list[Scalar] | None = Field(
         None, description="raw values meaning the negative class; omitted: the one other value"
     )
+    positive_if: str | None = Field(
+        None, exclude_if=lambda value: value is None,  # absent: the spec's content hash is unchanged
+        description="instead of positive/negative: a comparison with a number, e.g. '> 120'; rows whose (numeric) "
+        "label column satisfies it are positive, every other row negative",
+    )
+
+    @field_validator("positive_if")
+    @classmethod
+    def _a_comparison(cls, text: str | None) -> str | None:
+        if text is not None and not COMPARISON.fullmatch(text):
+            raise ValueError(
+                f"{text!r} is not a comparison with a number: write one of {', '.join(sorted(COMPARISONS))} and a "
+                "number, quoted in YAML (a value starting with '>' is YAML syntax otherwise), e.g. positive_if: \"> 120\""
+            )
+        return text
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> LabelSpec:
+        if (self.positive is None) == (self.positive_if is None):
+            raise ValueError("give either 'positive' (raw values) or 'positive_if' (a comparison such as '> 120'), not "
+                             + ("both" if self.positive is not None else "neither"))
+        if self.positive_if is not None and self.negative is not None:
+            raise ValueError("'negative' cannot go with 'positive_if': every row that fails the comparison is negative")
+        return self
+
+    @property
+    def threshold(self) -> tuple[str, float] | None:
+        """(operator, number) of ``positive_if``; None for a label given by its raw values."""
+        if self.positive_if is None:
+            return None
+        operator_text, number = COMPARISON.fullmatch(self.positive_if).groups()
+        return operator_text, float(number)
+
+    def describe(self, positive: bool) -> str:
+        """The raw values of one class, in words for a message."""
+        if self.threshold is None:
+            return str(self.positive if positive else self.negative)
+        comparison = f"{self.column} {' '.join(COMPARISON.fullmatch(self.positive_if).groups())}"
+        return comparison if positive else f"not {comparison}"
 
 
 class SensitiveSpec(SpecModel):
@@ -230,7 +278,11 @@ class AuditSpec(SpecModel):
     proxy_auc_threshold: float = Field(
         0.70, gt=0.5, le=1.0, description="a feature whose one-feature AUC for a sensitive feature reaches this is a proxy"
     )
-    proxy_sample_rows: int = Field(10_000, ge=200, description="seeded row sample the proxy models are fitted on")
+    proxy_sample_rows: int = Field(10_000, ge=200, description="seeded row sample the proxy and label-leak models are fitted on")
+    label_leak_auc: float = Field(
+        LABEL_LEAK_AUC, gt=0.5, le=1.0, exclude_if=lambda value: value == LABEL_LEAK_AUC,  # default: the hash is unchanged
+        description="a feature whose one-feature AUC for the label reaches this is a label leak: the audit blocks",
+    )
     base_rate_gap_warn: float | None = Field(
         0.10, ge=0, le=1, description="warn when groups' positive rates differ by this much (and significantly)"
     )
@@ -395,11 +447,25 @@ class Split:
         return Split(X=join([p.X for p in parts]), y=join([p.y for p in parts]), groups=join([p.groups for p in parts]))
 
 
+class Weighting(BaseModel):
+    """How a rerun's training rows were redrawn towards a drifted window's distribution (``fairloop.drifted``)."""
+
+    method: Literal["density_ratio", "none"]
+    old_rows: int
+    drifted_rows: int
+    drawn_rows: int
+    effective_rows: float = Field(description="Kish's effective sample size of the weights, (sum w)^2 / sum w^2")
+    drifted_share_drawn: float = Field(description="share of the drawn rows that are drifted rows")
+    clipped_share: float = Field(description="share of old rows whose weight was clipped at max_weight")
+    domain_auc: float | None = Field(None, description="out-of-fold AUC of the old-vs-drifted classifier (0.5: no shift seen)")
+
+
 @dataclass(frozen=True)
 class Splits:
     train: Split
     validation: Split
     test: Split
+    weighting: Weighting | None = None  # set when the training split holds a drifted window's rows
 
 
 @dataclass(frozen=True)
@@ -689,11 +755,13 @@ def _require_columns(frame: pd.DataFrame, wanted: dict[str, list[str]], file_pat
             )
 
 
-def _label_vector(spec: DatasetSpec, values: pd.Series, file_path: Path) -> pd.Series:
-    label = spec.label
+def label_vector(label: LabelSpec, values: pd.Series, file_path: Path) -> pd.Series:
+    """The 0/1 label of the raw values of ``label.column`` (by its raw values, or its ``positive_if``)."""
     nulls = int(values.isna().sum())
     if nulls:
         raise BadInputError(f"label column '{label.column}' has {nulls} empty value(s)", source=str(file_path))
+    if label.threshold is not None:
+        return _thresholded_label(label, values, file_path)
     texts = canonical_series(values)
     positive = texts.isin([canonical(v) for v in label.positive])
     read = f"the file's values read as {read_as(values)}"
@@ -717,6 +785,22 @@ def _label_vector(spec: DatasetSpec, values: pd.Series, file_path: Path) -> pd.S
                 source=str(file_path),
             )
     return positive.astype(int).rename("label")
+
+
+def _thresholded_label(label: LabelSpec, values: pd.Series, file_path: Path) -> pd.Series:
+    """1 where the numeric label column satisfies ``label.positive_if``, else 0."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = numbers.isna().to_numpy() | np.isinf(numbers.to_numpy(dtype=float))
+    if bad.any():
+        raise BadInputError(
+            f"label column '{label.column}' has value {str(values[bad].iloc[0])!r} ({int(bad.sum())} row(s), first at "
+            f"data row {int(bad.argmax()) + 1}), but label.positive_if {label.positive_if!r} compares numbers: if it "
+            "means 'no value', add it to format.na_values and keep such rows out with a filter "
+            f"({{column: {label.column}, between: [low, high]}})",
+            source=str(file_path),
+        )
+    operator_text, number = label.threshold
+    return COMPARISONS[operator_text](numbers, number).astype(int).rename("label")
 
 
 def group_columns(spec: DatasetSpec, raw: pd.DataFrame, file_path: Path) -> pd.DataFrame:
@@ -885,7 +969,7 @@ def _read_labelled_files(spec: DatasetSpec, spec_path: Path) -> tuple[dict[str, 
         raw = raw.reset_index(drop=True)
         frames[source.role] = Split(
             X=_typed_features(spec, raw, file_path),
-            y=_label_vector(spec, raw[spec.label.column], file_path),
+            y=label_vector(spec.label, raw[spec.label.column], file_path),
             groups=group_columns(spec, raw, file_path),
         )
         hashes[source.role] = file_sha256(file_path)
@@ -961,7 +1045,7 @@ def parse_rows(spec: DatasetSpec, raw: pd.DataFrame, file_path: Path, *, extra_c
         known = values.notna()
         y = pd.Series(np.nan, index=raw.index, name="label")
         if known.any():
-            y[known] = _label_vector(spec, values[known], file_path).astype(float)
+            y[known] = label_vector(spec.label, values[known], file_path).astype(float)
     return ParsedRows(
         X=_typed_features(spec, raw, file_path), y=y,
         groups=group_columns(spec, raw, file_path),
@@ -981,14 +1065,12 @@ def read_extra_training_rows(spec: DatasetSpec, path: str | Path) -> Split:
 
 def make_splits(
     dataset: LoadedDataset, *, sensitive: str | None = None, train_rows: int | None = None, seed: int | None = None,
-    extra_training_data: str | Path | None = None,
 ) -> Splits:
     """Form train / validation / test as the spec says.
 
     ``train_rows`` caps the training pool by a stratified subsample (for quick runs); the
-    test split is never subsampled, so figures stay comparable. ``extra_training_data`` (a
-    file in the dataset's raw format, e.g. a drifted production window) is appended to the
-    training split only, never to validation or test; its rows without a label are left out.
+    test split is never subsampled, so figures stay comparable. (Extra training rows, e.g. a
+    drifted window's, join the training split only: ``fairloop.pipeline.prepare``.)
     """
     spec = dataset.spec
     sensitive = sensitive or spec.primary_sensitive
@@ -1001,11 +1083,4 @@ def make_splits(
     if train_rows is not None and train_rows < len(pool):
         pool, _ = stratified_split(pool, 1 - train_rows / len(pool), seed, sensitive)
     train, validation = stratified_split(pool, spec.split.validation_size, seed, sensitive)
-    if extra_training_data is not None:
-        # training only: held-out figures must stay comparable and uncontaminated
-        extra = read_extra_training_rows(spec, extra_training_data)
-        train = Split(
-            X=pd.concat([train.X, extra.X], ignore_index=True), y=pd.concat([train.y, extra.y], ignore_index=True),
-            groups=pd.concat([train.groups, extra.groups], ignore_index=True),
-        )
     return Splits(train=train, validation=validation, test=test)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from fairloop.audit import AuditReport
 from fairloop.crossfit import ModeDecision
 from fairloop.datasets import file_sha256
+from fairloop.drifted import DriftLineage
 from fairloop.groups import SIMULTANEOUS_METHOD, GroupFloors, intersection_parts, is_intersection
 from fairloop.membership import MembershipReport
 from fairloop.recipes import AugmentReport
@@ -123,13 +124,15 @@ class Lineage(Record):
     intersection: IntersectionSetup | None = Field(None, exclude_if=lambda value: value is None)
     base_model: BaseModelSource | None = None  # remediate --model: the frozen model the candidate wraps
     missing_sensitive: MembershipReport | None = None  # test rows with no sensitive value: inferred (how) or excluded
+    # a rerun answering a drift alert: its incident, the window rows it trained and was judged on, how it weighted them
+    drift: DriftLineage | None = Field(None, exclude_if=lambda value: value is None)
 
 
 def describe_run(
     inputs: Inputs, audit: AuditReport, augment: AugmentReport, *, run_id: str | None, requested_by: str,
     project_dir: Path, sweep: SweepLineage | None = None, evaluation: ModeDecision | None = None,
     accepted_inconclusive: dict | None = None, requester_verified: bool = False, base_model: BaseModelSource | None = None,
-    missing_sensitive: MembershipReport | None = None,
+    missing_sensitive: MembershipReport | None = None, drift: DriftLineage | None = None,
 ) -> Lineage:
     """The lineage of a run about to be promoted, from its loaded inputs and reports."""
     spec, params = inputs.loaded.spec, inputs.params
@@ -152,6 +155,7 @@ def describe_run(
         ) if is_intersection(inputs.sensitive) else None,
         base_model=base_model,
         missing_sensitive=missing_sensitive,
+        drift=drift,
     )
 
 

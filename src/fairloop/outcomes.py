@@ -17,6 +17,7 @@ class ExitCode(IntEnum):
     EXPIRED = 5
     AUDIT_BLOCKED = 6
     SKIPPED = 7
+    AWAITING_DATA = 8
     CHAMPION_CHANGED = 9
     REFUSED = 2  # same code as BAD_INPUT: a served rerun refused its input
 
@@ -31,6 +32,7 @@ class Outcome(str, Enum):
     EXPIRED = "Expired"
     SKIPPED = "Skipped"  # a served rerun that did not start: another is running or awaiting review, or cooldown
     REFUSED = "Refused"  # a served rerun refused its input (a window the monitor did not record, held-out rows)
+    AWAITING_DATA = "AwaitingData"  # a rerun too few drifted rows could judge, and the policy waits for the next window
     # approved, but another promotion or a rollback replaced the champion it was gated against: not promoted
     CHAMPION_CHANGED = "ChampionChanged"
 

@@ -8,16 +8,17 @@ registry entry's recorded inputs: one implementation, so all three reach the sam
 from __future__ import annotations
 
 import weakref
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from fairloop.audit import AuditReport, run_audit
 from fairloop.constraints import ConstraintTemplate, check_weighting, fit_candidate, load_constraint_template
 from fairloop.frozen import FrozenModel, FrozenScorer, fit_on_frozen, load_base_model
-from fairloop.datasets import MISSING_GROUP, LoadedDataset, Split, Splits, load_dataset, make_splits
+from fairloop.datasets import MISSING_GROUP, LoadedDataset, Split, Splits, load_dataset, make_splits, read_extra_training_rows
+from fairloop.drifted import towards_drifted
 from fairloop.crossfit import ModeDecision, choose_mode, fit_rows
 from fairloop.evaluate import Evaluation, Predictions, predict, score_predictions
 from fairloop.groups import is_intersection
@@ -44,6 +45,8 @@ class RunParams:
     train_rows: int | None = None
     seed: int = 0
     extra_training_data: str | None = None  # raw-format CSV appended to the training pool (e.g. a drifted window)
+    extra_weighting: Literal["density_ratio", "none"] = "none"  # how the pool is redrawn towards those rows (fairloop.drifted)
+    extra_max_weight: float = 20.0
     base_model: str | None = None  # a fitted model to post-process, never retrain: a file or module:function
     base_model_sha256: str | None = None  # the registry's record of that file: loads it without --trust
 
@@ -104,10 +107,16 @@ def fit_model(rows: Split, template: ConstraintTemplate, sensitive: str, seed: i
 
 
 def prepare(inputs: Inputs) -> Splits:
-    return make_splits(
-        inputs.loaded, sensitive=inputs.sensitive, train_rows=inputs.params.train_rows, seed=inputs.params.seed,
-        extra_training_data=inputs.params.extra_training_data,
-    )
+    """The spec's splits; extra training rows (a drifted window's) join the training split only, never
+    validation or test, so held-out figures stay comparable and uncontaminated."""
+    params = inputs.params
+    splits = make_splits(inputs.loaded, sensitive=inputs.sensitive, train_rows=params.train_rows, seed=params.seed)
+    if params.extra_training_data is None:
+        return splits
+    extra = read_extra_training_rows(inputs.loaded.spec, params.extra_training_data)
+    train, weighting = towards_drifted(splits.train, extra, params.extra_weighting, seed=params.seed,
+                                       max_weight=params.extra_max_weight)
+    return replace(splits, train=train, weighting=weighting)
 
 
 def decide_mode(inputs: Inputs, splits: Splits) -> ModeDecision:
@@ -231,6 +240,8 @@ def recorded_params(lineage: Lineage, inputs_dir: Path) -> RunParams:
         extra_training_data=(
             str(inputs_dir / lineage.inputs_spec_files["extra"]) if "extra" in lineage.inputs_spec_files else None
         ),
+        **({"extra_weighting": lineage.drift.rows.weighting, "extra_max_weight": lineage.drift.rows.max_weight}
+           if lineage.drift else {}),
         base_model=recorded_base_model(lineage, inputs_dir),
         base_model_sha256=lineage.base_model.sha256 if lineage.base_model else None,
     )

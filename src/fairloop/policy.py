@@ -61,12 +61,62 @@ class RerunSweep(SpecModel):
     sweep: str = Field(description="sweep file (constraints/sweeps/*.yaml) a triggered or scheduled rerun runs")
 
 
+# Outcomes after which further alerts start no rerun for ``rerun_cooldown_minutes``. A rerun that
+# failed, crashed, expired or was refused its input did not decide anything: the next alert retries.
+COOLDOWN_OUTCOMES = ("Promoted", "Rejected", "GateFailed", "AuditBlocked")
+
+
+class RerunSettings(SpecModel):
+    """What a drift-triggered or scheduled rerun remediates with, and what it is trained and judged on.
+
+    A rerun started by an alert splits the alerting window's rows (``fairloop.drifted``): it trains
+    on ``1 - held_out_share`` of them and is judged on the rest with the metrics that alerted, so
+    approving it is a decision about the data that alerted, not about the old test split.
+    The legacy spellings ``rerun: champion`` and ``rerun: {sweep: FILE}`` mean ``remediate_with``.
+    """
+
+    remediate_with: Literal["champion"] | RerunSweep = Field(
+        "champion", description="the champion's recorded recipe and template, or {sweep: FILE}")
+    held_out_share: float = Field(
+        0.5, gt=0, lt=1, description="share of the alerting window's rows held out (stratified by group x label) to judge "
+        "the rerun on; the rest join its training rows")
+    weighting: Literal["density_ratio", "none"] = Field(
+        "density_ratio", description="density_ratio: the training rows are redrawn with weights p(new)/p(old) from a "
+        "classifier of old vs drifted rows (features, group, label), so the fit follows the drifted distribution; "
+        "none: drifted rows are appended as they are")
+    max_weight: float = Field(20.0, gt=1, description="density-ratio weights are clipped here (a few rows must not dominate)")
+    undecided: Literal["block", "wait", "review_with_acceptance"] = Field(
+        "review_with_acceptance", description="when the held-out drifted rows are too few to tell whether approving "
+        "clears the alert: block (GateFailed), wait for the next window (AwaitingData, the incident stays open), or "
+        "let a reviewer accept the risk explicitly")
+    cooldown_after: list[Literal["Promoted", "Rejected", "GateFailed", "AuditBlocked", "AwaitingData", "Expired"]] = Field(
+        list(COOLDOWN_OUTCOMES), description="outcomes of a rerun after which further alerts start no rerun for "
+        "rerun_cooldown_minutes; a Failed, Crashed or Refused rerun never silences the incident")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_spelling(cls, value):
+        if isinstance(value, str) or (isinstance(value, dict) and set(value) == {"sweep"}):
+            return {"remediate_with": value}
+        return value
+
+
+class CalendarWindow(SpecModel):
+    calendar: Literal["month", "week"] = Field(
+        description="month: from the 1st to the end of each month; week: ISO weeks, Monday to Sunday")
+
+
 class Monitoring(SpecModel):
     """Production monitoring (``fairloop monitor``, ``flows/monitor.py``); every field has a default."""
 
-    window_days: int = Field(30, ge=1, description="length of one production window")
+    window_days: int = Field(30, ge=1, description="length of one production window (tumbling, from window_origin)")
     window_origin: date | None = Field(
         None, description="first day of the tumbling windows (window k covers origin + k * window_days); default: the feed's first day"
+    )
+    # Omitted from the content hash when absent, so policies written before calendar windows keep their hash.
+    window: CalendarWindow | None = Field(
+        None, exclude_if=lambda value: value is None,
+        description="{calendar: month | week}: calendar windows instead of window_days ones (monthly batches fill whole windows)",
     )
     keep_window_rows: int = Field(
         3, ge=0, description="the latest N checked windows keep their rows on disk (sensitive columns included) for reruns; 0: store none"
@@ -97,13 +147,26 @@ class Monitoring(SpecModel):
         0.05, gt=0, le=1, description="share of rows with no sensitive value: a change from the reference above this is a breach",
     )
     schedule: MonitoringSchedule = MonitoringSchedule()
-    rerun: Literal["champion"] | RerunSweep = Field(
-        "champion", description="what a triggered or scheduled rerun remediates with: the champion's recorded recipe and "
-        "template, or {sweep: FILE}",
-    )
+    rerun: RerunSettings = Field(
+        RerunSettings(), description="what a triggered or scheduled rerun remediates with, trains on and is judged on")
     rerun_cooldown_minutes: int = Field(
         720, ge=0, description="after a rerun of a dataset ends, further alerts start no rerun for this long (one rerun per incident)",
     )
+
+    @model_validator(mode="after")
+    def _one_kind_of_window(self) -> Monitoring:
+        # both spelled out would leave the reader guessing which one cuts the feed
+        if self.window is not None and {"window_days", "window_origin"} & self.model_fields_set:
+            raise ValueError(
+                f"window: {{calendar: {self.window.calendar}}} and window_days / window_origin exclude each other "
+                "(calendar windows start on the 1st of a month or on a Monday); keep one of them"
+            )
+        return self
+
+    @property
+    def period(self) -> int | Literal["month", "week"]:
+        """How the monitor cuts a feed into windows (``fairloop.monitor.windows.Period``)."""
+        return self.window.calendar if self.window is not None else self.window_days
 
 
 class CrossfitSettings(SpecModel):
@@ -204,6 +267,8 @@ class GateResult(BaseModel):
     verdict: Verdict
     reason: str
     advice: str | None = None  # for an inconclusive gate: the sample-size answer
+    on_inconclusive: Literal["block", "wait", "review_with_acceptance"] | None = Field(
+        None, description="this gate's own rule when inconclusive (a rerun's gates on drifted rows); None: the policy's")
 
 
 class GateReport(BaseModel):
@@ -212,10 +277,12 @@ class GateReport(BaseModel):
     evaluation_mode: str = "holdout"
     results: list[GateResult]
 
+    def _undecided(self, rule: str) -> list[GateResult]:
+        return [r for r in self.results if r.verdict == "inconclusive" and (r.on_inconclusive or self.inconclusive) == rule]
+
     @property
     def blocking(self) -> list[GateResult]:
-        stops = {"fail", "inconclusive"} if self.inconclusive == "block" else {"fail"}
-        return [r for r in self.results if r.verdict in stops]
+        return [r for r in self.results if r.verdict == "fail"] + self._undecided("block") + self._undecided("wait")
 
     @property
     def passed(self) -> bool:
@@ -224,7 +291,17 @@ class GateReport(BaseModel):
     @property
     def needs_acceptance(self) -> list[GateResult]:
         """Inconclusive gates a reviewer must explicitly accept (policy ``review_with_acceptance``)."""
-        return [] if self.inconclusive == "block" else [r for r in self.results if r.verdict == "inconclusive"]
+        return self._undecided("review_with_acceptance")
+
+    @property
+    def awaiting_data(self) -> list[GateResult]:
+        """Inconclusive gates whose rule is to wait for more rows (a rerun's gates on drifted rows)."""
+        return self._undecided("wait")
+
+    @property
+    def only_awaiting_data(self) -> bool:
+        """Blocked by nothing but gates that wait for more rows: the run ends AwaitingData, not GateFailed."""
+        return bool(self.blocking) and all(r.verdict == "inconclusive" and r.on_inconclusive == "wait" for r in self.blocking)
 
     @property
     def failures(self) -> list[str]:
@@ -235,7 +312,7 @@ class GateReport(BaseModel):
         return [r.advice for r in self.results if r.advice]
 
 
-def _verdict(value: float, interval: tuple[float, float] | None, threshold: float, upper: bool) -> Verdict:
+def verdict_of(value: float, interval: tuple[float, float] | None, threshold: float, upper: bool) -> Verdict:
     """pass / fail when the whole interval (or, without one, the value) is on one side of the
     threshold; inconclusive when the interval straddles it."""
     low, high = interval if interval is not None and interval[0] == interval[0] else (value, value)
@@ -322,7 +399,7 @@ def apply_gates(
                 reason=f"{label}: inconclusive ({bound} {threshold}): {missing_metric_reason(metric, candidate)}",
             ))
             continue
-        verdict = _verdict(value, interval, threshold, upper)
+        verdict = verdict_of(value, interval, threshold, upper)
         shown = f"{value:+.4f}" if comparison == "drop" else f"{value:.4f}"
         if interval is not None:
             shown += f" [{interval[0]:.4f}, {interval[1]:.4f}]"

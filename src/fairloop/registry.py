@@ -44,7 +44,9 @@ import yaml
 from filelock import FileLock
 from pydantic import BaseModel, ConfigDict
 
+from fairloop import decision_log
 from fairloop.datasets import file_sha256
+from fairloop.decision_log import Decision
 from fairloop.errors import BadInputError, IntegrityError, RegistryError
 from fairloop.lineage import Lineage
 from fairloop.model import FairModel, load_model
@@ -323,6 +325,10 @@ class Registry:
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
+    def decisions(self) -> list[Decision]:
+        """The decision log as typed records (``fairloop.decision_log``), oldest first."""
+        return [decision_log.parse(line) for line in self.audit_log()]
+
     # -- verification ---------------------------------------------------------------------
     def _cache_paths(self, rev: str, path: str) -> list[Path]:
         """Where the DVC cache and the remote keep the bytes of ``path`` as ``rev`` tracks it."""
@@ -455,9 +461,9 @@ class Registry:
             return notes
 
     # -- writing --------------------------------------------------------------------------
-    def _append_audit(self, record: dict[str, Any]) -> None:
+    def _append_audit(self, record: Decision | dict[str, Any]) -> None:
         with (self.root / AUDIT_LOG).open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"at": now_iso(), **record}, sort_keys=True) + "\n")
+            handle.write(decision_log.as_line(record, now_iso()) + "\n")
 
     def _run(self, operation: str, dataset: str | None, stage: Callable[[], tuple[str, str | None]],
              notes: tuple[dict[str, Any], ...] | list[dict[str, Any]] = ()) -> None:
@@ -512,15 +518,17 @@ class Registry:
 
         self._transaction("reviewers", None, write)
 
-    def record_decision(self, record: dict[str, Any]) -> None:
-        """Append a decision that promotes nothing (reject, expire, refused reviewer, gate failure)."""
-        check_name(record["dataset"])
+    def record_decision(self, record: Decision | dict[str, Any]) -> None:
+        """Append a decision that promotes nothing (reject, expire, refused reviewer, gate failure); a dict
+        is read as the record type its ``action`` names (``fairloop.decision_log``)."""
+        record = record if isinstance(record, Decision) else decision_log.parse(record)
+        check_name(record.dataset)
 
         def write() -> tuple[str, None]:
             self._append_audit(record)
-            return f"{record['dataset']}: {record['action']}", None
+            return f"{record.dataset}: {record.action}", None
 
-        self._transaction(record["action"], record["dataset"], write)
+        self._transaction(record.action, record.dataset, write)
 
     def promote(
         self,
@@ -588,6 +596,8 @@ class Registry:
                 _step("dvc-pushed")
             self._append_audit({"action": "promote", "dataset": dataset, "version": version,
                                 "run_id": lineage.prefect_flow_run_id, "candidate": lineage.constraint.name,
+                                "requested_by": lineage.requested_by,
+                                "incident": lineage.drift.incident if lineage.drift else None,
                                 "recipe": lineage.recipe.name,
                                 "verdicts": {g["gate"]: g["verdict"] for g in gates}, **approval})
             written.append(entry)

@@ -26,7 +26,8 @@ from pydantic import BaseModel
 
 from fairloop.errors import BadInputError
 from fairloop.outcomes import Outcome
-from fairloop.policy import Monitoring, RerunSweep, load_policy
+from fairloop.drifted import AlertSeen, DriftedRows, pin_windows, split_drifted
+from fairloop.policy import COOLDOWN_OUTCOMES, Monitoring, RerunSettings, RerunSweep, load_policy
 
 # Requested-by values of runs a served deployment starts on its own.
 DRIFT_TRIGGER = "drift-trigger"
@@ -55,9 +56,10 @@ def plan_rerun(
     """
     if sweep_file:
         return RerunPlan(recipe=recipe, constraint=constraint, sweep_file=sweep_file, source=f"sweep {sweep_file} (served)")
-    if isinstance(monitoring.rerun, RerunSweep):
-        return RerunPlan(recipe=recipe, constraint=constraint, sweep_file=monitoring.rerun.sweep,
-                         source=f"sweep {monitoring.rerun.sweep} (policy monitoring.rerun)")
+    remediate_with = monitoring.rerun.remediate_with
+    if isinstance(remediate_with, RerunSweep):
+        return RerunPlan(recipe=recipe, constraint=constraint, sweep_file=remediate_with.sweep,
+                         source=f"sweep {remediate_with.sweep} (policy monitoring.rerun)")
     champion = registry.champion(dataset)
     if champion is None:
         return RerunPlan(recipe=recipe, constraint=constraint, source="served recipe and template (no champion yet)")
@@ -103,7 +105,8 @@ def _as_utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def reason_to_skip(flow_run_id: UUID | str, cooldown_minutes: int, *, cooldown: bool) -> str | None:
+def reason_to_skip(flow_run_id: UUID | str, cooldown_minutes: int, *, cooldown: bool,
+                   cooldown_after: list[str] = COOLDOWN_OUTCOMES) -> str | None:
     """Why this run of a served remediation deployment must not remediate (None: it goes ahead).
 
     Asks the Prefect API for the deployment's other runs: an earlier one still pending, running
@@ -144,7 +147,7 @@ def reason_to_skip(flow_run_id: UUID | str, cooldown_minutes: int, *, cooldown: 
             flow_run_filter=FlowRunFilter(end_time=FlowRunFilterEndTime(after_=since)),
         )
         for run in sorted(ended, key=lambda r: r.end_time, reverse=True):
-            if run.id != me.id and run.state and run.state.is_final() and run.state.name != Outcome.SKIPPED.value:
+            if run.id != me.id and run.state and run.state.is_final() and run.state.name in cooldown_after:
                 return (f"rerun {run.name} ({run.id}) ended {run.state.name} at {_as_utc(run.end_time):%Y-%m-%d %H:%M} UTC, "
                         f"within the policy's cooldown of {cooldown_minutes} minutes")
     return None
@@ -171,15 +174,56 @@ class RerunStart:
     """How a served rerun starts: the run's parameters, or why it stops before any training."""
 
     dataset: str
-    params: object  # pipeline.RunParams with the plan's recipe, template and checked window
+    params: object  # pipeline.RunParams with the plan's recipe, template and the drifted rows' training part
     sweep_file: str | None = None
     source: str = ""
     stop: Outcome | None = None  # SKIPPED (another run has this incident) or REFUSED (bad input)
     reason: str = ""
+    incident: str | None = None
+    drifted: DriftedRows | None = None  # the alerting window(s), pinned and split into training and held-out rows
+    alert: AlertSeen | None = None
+
+
+def incident_windows(state_dir: Path, dataset: str, given: Path) -> tuple[list[Path], AlertSeen | None]:
+    """The window files a rerun of the alert on ``given`` uses: ``given`` and the earlier alerting windows
+    of the same incident that are still kept (a rerun that waited for more rows is followed by one with
+    more), oldest first; and the alert it answers (the recorded check of ``given``)."""
+    from fairloop.monitor import history
+
+    recorded = history(state_dir, dataset)
+    mine = next((r for r in reversed(recorded) if r.window_file and Path(r.window_file).resolve() == given.resolve()), None)
+    if mine is None:
+        return [given], None
+    alert = AlertSeen(incident=mine.incident, window=mine.label, champion_version=mine.champion_version,
+                      sensitive=mine.sensitive, metrics=mine.alerts)
+    if mine.incident is None:
+        return [given], alert
+    earlier = [Path(r.window_file) for r in recorded
+               if r.incident == mine.incident and r.alert and r.window_file and Path(r.window_file).is_file()]
+    windows = list(dict.fromkeys([p.resolve() for p in earlier] + [given.resolve()]))
+    return windows, alert
+
+
+def drifted_rows(state_dir: Path, dataset: str, window: str, params, settings: RerunSettings, run_dir: Path):
+    """Check, pin and split the alerting window(s) of a rerun (BadInputError when one cannot be used):
+    returns the run's parameters (training on the drifted rows' training part, weighted as the policy
+    says), the split's record and the alert answered."""
+    from fairloop.datasets import load_dataset_spec
+
+    spec = load_dataset_spec(params.dataset)
+    given = Path(training_window(state_dir, window, params))
+    windows, alert = incident_windows(state_dir, dataset, given)
+    checked = [given if path == given.resolve() else Path(training_window(state_dir, str(path), params)) for path in windows]
+    pinned = pin_windows(spec, checked, run_dir)
+    sensitive = params.sensitive or (alert.sensitive if alert else spec.primary_sensitive)
+    split = split_drifted(spec, pinned, settings, seed=params.seed, sensitive=sensitive, folder=run_dir)
+    params = replace(params, extra_training_data=split.train_file, extra_weighting=settings.weighting,
+                     extra_max_weight=settings.max_weight)
+    return params, split, alert
 
 
 def start_rerun(run_id: str, params, *, sweep_file: str | None, requested_by: str, registry, state_dir: Path,
-                run_dir: Path) -> RerunStart:
+                run_dir: Path, incident: str | None = None) -> RerunStart:
     """Everything a served rerun decides before training: one per incident, what it remediates
     with, and the window it may train on. Bad input stops it as REFUSED (nobody is at a console
     to read a traceback)."""
@@ -189,10 +233,11 @@ def start_rerun(run_id: str, params, *, sweep_file: str | None, requested_by: st
         dataset = load_dataset_spec(params.dataset).name
         monitoring = load_policy(params.policy).monitoring_settings
     except BadInputError as exc:
-        return RerunStart(dataset=str(params.dataset), params=params, stop=Outcome.REFUSED, reason=str(exc))
-    skip = reason_to_skip(run_id, monitoring.rerun_cooldown_minutes, cooldown=requested_by == DRIFT_TRIGGER)
+        return RerunStart(dataset=str(params.dataset), params=params, stop=Outcome.REFUSED, reason=str(exc), incident=incident)
+    skip = reason_to_skip(run_id, monitoring.rerun_cooldown_minutes, cooldown=requested_by == DRIFT_TRIGGER,
+                          cooldown_after=monitoring.rerun.cooldown_after)
     if skip:
-        return RerunStart(dataset=dataset, params=params, stop=Outcome.SKIPPED, reason=skip)
+        return RerunStart(dataset=dataset, params=params, stop=Outcome.SKIPPED, reason=skip, incident=incident)
     if params.extra_training_data in ("", "None"):  # the event's template rendered a window the monitor did not keep
         params = replace(params, extra_training_data=None)
     try:
@@ -201,8 +246,11 @@ def start_rerun(run_id: str, params, *, sweep_file: str | None, requested_by: st
         params = replace(params, recipe=plan.recipe, constraint=plan.constraint,
                          **({"base_model": plan.base_model, "base_model_sha256": plan.base_model_sha256}
                             if plan.base_model else {}))
+        split, alert = None, None
         if params.extra_training_data:
-            params = replace(params, extra_training_data=training_window(state_dir, params.extra_training_data, params))
+            params, split, alert = drifted_rows(state_dir, dataset, params.extra_training_data, params, monitoring.rerun,
+                                                run_dir)
     except BadInputError as exc:
-        return RerunStart(dataset=dataset, params=params, stop=Outcome.REFUSED, reason=str(exc))
-    return RerunStart(dataset=dataset, params=params, sweep_file=plan.sweep_file, source=plan.source)
+        return RerunStart(dataset=dataset, params=params, stop=Outcome.REFUSED, reason=str(exc), incident=incident)
+    return RerunStart(dataset=dataset, params=params, sweep_file=plan.sweep_file, source=plan.source,
+                      incident=(alert.incident if alert else None) or incident, drifted=split, alert=alert)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, SecretStr
 from prefect.input import RunInput
 
 from fairloop.audit import AuditReport
+from fairloop.drifted import DRIFT_GATE_PREFIX, DriftedJudgement
 from fairloop.evaluate import METRIC_LABELS, Evaluation, metrics_table, worst_groups_first
 from fairloop.groups import is_intersection
 from fairloop.lineage import BaseModelSource
@@ -101,6 +102,7 @@ class ReviewPacket(BaseModel):
     base_model: BaseModelSource | None = None  # remediate --model: the frozen model every candidate post-processes
     links: list[Link] = []
     credentials_required: bool = False  # reviewers are registered: a review needs its token
+    drift: DriftedJudgement | None = None  # a rerun: the alert it answers, and both models on the held-out drifted rows
 
     # figures derived for every rendering --------------------------------------------------
     def group_changes(self) -> list[GroupChange]:
@@ -192,6 +194,8 @@ def gate_label(result: GateResult) -> str:
     """'DPD <= 0.05', 'accuracy drop vs baseline <= 0.03': what the gate demands, in a few characters."""
     metric, comparison, reference = GATES.get(result.gate, (result.metric, "max", "none"))
     name = METRIC_LABELS.get(metric, metric)
+    if result.gate.startswith(DRIFT_GATE_PREFIX):  # a rerun's gate on the held-out rows of the alerting window
+        name = f"{name} on drifted rows"
     if comparison == "drop":
         return f"{name} drop vs {reference} ≤ {result.threshold:g}"
     return f"{name} {'≤' if comparison == 'max' else '≥'} {result.threshold:g}"

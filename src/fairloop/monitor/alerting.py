@@ -81,6 +81,29 @@ def already_alerted(history: list[WindowReport], report: WindowReport) -> bool:
     return any(earlier.alert and scope(earlier) == scope(report) for earlier in history)
 
 
+def open_incident(history: list[WindowReport]) -> str | None:
+    """The dataset's open incident: the last one an alerting window belongs to, unless a later window closed it."""
+    current = None
+    for report in history:
+        if report.incident:
+            current = report.incident
+        elif report.clears_incident == current:
+            current = None
+    return current
+
+
+def with_incident(report: WindowReport, history: list[WindowReport]) -> WindowReport:
+    """``report`` placed in the dataset's incidents: an alert joins the open incident or opens one (named
+    by dataset, window and rows); a window without an alert closes the open one. Whether a closing
+    window cleared the incident through a promoted champion or the drift subsided under the same
+    champion is read off the champion versions (``fairloop.monitor.dashboard``)."""
+    current = open_incident(history)
+    if report.alert:
+        opened = f"{report.dataset}-{report.window_start or report.checked_at[:10]}-{(report.window_hash or '')[:8]}"
+        return report.model_copy(update={"incident": current or opened})
+    return report.model_copy(update={"clears_incident": current}) if current else report
+
+
 # -- the event a remediation deployment is triggered by ------------------------------------
 def dataset_resource_id(dataset: str) -> str:
     return f"fairloop.dataset.{dataset}"
@@ -108,6 +131,7 @@ def drift_event(report: WindowReport) -> dict[str, Any]:
             "window_file": report.window_file,
             "window_file_sha256": report.window_file_sha256,
             "window_hash": report.window_hash,
+            "incident": report.incident,
             "rows": report.rows,
             "alerts": [m.model_dump(include={"key", "value", "low", "high", "threshold", "streak"}) for m in report.alerts],
         },

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,15 +14,17 @@ import numpy as np
 from fairloop.datasets import DatasetSpec, load_dataset_spec
 from fairloop.errors import BadInputError
 from fairloop.model import FairModel
-from fairloop.monitor.alerting import already_alerted, judge, same_window, streak_base
+from fairloop.monitor.alerting import already_alerted, judge, same_window, streak_base, with_incident
 from fairloop.monitor.drift import drift_metrics
 from fairloop.groups import is_intersection
 from fairloop.monitor.fairness import (
     gap_confidence, group_rates, labelled_metrics, prediction_rate_gap, selection_rates, watch_cells,
 )
 from fairloop.monitor.report import WindowReport
-from fairloop.monitor.store import history, record
-from fairloop.monitor.windows import Rows, Window, latest_window, read_window, reference_rows, split_windows
+from fairloop.monitor.store import check_lock, history, record
+from fairloop.monitor.windows import (
+    Rows, Window, describe_period, latest_window, read_window, reference_rows, split_windows,
+)
 from fairloop.policy import Policy, load_policy
 
 
@@ -131,7 +134,8 @@ def run_monitor(
     ``state_dir/monitor/<dataset>/`` and continues the streaks of the recorded window it follows
     (``alerting.streak_base``); a window already recorded (same range, same rows, same
     champion) is not checked again: its recorded report comes back with ``rechecked`` set and
-    nothing changes on disk.
+    nothing changes on disk. Recording checks of a dataset hold its lock (``store.check_lock``)
+    from reading the history to recording, so overlapping runs record each window once.
     """
     spec = load_dataset_spec(dataset)
     policy_spec = load_policy(policy)
@@ -139,15 +143,23 @@ def run_monitor(
     champion = load_champion(registry, spec)
     rows = read_window(spec, window, prediction_column=prediction_column)
     if every_window:
-        windows = split_windows(rows, cfg.window_days, start=cfg.window_origin)
+        windows = split_windows(rows, cfg.period, start=cfg.window_origin)
     else:
-        windows = [latest_window(rows, cfg.window_days, end=window_end, origin=cfg.window_origin)]
+        windows = [latest_window(rows, cfg.period, end=window_end, origin=cfg.window_origin)]
+    empty = next((part for part in windows if len(part.rows) == 0), None)
+    if empty is not None:
+        raise BadInputError(f"no rows of {window} fall in the window {empty.label} ({describe_period(cfg.period)})")
+    with check_lock(state_dir, spec.name) if persist else nullcontext():
+        return _check_windows(spec, windows, champion, policy_spec, str(window), state_dir, persist)
+
+
+def _check_windows(spec: DatasetSpec, windows: list[Window], champion: Champion, policy_spec: Policy, source: str,
+                   state_dir: Path, persist: bool) -> list[WindowReport]:
+    # read here, under the lock: a check that ran while this one waited has recorded its windows
     recorded = history(state_dir, spec.name) if persist else []
     previous = None
     reports = []
     for part in windows:
-        if len(part.rows) == 0:
-            raise BadInputError(f"no rows of {window} fall in the window {part.label} ({cfg.window_days} days)")
         identity = WindowReport.model_construct(dataset=spec.name, champion_version=champion.version,
                                                 window_start=part.start, window_end=part.end, window_hash=part.content_hash)
         earlier = next((r for r in reversed(recorded) if same_window(r, identity)), None)
@@ -157,10 +169,12 @@ def run_monitor(
         if persist:
             previous = streak_base(recorded, identity)
         report = check_window(spec, part, champion.reference, champion.model, policy_spec, sensitive=champion.sensitive,
-                              champion_version=champion.version, source=str(window), previous=previous)
+                              champion_version=champion.version, source=source, previous=previous)
         report = report.model_copy(update={"new_alert": report.alert and not already_alerted(recorded, report)})
         if persist:
-            report = record(report, spec, part.rows, state_dir, keep_window_rows=cfg.keep_window_rows)
+            report = with_incident(report, recorded)
+        if persist:
+            report = record(report, spec, part.rows, state_dir, keep_window_rows=policy_spec.monitoring_settings.keep_window_rows)
             recorded.append(report)
         reports.append(report)
         previous = report

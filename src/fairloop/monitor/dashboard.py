@@ -1,13 +1,17 @@
 """The trend dashboard of a dataset's monitor (``fairloop history``, ``history.html``): per window,
 the groups' selection rates and true positive rates with their intervals, drift, breaches and
-alerts; and the incidents, each with its timeline from the monitor's history (detected) and the
-registry's ``audit.jsonl`` (the remediation side: rerun started, review requested, outcome).
+alerts; and the incidents, each with its timeline from the monitor's history (detected, cleared)
+and the registry's decision log (the remediation side: rerun started, review requested, outcome).
 
-An **incident** opens at an alerting window and closes at the next window without an alert.
-*Detection latency*: from the start of the first window of the alerting metric's streak to the
-check that alerted (and that streak's length in windows). *Time to remediation*: from detection
-to the promotion that followed it; a rerun that ended otherwise (gate failed, rejected, expired,
-refused) leaves the incident unremediated and says so.
+An **incident** opens at an alerting window (the monitor names it, ``alerting.with_incident``);
+later alerting windows join it. It ends at the first window checked without an alert: **cleared**
+when a champion promoted since the detection was checked there, **subsided** when the drift went
+away under the same champion. A champion promoted for it that still alerts leaves it open
+("promoted, still breaching"). *Detection latency*: from the start of the first window of the
+alerting metric's streak to the check that alerted. *Time to promotion*: from detection to the
+promotion of the incident's rerun. *Time to clearance*: from detection to the check that cleared it.
+Decision records are matched on their ``incident``; older records without one on
+``requested_by: drift-trigger`` within the incident's span.
 """
 
 from __future__ import annotations
@@ -15,15 +19,14 @@ from __future__ import annotations
 import base64
 from datetime import datetime
 from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from fairloop.decision_log import OUTCOMES, STEPS, Decision, parse
 from fairloop.monitor.report import WindowReport
 
 TRIGGERED_BY = "drift-trigger"
-STARTED = {"rerun_started": "rerun started", "review_requested": "review requested"}
-OUTCOMES = {"promote": "promoted", "reject": "rejected", "expired": "review expired", "gate_failed": "gate failed",
-            "audit_blocked": "audit blocked", "refused_input": "rerun refused"}
 
 
 class TimelineEvent(BaseModel):
@@ -33,14 +36,31 @@ class TimelineEvent(BaseModel):
 
 
 class Incident(BaseModel):
+    incident: str | None = None
     detected_at: str
     window: str
     alerts: list[str]
     streak_windows: int
     detection_latency_hours: float | None
     timeline: list[TimelineEvent]
-    outcome: str | None = None
-    time_to_remediation_hours: float | None = None
+    outcome: str | None = None  # the last remediation outcome recorded for it
+    status: Literal["open", "cleared", "subsided"] = "open"
+    cleared_on: str | None = None  # the window that closed it
+    promoted: list[str] = []  # versions promoted for it
+    time_to_promotion_hours: float | None = None
+    time_to_clearance_hours: float | None = None
+
+    @property
+    def state(self) -> str:
+        """One phrase: 'cleared on window W by v2', 'promoted v2, still breaching', 'open', ..."""
+        if self.status == "cleared":
+            return f"cleared on window {self.cleared_on}"
+        if self.status == "subsided":
+            return f"subsided on window {self.cleared_on} (no promotion)"
+        if self.promoted:
+            return f"promoted {self.promoted[-1]}, " + ("still breaching" if any(
+                e.what == "still breaching" for e in self.timeline) else "awaiting the next window")
+        return "open: " + (self.outcome or "no remediation recorded")
 
 
 def _time(text: str) -> datetime:
@@ -64,41 +84,74 @@ def _streak_start(report: WindowReport, reports: list[WindowReport]) -> tuple[Wi
     return first, length
 
 
-def incidents(reports: list[WindowReport], audit: list[dict]) -> list[Incident]:
-    """The incidents of a dataset's monitor history (oldest first) with their remediation timeline."""
-    opened: list[tuple[WindowReport, int, WindowReport]] = []
-    current = None
+def _spans(reports: list[WindowReport]) -> list[tuple[WindowReport, list[WindowReport], WindowReport | None]]:
+    """Per incident: the detecting report, its later alerting reports, and the report that closed it.
+    Histories written before incidents were named: an alert opens one, the next window without an alert closes it."""
+    spans: dict[str, tuple[WindowReport, list[WindowReport], list]] = {}
+    legacy_open = None
     for index, report in enumerate(reports):
-        if report.alert and current is None:
-            first, length = _streak_start(report, reports[:index])
-            current = (report, length, first)
-            opened.append(current)
-        elif not report.alert:
-            current = None
+        key = report.incident or (None if not report.alert else (legacy_open or f"#{index}"))
+        if report.alert and key:
+            if key not in spans:
+                spans[key] = (report, [], [None])
+            else:
+                spans[key][1].append(report)
+            legacy_open = key if report.incident is None else legacy_open
+        closing = report.clears_incident or (legacy_open if not report.alert and report.incident is None else None)
+        if closing in spans and spans[closing][2][0] is None and not report.alert:
+            spans[closing][2][0] = report
+            legacy_open = None if closing == legacy_open else legacy_open
+    return [(first, later, closed[0]) for first, later, closed in spans.values()]
+
+
+def incidents(reports: list[WindowReport], audit: list[Decision | dict[str, Any]]) -> list[Incident]:
+    """The incidents of a dataset's monitor history (oldest first) with their remediation timeline."""
+    decisions = [d if isinstance(d, Decision) else parse(d) for d in audit]
+    spans = _spans(reports)
     result = []
-    for number, (report, length, first) in enumerate(opened):
+    for number, (report, later, closed) in enumerate(spans):
         detected = report.checked_at
-        until = opened[number + 1][0].checked_at if number + 1 < len(opened) else None
-        remediation = [
-            r for r in audit
-            if r.get("dataset") == report.dataset and r.get("requested_by") == TRIGGERED_BY and r.get("at")
-            and _time(r["at"]) >= _time(detected) and (until is None or _time(r["at"]) < _time(until))
-        ]
+        until = spans[number + 1][0].checked_at if number + 1 < len(spans) else None
+
+        def mine(d: Decision) -> bool:
+            if d.dataset != report.dataset or not d.at:
+                return False
+            if d.incident is not None:
+                return d.incident == report.incident
+            # records written before incidents were named: a drift-triggered run between this detection and the next
+            return d.requested_by == TRIGGERED_BY and _time(d.at) >= _time(detected) and (
+                until is None or _time(d.at) < _time(until))
+
         timeline = [TimelineEvent(at=detected, what="detected", detail=", ".join(m.key for m in report.alerts))]
-        outcome, remedied = None, None
-        for record in sorted(remediation, key=lambda r: _time(r["at"])):
-            action = record.get("action", "")
-            if action in STARTED:
-                timeline.append(TimelineEvent(at=record["at"], what=STARTED[action], detail=str(record.get("run_id", ""))))
-            elif action in OUTCOMES and outcome is None:
-                detail = f"version {record['version']}" if action == "promote" else "; ".join(map(str, record.get("reasons", [])))[:200]
-                timeline.append(TimelineEvent(at=record["at"], what=OUTCOMES[action], detail=detail))
-                outcome = OUTCOMES[action]
-                remedied = _hours(detected, record["at"]) if action == "promote" else None
-        latency = _hours(first.window_start, detected) if first.window_start else None
+        outcome, promoted, promoted_at = None, [], None
+        for d in sorted(filter(mine, decisions), key=lambda d: _time(d.at)):
+            if d.action in STEPS:
+                timeline.append(TimelineEvent(at=d.at, what=STEPS[d.action], detail=str(d.run_id or "")))
+            elif d.action in OUTCOMES:
+                detail = f"version {d.version}" if d.action == "promote" else "; ".join(map(str, getattr(d, "reasons", []) or []))[:200]
+                timeline.append(TimelineEvent(at=d.at, what=OUTCOMES[d.action], detail=detail))
+                outcome = OUTCOMES[d.action]
+                if d.action == "promote":
+                    promoted.append(d.version)
+                    promoted_at = promoted_at or d.at
+        for again in later:  # an alert under a champion promoted for this incident: not remediated yet
+            if again.champion_version in promoted:
+                timeline.append(TimelineEvent(at=again.checked_at, what="still breaching",
+                                              detail=f"window {again.label}, champion {again.champion_version}"))
+        status, cleared_at = "open", None
+        if closed is not None:
+            cleared = closed.champion_version != report.champion_version
+            status, cleared_at = ("cleared" if cleared else "subsided"), closed.checked_at
+            timeline.append(TimelineEvent(at=closed.checked_at, what=status,
+                                          detail=f"window {closed.label}, champion {closed.champion_version}"))
+        timeline.sort(key=lambda e: _time(e.at))
+        first, length = _streak_start(report, reports[:reports.index(report)])
         result.append(Incident(
-            detected_at=detected, window=report.label, alerts=[m.key for m in report.alerts], streak_windows=length,
-            detection_latency_hours=latency, timeline=timeline, outcome=outcome, time_to_remediation_hours=remedied,
+            incident=report.incident, detected_at=detected, window=report.label, alerts=[m.key for m in report.alerts],
+            streak_windows=length, detection_latency_hours=_hours(first.window_start, detected) if first.window_start else None,
+            timeline=timeline, outcome=outcome, status=status, cleared_on=closed.label if closed else None, promoted=promoted,
+            time_to_promotion_hours=_hours(detected, promoted_at) if promoted_at else None,
+            time_to_clearance_hours=_hours(detected, cleared_at) if status == "cleared" else None,
         ))
     return result
 
@@ -177,14 +230,15 @@ def print_history(console, dataset: str, reports: list[WindowReport], found: lis
         )
     console.print(table)
     incidents_table = Table(title=f"{len(found)} incident(s)")
-    for column in ("detected", "window", "alerts", "detection latency", "timeline", "outcome", "time to remediation"):
+    for column in ("detected", "window", "alerts", "detection latency", "timeline", "state", "time to promotion",
+                   "time to clearance"):
         incidents_table.add_column(column)
+    hours = lambda value, none: none if value is None else f"{value:.1f} h"  # noqa: E731
     for incident in found:
         incidents_table.add_row(
             incident.detected_at, escape(incident.window), escape(", ".join(incident.alerts)),
-            ("n/a" if incident.detection_latency_hours is None else f"{incident.detection_latency_hours:.1f} h")
-            + f" ({incident.streak_windows} window(s))",
-            "\n".join(f"{e.at} {e.what}" for e in incident.timeline), escape(incident.outcome or "no remediation recorded"),
-            "not remediated" if incident.time_to_remediation_hours is None else f"{incident.time_to_remediation_hours:.1f} h",
+            hours(incident.detection_latency_hours, "n/a") + f" ({incident.streak_windows} window(s))",
+            "\n".join(f"{e.at} {e.what}" for e in incident.timeline), escape(incident.state),
+            hours(incident.time_to_promotion_hours, "not promoted"), hours(incident.time_to_clearance_hours, "not cleared"),
         )
     console.print(incidents_table)

@@ -72,6 +72,9 @@ class WindowReport(BaseModel):
     streak_from: str | None = Field(None, description="the earlier window whose streaks this one continues ('start .. end')")
     rechecked: bool = Field(False, description="this window (range and content) was checked before: its recorded result")
     new_alert: bool = Field(False, description="alert, and no earlier check of this range alerted: emit the drift event")
+    incident: str | None = Field(None, description="the open incident this alerting window belongs to (opened by the first alert)")
+    clears_incident: str | None = Field(
+        None, description="the incident this window closes: it checked without an alert while the incident was open")
 
     @property
     def label(self) -> str:
