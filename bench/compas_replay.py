@@ -129,7 +129,7 @@ def main() -> int:
         later_file = scratch / "compas-later.csv"
         later.to_csv(later_file, index=False)
         stream = core.read_window(spec, later_file)
-        real_windows = core.split_windows(stream, policy.monitoring_settings.window_days, start=args.train_until)
+        real_windows = core.split_windows(stream, policy.monitoring_settings.period, start=args.train_until)
         real = replay("real", real_windows, champion, spec, policy, scratch / "state-real")
 
         rng = np.random.default_rng(0)

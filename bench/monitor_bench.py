@@ -109,7 +109,7 @@ def main() -> int:
         started = time.perf_counter()
         rows = core.read_window(spec, path, prediction_column="prediction")
         read_seconds = time.perf_counter() - started
-        part = core.latest_window(rows, policy.monitoring_settings.window_days)
+        part = core.latest_window(rows, policy.monitoring_settings.period)
         started = time.perf_counter()
         report = core.check_window(spec, part, champion.reference, champion.model, policy, sensitive=champion.sensitive,
                                    champion_version=champion.version, source=str(path))

@@ -19,6 +19,7 @@ from prefect.events import emit_event
 from fairloop import monitor as core
 from fairloop.config import get_settings
 from fairloop.monitor.dashboard import history_markdown, write_history_page
+from fairloop.monitor.store import check_lock
 from fairloop.registry import Registry
 
 
@@ -72,9 +73,10 @@ def monitor(
         settings = get_settings()
         state = Path(state_dir) if state_dir else settings.state_dir
         dataset_name = reports[0].dataset
-        recorded = core.history(state, dataset_name)
         audit = Registry(settings.registry_path, settings.remote_path).audit_log()
-        page = write_history_page(dataset_name, recorded, audit, core.state_folder(state, dataset_name) / "history.html")
+        with check_lock(state, dataset_name):  # an overlapping run must not write the page at the same time
+            recorded = core.history(state, dataset_name)
+            page = write_history_page(dataset_name, recorded, audit, core.state_folder(state, dataset_name) / "history.html")
         create_markdown_artifact(key=_slug(f"monitor-{dataset_name}-history"), markdown=history_markdown(dataset_name, recorded, audit),
                                  description=f"trend dashboard; the page: {page}")
     return [r.model_dump(mode="json") for r in reports]

@@ -428,18 +428,18 @@ def test_calendar_windows_hold_whole_months_and_iso_weeks(world, tmp_path):
     with pytest.raises(BadInputError, match=r"--window-end: window end 2015-03-04 is not where a calendar month starts.*"
                                             r"use 2015-03-01 or 2015-04-01"):
         core.latest_window(rows, "month", end="2015-03-04")
+    with pytest.raises(BadInputError, match="--window-end: window end '2015-13-45' is not a date"):
+        core.latest_window(rows, 30, end="2015-13-45")
     weeks = core.split_windows(rows, "week")
     starts = pd.to_datetime([w.start for w in weeks])
     assert (starts.dayofweek == 0).all() and weeks[0].start == "2014-12-29"  # ISO weeks: Monday to Sunday
     assert sum(len(w.rows) for w in weeks) == 600 and all(len(w.rows) for w in weeks)
 
-    # the monitor with a calendar policy: every month, then the scheduled check finds the latest month recorded
-    policy = write_test_policy(tmp_path, window={"calendar": "month"})
-    reports = core.run_monitor(world["spec_path"], path, policy, world["registry"], tmp_path / "state", every_window=True)
-    assert [(r.window_start, r.window_end, r.rows) for r in reports[-2:]] == [
-        ("2015-05-01", "2015-06-01", 100), ("2015-06-01", "2015-07-01", 100)]
+    # the scheduled monitor with a calendar policy checks and records the whole latest month
+    policy = write_test_policy(tmp_path, window={"calendar": "month"}, bootstrap=50)
     (latest,) = core.run_monitor(world["spec_path"], path, policy, world["registry"], tmp_path / "state")
-    assert latest.rechecked and latest.window_start == "2015-06-01"
+    assert (latest.window_start, latest.window_end, latest.rows) == ("2015-06-01", "2015-07-01", 100)
+    assert core.history(tmp_path / "state", "compas")[-1].window_start == "2015-06-01"
 
 
 def test_a_policy_names_the_window_field_it_cannot_use(tmp_path):
@@ -478,7 +478,7 @@ def test_overlapping_monitor_runs_record_a_window_once(world, tmp_path):
     one checks and records the window (and alerts), the other finds it recorded."""
     import threading
 
-    policy = write_test_policy(tmp_path)
+    policy = write_test_policy(tmp_path, bootstrap=50)
     path = feed(world, [shifted(world, 70, 400)], "overlap")
     state = tmp_path / "state"
     start = threading.Barrier(2)
@@ -500,15 +500,17 @@ def test_overlapping_monitor_runs_record_a_window_once(world, tmp_path):
 
 
 def test_retention_keeps_exactly_the_latest_windows(world, tmp_path):
-    policy = write_test_policy(tmp_path, keep_window_rows=3)
+    policy = write_test_policy(tmp_path, keep_window_rows=3, bootstrap=50)
     state = tmp_path / "state"
     windows = state / "monitor" / "compas" / "windows"
-    two = core.run_monitor(world["spec_path"], feed(world, [stable(world, s, 150) for s in (90, 91)], "keep-2"), policy,
+    two = core.run_monitor(world["spec_path"], feed(world, [stable(world, s, 100) for s in (90, 91)], "keep-2"), policy,
                            world["registry"], state, every_window=True)
     assert sorted(p.name for p in windows.iterdir()) == sorted(Path(r.window_file).name for r in two)  # fewer than 3: all
-    five = core.run_monitor(world["spec_path"], feed(world, [stable(world, s, 150) for s in (90, 91, 92, 93, 94)], "keep-5"),
+    # the same two windows (recorded: not checked again) and two new ones
+    four = core.run_monitor(world["spec_path"], feed(world, [stable(world, s, 100) for s in (90, 91, 92, 93)], "keep-4"),
                             policy, world["registry"], state, every_window=True)
-    assert sorted(p.name for p in windows.iterdir()) == sorted(Path(r.window_file).name for r in five[-3:])
+    assert [r.rechecked for r in four] == [True, True, False, False]
+    assert sorted(p.name for p in windows.iterdir()) == sorted(Path(r.window_file).name for r in four[-3:])
 
 
 def test_window_rows_are_kept_only_for_the_latest_windows(world, tmp_path):

@@ -757,7 +757,7 @@ def monitor(
     dataset: Annotated[Path, typer.Option(help="dataset spec of the champion to check")],
     window: Annotated[Path, typer.Option(help="production rows in the dataset's raw format (timestamps, optional labels)")],
     policy: Annotated[Path, typer.Option(help="policy with the monitoring section (thresholds, window, persistence)")] = Path(DEFAULT_POLICY),
-    window_end: Annotated[Optional[str], typer.Option(help="check the window_days before this date (default: the file's last day)")] = None,
+    window_end: Annotated[Optional[str], typer.Option(help="check the window_days before this date, or the calendar month (week) that ends on it (default: the latest window of the file)")] = None,
     every_window: Annotated[bool, typer.Option(help="check every window of the file in order instead of the latest")] = False,
     prediction_column: Annotated[Optional[str], typer.Option(help="column of production's 0/1 decisions (default: the champion predicts)")] = None,
     server: Annotated[bool, typer.Option(help="--no-server checks locally: no Prefect run, artifacts or drift event")] = True,

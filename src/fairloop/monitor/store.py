@@ -5,7 +5,9 @@
 * ``records/``: each check's JSON record and plot (aggregates only);
 * ``windows/``: the checked windows' own rows in the dataset's raw format, which is what a
   triggered rerun trains on. They hold sensitive columns, so only the latest
-  ``monitoring.keep_window_rows`` windows keep them (0: none is written).
+  ``monitoring.keep_window_rows`` windows keep them (0: none is written);
+* ``check.lock``: held while a check reads the history, checks and records (``check_lock``), so
+  overlapping scheduled runs check a dataset one at a time.
 
 A rerun names its window by path or by the SHA-256 the monitor recorded; ``resolve_window_file``
 accepts only files in this dataset's ``windows/`` folder whose bytes match a recorded hash.
@@ -15,15 +17,26 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from fairloop.datasets import DatasetSpec
-from fairloop.errors import BadInputError
+from fairloop.errors import BadInputError, FairloopError
 from fairloop.monitor.plots import plot_window
 from fairloop.monitor.report import WindowReport
 from fairloop.monitor.windows import Rows
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
+# A check takes seconds (an every-window replay minutes); a scheduled run waiting longer than this
+# behind another is stuck, and ends with a message instead of piling up behind it.
+LOCK_TIMEOUT_SECONDS = 600
+
+
+class MonitorBusy(FairloopError):
+    """Another check of the same dataset held the monitor's lock past ``LOCK_TIMEOUT_SECONDS``."""
 
 
 def state_folder(state_dir: Path, dataset: str) -> Path:
@@ -32,6 +45,30 @@ def state_folder(state_dir: Path, dataset: str) -> Path:
 
 def windows_folder(state_dir: Path, dataset: str) -> Path:
     return state_folder(state_dir, dataset) / "windows"
+
+
+@contextmanager
+def check_lock(state_dir: Path, dataset: str, timeout: float = LOCK_TIMEOUT_SECONDS) -> Iterator[None]:
+    """Hold the dataset's monitor lock (``check.lock`` in its state folder; processes and threads alike).
+
+    Two overlapping checks that both read the history before either records would both find a
+    new window unrecorded, record it twice and alert twice: whoever reads the history to decide
+    what to record must hold this lock until it has recorded.
+    """
+    folder = state_folder(state_dir, dataset)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder / "check.lock"))
+    try:
+        lock.acquire(timeout=timeout)
+    except Timeout:  # the lock dies with its holder's process, so a running check holds it
+        raise MonitorBusy(
+            f"another monitor check of dataset '{dataset}' has held {folder / 'check.lock'} for more than {timeout:.0f} s; "
+            "nothing was checked"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def history(state_dir: Path, dataset: str) -> list[WindowReport]:
@@ -101,7 +138,7 @@ def enforce_retention(state_dir: Path, dataset: str, keep_window_rows: int) -> l
     if not folder.is_dir():
         return []
     recorded = [Path(r.window_file) for r in history(state_dir, dataset) if r.window_file]
-    keep = {path.resolve() for path in recorded[len(recorded) - keep_window_rows:]} if keep_window_rows > 0 else set()
+    keep = {path.resolve() for path in recorded[-keep_window_rows:]} if keep_window_rows > 0 else set()
     deleted = []
     for path in sorted(folder.iterdir()):
         if path.is_file() and path.resolve() not in keep:

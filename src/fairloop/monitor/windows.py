@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -133,46 +134,88 @@ class Window:
         return content_hash(self.rows)
 
 
+Calendar = Literal["month", "week"]
+#: how a feed is cut into tumbling windows: every N days (from an origin), or calendar months / ISO weeks
+Period = int | Calendar
+# pandas period frequencies; weeks ending on Sunday run Monday to Sunday, the ISO week
+CALENDAR_FREQ: dict[str, str] = {"month": "M", "week": "W-SUN"}
+
+
+def describe_period(period: Period) -> str:
+    return f"calendar {period}s" if isinstance(period, str) else f"{period}-day windows"
+
+
 def grid_origin(rows: Rows, origin: str | date | None) -> pd.Timestamp:
-    """Where the tumbling windows start: ``origin`` (the policy's ``window_origin``) or the first day of the rows."""
+    """Where N-day windows start: ``origin`` (the policy's ``window_origin``) or the first day of the rows."""
     return pd.Timestamp(origin) if origin else rows.times.min().normalize()
 
 
-def split_windows(rows: Rows, days: int, *, start: str | date | None = None) -> list[Window]:
-    """Tumbling ``days``-long windows from ``start`` (default: the first timestamp), in order; empty ones are
-    skipped, rows before ``start`` belong to no window."""
+def window_end(begin: pd.Timestamp, period: Period) -> pd.Timestamp:
+    """The exclusive end of the window that starts at ``begin``."""
+    if isinstance(period, str):
+        return (begin.to_period(CALENDAR_FREQ[period]) + 1).start_time
+    return begin + pd.Timedelta(days=period)
+
+
+def window_starts(rows: Rows, period: Period, origin: str | date | None = None) -> pd.Series:
+    """The start of the window each row falls in; NaT for rows before the origin of N-day windows.
+
+    Calendar windows ignore ``origin``: a month starts on its 1st and an ISO week on its Monday,
+    whatever day the feed starts, so monthly batches fill whole windows."""
+    if isinstance(period, str):
+        return rows.times.dt.to_period(CALENDAR_FREQ[period]).dt.start_time
+    first = grid_origin(rows, origin)
+    step = pd.Timedelta(days=period)
+    starts = first + (rows.times - first) // step * step
+    return starts.where(rows.times >= first)
+
+
+def split_windows(rows: Rows, period: Period, *, start: str | date | None = None) -> list[Window]:
+    """Tumbling windows in order: ``period``-day windows from ``start`` (default: the first timestamp;
+    rows before it belong to no window), or calendar months / ISO weeks; empty ones are skipped."""
     if rows.times is None:
         return [Window(rows, None, None)]
-    times = rows.times
-    origin = grid_origin(rows, start)
-    index = ((times - origin) // pd.Timedelta(days=days)).to_numpy()
+    starts = window_starts(rows, period, start)
     windows = []
-    for k in np.unique(index[index >= 0]):
-        begin = origin + pd.Timedelta(days=int(k) * days)
-        end = begin + pd.Timedelta(days=days)
-        windows.append(Window(rows.take(index == k), begin.date().isoformat(), end.date().isoformat()))
+    for begin in sorted(starts.dropna().unique()):
+        begin = pd.Timestamp(begin)
+        windows.append(Window(rows.take((starts == begin).to_numpy()), begin.date().isoformat(),
+                              window_end(begin, period).date().isoformat()))
     return windows
 
 
-def latest_window(rows: Rows, days: int, *, end: str | None = None, origin: str | date | None = None) -> Window:
+def latest_window(rows: Rows, period: Period, *, end: str | None = None, origin: str | date | None = None) -> Window:
     """The window a scheduled check looks at; all rows when untimed.
 
-    By default the latest **tumbling** window (the grid of ``split_windows`` from ``origin``)
-    that holds rows, so a daily schedule sees the same range until the next one starts: while
-    that window fills up, each check is a revision of it, which does not advance a streak.
-    With ``end``, the ``days`` before it: an explicit rolling window, which overlaps the
-    previous one unless ``end`` moves by ``days``; overlapping windows do not advance a streak
-    either.
+    By default the latest **tumbling** window (the grid of ``split_windows``) that holds rows,
+    so a daily schedule sees the same range until the next one starts: while that window fills
+    up, each check is a revision of it, which does not advance a streak.
+    With ``end``: for N-day windows the ``period`` days before it, an explicit rolling window,
+    which overlaps the previous one unless ``end`` moves by ``period``; overlapping windows do
+    not advance a streak either. For calendar windows ``end`` must be the first day of a month
+    (a Monday), and the window is the month (week) before it.
     """
     if rows.times is None:
         return Window(rows, None, None)
     if end is None:
-        windows = split_windows(rows, days, start=origin)
+        windows = split_windows(rows, period, start=origin)
         if not windows:
             raise BadInputError(f"no rows on or after the window origin {origin} (the last row is at {rows.times.max()})")
         return windows[-1]
-    stop = pd.Timestamp(end)
-    begin = stop - pd.Timedelta(days=days)
+    try:
+        stop = pd.Timestamp(end)
+    except ValueError as exc:
+        raise BadInputError(f"window end {end!r} is not a date: {exc}", field="--window-end") from None
+    if isinstance(period, str):
+        boundary = stop.to_period(CALENDAR_FREQ[period]).start_time
+        if stop != boundary:
+            raise BadInputError(
+                f"window end {end} is not where a calendar {period} starts (monitoring.window: {{calendar: {period}}}); "
+                f"use {boundary.date()} or {window_end(boundary, period).date()}", field="--window-end",
+            )
+        begin = (stop.to_period(CALENDAR_FREQ[period]) - 1).start_time
+    else:
+        begin = stop - pd.Timedelta(days=period)
     mask = ((rows.times >= begin) & (rows.times < stop)).to_numpy()
     return Window(rows.take(mask), begin.date().isoformat(), stop.date().isoformat())
 
