@@ -769,6 +769,14 @@ def monitor(
     from fairloop.registry import Registry
 
     settings = get_settings()
+    if window_end is not None:
+        from datetime import date
+
+        try:
+            date.fromisoformat(window_end)
+        except ValueError:
+            raise BadInputError(f"'{window_end}' is not a date: give the day the window ends as YYYY-MM-DD",
+                                field="--window-end") from None
     load_dataset_spec(dataset)
     load_policy(policy)
     if not window.is_file():

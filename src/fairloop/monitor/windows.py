@@ -85,6 +85,16 @@ def read_window(
                 f"{parsed.raw[time_column][bad].iloc[0]!r}",
                 source=str(file_path),
             )
+        # production rows cannot come from a day that has not begun anywhere yet (a typo'd year would
+        # open a window of its own and push every later check out of order)
+        latest = pd.Timestamp.now(tz=times.dt.tz).normalize() + pd.Timedelta(days=2)
+        future = times >= latest
+        if future.any():
+            raise BadInputError(
+                f"time column '{time_column}' has {int(future.sum())} value(s) dated after tomorrow, first "
+                f"{parsed.raw[time_column][future].iloc[0]!r}: production rows cannot come from the future",
+                source=str(file_path),
+            )
     predictions = None
     if prediction_column:
         values = pd.to_numeric(parsed.raw[prediction_column], errors="coerce")

@@ -1,0 +1,147 @@
+"""Hostile decisions on real runs (issue 29): a decision for a run that already ended changes
+nothing, a requester cannot approve their own run under a look-alike name, a run whose flow
+process died is ended by the next command that lists runs, and a promotion whose champion was
+replaced while it awaited review ends in a named outcome. Real `fairloop` commands against a
+real `prefect server start`, as in test_review_restart."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import signal
+from pathlib import Path
+
+import pytest
+
+from conftest import PROJECT, free_port, write_policy
+from fairloop.flow_process import read_flow_process
+from synthetic import write_dataset
+from test_hostile_inputs import snapshot
+from test_review_restart import audit, fairloop, flow_pid, run_state, start_paused_run, wait_for
+
+STARTED = re.compile(r"/runs/flow-run/([0-9a-f-]{36})")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    base = tmp_path_factory.mktemp("hostile-runs")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "FAIRLOOP_"))}
+    env.update(FAIRLOOP_PROJECT_DIR=str(PROJECT), FAIRLOOP_STATE_DIR=str(base / "state"),
+               FAIRLOOP_REGISTRY_DIR=str(base / "registry"), FAIRLOOP_REGISTRY_REMOTE=str(base / "remote"),
+               FAIRLOOP_SERVER_PORT=str(free_port()), PREFECT_HOME=str(base / "prefect-home"),
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", DVC_NO_ANALYTICS="1", COLUMNS="250")
+    spec = write_dataset(base / "data", "hostile", {"a": (300, 0.4), "b": (300, 0.25)}, seed=5)
+    policy = write_policy(base, max_demographic_parity_difference=0.5, max_accuracy_drop_vs_baseline=0.5,
+                          approval={"timeout_seconds": 3600, "reviewers": []})
+    world = {"base": base, "env": env, "spec": spec, "policy": policy}
+    assert fairloop(world, "server").returncode == 0
+    try:
+        yield world
+    finally:
+        fairloop(world, "server", "--stop")
+
+
+def flat(result) -> str:
+    return " ".join((result.stdout + result.stderr).split())
+
+
+def kill_flow_process(world, run_id: str) -> int:
+    pid = flow_pid(world, run_id)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower(),
+             "the flow process to die")
+    return pid
+
+
+def test_self_approval_under_a_look_alike_name_is_refused(world):
+    """The requester is the OS user: the same name with a zero-width space, in full-width letters or
+    in capitals is still them; with a Cyrillic 'o' it is refused before anything is sent."""
+    requester = getpass.getuser()
+    run_id = start_paused_run(world)
+    full_width = "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in requester)
+    for name in (requester + "\u200b", full_width, f"  {requester.upper()} ", "\u2067" + requester):
+        approved = fairloop(world, "approve", run_id, "--reviewer", name, "--wait-seconds", "60")
+        text = flat(approved)
+        assert approved.returncode == 1 and "separation of duties" in text and "still awaiting review" in text, text
+        assert "Traceback" not in text
+        assert run_state(world, run_id)[0] == "Paused"
+    look_alike = requester.replace("o", "\u043e") if "o" in requester else "r\u043e\u043et"
+    before = snapshot(world["base"] / "registry")
+    refused = fairloop(world, "approve", run_id, "--reviewer", look_alike)
+    text = flat(refused)
+    assert refused.returncode == 2 and "mixes Cyrillic and Latin letters" in text and "Traceback" not in text, text
+    assert snapshot(world["base"] / "registry") == before and run_state(world, run_id)[0] == "Paused"
+    assert not [r for r in audit(world) if r["run_id"] == run_id and r["action"] == "promote"]
+    world["paused"] = run_id  # ended by the next test
+
+
+def test_a_run_whose_flow_process_died_is_ended_by_models_and_by_show(world):
+    first = world.pop("paused", None) or start_paused_run(world)
+    second = start_paused_run(world)
+    pid = kill_flow_process(world, first)
+    listed = fairloop(world, "models")
+    text = flat(listed)
+    assert listed.returncode == 0 and f"run {first} crashed" in text and f"pid {pid}" in text, text
+    assert "Traceback" not in text and second not in text  # its process lives: left alone
+    name, message = run_state(world, first)
+    assert name == "Crashed" and "ended while the run awaited review" in message and "nothing was promoted" in message
+    assert run_state(world, second)[0] == "Paused"
+    died = [r for r in audit(world) if r["action"] == "flow_process_died" and r["run_id"] == first]
+    assert len(died) == 1 and died[0]["found_by"] == "fairloop models"
+
+    kill_flow_process(world, second)
+    shown = fairloop(world, "show", second)
+    text = flat(shown)
+    assert shown.returncode == 0 and f"run {second} crashed" in text and "Traceback" not in text, text
+    assert run_state(world, second)[0] == "Crashed"
+    again = fairloop(world, "models")  # each dead run is ended once, and once only
+    assert again.returncode == 0 and "crashed" not in flat(again), flat(again)
+    assert len([r for r in audit(world) if r["action"] == "flow_process_died"]) == 2
+
+
+def test_a_promotion_whose_champion_changed_while_it_awaited_review_ends_champion_changed(world):
+    first, second = start_paused_run(world), start_paused_run(world)
+    assert fairloop(world, "approve", first, "--reviewer", "alice").returncode == 0
+    approved = fairloop(world, "approve", second, "--reviewer", "alice")
+    text = flat(approved)
+    assert approved.returncode == 9 and "ChampionChanged" in text and "while this run awaited review" in text, text
+    assert "Traceback" not in text and "Failed" not in text
+    assert run_state(world, second)[0] == "ChampionChanged"
+    world["ended"] = {"Promoted": first, "ChampionChanged": second}
+
+
+def ended_run(world, *args: str) -> str:
+    started = fairloop(world, "remediate", "--dataset", str(world["spec"]), "--constraint", "constraints/threshold-dp.yaml",
+                       "--no-wait", *args)
+    return STARTED.search(started.stdout).group(1)
+
+
+def test_approve_or_reject_of_a_run_that_is_not_awaiting_review_changes_nothing(world, tmp_path):
+    """Issue 29 item 1 (issue 25 item 5): the decision is refused naming the run's state; the
+    state, the registry and the audit log stay as they were; no process check rewrites the run."""
+    ended = dict(world.get("ended", {}))
+    rejected = start_paused_run(world)
+    assert fairloop(world, "reject", rejected, "--reviewer", "bob", "--comment", "no").returncode == 4
+    ended["Rejected"] = rejected
+    blocking = write_policy(tmp_path, "blocking", min_accuracy_lift_over_majority=0.99)
+    ended["GateFailed"] = ended_run(world, "--policy", str(blocking))
+    expiring = ended_run(world, "--policy", str(world["policy"]), "--approval-timeout", "1")
+    wait_for(lambda: run_state(world, expiring)[0] not in ("Paused", "Running"), "the review to expire")
+    ended["Expired"] = expiring
+    for run_id in ended.values():  # each flow process has exited: the case that used to rewrite the run
+        process = read_flow_process(world["base"] / "state" / "runs" / run_id)
+        wait_for(lambda: process is None or process.alive() is False, "the flow process to exit")
+
+    for outcome, run_id in ended.items():
+        state = run_state(world, run_id)
+        before = snapshot(world["base"] / "registry", world["base"] / "remote")
+        for args in (["approve", run_id, "--reviewer", "carol"],
+                     ["reject", run_id, "--reviewer", "carol", "--comment", "too late"]):
+            result = fairloop(world, *args)
+            text = flat(result)
+            assert result.returncode == 2, (outcome, text)
+            assert "not awaiting review" in text and f"it ended {state[0]}" in text and "nothing was changed" in text, text
+            assert "Traceback" not in text
+            assert run_state(world, run_id) == state, outcome
+            assert snapshot(world["base"] / "registry", world["base"] / "remote") == before, outcome
