@@ -299,3 +299,128 @@ def test_remediate_with_a_sweep_pairing_weights_and_a_learner_without_them(world
                                      "constraints": [str(template)]}))
     assert_refused(world, monkeypatch, [*REMEDIATE, "--sweep", str(sweep)], BAD, str(sweep), str(template),
                    "field 'learner'", "takes no sample_weight")
+
+
+# -- issue 29: the last hostile inputs ---------------------------------------------------------------
+
+def tiny_variant(world, folder: Path, *, csv: bytes | None = None, **changes) -> Path:
+    """The tiny spec and its data copied into ``folder`` (a folder of its own: names are unique per
+    folder), with spec fields changed and the CSV bytes replaced."""
+    import yaml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tiny.csv").write_bytes(world["data"].read_bytes() if csv is None else csv)
+    spec = {**yaml.safe_load(world["spec"].read_text()), "files": [{"path": "tiny.csv"}], **changes}
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("no_server", [[], ["--no-server"]])
+def test_monitor_window_end_that_is_not_a_date(world, monkeypatch, no_server):
+    assert_refused(world, monkeypatch, ["monitor", "--dataset", str(world["spec"]), "--window", str(world["data"]),
+                                        "--window-end", "tomorrow", *no_server],
+                   BAD, "--window-end", "'tomorrow' is not a date", "YYYY-MM-DD")
+
+
+def test_monitor_rows_dated_in_the_future(world, monkeypatch, tmp_path):
+    rows = world["data"].read_text().splitlines()
+    dated = [f"{rows[0]},day"] + [f"{row},2015-03-{1 + k % 28:02d}" for k, row in enumerate(rows[1:120])]
+    dated[8] = dated[8].rsplit(",", 1)[0] + ",2099-01-01"
+    spec = tiny_variant(world, tmp_path / "timed", csv=("\n".join(dated) + "\n").encode(), time_column="day")
+    assert_refused(world, monkeypatch, ["monitor", "--dataset", str(spec), "--window", str(tmp_path / "timed" / "tiny.csv"),
+                                        "--no-server"],
+                   BAD, "tiny.csv", "time column 'day'", "1 value(s) dated after tomorrow", "'2099-01-01'")
+
+
+def test_init_project_that_is_a_file(world, monkeypatch):
+    plain = world["base"] / "plain-file"
+    for project in (plain, plain / "inside"):
+        assert_refused(world, monkeypatch, ["init", "--project", str(project)], BAD, "--project",
+                       f"{plain} is a file, not a directory")
+    assert plain.read_text() == "not a registry\n"
+
+
+@pytest.mark.parametrize("reviewers,words", [
+    ([""], ["entry 0 ''", "a reviewer name is required", "matches nobody"]),
+    (["ann", " \u200b "], ["entry 1", "a reviewer name is required"]),
+    (["r\u043e\u043et"], ["entry 0", "mixes Cyrillic and Latin letters"]),
+])
+def test_policy_reviewer_list_that_names_nobody(world, monkeypatch, tmp_path, reviewers, words):
+    import yaml
+
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump({"name": "p", "version": 1, "thresholds": {"max_demographic_parity_difference": 0.1},
+                                    "approval": {"reviewers": reviewers}}, allow_unicode=True))
+    assert_refused(world, monkeypatch, [*REMEDIATE, "--policy", str(path)], BAD, str(path), "approval.reviewers", *words)
+
+
+def test_look_alike_names_are_the_same_person():
+    """What the review flow compares (tests/test_hostile_runs.py drives it on a real run)."""
+    for look_alike in ("root\u200b", "\uff52\uff4f\uff4f\uff54", "\u2067root", "r\u00adoot", " ROOT "):
+        assert "separation of duties" in refusal_reason(look_alike, [], "root"), look_alike
+        assert refusal_reason(look_alike, ["root"], "ann") is None, look_alike
+    assert "mixes Cyrillic and Latin letters" in refusal_reason("r\u043e\u043et", [], "ann")
+    assert "mixes Greek and Latin letters" in refusal_reason("r\u03bfot", ["root"], "ann")
+    assert "separation of duties" in refusal_reason("\u0412\u041e\u0412", [], "bob")  # Cyrillic capitals: 'BOB'
+    assert refusal_reason("\u7530\u4e2d\u3055\u304f\u3089", [], "root") is None  # Japanese mixes Han and Hiragana
+
+
+def test_spec_files_that_are_not_data(world, monkeypatch, tmp_path):
+    audit = lambda spec, *words: assert_refused(  # noqa: E731
+        world, monkeypatch, ["audit", "--dataset", str(spec), "--gx-dir", str(world["base"] / "project" / "gx")],
+        BAD, str(spec.parent / "tiny.csv"), *words)
+    text = world["data"].read_bytes()
+    first_line = text.index(b"\n")
+    nul = text[:first_line + 5] + b"\x00" + text[first_line + 5:]
+    audit(tiny_variant(world, tmp_path / "nul", csv=nul), "NUL character", "on line 2", "not delimited text")
+    directory = tiny_variant(world, tmp_path / "directory")
+    (directory.parent / "tiny.csv").unlink()
+    (directory.parent / "tiny.csv").mkdir()
+    audit(directory, "is a directory, not a data file", "files.path = 'tiny.csv'")
+    lines = text.count(b"\n")
+    audit(tiny_variant(world, tmp_path / "skip", files=[{"path": "tiny.csv", "skip_rows": lines + 600}]),
+          f"skip_rows = {lines + 600} skips every line", f"the file has {lines} lines")
+
+
+@pytest.mark.parametrize("content,words", [
+    (bytes(range(256)) * 8, ["not a text file", "NUL byte at offset 0"]),
+    (b"alpha\nbeta\ngamma\n", ["each of the first 3 lines is a single field", "format.separator"]),
+])
+def test_init_on_files_that_are_not_delimited_text(world, monkeypatch, tmp_path, content, words):
+    data = tmp_path / "odd.csv"
+    data.write_bytes(content)
+    assert_refused(world, monkeypatch, ["init", str(data), "--output", str(world["base"] / "project" / "odd.yaml")],
+                   BAD, str(data), *words)
+
+
+def test_a_name_the_registry_refuses_is_refused_at_load(world, monkeypatch, tmp_path):
+    spec = tiny_variant(world, tmp_path / "dotted", name="my.data")
+    for args in (["audit", "--dataset", str(spec)], ["init", "--check", str(spec)], [*REMEDIATE[:1], "--dataset", str(spec)]):
+        assert_refused(world, monkeypatch, args, BAD, str(spec), "field 'name'", "name 'my.data' is not allowed")
+
+
+def test_specs_and_sweeps_name_files_only_under_allowed_roots(world, monkeypatch, tmp_path):
+    import yaml
+
+    from fairloop.datasets import load_dataset
+
+    for named in ("../../../../../../../../etc/passwd", "/etc/passwd"):
+        spec = tiny_variant(world, tmp_path / "escape", files=[{"path": named}])
+        assert_refused(world, monkeypatch, ["audit", "--dataset", str(spec)], BAD, str(spec), "files.path",
+                       f"'{spec.parent / named}' is outside the folders", "FAIRLOOP_ALLOWED_ROOTS")
+    outside = tmp_path / "elsewhere" / "t.yaml"
+    outside.parent.mkdir()
+    outside.write_text(yaml.safe_dump({"name": "t", "version": 1, "method": "none"}))
+    sweep = tmp_path / "sweeps" / "sweep.yaml"
+    sweep.parent.mkdir()
+    sweep.write_text(yaml.safe_dump({"name": "s", "version": 1, "recipes": ["recipes/none.yaml"],
+                                     "constraints": [str(outside)]}))
+    assert_refused(world, monkeypatch, [*REMEDIATE, "--sweep", str(sweep)], BAD, f"{sweep}: constraints:",
+                   f"'{outside}' is outside the folders")
+
+    shared = tmp_path / "shared"  # data kept beside, not under, the spec: allowed once its folder is named
+    tiny_variant(world, shared)
+    spec = tiny_variant(world, tmp_path / "specs", files=[{"path": "../shared/tiny.csv"}])
+    monkeypatch.setenv("FAIRLOOP_ALLOWED_ROOTS", f"/nonexistent:{shared}")
+    assert len(load_dataset(spec).all_rows()) == len(world["data"].read_text().splitlines()) - 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field
@@ -23,6 +24,10 @@ class Settings(BaseSettings):
     state_dir_setting: Path | None = Field(None, validation_alias="FAIRLOOP_STATE_DIR")
     # A Dask scheduler (tcp://host:8786) that fits every sweep's candidates instead of the local process pool.
     dask_address: str | None = None
+    # Folders (separated by os.pathsep) whose files a spec or sweep may name, besides the naming file's
+    # own folder, the project and the working directory: a data file must not make fairloop open any
+    # file on the machine.
+    allowed_roots: str = ""
 
     @property
     def state_dir(self) -> Path:
@@ -31,6 +36,12 @@ class Settings(BaseSettings):
     @property
     def registry_path(self) -> Path:
         return (self.registry_dir or self.project_dir / "registry").resolve()
+
+    def file_roots(self, naming_file: Path) -> list[Path]:
+        """The folders under which ``naming_file`` (a spec or sweep) may name files: its own, the project,
+        the working directory (where a sweep's relative paths start) and those of ``allowed_roots``."""
+        extra = [Path(root) for root in self.allowed_roots.split(os.pathsep) if root.strip()]
+        return list(dict.fromkeys(root.resolve() for root in (naming_file.parent, self.project_dir, Path.cwd(), *extra)))
 
     @property
     def remote_path(self) -> Path:

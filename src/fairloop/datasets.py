@@ -28,7 +28,7 @@ from sklearn.model_selection import train_test_split
 
 from fairloop.errors import BadInputError
 from fairloop.groups import INTERSECTION_SEPARATOR, cell_labels, intersection_name, intersection_parts
-from fairloop.specfile import SpecModel, VersionedSpec, load_spec, read_yaml
+from fairloop.specfile import SpecModel, VersionedSpec, check_allowed_path, load_spec, read_yaml
 
 Scalar = str | int | float | bool
 MISSING_GROUP = "missing"
@@ -508,7 +508,8 @@ def load_dataset_spec(path: str | Path) -> DatasetSpec:
 def read_raw_file(spec: DatasetSpec, source: SourceFile, file_path: Path) -> pd.DataFrame:
     """Parse one raw file as the spec's format says; raise BadInputError naming the file."""
     if not file_path.is_file():
-        raise BadInputError(f"data file not found (spec field files.path = '{source.path}')", source=str(file_path))
+        what = "is a directory, not a data file" if file_path.is_dir() else "data file not found"
+        raise BadInputError(f"{what} (spec field files.path = '{source.path}')", source=str(file_path))
     frame, head = read_table(spec.format, file_path, source.skip_rows)
     if frame.empty:
         raise BadInputError("file has a header but no data rows", source=str(file_path))
@@ -522,6 +523,7 @@ def read_table(fmt: CsvFormat, file_path: Path, skip_rows: int = 0, nrows: int |
     numbers; every problem is a BadInputError naming the file and the cause."""
     _check_compression(file_path)
     head = _head(file_path, fmt.encoding, skip_rows)
+    _check_no_nul(file_path, fmt.encoding)
     _check_field_counts(fmt, head, file_path)
     separator = fmt.read_separator
     options: dict[str, Any] = {"engine": "c", "low_memory": False}
@@ -556,6 +558,10 @@ def read_table(fmt: CsvFormat, file_path: Path, skip_rows: int = 0, nrows: int |
                 source=str(file_path),
             )
     except pd.errors.EmptyDataError:
+        lines = _count_lines(file_path, fmt.encoding) if skip_rows else 0
+        if lines:
+            raise BadInputError(f"skip_rows = {skip_rows} skips every line: the file has {lines:,} lines",
+                                source=str(file_path), field="files[].skip_rows") from None
         raise BadInputError("file is empty", source=str(file_path)) from None
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
         raise BadInputError(
@@ -585,6 +591,35 @@ def read_table(fmt: CsvFormat, file_path: Path, skip_rows: int = 0, nrows: int |
     return frame, head
 
 
+def _open_text(file_path: Path, encoding: str):
+    opener = gzip.open if file_path.suffix == ".gz" else open
+    return opener(file_path, "rt", encoding=encoding, errors="replace", newline="")
+
+
+def _count_lines(file_path: Path, encoding: str) -> int:
+    with _open_text(file_path, encoding) as handle:
+        return sum(1 for _ in handle)
+
+
+def _check_no_nul(file_path: Path, encoding: str) -> None:
+    """Delimited text never holds a NUL character: it means a binary or corrupt file, or the wrong
+    encoding. pandas keeps one inside a value, where no later check would notice it."""
+    line = 1
+    try:
+        with _open_text(file_path, encoding) as handle:
+            for chunk in iter(lambda: handle.read(1 << 22), ""):
+                at = chunk.find("\x00")
+                if at >= 0:
+                    raise BadInputError(
+                        f"NUL character (\\x00) on line {line + chunk.count(chr(10), 0, at):,}: this is not delimited "
+                        f"text (a binary or corrupt file, or not {encoding} as spec field format.encoding says)",
+                        source=str(file_path),
+                    )
+                line += chunk.count("\n")
+    except (gzip.BadGzipFile, EOFError, zlib.error):
+        return  # a corrupt archive: the parse in read_table reports it
+
+
 def _check_compression(file_path: Path) -> None:
     """A '.gz' name must hold gzip data (pandas chooses the decompression by the name)."""
     if file_path.suffix != ".gz":
@@ -601,10 +636,9 @@ def _check_compression(file_path: Path) -> None:
 def _head(file_path: Path, encoding: str, skip_rows: int, count: int = HEAD_LINES) -> list[tuple[int, str]]:
     """The first non-blank lines after the skipped ones with their 1-based line numbers (for
     diagnosing a file pandas would misread)."""
-    opener = gzip.open if file_path.suffix == ".gz" else open
     lines: list[tuple[int, str]] = []
     try:
-        with opener(file_path, "rt", encoding=encoding, errors="replace", newline="") as handle:
+        with _open_text(file_path, encoding) as handle:
             for number, line in enumerate(handle, start=1):
                 text = line.rstrip("\r\n")
                 if number > skip_rows and text.strip():
@@ -910,6 +944,8 @@ def load_dataset(spec_path: str | Path) -> LoadedDataset:
 
 def read_dataset(spec: DatasetSpec, spec_path: Path) -> LoadedDataset:
     """Read the files of ``spec`` (a spec that is, or will be, written at ``spec_path``)."""
+    for source in spec.files:
+        check_allowed_path(spec_path.parent / source.path, spec_path, "files.path")
     try:
         frames, hashes = _read_labelled_files(spec, spec_path)
     except BadInputError as exc:

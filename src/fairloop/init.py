@@ -32,6 +32,7 @@ from fairloop.specfile import NAME_PATTERN
 
 SAMPLE_BYTES = 1 << 20  # encoding and dialect are detected on the file's head
 SNIFF_LINES = 100
+SEPARATORS = ",;\t| "  # the field separators init recognises
 MAX_ROWS = 200_000  # types, label and group values are read from at most this many rows
 NA_TOKENS = ("?", "NA", "N/A", "n/a", "na", "NaN", "nan", "null", "NULL", "None", "#N/A", "-", ".")
 LABEL_NAMES = ("label", "target", "class", "y", "outcome")
@@ -97,14 +98,23 @@ def detect_format(path: Path, columns: list[str] | None) -> tuple[CsvFormat, dic
     head = _open_bytes(path)
     if not head.strip():
         raise BadInputError("file is empty", source=str(path))
+    if b"\x00" in head:
+        raise BadInputError(f"not a text file: NUL byte at offset {head.index(bytes(1)):,} (a binary file, or UTF-16 "
+                            "text: save it as UTF-8); init drafts specs for delimited text such as CSV", source=str(path))
     encoding, encoding_evidence = detect_encoding(head)
     text = codecs.getincrementaldecoder(encoding)(errors="replace").decode(head, final=False)
     lines = [line for line in text.splitlines()[:SNIFF_LINES + 1] if line.strip()][:SNIFF_LINES]
     sample = "\n".join(lines)
     sniffer = csv.Sniffer()
     try:
-        dialect = sniffer.sniff(sample, delimiters=",;\t| ")
+        dialect = sniffer.sniff(sample, delimiters=SEPARATORS)
     except csv.Error:
+        if not any(separator in line for line in lines for separator in SEPARATORS):
+            raise BadInputError(
+                f"each of the first {len(lines)} lines is a single field (none of , ; tab | space in them): a dataset "
+                "needs a label column and a sensitive column at least; if another character separates the fields, "
+                "write the spec's format.separator by hand", source=str(path),
+            ) from None
         raise BadInputError(
             "cannot tell the field separator (csv.Sniffer found none of , ; tab | space used consistently in the "
             "first lines); write format.separator by hand", source=str(path),
@@ -213,7 +223,7 @@ def profile_columns(frame: pd.DataFrame) -> tuple[list[ColumnProfile], dict[str,
 
 
 def _slug(text: str) -> str:
-    slug = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-._")[:64]
+    slug = re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-_")[:64]
     return slug or "dataset"
 
 
@@ -318,7 +328,7 @@ def draft_spec(
     stem = data_path.name.split(".")[0]
     name = name or _slug(stem)
     if not NAME_PATTERN.fullmatch(name):
-        raise BadInputError(f"--name {name!r}: use 1 to 64 lower-case letters, digits, '.', '_' or '-', starting with a "
+        raise BadInputError(f"--name {name!r}: use 1 to 64 lower-case letters, digits, '_' or '-', starting with a "
                             "letter or digit", field="--name")
     output_path = Path(output) if output else Path("datasets") / f"{name}.yaml"
     if output_path.exists() and not force:
@@ -370,7 +380,7 @@ def draft_spec(
               f"  negative: {_yaml(negatives)}", "sensitive:"]
     for column, how in chosen_sensitive:
         profile = profiles[column]
-        lines.append(f"  - name: {_slug(column).replace('.', '_')}  # {how}; groups: {_counts(profile.values)}")
+        lines.append(f"  - name: {_slug(column)}  # {how}; groups: {_counts(profile.values)}")
         lines.append(f"    column: {_yaml(column)}")
         if profile.empty:
             lines.append(f"    missing: group  # {profile.empty:,} row(s) have no value: kept as the group 'missing' (or: fail)")
@@ -478,6 +488,10 @@ def lay_out_project(directory: str | Path) -> list[Path]:
     ``directory`` and make an empty datasets/; refuses to write over any of them."""
     directory = Path(directory)
     root = bundled_root()
+    existing = next((p for p in (directory, *directory.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise BadInputError(f"{existing} is a file, not a directory; lay out a project in a new or empty directory",
+                            source=str(directory), field="--project")
     targets = [directory / folder for folder in (*PROJECT_FOLDERS, "datasets")]
     present = [str(t) for t in targets if t.exists()]
     if present:

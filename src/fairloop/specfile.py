@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, TypeVar
@@ -51,9 +52,10 @@ class VersionedSpec(SpecModel):
 
 SpecT = TypeVar("SpecT", bound=SpecModel)
 
-# Names reach git (tags, paths), DVC and the file system: lower-case letters, digits, '.', '_' and '-',
-# never a leading '-' (read as an option) or '.' (a hidden file, '..').
-NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+# Names reach git (tags, paths), DVC and the file system: lower-case letters, digits, '_' and '-',
+# never a leading '-' (read as an option). No '.': the registry refuses it in a dataset's name (a
+# '..' inside a git tag is invalid), and a name the spec allows must be allowed everywhere.
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 MAX_SPEC_BYTES = 1 << 20  # a data file is a few kB; anything near this is not one
 MAX_YAML_NODES = 100_000  # nodes after aliases are expanded: an anchor bomb stops here, before it is built
 
@@ -62,7 +64,7 @@ def check_name(name: str) -> str:
     """``name`` if it is safe as a git ref, a DVC path and a file name; else a ValueError saying why."""
     if not NAME_PATTERN.fullmatch(name):
         raise ValueError(
-            f"name {name!r} is not allowed: use 1 to 64 lower-case letters, digits, '.', '_' or '-', starting "
+            f"name {name!r} is not allowed: use 1 to 64 lower-case letters, digits, '_' or '-', starting "
             "with a letter or digit (it names git tags, DVC paths and files)"
         )
     return name
@@ -143,6 +145,22 @@ def _format_validation_error(error: ValidationError) -> str:
         message = item["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's ValueError
         lines.append(f"field '{field}': {message}{shown}")
     return "; ".join(lines)
+
+
+def check_allowed_path(path: str | Path, naming_file: Path, field: str) -> Path:
+    """``path`` (relative to the working directory, or absolute) resolved, if it lies in a folder that
+    ``naming_file`` may name files in (``Settings.file_roots``); else a BadInputError naming that file and field."""
+    from fairloop.config import get_settings
+
+    resolved = Path(path).resolve()
+    roots = get_settings().file_roots(naming_file)
+    if not any(resolved.is_relative_to(root) for root in roots):
+        raise BadInputError(
+            f"'{path}' is outside the folders a spec or sweep may name files in ({', '.join(map(str, roots))}): "
+            f"move the file there, or add its folder to FAIRLOOP_ALLOWED_ROOTS (folders separated by '{os.pathsep}')",
+            source=str(naming_file), field=field,
+        )
+    return resolved
 
 
 def load_spec(path: str | Path, model: type[SpecT]) -> SpecT:

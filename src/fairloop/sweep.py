@@ -35,7 +35,7 @@ from fairloop.frozen import FROZEN_LEARNER, FrozenModel
 from fairloop.pipeline import baseline_template, fit_model, score_all, with_intervals
 from fairloop.policy import GATES, SENSITIVE_AT_PREDICT, GateReport, GateResult, Policy, apply_gates
 from fairloop.recipes import NO_RECIPE, AugmentReport, Recipe, apply_recipe, load_recipe
-from fairloop.specfile import SpecModel, VersionedSpec, load_spec
+from fairloop.specfile import SpecModel, VersionedSpec, check_allowed_path, load_spec
 
 # The fairness metrics a frontier can plot, and whether higher is fairer.
 FRONTIER_METRICS = {
@@ -84,6 +84,10 @@ def load_sweep(path) -> SweepSpec:
     """Read a sweep file and check it expands: every recipe and template it names loads, and the
     combinations make sense. Errors name the sweep file first."""
     sweep = load_spec(path, SweepSpec)
+    templates = [entry if isinstance(entry, str) else entry.template for entry in sweep.constraints]
+    for field, named in (("recipes", sweep.recipes), ("constraints", templates), ("baseline", [sweep.baseline])):
+        for file in named:
+            check_allowed_path(file, Path(path), field)
     try:
         expand_candidates(sweep)
     except BadInputError as exc:
