@@ -456,7 +456,7 @@ class Weighting(BaseModel):
     drawn_rows: int
     effective_rows: float = Field(description="Kish's effective sample size of the weights, (sum w)^2 / sum w^2")
     drifted_share_drawn: float = Field(description="share of the drawn rows that are drifted rows")
-    clipped_share: float = Field(description="share of old rows whose weight was clipped at max_weight")
+    clipped_share: float = Field(description="share of rows whose weight was clipped at max_weight")
     domain_auc: float | None = Field(None, description="out-of-fold AUC of the old-vs-drifted classifier (0.5: no shift seen)")
 
 

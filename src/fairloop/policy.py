@@ -81,9 +81,9 @@ class RerunSettings(SpecModel):
         0.5, gt=0, lt=1, description="share of the alerting window's rows held out (stratified by group x label) to judge "
         "the rerun on; the rest join its training rows")
     weighting: Literal["density_ratio", "none"] = Field(
-        "density_ratio", description="density_ratio: the training rows are redrawn with weights p(new)/p(old) from a "
-        "classifier of old vs drifted rows (features, group, label), so the fit follows the drifted distribution; "
-        "none: drifted rows are appended as they are")
+        "density_ratio", description="density_ratio: the training rows (old and drifted) are redrawn with importance "
+        "weights towards the drifted distribution, P(drifted | row) from a classifier of old vs drifted rows over "
+        "features, group and label; none: drifted rows are appended as they are")
     max_weight: float = Field(20.0, gt=1, description="density-ratio weights are clipped here (a few rows must not dominate)")
     undecided: Literal["block", "wait", "review_with_acceptance"] = Field(
         "review_with_acceptance", description="when the held-out drifted rows are too few to tell whether approving "

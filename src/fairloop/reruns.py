@@ -184,42 +184,39 @@ class RerunStart:
     alert: AlertSeen | None = None
 
 
-def incident_windows(state_dir: Path, dataset: str, given: Path) -> tuple[list[Path], AlertSeen | None]:
-    """The window files a rerun of the alert on ``given`` uses: ``given`` and the earlier alerting windows
-    of the same incident that are still kept (a rerun that waited for more rows is followed by one with
-    more), oldest first; and the alert it answers (the recorded check of ``given``)."""
+def alert_of(state_dir: Path, dataset: str, window: str) -> tuple[AlertSeen | None, list[Path]]:
+    """The recorded check of the window file ``window`` names (the alert a rerun answers; None when the
+    monitor recorded no such file), and the files of its incident's alerting windows still kept,
+    oldest first: a rerun that waited for more rows is followed by one that uses them all."""
     from fairloop.monitor import history
 
     recorded = history(state_dir, dataset)
-    mine = next((r for r in reversed(recorded) if r.window_file and Path(r.window_file).resolve() == given.resolve()), None)
+    given = Path(window).resolve()
+    mine = next((r for r in reversed(recorded) if r.window_file and Path(r.window_file).resolve() == given), None)
     if mine is None:
-        return [given], None
+        return None, []
     alert = AlertSeen(incident=mine.incident, window=mine.label, champion_version=mine.champion_version,
                       sensitive=mine.sensitive, metrics=mine.alerts)
-    if mine.incident is None:
-        return [given], alert
-    earlier = [Path(r.window_file) for r in recorded
-               if r.incident == mine.incident and r.alert and r.window_file and Path(r.window_file).is_file()]
-    windows = list(dict.fromkeys([p.resolve() for p in earlier] + [given.resolve()]))
-    return windows, alert
+    same = [Path(r.window_file).resolve() for r in recorded if mine.incident and r.incident == mine.incident and r.alert
+            and r.window_file and Path(r.window_file).resolve() != given and Path(r.window_file).is_file()]
+    return alert, list(dict.fromkeys(same))
 
 
-def drifted_rows(state_dir: Path, dataset: str, window: str, params, settings: RerunSettings, run_dir: Path):
+def drifted_rows(state_dir: Path, window: str, earlier: list[Path], alert: AlertSeen | None, params,
+                 settings: RerunSettings, run_dir: Path):
     """Check, pin and split the alerting window(s) of a rerun (BadInputError when one cannot be used):
     returns the run's parameters (training on the drifted rows' training part, weighted as the policy
-    says), the split's record and the alert answered."""
+    says) and the split's record."""
     from fairloop.datasets import load_dataset_spec
 
     spec = load_dataset_spec(params.dataset)
-    given = Path(training_window(state_dir, window, params))
-    windows, alert = incident_windows(state_dir, dataset, given)
-    checked = [given if path == given.resolve() else Path(training_window(state_dir, str(path), params)) for path in windows]
+    checked = [Path(training_window(state_dir, str(path), params)) for path in [*earlier, window]]
     pinned = pin_windows(spec, checked, run_dir)
     sensitive = params.sensitive or (alert.sensitive if alert else spec.primary_sensitive)
     split = split_drifted(spec, pinned, settings, seed=params.seed, sensitive=sensitive, folder=run_dir)
     params = replace(params, extra_training_data=split.train_file, extra_weighting=settings.weighting,
                      extra_max_weight=settings.max_weight)
-    return params, split, alert
+    return params, split
 
 
 def start_rerun(run_id: str, params, *, sweep_file: str | None, requested_by: str, registry, state_dir: Path,
@@ -240,17 +237,19 @@ def start_rerun(run_id: str, params, *, sweep_file: str | None, requested_by: st
         return RerunStart(dataset=dataset, params=params, stop=Outcome.SKIPPED, reason=skip, incident=incident)
     if params.extra_training_data in ("", "None"):  # the event's template rendered a window the monitor did not keep
         params = replace(params, extra_training_data=None)
+    alert, earlier = alert_of(state_dir, dataset, params.extra_training_data) if params.extra_training_data else (None, [])
+    incident = (alert.incident if alert else None) or incident  # the monitor's record wins over an event's payload
     try:
         plan = plan_rerun(dataset, monitoring, registry, run_dir, recipe=params.recipe, constraint=params.constraint,
                           sweep_file=sweep_file)
         params = replace(params, recipe=plan.recipe, constraint=plan.constraint,
                          **({"base_model": plan.base_model, "base_model_sha256": plan.base_model_sha256}
                             if plan.base_model else {}))
-        split, alert = None, None
+        split = None
         if params.extra_training_data:
-            params, split, alert = drifted_rows(state_dir, dataset, params.extra_training_data, params, monitoring.rerun,
-                                                run_dir)
+            params, split = drifted_rows(state_dir, params.extra_training_data, earlier, alert, params, monitoring.rerun,
+                                         run_dir)
     except BadInputError as exc:
         return RerunStart(dataset=dataset, params=params, stop=Outcome.REFUSED, reason=str(exc), incident=incident)
     return RerunStart(dataset=dataset, params=params, sweep_file=plan.sweep_file, source=plan.source,
-                      incident=(alert.incident if alert else None) or incident, drifted=split, alert=alert)
+                      incident=incident, drifted=split, alert=alert)
