@@ -1,13 +1,16 @@
 """The data audit on the bundled real data (Adult, COMPAS, German): every verdict path, the
 findings the audit must make (Adult's proxies of sex, its small race x sex cells), and every
 kind of bad input, each refused with a message naming file, column and value, or turned into
-an audit finding, with no traceback and nothing written."""
+an audit finding, with no traceback and nothing written. On generated data: a disparity only a
+declared intersection shows, label leaks (and an identifier that is none), a thresholded label
+from spec to fit."""
 
 from __future__ import annotations
 
 import functools
 import gzip
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +27,7 @@ from fairloop.cli import app
 from fairloop.datasets import Split, load_data_file, load_dataset, load_dataset_spec
 from fairloop.errors import BadInputError
 from fairloop.outcomes import ExitCode
+from synthetic import write_dataset, write_wages
 
 DATASETS = PROJECT / "datasets"
 COMPAS_FILE = DATASETS / "data" / "compas" / "compas-scores-two-years.csv.gz"
@@ -130,7 +134,7 @@ def test_compas_warns_on_the_base_rate_gap_only(tmp_path):
     assert report.verdict == "warn"
     assert {f.check for f in report.findings if f.severity == "warn"} == {"base-rate-gap"}
     (race,) = [f for f in by_check(report, "base-rate-gap") if f.column == "race"]
-    assert "African-American 0.523, Caucasian 0.391" in race.message
+    assert "Caucasian vs African-American base rates 0.391 vs 0.523 (ratio 0.747)" in race.message
     assert report.intersection.name == "race x sex" and not report.intersection.small_cells
     assert max(p.auc for p in report.proxies) < 0.7
 
@@ -353,9 +357,9 @@ def test_the_audit_publishes_its_artifacts_on_a_prefect_run(prefect_server, tmp_
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
     by_key = {a.key: a for a in artifacts}
-    assert set(by_key) == {"audit-report", "audit-cells", "audit-proxies"}
+    assert set(by_key) == {"audit-report", "audit-cells", "audit-proxies", "audit-leaks"}
     assert "Data audit of `german`: **PASS**" in by_key["audit-report"].data
-    assert by_key["audit-proxies"].type == "table"
+    assert by_key["audit-proxies"].type == by_key["audit-leaks"].type == "table"
 
 
 # -------------------------------------------------------------------------------------------
@@ -607,3 +611,97 @@ def test_a_sensitive_feature_used_as_a_model_feature_is_shown_in_the_audit(tmp_p
     assert "Sensitive features also used as model features (use_as_feature): sex." in render_markdown(report)
     plain = audit("german", tmp_path=tmp_path)
     assert "(use_as_feature): none." in render_markdown(plain)
+
+
+# -------------------------------------------------------------------------------------------
+# Generated data: a disparity only a declared intersection shows, label leaks, a thresholded label
+
+# each marginal group's base rate is 0.335; the cells' are 0.22 or 0.45
+BALANCED_MARGINALS = {("F", "B"): (600, 0.22), ("F", "A"): (600, 0.45), ("M", "A"): (600, 0.22), ("M", "B"): (600, 0.45)}
+
+
+def test_a_declared_intersection_gets_the_base_rate_finding_its_marginals_hide(tmp_path):
+    spec = write_dataset(tmp_path, "cells", BALANCED_MARGINALS, sensitive=("sex", "race"))
+    dataset = load_dataset(spec)
+    report = audit(dataset, tmp_path=tmp_path)
+    assert report.verdict == "warn"
+    assert all(b.base_rate_gap < 0.05 for b in report.sensitive_features)  # sex and race alone: nothing to see
+    (cells,) = by_check(report, "base-rate-gap")
+    assert cells.column == "sex, race" and cells.value in ("sex=F & race=B", "sex=M & race=A")
+    assert re.search(r"^intersection sex:race \(sex, race\): .*\((F, B|M, A)\) vs \((F, A|M, B)\) base rates "
+                     r"0\.2\d\d vs 0\.4\d\d \(ratio 0\.4\d\d\)", cells.message), cells.message
+    assert cells.message in report.reasons
+    assert [b.name for b in report.intersections] == ["sex:race"]
+    assert "### Declared intersection sex:race" in render_markdown(report)
+    # the intersection as the run's sensitive feature: its cells are the audited groups
+    by_cells = audit(dataset, tmp_path=tmp_path, sensitive="sex:race")
+    assert {g.group for g in by_cells.groups} == {f"sex={s} & race={r}" for s, r in BALANCED_MARGINALS}
+
+
+def wage_spec(tmp_path: Path, numeric: list[str], categorical: list[str], rows: int = 900, **audit_settings) -> Path:
+    """A spec of the generated wage survey whose label is 'wage > 120' (a thresholded numeric column)."""
+    write_wages(tmp_path / "wages.csv", rows)
+    spec = {"name": "wages", "version": 1, "files": [{"path": "wages.csv"}],
+            "label": {"column": "wage", "positive_if": "> 120"}, "sensitive": [{"name": "sex", "column": "sex"}],
+            "features": {"numeric": numeric, "categorical": categorical}, "audit": audit_settings}
+    path = tmp_path / "wages.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def test_features_derived_from_the_label_block_the_audit_named_with_their_figures(tmp_path):
+    spec = wage_spec(tmp_path, ["age", "hours", "education", "logwage"], ["sector", "band"])
+    report = audit(load_dataset(spec), tmp_path=tmp_path)
+    assert report.verdict == "block"
+    (leak,) = by_check(report, "label-leak")
+    assert leak.severity == "block" and leak.message in report.reasons
+    assert "'logwage' (AUC 1.000, rank)" in leak.message  # one threshold on it separates the classes
+    assert "'band' (AUC 1.000, cross-fitted)" in leak.message  # a deterministic mapping of a categorical
+    assert "the label 'wage' (positive: wage > 120)" in leak.message and "900 rows" in leak.message
+    assert {s.feature for s in report.leaks if s.flagged} == {"logwage", "band"}
+    assert max(s.auc for s in report.leaks if not s.flagged) < 0.8  # the ordinary features are not leaks
+    assert "| logwage | 1.000 | rank | yes |" in render_markdown(report)
+    blocked = cli("audit", "--dataset", str(spec), "--gx-dir", str(tmp_path / "gx"))
+    assert blocked.exit_code == ExitCode.AUDIT_BLOCKED and "label leak: 'band'" in flat(blocked.stderr)
+
+
+def test_an_identifier_is_no_label_leak(tmp_path):
+    """Every row's own value 'maps' to its label; out of fold it predicts nothing."""
+    spec = wage_spec(tmp_path, ["age", "hours"], ["sector", "case"])
+    raw = pd.read_csv(tmp_path / "wages.csv")
+    raw.assign(case=[f"c{k:05d}" for k in range(len(raw))]).to_csv(tmp_path / "wages.csv", index=False)
+    report = audit(load_dataset(spec), tmp_path=tmp_path)
+    (case,) = [s for s in report.leaks if s.feature == "case"]
+    assert case.auc < 0.6 and not case.flagged and not by_check(report, "label-leak")
+
+
+def test_the_leak_threshold_comes_from_the_spec(tmp_path):
+    spec = spec_copy(tmp_path, "german", lambda s: s.update(audit={"label_leak_auc": 0.65}))
+    report = audit(load_dataset(spec), tmp_path=tmp_path)
+    (leak,) = by_check(report, "label-leak")
+    assert leak.column == "checking_status" and "'checking_status' (AUC 0.695, cross-fitted)" in leak.message
+    assert "AUC >= 0.65 (audit.label_leak_auc; all 1,000 rows)" in leak.message
+
+
+def test_a_thresholded_label_from_spec_to_audit_to_a_fit_and_its_input_snapshot(tmp_path):
+    from fairloop import pipeline
+
+    spec = wage_spec(tmp_path, ["age", "hours", "education"], ["sector"], rows=2000)
+    raw = pd.read_csv(tmp_path / "wages.csv")
+    (tmp_path / "lr.yaml").write_text(yaml.safe_dump(
+        {"name": "lr", "version": 1, "learner": "logistic_regression", "method": "none"}))
+    inputs = pipeline.load_inputs(pipeline.RunParams(
+        dataset=str(spec), recipe=str(PROJECT / "recipes" / "none.yaml"), constraint=str(tmp_path / "lr.yaml"),
+        policy=str(PROJECT / "policies" / "default.yaml")))
+    assert (inputs.loaded.all_rows().y == (raw["wage"] > 120).astype(int)).all()
+    splits = pipeline.prepare(inputs)
+    report = pipeline.audit(inputs, splits)
+    assert report.verdict == "warn" and not by_check(report, "label-leak")  # men's higher wages: a base-rate gap
+    fitted = pipeline.train(inputs, splits, pipeline.decide_mode(inputs, splits))
+    evaluation = pipeline.evaluate_models({"candidate": fitted["candidate"][0]}, splits.test, "sex")["candidate"]
+    assert evaluation.metrics["accuracy"] > 0.7  # education, hours and age predict wage > 120
+    # the run's input snapshot (lineage, reproduce) keeps the rule (only its file paths differ): same labels
+    pipeline.snapshot_inputs(inputs, tmp_path / "snapshot")
+    again = load_dataset(tmp_path / "snapshot" / "dataset.yaml")
+    assert again.spec.label == inputs.loaded.spec.label and again.spec.label.positive_if == "> 120"
+    pd.testing.assert_series_equal(again.all_rows().y, inputs.loaded.all_rows().y)

@@ -21,6 +21,7 @@ from fairloop.constraints import load_constraint_template
 from fairloop.datasets import CsvFormat, load_dataset, make_splits
 from fairloop.errors import BadInputError
 from fairloop.init import check_spec, draft_spec, lay_out_project
+from synthetic import write_wages
 
 DATASETS = PROJECT / "datasets"
 DATA = DATASETS / "data"
@@ -235,6 +236,44 @@ def test_na_in_a_sensitive_column_is_called_out_in_the_draft(tmp_path):
     frame.to_csv(data, index=False)
     text = draft_spec(data, output=tmp_path / "people.yaml").text
     assert "na_values: [\"NA\"]" in text and "# CHECK: ['race'] hold(s) one of these texts" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# A numeric label: a proposed threshold, and columns derived from the label left out
+
+
+def test_a_numeric_label_gets_a_threshold_at_its_median_and_columns_derived_from_it_are_left_out(tmp_path):
+    data = write_wages(tmp_path / "wages.csv", rows=1500)
+    draft = draft_spec(data, label="wage", output=tmp_path / "wages.yaml")
+    spec = yaml.safe_load(draft.text)
+    median = pd.read_csv(data)["wage"].median()
+    assert spec["label"] == {"column": "wage", "positive_if": f"> {median:g}"}
+    assert f"proposed: above the median ({median:g}), 750 positive and 750 negative rows; check the cut" in draft.text
+    features = [*spec["features"]["numeric"], *spec["features"]["categorical"]]
+    assert {"age", "hours", "education", "sector"} <= set(features) and not {"wage", "logwage"} & set(features)
+    assert "#   logwage: predicts the label alone (AUC 1.000)" in draft.text  # the leak check found it
+    dataset = load_dataset(tmp_path / "wages.yaml")
+    assert dataset.all_rows().y.sum() == 750
+    report = run_audit(dataset.spec, dataset.all_rows(), gx_root=tmp_path / "gx")
+    assert report.verdict == "warn" and not [f for f in report.findings if f.check == "label-leak"], report.reasons
+
+
+def test_a_thresholded_label_with_empty_values_is_filtered_to_its_range(tmp_path):
+    data = write_wages(tmp_path / "wages.csv", rows=600)
+    frame = pd.read_csv(data)
+    frame.loc[[3, 40], "wage"] = np.nan
+    frame.to_csv(data, index=False)
+    spec = yaml.safe_load(draft_spec(data, label="wage", output=tmp_path / "wages.yaml").text)
+    known = frame["wage"].dropna()
+    assert spec["filters"] == [{"column": "wage", "between": [float(known.min()), float(known.max())]}]
+    assert len(load_dataset(tmp_path / "wages.yaml").all_rows()) == 598
+
+
+def test_raw_values_of_a_many_valued_numeric_label_are_refused_with_the_threshold_named(tmp_path):
+    data = write_wages(tmp_path / "wages.csv", rows=300)
+    with pytest.raises(BadInputError, match=r"label column 'wage' has more than 20 values: not a class label; without "
+                                            r"--positive, init proposes a threshold \(label.positive_if\)"):
+        draft_spec(data, label="wage", positive=["100"], output=tmp_path / "wages.yaml")
 
 
 # ---------------------------------------------------------------------------------------------

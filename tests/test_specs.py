@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from conftest import PROJECT
 from fairloop.constraints import POST_PROCESSING, load_constraint_template
-from fairloop.datasets import load_dataset, make_splits
+from fairloop.datasets import load_dataset, load_dataset_spec, make_splits
 from fairloop.errors import BadInputError
 from fairloop.policy import load_policy
 from fairloop.recipes import load_recipe
@@ -295,3 +296,69 @@ def test_a_quoted_field_spanning_lines_is_not_a_field_count_mismatch(tmp_path):
     data.write_text('id,comment,sex\n1,"fine",F\n2,"two\nlines",M,extra\n')
     with pytest.raises(BadInputError, match=r"the header \(line 1\) has 3 names but line 3 has 4 fields"):
         read_table(CsvFormat(), data)
+
+
+# ---------------------------------------------------------------------------------------------
+# Thresholded labels: label.positive_if
+
+def thresholded(tmp_path: Path, comparison, **label) -> Path:
+    """The German spec with its label 'class' (1 good, 2 bad) given by a comparison."""
+    return german_variant(tmp_path, lambda s: s.update(label={"column": "class", "positive_if": comparison, **label}))
+
+
+@pytest.mark.parametrize(("comparison", "positives"), [("== 1", 700), ("!= 1", 300), ("<1.5", 700), ("<= 1", 700),
+                                                       (" > 1 ", 300), (">= 2.0", 300), ("> -1e3", 1000)])
+def test_a_thresholded_label_is_positive_where_its_comparison_holds(tmp_path, comparison, positives):
+    split = load_dataset(thresholded(tmp_path, comparison)).frames["all"]
+    assert int(split.y.sum()) == positives and set(split.y.unique()) <= {0, 1}
+
+
+def test_a_thresholded_label_equals_the_same_label_by_raw_values(tmp_path):
+    by_values = load_dataset(GERMAN).frames["all"].y  # positive: [1]
+    assert (load_dataset(thresholded(tmp_path, "< 2")).frames["all"].y == by_values).all()
+
+
+@pytest.mark.parametrize("comparison", [">> 120", "> abc", "120", "between 1 and 2", "> nan", "=> 3"])
+def test_a_comparison_that_is_not_one_is_refused_naming_file_field_and_value(tmp_path, comparison):
+    with pytest.raises(BadInputError, match=rf"german\.yaml: invalid DatasetSpec: field 'label\.positive_if': "
+                                            rf"'{re.escape(comparison)}' is not a comparison with a number"):
+        load_dataset(thresholded(tmp_path, comparison))
+
+
+@pytest.mark.parametrize(("label", "expected"), [
+    ({"positive": [1]}, "give either 'positive' .* not both"),
+    ({"negative": [2]}, "'negative' cannot go with 'positive_if'"),
+])
+def test_a_thresholded_label_takes_no_raw_values(tmp_path, label, expected):
+    with pytest.raises(BadInputError, match=rf"german\.yaml: invalid DatasetSpec: field 'label': {expected}"):
+        load_dataset(thresholded(tmp_path, "> 1", **label))
+
+
+def test_a_label_with_neither_rule_is_refused(tmp_path):
+    path = german_variant(tmp_path, lambda s: s.update(label={"column": "class"}))
+    with pytest.raises(BadInputError, match=r"field 'label': give either 'positive' .* not neither"):
+        load_dataset(path)
+
+
+def test_an_unquoted_comparison_is_a_yaml_error_that_says_to_quote_it(tmp_path):
+    path = thresholded(tmp_path, "> 1")
+    path.write_text(path.read_text().replace("positive_if: '> 1'", "positive_if: > 1"))
+    with pytest.raises(BadInputError, match=r"(?s)german\.yaml: not valid YAML: .*positive_if: > 1.*quote it, e\.g\. positive_if: \"> 120\""):
+        load_dataset(path)
+
+
+def test_a_text_in_a_thresholded_label_column_is_named_with_its_row(tmp_path):
+    path = german_variant(tmp_path, lambda s: s.update(label={"column": "class", "positive_if": "== 1"}),
+                          lines=lambda lines: [*lines[:9], lines[9].rsplit(" ", 1)[0] + " unknown", *lines[10:]])
+    with pytest.raises(BadInputError, match=r"german\.data: label column 'class' has value 'unknown' \(1 row\(s\), first at "
+                                            r"data row 10\), but label\.positive_if '== 1' compares numbers"):
+        load_dataset(path)
+
+
+def test_the_new_spec_fields_leave_the_hashes_of_existing_specs_alone(tmp_path):
+    """Lineage identifies a spec by its content hash: a field at its default must not change it."""
+    for path in sorted((PROJECT / "datasets").glob("*.yaml")):
+        dumped = load_dataset_spec(path).model_dump(mode="json")
+        assert "positive_if" not in dumped["label"] and "label_leak_auc" not in dumped["audit"], path.name
+    hashes = {load_dataset_spec(thresholded(tmp_path, cut)).content_hash() for cut in ("> 1", "> 1.5", ">= 1")}
+    assert len(hashes) == 3

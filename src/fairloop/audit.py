@@ -1,6 +1,6 @@
 """The data audit: the first gate of every remediation run, and a CI step on its own.
 
-Three parts, each a plain function:
+Four parts, each a plain function:
 
 1. ``validate_schema``: a Great Expectations suite built from the dataset spec (columns and
    types, label values, non-null where declared, numeric ranges and category sets of a
@@ -11,16 +11,19 @@ Three parts, each a plain function:
 2. ``group_audit``: per sensitive group and per group x label cell (and per intersection of
    the sensitive features) counts, shares, positive-label rates with Wilson intervals, the gap
    between groups with a chi-square test, cells too small to judge, rows with no sensitive
-   value. Where some rows have none, their groups are inferred from the other features and
-   the label (``fairloop.membership``, for auditing only) and the base rates are reported
-   over all rows too, or the audit says why it refused to infer.
+   value; each intersection the spec declares ('sex:race') gets the base-rate findings of a
+   sensitive feature over its cells. Where some rows have none, their groups are inferred from
+   the other features and the label (``fairloop.membership``, for auditing only) and the base
+   rates are reported over all rows too, or the audit says why it refused to infer.
 3. ``proxy_scores``: for every feature, how well it alone predicts each sensitive feature
    (cross-fitted AUC of a one-feature target-encoding model, plus normalised mutual
    information), on a seeded row sample so that it costs the same on a million rows.
+4. ``leak_scores`` (``fairloop.leakage``): for every feature, how well it alone predicts the
+   label; one that does almost perfectly is a label leak, which blocks.
 
-The verdict is ``block`` (stop the run before training) when a blocking expectation fails,
-``warn`` (continue; the findings go into the run's report) when anything else is found, and
-``pass`` otherwise. Same data and spec give a byte-identical record: it is a DVC output and
+The verdict is ``block`` (stop the run before training) when a blocking expectation fails or a
+feature leaks the label, ``warn`` (continue; the findings go into the run's report) when
+anything else is found, and ``pass`` otherwise. Same data and spec give a byte-identical record: it is a DVC output and
 part of every model's lineage, so it holds no timings or timestamps.
 """
 
@@ -28,7 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,8 +41,10 @@ from pydantic import BaseModel
 
 from fairloop.datasets import MISSING_GROUP, AuditSpec, DatasetSpec, Split
 from fairloop.errors import BadInputError
-from fairloop.groups import cell_labels
+from fairloop.groups import CELL_JOINER, cell_labels, intersection_parts
+from fairloop.leakage import LEAK_METHOD, LeakScore, leak_message, leak_scores
 from fairloop.membership import MembershipReport, MembershipSettings, infer_membership
+from fairloop.onefeature import cross_fitted_auc, feature_codes, sample_positions
 from fairloop.templating import md_text as md  # data values reach Markdown as text only
 
 Verdict = Literal["pass", "warn", "block"]
@@ -139,9 +144,12 @@ class AuditReport(BaseModel):
     sensitive_features: list[SensitiveAudit]
     sensitive_used_as_features: list[str] = []  # sensitive features the model also reads (use_as_feature)
     intersection: SensitiveAudit | None
+    intersections: list[SensitiveAudit] = []  # the spec's declared intersections ('sex:race'), each like a sensitive feature
     proxies: list[ProxyScore]
     proxy_sample_rows: int
     proxy_method: str
+    leaks: list[LeakScore] = []  # each feature's one-feature AUC for the label, best first
+    leak_sample_rows: int = 0
     settings: AuditSpec
     reference: str  # where the category sets and ranges the data was checked against come from
     gx_suite: str
@@ -468,8 +476,8 @@ def _expectation_message(spec: DatasetSpec, frame: pd.DataFrame, configuration, 
     if check == "label-both-classes":
         present = sorted(frame[column].dropna().unique().tolist())  # GX reports only what is missing
         only = present[0] if len(present) == 1 else present
-        raw = spec.label.positive if only == 1 else spec.label.negative
-        return (f"label '{column}': every row has label {only} (raw values {raw}); a model needs both classes",
+        return (f"label '{column}': every row has label {only} (raw values {spec.label.describe(only == 1)}); a model "
+                "needs both classes",
                 str(only))
     if check == "sensitive-two-groups" and sensitive is not None:
         group = frame[column].iloc[0] if len(frame) else None
@@ -581,41 +589,63 @@ def _sensitive_findings(audit: SensitiveAudit, spec: DatasetSpec) -> list[Findin
             message=(f"sensitive '{audit.name}' (column '{sensitive.column}') is also a model feature "
                      "(use_as_feature: true): predictions may depend on it directly"),
         ))
+    return findings + _base_rate_findings(audit, settings, f"sensitive '{audit.name}'", sensitive.column)
+
+
+def _base_rate_findings(audit: SensitiveAudit, settings: AuditSpec, what: str, column: str,
+                        shown: Callable[[str], str] = str) -> list[Finding]:
+    """Gap, ratio and four-fifths findings of one breakdown (a sensitive feature or a declared
+    intersection), judged groups only; ``shown`` writes a group's name for the message."""
+    findings = []
     judged = [g for g in audit.groups if g.judged]
     significant = audit.chi2_pvalue is not None and audit.chi2_pvalue < SIGNIFICANCE
     if len(judged) >= 2 and significant:
         high, low = max(judged, key=lambda g: g.base_rate), min(judged, key=lambda g: g.base_rate)
-        rates = (f"{high.group} {high.base_rate:.3f}, {low.group} {low.base_rate:.3f}; ratio "
-                 f"{'n/a' if audit.base_rate_ratio is None else f'{audit.base_rate_ratio:.3f}'}; chi-square p {_pvalue(audit.chi2_pvalue)}")
+        rates = (f"{shown(low.group)} vs {shown(high.group)} base rates {low.base_rate:.3f} vs {high.base_rate:.3f} "
+                 f"(ratio {'n/a' if audit.base_rate_ratio is None else f'{audit.base_rate_ratio:.3f}'}); chi-square p "
+                 f"{_pvalue(audit.chi2_pvalue)}")
         gap_warns = settings.base_rate_gap_warn is not None and audit.base_rate_gap >= settings.base_rate_gap_warn
         ratio_warns = (settings.base_rate_ratio_warn is not None and audit.base_rate_ratio is not None
                        and audit.base_rate_ratio < settings.base_rate_ratio_warn)
         if gap_warns:
             findings.append(Finding(
-                severity="warn", check="base-rate-gap", column=sensitive.column, value=low.group,
-                message=(f"sensitive '{audit.name}': positive-label rate differs by {audit.base_rate_gap:.3f} between groups "
+                severity="warn", check="base-rate-gap", column=column, value=low.group,
+                message=(f"{what}: positive-label rate differs by {audit.base_rate_gap:.3f} between groups "
                          f"({rates}; audit.base_rate_gap_warn = {settings.base_rate_gap_warn})"),
             ))
         elif ratio_warns:  # a small gap between small rates can still be a several-fold difference
             findings.append(Finding(
-                severity="warn", check="base-rate-ratio", column=sensitive.column, value=low.group,
-                message=(f"sensitive '{audit.name}': {low.group}'s positive-label rate is {audit.base_rate_ratio:.3f} times "
-                         f"{high.group}'s ({rates}; audit.base_rate_ratio_warn = {settings.base_rate_ratio_warn}), "
+                severity="warn", check="base-rate-ratio", column=column, value=low.group,
+                message=(f"{what}: {shown(low.group)}'s positive-label rate is {audit.base_rate_ratio:.3f} times "
+                         f"{shown(high.group)}'s ({rates}; audit.base_rate_ratio_warn = {settings.base_rate_ratio_warn}), "
                          f"although they differ by only {audit.base_rate_gap:.3f}"),
             ))
     floor = settings.rate_floor
     extreme = [g for g in judged if g.base_rate < floor or g.base_rate > 1 - floor]
     if len(judged) >= 2 and extreme:
-        listed = [f"{g.group} {g.base_rate:.3f}" for g in extreme]
+        listed = [f"{shown(g.group)} {g.base_rate:.3f}" for g in extreme]
         complement = _complement_ratio(judged)
         findings.append(Finding(
-            severity="warn", check="four-fifths-meaningless", column=sensitive.column, value=extreme[0].group,
-            message=(f"sensitive '{audit.name}': positive-label rates near 0 or 1 ({_listed(listed)}; audit.rate_floor = {floor}) "
+            severity="warn", check="four-fifths-meaningless", column=column, value=extreme[0].group,
+            message=(f"{what}: positive-label rates near 0 or 1 ({_listed(listed)}; audit.rate_floor = {floor}) "
                      "make a four-fifths (ratio) rule meaningless: near 0 any small difference is a large ratio, near 1 "
                      f"any ratio passes; the ratio of negative-label rates is {'n/a' if complement is None else f'{complement:.3f}'}. "
                      "Judge differences (and their intervals), not ratios, for this feature"),
         ))
     return findings
+
+
+def _cell_values(cell: str) -> str:
+    """'sex=F & race=B' -> '(F, B)': a cell of a declared intersection, by its groups."""
+    return "(" + ", ".join(part.partition("=")[2] or part for part in cell.split(CELL_JOINER)) + ")"
+
+
+def _intersection_findings(audit: SensitiveAudit, spec: DatasetSpec, small_cells_reported: bool) -> list[Finding]:
+    """Findings of a declared intersection, like a sensitive feature's (its small cells only when
+    the intersection of every sensitive feature has not reported the same cells already)."""
+    what = f"intersection {audit.name} ({', '.join(intersection_parts(audit.name))})"
+    findings = [] if small_cells_reported else _representation_findings(audit, spec, what)
+    return findings + _base_rate_findings(audit, spec.audit, what, ", ".join(audit.columns), _cell_values)
 
 
 def _complement_ratio(groups: list[GroupSummary]) -> float | None:
@@ -631,56 +661,26 @@ def _complement_ratio(groups: list[GroupSummary]) -> float | None:
 def proxy_scores(spec: DatasetSpec, split: Split, sensitive: str, seed: int) -> tuple[list[ProxyScore], int]:
     """How well each feature alone predicts ``sensitive``; rows beyond audit.proxy_sample_rows are
     subsampled (seeded, stratified by group). Returns scores, best first, and the rows used."""
-    from sklearn.metrics import normalized_mutual_info_score, roc_auc_score
-    from sklearn.model_selection import StratifiedKFold
-    from sklearn.preprocessing import KBinsDiscretizer, TargetEncoder
-    from sklearn.utils import resample
+    from sklearn.metrics import normalized_mutual_info_score
 
     settings = spec.audit
     groups = split.groups[sensitive].astype(str)
-    positions = np.arange(len(split))
-    if len(positions) > settings.proxy_sample_rows:
-        positions = np.sort(resample(positions, n_samples=settings.proxy_sample_rows, replace=False,
-                                     random_state=seed, stratify=groups.to_numpy()))
+    positions = sample_positions(groups.to_numpy(), settings.proxy_sample_rows, seed)
     # Integer codes throughout: sklearn's checks on string arrays (np.unique of objects) cost more than the models.
-    target, names = pd.factorize(groups.iloc[positions], sort=True)
-    classes, counts = np.unique(target, return_counts=True)
-    if len(classes) < 2:
+    target, _ = pd.factorize(groups.iloc[positions], sort=True)
+    if len(np.unique(target)) < 2:
         return [], len(positions)
-    folds = StratifiedKFold(n_splits=max(2, min(5, int(counts.min()))), shuffle=True, random_state=seed)
-    binary = len(classes) == 2
     scores = []
     own_column = spec.sensitive_named(sensitive).column  # with use_as_feature it is a feature: it predicts itself
     for column in spec.features.columns:
         if column == own_column:
             continue
-        values = split.X[column].iloc[positions]
         numeric = column in spec.features.numeric
-        if numeric:
-            present = values.notna().to_numpy()
-            codes = np.full(len(values), -1, dtype=np.int64)  # empty values are a bin of their own
-            if present.sum() >= 2 and values[present].nunique() > 1:
-                binner = KBinsDiscretizer(n_bins=20, encode="ordinal", strategy="quantile",
-                                          quantile_method="averaged_inverted_cdf")
-                with warnings.catch_warnings():  # many ties (capital-gain is mostly 0) merge bins: expected
-                    warnings.simplefilter("ignore", UserWarning)
-                    codes[present] = binner.fit_transform(values[present].to_numpy().reshape(-1, 1)).ravel().astype(np.int64)
-        else:
-            codes, _ = pd.factorize(values, use_na_sentinel=False)  # empty values are a category of their own
-        with warnings.catch_warnings():  # a group rarer than the folds: StratifiedKFold says so, scores stay valid
-            warnings.simplefilter("ignore", UserWarning)
-            encoder = TargetEncoder(target_type="binary" if binary else "multiclass", cv=folds)
-            encoded = encoder.fit_transform(codes.reshape(-1, 1), target)
-        if binary:
-            auc = roc_auc_score(target, encoded.ravel())
-        else:
-            probabilities = np.clip(encoded, 1e-12, None)
-            probabilities /= probabilities.sum(axis=1, keepdims=True)
-            auc = roc_auc_score(target, probabilities, multi_class="ovr", average="weighted", labels=encoder.classes_)
+        codes = feature_codes(split.X[column].iloc[positions], numeric)
+        auc = cross_fitted_auc(codes, target, seed)
         distinct = len(np.unique(codes))
         # NMI rises with the number of categories whatever they mean: not reported for identifier-like columns
         nmi = None if distinct > settings.max_categories else float(normalized_mutual_info_score(target, codes))
-        auc = float(max(auc, 1 - auc))
         scores.append(ProxyScore(sensitive=sensitive, feature=column, kind="numeric" if numeric else "categorical",
                                  auc=round(auc, 4), nmi=None if nmi is None else round(nmi, 4),
                                  flagged=auc >= settings.proxy_auc_threshold))
@@ -769,10 +769,17 @@ def run_audit(
         title = " x ".join(s.name for s in spec.sensitive)
         intersection = group_audit(title, [s.column for s in spec.sensitive], _intersection(spec, split), split.y,
                                    spec.audit.min_cell_rows)
+    # declared intersections are sensitive features of their own ('sex:race'): their cells get base-rate findings
+    declared = [group_audit(name, [s.column for s in spec.grouping(name)], split.groups[name], split.y,
+                            spec.audit.min_cell_rows) for name in spec.intersection_names]
     for breakdown in breakdowns:
         findings += _sensitive_findings(breakdown, spec)
     if intersection is not None:
         findings += _representation_findings(intersection, spec, f"intersection {intersection.name}")
+    every_feature = {s.name for s in spec.sensitive}
+    for breakdown in declared:
+        same_cells = intersection is not None and set(intersection_parts(breakdown.name)) == every_feature
+        findings += _intersection_findings(breakdown, spec, small_cells_reported=same_cells)
 
     proxies: list[ProxyScore] = []
     sample_rows = 0
@@ -782,22 +789,29 @@ def run_audit(
         finding = _proxy_finding(s.name, scores, spec, sample_rows, len(split))
         if finding is not None:
             findings.append(finding)
+    leaks, leak_rows = leak_scores(split.X, split.y, spec.features.numeric, spec.features.categorical,
+                                   threshold=spec.audit.label_leak_auc, sample_rows=spec.audit.proxy_sample_rows,
+                                   seed=spec.split.seed)
+    leak = leak_message(leaks, f"'{spec.label.column}' (positive: {spec.label.describe(True)})", spec.audit.label_leak_auc,
+                        leak_rows, len(split))
+    if leak is not None:
+        findings.append(Finding(severity="block", check="label-leak", column=leaks[0].feature, value=f"{leaks[0].auc:.3f}",
+                                message=leak))
 
     order = {"block": 0, "warn": 1, "info": 2}
     findings.sort(key=lambda f: order[f.severity])  # stable: checks keep their order within a severity
     verdict: Verdict = "block" if any(f.severity == "block" for f in findings) else (
         "warn" if any(f.severity == "warn" for f in findings) else "pass")
     prefix = f"{source}: " if source else ""
-    primary = next((b for b in breakdowns if b.name == sensitive), None)
-    if primary is None:  # a declared intersection ('sex:race'): its cells, as the run counts them
-        primary = group_audit(sensitive, [s.column for s in spec.grouping(sensitive)], split.groups[sensitive], split.y,
-                              spec.audit.min_cell_rows)
+    primary = next(b for b in [*breakdowns, *declared] if b.name == sensitive)
     report = AuditReport(
         dataset=spec.name, source=source, rows=len(split), sensitive=sensitive, verdict=verdict,
         reasons=[prefix + f.message for f in findings if f.severity != "info"], findings=findings,
         expectations=expectations, groups=primary.groups, cells=primary.cells, base_rate_gap=primary.base_rate_gap,
-        sensitive_features=breakdowns, sensitive_used_as_features=spec.sensitive_used_as_features, intersection=intersection, proxies=proxies, proxy_sample_rows=sample_rows,
-        proxy_method=PROXY_METHOD, settings=spec.audit, reference=f"{reference.source} ({reference.rows:,} rows)",
+        sensitive_features=breakdowns, sensitive_used_as_features=spec.sensitive_used_as_features,
+        intersection=intersection, intersections=declared, proxies=proxies, proxy_sample_rows=sample_rows,
+        proxy_method=PROXY_METHOD, leaks=leaks, leak_sample_rows=leak_rows, settings=spec.audit,
+        reference=f"{reference.source} ({reference.rows:,} rows)",
         gx_suite=str(project.suite_path(spec.name)), data_docs=docs,
     )
     return report
@@ -840,6 +854,8 @@ def render_markdown(report: AuditReport) -> str:
         small = report.intersection.small_cells
         parts += [f"### Intersection {md(report.intersection.name)}: {len(small)} of {len(report.intersection.cells)} cells "
                   f"below {settings.min_cell_rows} rows", "\n".join(_group_table(report.intersection))]
+    for breakdown in report.intersections:
+        parts += [f"### Declared intersection {md(breakdown.name)}", "\n".join(_group_table(breakdown))]
     proxy_rows = [
         f"| {md(p.sensitive)} | {md(p.feature)} | {p.auc:.3f} | {'-' if p.nmi is None else f'{p.nmi:.3f}'} | {'yes' if p.flagged else ''} |"
         for s in report.sensitive_features for p in report.top_proxies(s.name)
@@ -847,6 +863,12 @@ def render_markdown(report: AuditReport) -> str:
     parts += [
         f"### Proxies (threshold AUC {settings.proxy_auc_threshold}; {report.proxy_sample_rows:,} seeded rows of {report.rows:,})",
         "\n".join(["| sensitive | feature | AUC | NMI | proxy |", "|---|---|---|---|---|", *proxy_rows]),
+    ]
+    leak_rows = [f"| {md(s.feature)} | {s.auc:.3f} | {s.method} | {'yes' if s.flagged else ''} |" for s in report.leaks[:5]]
+    parts += [
+        f"### Label leaks (threshold AUC {settings.label_leak_auc}; {report.leak_sample_rows:,} seeded rows of {report.rows:,})",
+        f"{LEAK_METHOD}.",
+        "\n".join(["| feature | AUC for the label | figure | leak |", "|---|---|---|---|", *leak_rows]),
     ]
     failed = [e for e in report.expectations if not e.success]
     parts += [f"### Great Expectations suite {md(report.gx_suite)}: {len(report.expectations) - len(failed)} of "
@@ -867,8 +889,10 @@ def publish_artifacts(report: AuditReport) -> None:
                              description=f"Data audit of {report.dataset}: {report.verdict}")
     cells: list[dict[str, Any]] = [
         {"breakdown": b.name, **c.model_dump()}
-        for b in [*report.sensitive_features, *filter(None, [report.intersection])] for c in b.cells
+        for b in [*report.sensitive_features, *filter(None, [report.intersection]), *report.intersections] for c in b.cells
     ]
     create_table_artifact(key="audit-cells", table=cells, description="Group x label cells (too_small: below audit.min_cell_rows)")
+    create_table_artifact(key="audit-leaks", table=[s.model_dump() for s in report.leaks],
+                          description="One-feature AUC of each feature for the label (flagged: a label leak)")
     create_table_artifact(key="audit-proxies", table=[p.model_dump() for p in report.proxies],
                           description="One-feature proxy scores for each sensitive feature")

@@ -25,9 +25,11 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from fairloop.datasets import (
-    CsvFormat, DatasetSpec, canonical, canonical_series, check_unique_name, load_dataset, read_dataset, read_table,
+    AuditSpec, CsvFormat, DatasetSpec, LabelSpec, canonical, canonical_series, check_unique_name, label_vector,
+    load_dataset, read_dataset, read_table,
 )
 from fairloop.errors import BadInputError
+from fairloop.leakage import leak_scores
 from fairloop.specfile import NAME_PATTERN
 
 SAMPLE_BYTES = 1 << 20  # encoding and dialect are detected on the file's head
@@ -247,7 +249,9 @@ def _counts(values: dict[str, int], limit: int = 6) -> str:
     return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
 
 
-def _choose_label(profiles: dict[str, ColumnProfile], label: str | None, positive: list[str] | None, path: Path):
+def _choose_label(profiles: dict[str, ColumnProfile], label: str | None, positive: list[str] | None, path: Path,
+                  frame: pd.DataFrame) -> tuple[str, str, LabelSpec, str]:
+    """The label column, how it was chosen, its rule (raw values or a proposed threshold) and how that was chosen."""
     binary = [p.name for p in profiles.values() if len(p.values) == 2]
     if label is None:
         named = [name for name in binary if name.lower() in LABEL_NAMES]
@@ -263,8 +267,12 @@ def _choose_label(profiles: dict[str, ColumnProfile], label: str | None, positiv
         raise BadInputError(f"--label: no column '{label}' (columns: {list(profiles)[:30]})", source=str(path))
     column = profiles[label]
     values = list(column.values)
+    if column.numeric and not positive and len(values) != 2:
+        return label, how, *_proposed_threshold(label, frame[label], path)
     if not values:
-        raise BadInputError(f"label column '{label}' has more than {MAX_GROUPS} values: not a class label", source=str(path))
+        raise BadInputError(f"label column '{label}' has more than {MAX_GROUPS} values: not a class label"
+                            + ("; without --positive, init proposes a threshold (label.positive_if) for a numeric label"
+                               if column.numeric else ""), source=str(path))
     by_value = {canonical(v): v for v in values}
     if positive:
         chosen = [by_value.get(canonical(v)) for v in positive]
@@ -286,7 +294,24 @@ def _choose_label(profiles: dict[str, ColumnProfile], label: str | None, positiv
     if not negative:
         raise BadInputError(f"label column '{label}': every value is positive; a model needs both classes", source=str(path))
     to_raw = lambda items: [_raw_value(v, column.numeric) for v in items]  # noqa: E731
-    return label, how, to_raw(chosen), positive_how, to_raw(negative)
+    return label, how, LabelSpec(column=label, positive=to_raw(chosen), negative=to_raw(negative)), positive_how
+
+
+def _proposed_threshold(label: str, values: pd.Series, path: Path) -> tuple[LabelSpec, str]:
+    """A numeric label that is not two-valued (a wage, a score) becomes '> its median': a cut init
+    can defend (classes of about equal size) but not know, so the draft says to check it."""
+    numbers = pd.to_numeric(values, errors="coerce").dropna()  # the texts init reads as 'no value' are left out
+    median = float(numbers.median())
+    # many rows at the median (a discrete score): '>' may leave no row above it, '>=' keeps both classes then
+    comparison = ">" if (numbers > median).any() else ">="
+    label_spec = LabelSpec(column=label, positive_if=f"{comparison} {canonical(median)}")
+    positives = int(label_vector(label_spec, numbers, path).sum())
+    if positives in (0, len(numbers)):
+        raise BadInputError(f"label column '{label}': every value is {canonical(median)}; a model needs both classes",
+                            source=str(path))
+    where = "above" if comparison == ">" else "at or above"
+    return label_spec, (f"proposed: {where} the median ({canonical(median)}), {positives:,} positive and "
+                        f"{len(numbers) - positives:,} negative rows; check the cut and its direction")
 
 
 def _choose_sensitive(profiles: dict[str, ColumnProfile], sensitive: list[str] | None, label: str, path: Path):
@@ -316,6 +341,42 @@ def _choose_sensitive(profiles: dict[str, ColumnProfile], sensitive: list[str] |
     return guessed
 
 
+def _predicted(rule: LabelSpec) -> str:
+    return rule.describe(True) if rule.threshold is not None else f"{rule.column} in {rule.positive}"
+
+
+def _labelled(rule: LabelSpec, values: pd.Series) -> pd.Series:
+    """Rows whose label is known: a raw value the rule names, or a number for a threshold (a text init
+    reads as 'no value' is neither)."""
+    if rule.threshold is not None:
+        return pd.to_numeric(values, errors="coerce").notna()
+    return canonical_series(values).isin([canonical(v) for v in [*rule.positive, *rule.negative]])
+
+
+def _label_filter(rule: LabelSpec, labels: pd.Series) -> dict:
+    """The filter keeping the rows with a label (``labels``: the known ones): its raw values, or the range of its numbers."""
+    if rule.threshold is None:
+        return {"column": rule.column, "in": [*rule.positive, *rule.negative]}
+    numbers = pd.to_numeric(labels)
+    return {"column": rule.column, "between": [_raw_value(canonical(bound), True) for bound in (numbers.min(), numbers.max())]}
+
+
+def _without_leaks(features: list[ColumnProfile], rows: pd.DataFrame, y: pd.Series) -> list[ColumnProfile]:
+    """``features`` with every candidate that alone predicts the label as well as the audit's leak
+    check flags (a column derived from the label, e.g. logwage beside wage) marked excluded."""
+    candidates = [p for p in features if p.kind in ("numeric", "categorical")]
+    numeric = [p.name for p in candidates if p.kind == "numeric"]
+    X = pd.DataFrame({p.name: pd.to_numeric(rows[p.name], errors="coerce") if p.kind == "numeric" else rows[p.name]
+                      for p in candidates}, index=rows.index).reset_index(drop=True)
+    defaults = AuditSpec()
+    scores, _ = leak_scores(X, y.reset_index(drop=True), numeric, [p.name for p in candidates if p.kind == "categorical"],
+                            threshold=defaults.label_leak_auc, sample_rows=defaults.proxy_sample_rows, seed=0)
+    leaks = {s.feature: s for s in scores if s.flagged}
+    return [p.model_copy(update={"kind": "excluded", "evidence": (
+        f"predicts the label alone (AUC {leaks[p.name].auc:.3f}): derived from it or recorded after the outcome, a label "
+        "leak the audit would block")}) if p.name in leaks else p for p in features]
+
+
 def draft_spec(
     data_file: str | Path, *, label: str | None = None, positive: list[str] | None = None,
     sensitive: list[str] | None = None, name: str | None = None, output: str | Path | None = None,
@@ -339,7 +400,7 @@ def draft_spec(
         raise BadInputError("file has no data rows", source=str(data_path))
     profiles_list, tokens = profile_columns(frame)
     profiles = {p.name: p for p in profiles_list}
-    label, label_how, positives, positive_how, negatives = _choose_label(profiles, label, positive, data_path)
+    label, label_how, rule, positive_how = _choose_label(profiles, label, positive, data_path, frame)
     chosen_sensitive = _choose_sensitive(profiles, sensitive, label, data_path)
     sensitive_columns = {column for column, _ in chosen_sensitive}
     rows_note = f"{len(frame):,} rows" + (f" (the first {MAX_ROWS:,} read)" if len(frame) == MAX_ROWS else "")
@@ -349,7 +410,7 @@ def draft_spec(
         "# lines marked 'guessed' are guesses: check them. `fairloop init --check THIS_FILE` validates the spec.",
         f"name: {name}",
         "version: 1",
-        f"description: {_yaml(f'{data_path.name}: predict {label} in {positives}.')}",
+        f"description: {_yaml(f'{data_path.name}: predict {_predicted(rule)}.')}",
         'provenance: ""  # where the data comes from, and its licence',
         "format:",
         f"  separator: {_yaml(fmt.separator)}  # {evidence['separator']}",
@@ -375,9 +436,12 @@ def draft_spec(
     if relative.startswith(os.path.join("..", "..")):  # far away: an absolute path reads better
         relative = str(data_path.resolve())
     lines += ["files:", f"  - path: {_yaml(relative)}", "label:",
-              f"  column: {_yaml(label)}  # {label_how}; {_counts(profiles[label].values)}",
-              f"  positive: {_yaml(positives)}  # {positive_how}",
-              f"  negative: {_yaml(negatives)}", "sensitive:"]
+              f"  column: {_yaml(label)}  # {label_how}; {_counts(profiles[label].values) or profiles[label].evidence}"]
+    if rule.threshold is None:
+        lines += [f"  positive: {_yaml(rule.positive)}  # {positive_how}", f"  negative: {_yaml(rule.negative)}"]
+    else:
+        lines.append(f"  positive_if: {_yaml(rule.positive_if)}  # {positive_how}")
+    lines.append("sensitive:")
     for column, how in chosen_sensitive:
         profile = profiles[column]
         lines.append(f"  - name: {_slug(column)}  # {how}; groups: {_counts(profile.values)}")
@@ -385,7 +449,9 @@ def draft_spec(
         if profile.empty:
             lines.append(f"    missing: group  # {profile.empty:,} row(s) have no value: kept as the group 'missing' (or: fail)")
         lines.append("    use_as_feature: false  # true: also a model feature (list it under features too)")
-    features = [p for p in profiles_list if p.name != label and p.name not in sensitive_columns]
+    known = _labelled(rule, frame[label])
+    features = _without_leaks([p for p in profiles_list if p.name != label and p.name not in sensitive_columns],
+                              frame[known], label_vector(rule, frame.loc[known, label], data_path))
     numeric = [p for p in features if p.kind == "numeric"]
     categorical = [p for p in features if p.kind == "categorical"]
     excluded = [p for p in features if p.kind == "excluded"]
@@ -401,7 +467,7 @@ def draft_spec(
         lines += [f"  #   {p.name}: {p.evidence}" for p in excluded]
     if profiles[label].empty:
         lines += ["filters:  # rows with no label cannot be trained on",
-                  f"  - {{column: {_yaml(label)}, in: {_yaml([*positives, *negatives])}}}  # leaves out {profiles[label].empty:,} row(s) with no label"]
+                  f"  - {_yaml(_label_filter(rule, frame.loc[known, label]))}  # leaves out {profiles[label].empty:,} row(s) with no label"]
     lines += ["split:", "  test_size: 0.3", "  validation_size: 0.2", "  seed: 0"]
     text = "\n".join(lines) + "\n"
 

@@ -131,7 +131,11 @@ def read_yaml(path: Path) -> Any:
             )
         return loader.construct_document(node)
     except yaml.YAMLError as exc:
-        raise BadInputError(f"not valid YAML: {exc}", source=str(path)) from None
+        # '> 120' unquoted starts a folded block, '!= 3' a tag: PyYAML's message names neither
+        syntax = "block scalar" in str(exc) or "for the tag" in str(exc)
+        hint = ("; a value starting with '>', '|' or '!' is YAML syntax: quote it, e.g. positive_if: \"> 120\""
+                if syntax else "")
+        raise BadInputError(f"not valid YAML: {exc}{hint}", source=str(path)) from None
     finally:
         loader.dispose()
 
