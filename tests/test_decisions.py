@@ -77,10 +77,20 @@ def test_small_data_inconclusive_gives_the_sample_size_answer_not_widen_the_swee
     assert outcome.evaluation.mode == "crossfit" and "auto:" in outcome.evaluation.reason
     assert outcome.chosen is None
     no_nan(outcome)
-    assert "No candidate decides max_demographic_parity_difference" in outcome.explanation
-    assert "no sweep can fix that" in outcome.explanation
-    assert "x the rows of every group" in outcome.explanation and "bootstrap extrapolation" in outcome.explanation
-    assert "widen the sweep" not in outcome.explanation.split("max_demographic_parity_difference")[1].split("\n")[0]
+    assert outcome.classification == "undecided"
+    assert "more rows decide that, not more search" in outcome.explanation
+    assert "widen the sweep" not in outcome.explanation.lower()
+    # the rows needed to pass, only for the candidate whose estimates are all on the passing side
+    closest = next(line for line in outcome.explanation.splitlines() if line.startswith("Closest to passing"))
+    assert "`none+unconstrained`" in closest and "would most likely pass" in closest
+    assert "x the rows of every group" in closest and "bootstrap extrapolation" in closest
+    # the reduction's EOD estimate is past its limit: more rows would fail it, and the run says so
+    assert "1 undecided candidate(s) would most likely fail with more rows, e.g. `none+lr-eg-dp@0.02`" in outcome.explanation
+    assert "would most likely fail" in next(g.advice for g in outcome.result("none+lr-eg-dp@0.02").gates.blocking
+                                            if g.value > g.threshold)
+    # the group-aware candidate is mentioned once and ranked nowhere
+    assert "1 candidate(s) need the sensitive attribute at prediction time; the policy forbids them" in outcome.explanation
+    assert outcome.explanation.count("threshold-dp") == 0
 
 
 def test_a_group_with_no_positives_is_listed_not_dropped(root):
@@ -104,11 +114,13 @@ def test_one_group_only_is_inconclusive_with_that_reason(root):
         assert dpd.verdict == "inconclusive" and "selection rate counts 1 group(s) ['a']" in dpd.reason
 
 
-def test_skewed_base_rates_explain_why_the_four_fifths_rule_is_infeasible(root):
+def test_skewed_base_rates_explain_why_the_four_fifths_rule_fails(root):
     outcome = outcome_for(root, "skewed", (("a", (3000, 0.10)), ("b", (3000, 0.025))),
                           constraints=(str(PROJECT / "constraints/unconstrained.yaml"),), signal=4.0, proxy=4.0)
     assert outcome.chosen is None
-    assert "No candidate meets min_disparate_impact_ratio" in outcome.explanation
+    # failed by value, not shown infeasible: a model at the four-fifths rule could still be accurate enough here
+    assert outcome.classification == "fails"
+    assert "No choosable candidate meets min_disparate_impact_ratio: the best, `none+unconstrained`" in outcome.explanation
     assert "a ratio of 0.8 needs the gap under" in outcome.explanation
 
 
@@ -216,31 +228,45 @@ def test_twenty_five_rows_gate_inconclusive_without_a_crash():
     assert all(math.isnan(low) for metric, (low, _) in intervals.items() if metric.startswith("demographic"))
 
 
-def test_sample_size_answer_is_consistent_with_more_rows():
-    """The extrapolated factor decides the gate when the data really grow by it (same rates)."""
+def dpd_gate(n: int, threshold: float):
+    """The DPD gate at ``threshold`` over two groups of n/2 rows with selection rates exactly 0.30
+    and 0.22 (DPD 0.08 at every n) and decisions right on 80 % of each group's rows."""
     from fairloop.datasets import Split
     from fairloop.evaluate import Predictions, score_predictions
     import pandas as pd
 
-    def gate_on(n: int):
-        """Two groups of n/2 rows with selection rates exactly 0.30 and 0.22 (DPD 0.08 at every n)
-        and decisions right on 80 % of each group's rows."""
-        half = n // 2
-        groups = np.repeat(["a", "b"], half)
-        decisions = np.concatenate([np.arange(half) < round(half * rate) for rate in (0.30, 0.22)]).astype(int)
-        wrong = np.concatenate([np.arange(half) % 5 == 0] * 2)
-        y = np.where(wrong, 1 - decisions, decisions)
-        split = Split(X=pd.DataFrame({"x": np.zeros(n)}), y=pd.Series(y), groups=pd.DataFrame({"g": groups}))
-        ev = score_predictions(split, "g", Predictions(decisions, decisions * 1.0, decisions * 1.0), floors=GroupFloors())
-        ev = ev.model_copy(update={"intervals": bootstrap_intervals(
-            y, {"candidate": decisions}, groups, n_boot=400, confidence=0.95, seed=0, floors=GroupFloors())["candidate"]})
-        policy = Policy(name="p", version=1, thresholds={"max_demographic_parity_difference": 0.12})
-        return apply_gates(policy, {"candidate": ev}).results[0]
+    half = n // 2
+    groups = np.repeat(["a", "b"], half)
+    decisions = np.concatenate([np.arange(half) < round(half * rate) for rate in (0.30, 0.22)]).astype(int)
+    wrong = np.concatenate([np.arange(half) % 5 == 0] * 2)
+    y = np.where(wrong, 1 - decisions, decisions)
+    split = Split(X=pd.DataFrame({"x": np.zeros(n)}), y=pd.Series(y), groups=pd.DataFrame({"g": groups}))
+    ev = score_predictions(split, "g", Predictions(decisions, decisions * 1.0, decisions * 1.0), floors=GroupFloors())
+    ev = ev.model_copy(update={"intervals": bootstrap_intervals(
+        y, {"candidate": decisions}, groups, n_boot=400, confidence=0.95, seed=0, floors=GroupFloors())["candidate"]})
+    policy = Policy(name="p", version=1, thresholds={"max_demographic_parity_difference": threshold})
+    return apply_gates(policy, {"candidate": ev}).results[0]
 
-    small = gate_on(400)
+
+def test_sample_size_answer_is_consistent_with_more_rows():
+    """The extrapolated factor decides the gate when the data really grow by it (same rates)."""
+    small = dpd_gate(400, 0.12)
     assert small.verdict == "inconclusive" and "x the rows of every group" in small.advice
+    assert "would most likely pass (estimate 0.0800 <= 0.12)" in small.advice
     factor = float(small.advice.split("needs about ")[1].split("x")[0])
-    assert gate_on(math.ceil(400 * factor * 1.5)).verdict == "pass"
+    assert dpd_gate(math.ceil(400 * factor * 1.5), 0.12).verdict == "pass"
+
+
+def test_sample_size_answer_of_an_estimate_past_the_limit_says_more_rows_fail_it():
+    """Issue 25 item 2: an undecided gate whose estimate is past its limit gets no rows-to-pass
+    answer; the rows it names decide it as a fail, as they do when the data really grow."""
+    about_to_fail = dpd_gate(400, 0.05)
+    assert about_to_fail.verdict == "inconclusive"
+    assert "would most likely fail (estimate 0.0800 > 0.05)" in about_to_fail.advice
+    assert "would not make it pass" in about_to_fail.advice
+    assert "needs about" not in about_to_fail.advice and "rows of every group" not in about_to_fail.advice
+    factor = float(about_to_fail.advice.split("With about ")[1].split("x")[0])
+    assert dpd_gate(math.ceil(400 * factor * 1.5), 0.05).verdict == "fail"
 
 
 def test_explicit_modes_and_auto(tmp_path):
@@ -309,3 +335,136 @@ def test_a_single_run_whose_template_cannot_fit_the_rows_is_a_clear_bad_input(tm
     splits = pipeline.prepare(inputs)
     with pytest.raises(BadInputError, match=r"nopositives\.yaml.*threshold_optimizer.*cannot be fitted.*Degenerate labels"):
         pipeline.train(inputs, splits, pipeline.decide_mode(inputs, splits))
+
+
+# Issue 25: outcomes classified over the candidates the policy can choose, and the search after
+# the grid. Logistic-regression learners keep the fits quick; the data make a group-blind model
+# see the group (``proxy``), so the unconstrained one is unfair and the reduction's bound matters.
+LR = {"name": "lr", "version": 1, "learner": "logistic_regression", "method": "none"}
+CLASS_POLICY = {"name": "classes", "version": 1, "evaluation": "holdout",
+                "thresholds": {"max_demographic_parity_difference": 0.08, "max_accuracy_drop_vs_baseline": 0.05}}
+
+
+@functools.cache
+def classified(tmp_root: str, name: str, groups: tuple, constraints: tuple, search: tuple | None = None,
+               thresholds: tuple | None = None, **data) -> sweep.SweepOutcome:
+    """The outcome of a sweep of the LR learner and ``constraints`` ((template, bound) pairs) on
+    generated data, under CLASS_POLICY (``thresholds`` replacing its own), with ``search`` if given."""
+    from pathlib import Path
+
+    directory = Path(tmp_root)
+    spec = write_dataset(directory, name, dict(groups), **data)
+    policy = {**CLASS_POLICY, **({"thresholds": dict(thresholds)} if thresholds else {})}
+    (directory / f"policy-{name}.yaml").write_text(yaml.safe_dump(policy))
+    (directory / "lr.yaml").write_text(yaml.safe_dump(LR))
+    spec_file = {"name": f"classes-{name}", "version": 1, "recipes": [str(PROJECT / "recipes/none.yaml")],
+                 "constraints": [str(directory / "lr.yaml"), *({"template": t, "bounds": [b]} for t, b in constraints)],
+                 "baseline": str(directory / "lr.yaml"),
+                 **({"search": dict(search)} if search else {})}
+    sweep_path = directory / f"sweep-{name}-{len(constraints)}-{bool(search)}.yaml"
+    sweep_path.write_text(yaml.safe_dump(spec_file))
+    inputs = pipeline.load_inputs(pipeline.RunParams(dataset=str(spec), policy=str(directory / f"policy-{name}.yaml")))
+    splits = pipeline.prepare(inputs)
+    return sweep.run_sweep(sweep.load_sweep(sweep_path), splits, "group", 0, inputs.policy,
+                           pipeline.decide_mode(inputs, splits)).outcome
+
+
+# two groups, base rates 0.45 and 0.25; the grid's reduction at bound 0.15 stays unfair (DPD ~0.17)
+PROXY_GROUPS = (("a", (6000, 0.45)), ("b", (6000, 0.25)))
+
+
+def eg(bound: float) -> tuple[str, float]:
+    return str(PROJECT / "constraints/lr-eg-dp.yaml"), bound
+
+
+def test_fails_is_judged_on_choosable_candidates_and_names_the_best_value(root):
+    """The issue's headline case: only a ThresholdOptimizer (it needs the group to predict; the
+    policy forbids it) meets DPD. The run says the choosable candidates fail, by value, names
+    the best one's figure, mentions the group-aware one once and never calls the policy infeasible."""
+    to = (str(PROJECT / "constraints/threshold-dp.yaml"), 0.02)
+    outcome = classified(root, "proxy", PROXY_GROUPS, (eg(0.15), to), proxy=3.0, seed=1)
+    aware = outcome.result("none+threshold-dp@0.02")
+    dpd = next(g for g in aware.gates.results if g.gate == "max_demographic_parity_difference")
+    assert not aware.choosable and dpd.verdict == "pass"
+    assert outcome.chosen is None and outcome.classification == "fails"
+    text = outcome.explanation
+    assert "1 candidate(s) need the sensitive attribute at prediction time; the policy forbids them" in text
+    assert "Fails: each of the 2 choosable candidate(s) fails a gate with its whole interval past the limit." in text
+    best = min((outcome.result(n) for n in ("none+lr", "none+lr-eg-dp@0.15")),
+               key=lambda c: c.validation["demographic_parity_difference"])
+    assert f"No choosable candidate meets max_demographic_parity_difference: the best, `{best.name}`, reaches " \
+           f"demographic_parity_difference {best.validation['demographic_parity_difference']:.4f}" in text
+    assert "threshold-dp" not in text and "infeasible" not in text.lower()
+    assert [c.name for c in outcome.closest()] == sorted(["none+lr", "none+lr-eg-dp@0.15"], key=lambda n: (
+        outcome.result(n).shortfall(), n))
+
+
+def test_search_finds_the_passing_bound_the_grid_missed_and_records_every_candidate(root):
+    search = (("max_extra_fits", 6), ("max_seconds", 300))
+    outcome = classified(root, "proxy", PROXY_GROUPS, (eg(0.15),), search=search, proxy=3.0, seed=1)
+    grid = [c for c in outcome.candidates if not c.searched]
+    assert [c.name for c in grid] == ["none+lr", "none+lr-eg-dp@0.15"] and not any(c.passed for c in grid)
+    assert outcome.classification == "chosen" and outcome.search.stopped == "passed"
+    chosen = outcome.result(outcome.chosen)
+    assert chosen.searched and chosen.bound < 0.15 and chosen.name == outcome.search.tried[-1]
+    # every bound it tried is a candidate of the outcome (so on the frontier and in the table), tighter each time here
+    tried = [outcome.result(name) for name in outcome.search.tried]
+    assert [c.bound for c in tried] == sorted((c.bound for c in tried), reverse=True)
+    assert outcome.search.fits == len(tried) <= 6
+    from fairloop.frontier import candidates_table
+
+    assert f"{outcome.chosen} (chosen) (search)" in [row["candidate"] for row in candidates_table(outcome)]
+    assert "The search after the grid bisected the bound of `none+lr-eg-dp@0.15`" in outcome.explanation
+
+
+def test_a_search_stopped_by_its_budget_says_so(root):
+    outcome = classified(root, "proxy", PROXY_GROUPS, (eg(0.15),), search=(("max_extra_fits", 1), ("max_seconds", 300)),
+                         proxy=3.0, seed=1)
+    assert outcome.chosen is None and outcome.classification == "search_out_of_budget"
+    assert outcome.search.stopped == "budget" and outcome.search.fits == 1 and len(outcome.search.tried) == 1
+    assert "ran out of its budget (max_extra_fits 1" in outcome.explanation
+
+
+def test_infeasible_only_with_the_numbers_that_show_it(root):
+    """Base rates 0.1 and 0.5 in equal groups: any model with DPD <= 0.05 errs on at least 17.5 %
+    of the rows, more than the accuracy floor allows a strong baseline; no search is wasted on it."""
+    outcome = classified(root, "apart", (("a", (2000, 0.1)), ("b", (2000, 0.5))), (eg(0.02),),
+                         search=(("max_extra_fits", 4), ("max_seconds", 300)),
+                         thresholds=(("max_demographic_parity_difference", 0.05), ("max_accuracy_drop_vs_baseline", 0.03)),
+                         signal=4.0, proxy=4.0, seed=2)
+    assert outcome.classification == "infeasible" and outcome.search is None
+    proof = next(line for line in outcome.explanation.splitlines() if line.startswith("Infeasible on these rows"))
+    ceiling = float(proof.split("its accuracy is at most ")[1].split(";")[0])
+    floor = float(proof.split("asks for at least ")[1].split(".", 1)[0] + "." + proof.split("asks for at least ")[1].split(".")[1])
+    assert ceiling < floor and "group-blind or not" in proof
+
+
+def test_accuracy_ceiling_is_the_cheapest_band_of_selection_rates():
+    shares = {"a": 0.5, "b": 0.5}
+    # DPD <= 0.05: the rates 0.1 and 0.5 must close to 0.05 apart: 0.35 of one group's rows misclassified
+    assert sweep.accuracy_ceiling({"a": 0.1, "b": 0.5}, shares, "max_demographic_parity_difference", 0.05) == \
+        pytest.approx(1 - 0.5 * 0.35)
+    # ratio >= 0.8: cheapest is to keep 0.5 and lift 0.1 to 0.4
+    assert sweep.accuracy_ceiling({"a": 0.1, "b": 0.5}, shares, "min_disparate_impact_ratio", 0.8) == \
+        pytest.approx(1 - 0.5 * 0.3)
+    assert sweep.accuracy_ceiling({"a": 0.3, "b": 0.32}, shares, "max_demographic_parity_difference", 0.05) == 1.0
+
+
+def test_grid_search_is_left_out_on_more_than_two_groups(tmp_path, monkeypatch):
+    """Measured: on 3 and 4 groups GridSearch x DP returned the unconstrained model's decisions on
+    every row; with two it moves. The sweep skips it, with why, only where it collapses."""
+    monkeypatch.chdir(PROJECT)
+    path = tmp_path / "gs.yaml"
+    path.write_text(yaml.safe_dump({"name": "gs", "version": 1, "recipes": ["recipes/none.yaml"],
+                                    "constraints": ["constraints/unconstrained.yaml", "constraints/gs-dp.yaml",
+                                                    "constraints/eg-dp.yaml"]}))
+    candidates, _ = sweep.expand_candidates(sweep.load_sweep(path))
+    mode = ModeDecision(mode="holdout", reason="test")
+    for groups, kept in ((2, ["none+unconstrained", "none+gs-dp@0.02", "none+eg-dp@0.02"]),
+                         (3, ["none+unconstrained", "none+eg-dp@0.02"])):
+        spec = write_dataset(tmp_path, f"g{groups}", {f"g{i}": (200, 0.3) for i in range(groups)})
+        splits = pipeline.prepare(pipeline.load_inputs(pipeline.RunParams(dataset=str(spec))))
+        left, skipped = sweep.collapsing_grid_searches(candidates, sweep.SweepData.of(splits, mode, "group", 0), "group")
+        assert [c.name for c in left] == kept
+        assert [s.name for s in skipped] == ([] if groups == 2 else ["none+gs-dp@0.02"])
+        assert all("more than two groups (3 here)" in s.reason for s in skipped)

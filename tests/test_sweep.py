@@ -69,6 +69,11 @@ def test_candidates_cross_recipes_templates_and_bounds_and_skip_weights_with_red
 @pytest.mark.parametrize(("override", "field"), [
     ({"constraints": [{"template": "constraints/unconstrained.yaml", "bounds": [0.1]}]}, "no constraint"),
     ({"constraints": [{"template": "constraints/threshold-dp.yaml", "bounds": [1.5]}]}, "constraints.0"),
+    # an empty list ran the template at its own bound, unnoticed (issue 29 item 4)
+    ({"constraints": [{"template": "constraints/threshold-dp.yaml", "bounds": []}]},
+     r"field 'constraints\.0\.SweptTemplate\.bounds': List should have at least 1 item"),
+    ({"search": {"max_extra_fits": 0, "max_seconds": 60}}, r"field 'search\.max_extra_fits'"),
+    ({"search": {"max_extra_fits": 4}}, r"field 'search\.max_seconds'"),
     ({"recipes": ["recipes/missing.yaml"]}, "recipes/missing.yaml"),
     ({"recipes": ["recipes/none.yaml", "recipes/none.yaml"]}, "more than once"),
     ({"constraints": [{"template": "constraints/lr-eg-dp.yaml", "recipes": ["recipes/smotenc-base-rates.yaml"]}]},
@@ -160,7 +165,7 @@ def test_sweep_with_no_passing_candidate_promotes_nothing_and_says_why(remediati
     state = remediation_flow(**run_params(write_sweep(tmp_path, **FLOW_SWEEP), infeasible), return_state=True)
     assert state.name == Outcome.GATE_FAILED.value
     assert "No candidate of sweep 'test-sweep' passes" in state.message
-    assert "Closest candidates:" in state.message and "equalized_odds_difference" in state.message
+    assert "Closest choosable candidates:" in state.message and "equalized_odds_difference" in state.message
     registry = Registry(registry_dir)
     assert registry.champion("adult") is None
     (record,) = registry.audit_log()

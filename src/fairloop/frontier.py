@@ -131,7 +131,8 @@ def candidates_table(outcome: SweepOutcome) -> list[dict]:
     rows = []
     for number, c in enumerate(outcome.candidates, start=1):
         rows.append({
-            "#": number, "candidate": c.name + (" (chosen)" if c.name == outcome.chosen else ""),
+            "#": number, "candidate": c.name + (" (chosen)" if c.name == outcome.chosen else "")
+            + (" (search)" if c.searched else ""),
             "recipe": c.recipe, "template": c.template, "method": c.method, "constraint": c.constraint or "",
             "bound": c.bound, "learner": c.learner, "kind": c.kind, "needs at predict": c.needs_at_predict,
             "val accuracy": round(c.validation["accuracy"], 4),
