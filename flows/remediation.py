@@ -159,7 +159,8 @@ def remediation(
     start = None
     if rerun:
         start = reruns.start_rerun(run_id, params, sweep_file=sweep_file, requested_by=requested_by, registry=registry,
-                                   state_dir=settings.state_dir, run_dir=run_dir, incident=incident or None)
+                                   state_dir=settings.state_dir, run_dir=run_dir,
+                                   incident=None if incident in (None, "", "None") else incident)  # an event's template renders null as 'None'
         if start.stop is not None:
             logger.info("Not remediating (%s): %s", start.stop.value, start.reason)
             if start.stop is Outcome.REFUSED:

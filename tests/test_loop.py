@@ -14,9 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +22,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import PROJECT, drain_prefect_workers, free_port
+from conftest import PROJECT, Webhook, drain_prefect_workers, free_port
 from fairloop import pipeline
 from fairloop.constraints import fit_candidate
 from fairloop.errors import BadInputError
@@ -166,30 +164,6 @@ def shifted(stream: pd.DataFrame, seed: int, rows: int = 1000) -> pd.DataFrame:
     return stream.sample(rows, replace=True, weights=weights, random_state=seed)
 
 
-class Webhook:
-    """A local HTTP server that records every JSON body POSTed to it (the notification block's target)."""
-
-    def __init__(self):
-        received = self.received = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                received.append(json.loads(body or b"{}"))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/fairloop"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-
-
 @pytest.fixture(scope="module")
 def served(loop_server, world):
     """``fairloop serve`` with a one-minute monitor schedule and a webhook notification, in its own process group."""
@@ -327,6 +301,29 @@ def test_two_alerts_start_one_rerun_with_the_champions_template_that_ends_gate_f
     alerts, outcomes = until(told, 90, "alert and outcome notifications", context=lambda: json.dumps(webhook, indent=1))
     assert "group_share:race" in alerts[0]["body"]
     assert rerun.name in outcomes[0]["body"] and "demographic_parity_difference" in outcomes[0]["body"]
+
+
+def test_fairloop_rerun_starts_the_served_rerun_of_the_open_incident(loop_server, world, served):
+    """After the alerts above, the incident is open (its rerun failed its gates): ``fairloop rerun`` starts the
+    deployment's rerun on the incident's window by hand, without the cooldown; a dataset with no incident is refused."""
+    from fairloop.monitor import history
+    from fairloop.monitor.alerting import open_incident
+
+    remediation = deployment("remediation/compas", served)
+    incident = open_incident(history(served["state"], "compas"))
+    assert incident, "the alert test leaves an open incident"
+    env = {**loop_server["env"], "FAIRLOOP_STATE_DIR": str(served["state"])}
+    done = subprocess.run([sys.executable, "-m", "fairloop", "rerun", "compas"], env=env, cwd=PROJECT,
+                          capture_output=True, text=True, timeout=600)
+    assert f"incident {incident}" in done.stdout and done.returncode == 3, done.stdout + done.stderr  # GateFailed, named
+    (run,) = [r for r in runs_of(remediation.id) if r.parameters.get("incident") == incident
+              and r.parameters.get("requested_by") != "drift-trigger"]
+    assert run.state.name == "GateFailed" and "demographic_parity_difference" in run.state.message
+    assert "Traceback" not in done.stderr
+
+    nothing = subprocess.run([sys.executable, "-m", "fairloop", "rerun", "german"], env=env, cwd=PROJECT,
+                             capture_output=True, text=True, timeout=180)
+    assert nothing.returncode == 2 and "has no open incident" in nothing.stderr and "Traceback" not in nothing.stderr
 
 
 def test_scheduled_run_is_created_and_executed_by_the_servers_scheduler(served):

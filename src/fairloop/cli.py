@@ -844,7 +844,7 @@ def serve(
 
     settings = get_settings()
     validate_inputs(dataset, recipe, constraint, policy)
-    rerun = load_policy(policy).monitoring_settings.rerun
+    rerun = load_policy(policy).monitoring_settings.rerun.remediate_with
     for sweep_file in filter(None, [sweep, Path(rerun.sweep) if isinstance(rerun, RerunSweep) else None]):
         from fairloop.sweep import load_sweep
 
@@ -960,6 +960,54 @@ def history(
     print_history(console, name, reports, incidents(reports, audit))
     page = write_history_page(name, reports, audit, html or state_folder(settings.state_dir, name) / "history.html")
     console.print(f"Dashboard: {escape(str(page))}", soft_wrap=True)
+
+
+@app.command()
+@user_errors
+def rerun(
+    dataset: Annotated[str, typer.Argument(help="dataset name whose latest open incident to remediate")],
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="follow the run until it ends (default) or return once it exists")] = True,
+    token: Annotated[str, typer.Option(help="your reviewer token: the run is then requested by you, verified")] = "",
+):
+    """Start by hand the rerun a drift alert starts: the served remediation/<dataset> deployment, on the
+    latest open incident's alerting window (e.g. after fixing a feed). Cooldowns do not apply; the one-run-
+    per-incident rule does. Exit codes as for remediate (0 with --no-wait once the run exists)."""
+    from prefect.deployments import run_deployment
+
+    from fairloop.monitor.alerting import open_incident
+    from fairloop.monitor.store import history as monitor_history
+    from fairloop.reruns import unserved_reason
+    from fairloop.runs import flow_run_url, read_flow_run, review_commands
+
+    settings = get_settings()
+    reports = monitor_history(settings.state_dir, dataset)
+    incident = open_incident(reports)
+    if incident is None:
+        raise BadInputError(f"dataset '{dataset}' has no open incident under {settings.state_dir} (fairloop history "
+                            f"{dataset} shows its incidents)")
+    kept = [r for r in reports if r.incident == incident and r.alert and r.window_file and Path(r.window_file).is_file()]
+    if not kept:
+        raise BadInputError(f"incident {incident} of '{dataset}' has no alerting window whose rows are still kept "
+                            "(monitoring.keep_window_rows): the next alerting window starts its rerun")
+    requested_by, verified = requester(settings, token)
+    with prefect_server(settings):
+        unserved = unserved_reason(dataset)
+        if unserved:
+            raise BadInputError(f"{unserved}: start it with fairloop serve (the rerun runs there, as a drift alert's does)")
+        run = run_deployment(f"remediation/{dataset}", timeout=0, parameters={
+            "requested_by": requested_by, "requester_verified": verified, "extra_training_data": kept[-1].window_file,
+            "incident": incident})
+        console.print(f"Rerun {run.name} of incident {escape(incident)} on window {escape(kept[-1].label)}: "
+                      f"{flow_run_url(run.id)}", soft_wrap=True)
+        if not wait:
+            raise typer.Exit(ExitCode.PROMOTED)
+        run = follow_progress(run.id, lambda r: bool(r.state and (r.state.is_paused() or r.state.is_final())),
+                              TRAINING_TIMEOUT_SECONDS)
+        if run.state.is_paused():
+            console.print(f"[bold]Rerun {run.name} awaits review[/bold]: {flow_run_url(run.id)}\n"
+                          f"{escape(review_commands(run.id))}", soft_wrap=True)
+            raise typer.Exit(ExitCode.PROMOTED)
+        raise typer.Exit(exit_for_state(read_flow_run(run.id).state, run.id))
 
 
 def main() -> None:

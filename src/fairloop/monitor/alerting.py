@@ -94,14 +94,20 @@ def open_incident(history: list[WindowReport]) -> str | None:
 
 def with_incident(report: WindowReport, history: list[WindowReport]) -> WindowReport:
     """``report`` placed in the dataset's incidents: an alert joins the open incident or opens one (named
-    by dataset, window and rows); a window without an alert closes the open one. Whether a closing
-    window cleared the incident through a promoted champion or the drift subsided under the same
-    champion is read off the champion versions (``fairloop.monitor.dashboard``)."""
+    by dataset, window and rows); a window without an alert that comes after the incident's alerting
+    windows (timed: starts on or after the last one's end) closes it, and an earlier window checked late
+    (a replay, an old feed) does not. Whether a closing window cleared the incident through a promoted
+    champion or the drift subsided under the same champion is read off the champion versions
+    (``fairloop.monitor.dashboard``)."""
     current = open_incident(history)
     if report.alert:
         opened = f"{report.dataset}-{report.window_start or report.checked_at[:10]}-{(report.window_hash or '')[:8]}"
         return report.model_copy(update={"incident": current or opened})
-    return report.model_copy(update={"clears_incident": current}) if current else report
+    if current is None:
+        return report
+    last = max((r for r in history if r.incident == current), key=lambda r: r.window_end or "")
+    later = not (last.window_end and report.window_start) or report.window_start >= last.window_end  # ISO dates
+    return report.model_copy(update={"clears_incident": current}) if later else report
 
 
 # -- the event a remediation deployment is triggered by ------------------------------------
@@ -109,8 +115,9 @@ def dataset_resource_id(dataset: str) -> str:
     return f"fairloop.dataset.{dataset}"
 
 
-def drift_event(report: WindowReport) -> dict[str, Any]:
-    """Keyword arguments of ``prefect.events.emit_event`` for an alerting window."""
+def drift_event(report: WindowReport, history_page: str | None = None) -> dict[str, Any]:
+    """Keyword arguments of ``prefect.events.emit_event`` for an alerting window; ``history_page``
+    (the dataset's history.html) is where the notification points a reader."""
     return {
         "event": DRIFT_EVENT,
         "resource": {
@@ -132,6 +139,7 @@ def drift_event(report: WindowReport) -> dict[str, Any]:
             "window_file_sha256": report.window_file_sha256,
             "window_hash": report.window_hash,
             "incident": report.incident,
+            "history_page": history_page,
             "rows": report.rows,
             "alerts": [m.model_dump(include={"key", "value", "low", "high", "threshold", "streak"}) for m in report.alerts],
         },

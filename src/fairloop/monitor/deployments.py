@@ -43,7 +43,8 @@ def build_deployments(
         description=f"Rerun remediation of {spec.name} when the monitor alerts",
         expect={DRIFT_EVENT},
         match={"prefect.resource.id": dataset_resource_id(spec.name)},
-        parameters={**common, "requested_by": DRIFT_TRIGGER, "extra_training_data": "{{ event.payload.window_file }}"},
+        parameters={**common, "requested_by": DRIFT_TRIGGER, "extra_training_data": "{{ event.payload.window_file }}",
+                    "incident": "{{ event.payload.incident }}"},
     )
     remediation = remediation_flow.to_deployment(
         name=spec.name, cron=schedule.remediation_cron, triggers=[trigger],
