@@ -333,11 +333,12 @@ def test_init_needs_exactly_one_thing_to_do():
 
 
 @pytest.mark.usefixtures("prefect_server")
-def test_three_commands_take_a_new_csv_to_a_paused_review(tmp_path, registry_dir, remediation_flow):
+def test_three_commands_take_a_new_csv_to_a_paused_review(tmp_path, registry_dir, remediation_flow, monkeypatch):
     from fairloop.runs import submit_review
 
     workspace = tmp_path / "work"
     (workspace / "datasets").mkdir(parents=True)
+    monkeypatch.setenv("FAIRLOOP_ALLOWED_ROOTS", str(workspace))  # its spec names ../loans.csv; fairloop runs from elsewhere
     with gzip.open(DATA / "hmda" / "Hdma.csv.gz", "rb") as source, (workspace / "loans.csv").open("wb") as target:
         shutil.copyfileobj(source, target)
     spec = workspace / "datasets" / "boston.yaml"
