@@ -53,6 +53,7 @@ def monitor(
     """``state_dir`` (default: the project's .fairloop/) keeps the window history that streaks count on."""
     logger = get_run_logger()
     reports = check_step(dataset, window, policy, window_end, every_window, prediction_column, state_dir)
+    state = Path(state_dir) if state_dir else get_settings().state_dir
     for report in reports:
         key = _slug(f"monitor-{report.dataset}")
         create_table_artifact(key=f"{key}-metrics", table=report.table(),
@@ -66,12 +67,12 @@ def monitor(
                     report.window_end, report.rows, len(report.breaches), report.alert,
                     " (checked before: recorded result, nothing changed)" if report.rechecked else "")
         if report.new_alert and emit:  # once per window range: a re-check or a revision does not alert again
-            event = emit_event(**core.drift_event(report))
+            history_page = core.state_folder(state, report.dataset) / "history.html"  # written below, with this window
+            event = emit_event(**core.drift_event(report, history_page=str(history_page)))
             logger.warning("Drift alert on %s: %s; emitted %s (%s)", report.dataset,
                            ", ".join(m.key for m in report.alerts), core.DRIFT_EVENT, event.id if event else "not sent")
     if reports:  # the trend dashboard: history.html next to the history, and the same tables as an artifact
         settings = get_settings()
-        state = Path(state_dir) if state_dir else settings.state_dir
         dataset_name = reports[0].dataset
         audit = Registry(settings.registry_path, settings.remote_path).audit_log()
         with check_lock(state, dataset_name):  # an overlapping run must not write the page at the same time

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -51,6 +53,30 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+class Webhook:
+    """A local HTTP server that records every JSON body POSTed to it (the notification block's target)."""
+
+    def __init__(self):
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                received.append(json.loads(body or b"{}"))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/fairloop"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
 def write_policy(directory: Path, name: str = "test-policy", **thresholds) -> Path:
     """A policy file for a test: gates chosen by the test, not by whatever the subsample yields
     (keyword arguments named in POLICY_SETTINGS are policy settings, the rest thresholds)."""
@@ -67,7 +93,7 @@ def write_policy(directory: Path, name: str = "test-policy", **thresholds) -> Pa
 class BackgroundRun:
     """A remediation flow run in a thread (it blocks while paused), found on the server by tag."""
 
-    def __init__(self, flow, **parameters):
+    def __init__(self, flow, *, run_tags: tuple[str, ...] = (), **parameters):
         from prefect import tags
 
         self.tag = f"test-{uuid.uuid4().hex[:10]}"
@@ -76,7 +102,7 @@ class BackgroundRun:
 
         def target():
             try:
-                with tags(self.tag):
+                with tags(self.tag, *run_tags):  # run_tags: e.g. the served deployment's, which automations match
                     self.state = flow(**parameters, return_state=True)
             except BaseException as exc:  # surfaced by finish()
                 self.error = exc

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import PROJECT
+from conftest import PROJECT, Webhook
 from fairloop import monitor as core
 from fairloop import pipeline
 from fairloop.lineage import describe_run
@@ -253,6 +253,7 @@ def served(world, prefect_server):
     from prefect.settings import PREFECT_API_URL
 
     folder = world["folder"]
+    webhook = Webhook()
     policy = write_test_policy(folder, schedule={"monitor_cron": "15 6 * * *", "remediation_cron": "0 3 1 * *"})
     env = {
         **os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "FAIRLOOP_PROJECT_DIR": str(PROJECT),
@@ -263,11 +264,13 @@ def served(world, prefect_server):
     log = (folder / "serve.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "fairloop", "serve", "--dataset", str(world["spec_path"]), "--feed", str(folder / "stream.csv"),
-         "--policy", str(policy), "--constraint", "constraints/threshold-dp.yaml", "--train-rows", "800"],
+         "--policy", str(policy), "--constraint", "constraints/threshold-dp.yaml", "--train-rows", "800",
+         "--notify-url", webhook.url],
         cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
-        yield {"process": process, "policy": policy, "log": folder / "serve.log", "state": folder / "state"}
+        yield {"process": process, "policy": policy, "log": folder / "serve.log", "state": folder / "state",
+               "webhook": webhook}
     finally:
         os.killpg(process.pid, signal.SIGTERM)  # the serve process and the flow runs it started
         try:
@@ -276,6 +279,7 @@ def served(world, prefect_server):
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(5)
         log.close()
+        webhook.close()
 
 
 def _deployment(name: str, served, timeout: float = 90):
@@ -325,6 +329,8 @@ def test_drift_event_starts_a_triggered_rerun_with_the_window(world, served, tmp
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
     from prefect.flows import load_flow_from_entrypoint
 
+    from fairloop.runs import flow_run_url
+
     monkeypatch.setenv("FAIRLOOP_REGISTRY_DIR", str(world["registry"].root))
     monkeypatch.setenv("FAIRLOOP_PROJECT_DIR", str(PROJECT))
     remediation_deployment = _deployment("remediation/compas", served)
@@ -333,10 +339,25 @@ def test_drift_event_starts_a_triggered_rerun_with_the_window(world, served, tmp
     time.sleep(2)  # let the triggers service load the new automation before the event arrives
     monitor_flow = load_flow_from_entrypoint(f"{PROJECT / 'flows' / 'monitor.py'}:monitor")
     path = feed(world, [shifted(world, 21)], "served-shift")
-    records = monitor_flow(dataset=str(world["spec_path"]), window=str(path), policy=str(served["policy"]),
-                           every_window=True, state_dir=str(served["state"]))
+    monitored = monitor_flow(dataset=str(world["spec_path"]), window=str(path), policy=str(served["policy"]),
+                             every_window=True, state_dir=str(served["state"]), return_state=True)
+    records = monitored.result()
     assert records[0]["alert"], records[0]
     window_file = records[0]["window_file"]
+
+    def message(subject: str) -> str:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            bodies = [m["body"] for m in served["webhook"].received if m.get("subject") == subject]
+            if bodies:
+                return bodies[0]
+            time.sleep(0.5)
+        raise AssertionError(f"no notification {subject!r}: {served['webhook'].received}")
+
+    # someone is told, with where to look: the monitor run's page and the history
+    alert = message("fairloop compas: drift alert")
+    assert "group_share:race = " in alert and f"Monitor run: {flow_run_url(monitored.state_details.flow_run_id)}" in alert
+    assert f"History: `fairloop history compas`, or {served['state'] / 'monitor' / 'compas' / 'history.html'}" in alert
 
     deadline = time.monotonic() + 150
     run = None
@@ -352,6 +373,10 @@ def test_drift_event_starts_a_triggered_rerun_with_the_window(world, served, tmp
     assert run.parameters["extra_training_data"] == window_file
     assert run.state is not None and run.state.is_final(), f"{run.state}\n{served['log'].read_text()[-3000:]}"
     assert run.state.name == "GateFailed", f"{run.state.name}: {run.state.message}\n{served['log'].read_text()[-3000:]}"
+
+    outcome = message("fairloop compas: GateFailed")  # the outcome, with its reason and the run's page
+    assert "demographic_parity_difference" in outcome and outcome.endswith(f"Run: {flow_run_url(run.id)}")
+
     # the rerun read the drifted window into its training data and said so in the registry's audit log
     decisions = [r for r in world["registry"].audit_log() if r.get("run_id") == str(run.id)]
     assert [d["action"] for d in decisions] == ["rerun_started", "gate_failed"]  # the incident's timeline

@@ -5,10 +5,17 @@ served dataset to a notification block (a webhook, Slack, e-mail: any Prefect no
 ``{"subject": ..., "body": ...}`` to URL; ``--notify-block SLUG/NAME`` uses a block made in the
 Prefect UI instead. Two automations per dataset, replaced on every ``serve``:
 
-* ``fairloop-<dataset>-alert-notify``: on ``fairloop.drift.detected`` for the dataset;
+* ``fairloop-<dataset>-alert-notify``: on ``fairloop.drift.detected`` for the dataset: the
+  window, the metrics that alerted, and where to look (the monitor run's page, the history
+  page and command);
 * ``fairloop-<dataset>-outcome-notify``: when a run of the served remediation deployment enters
-  Paused (review requested) or ends Promoted, GateFailed, AuditBlocked, Rejected, Expired,
-  Failed or Crashed (matched by the deployment's tag).
+  Paused (review requested: why the run exists, its page, and how to decide: the UI's Resume
+  form or the ``approve`` / ``reject`` commands) or ends Promoted, GateFailed, AuditBlocked,
+  Rejected, Expired, Failed or Crashed (with its reason and page), matched by the deployment's tag.
+
+Bodies are Jinja templates the Prefect server renders: ``flow_run`` is the run the event names
+(the remediation run, or the monitor run that emitted the alert). Links are built here, with the
+UI address ``serve`` talks to, because the server process may not know its public address.
 """
 
 from __future__ import annotations
@@ -21,15 +28,37 @@ from fairloop.outcomes import Outcome
 # Expired: the server replaces the flow's Expired state with Failed("... never resumed").
 NOTIFIED_STATES = ["Paused", *(o.value for o in Outcome if o is not Outcome.SKIPPED), "Failed", "Crashed"]
 
-ALERT_BODY = (
-    "Drift alert on {{ event.resource['prefect.resource.name'] }} (champion {{ event.payload.champion_version }}), "
-    "window {{ event.payload.window_start }} .. {{ event.payload.window_end }} ({{ event.payload.rows }} rows): "
-    "{% for a in event.payload.alerts %}{{ a.key }} = {{ '%.3f' % a.value }} (threshold {{ a.threshold }}); {% endfor %}"
-)
-OUTCOME_BODY = (
-    "Remediation run {{ event.resource['prefect.resource.name'] }} of {dataset}: "
-    "{{ event.resource['prefect.state-name'] }}: {{ event.resource['prefect.state-message'] }}"
-)
+RUN_ID = "{{ flow_run.id }}"
+STATE = "event.resource['prefect.state-name']"
+
+
+def alert_body(dataset: str) -> str:
+    from fairloop.runs import flow_run_url
+
+    return (
+        "Drift alert on {{ event.resource['prefect.resource.name'] }} (champion {{ event.payload.champion_version }}), "
+        "window {{ event.payload.window_start }} .. {{ event.payload.window_end }} ({{ event.payload.rows }} rows): "
+        "{% for a in event.payload.alerts %}{{ a.key }} = {{ '%.3f' % a.value }} (threshold {{ a.threshold }}); {% endfor %}\n"
+        f"{{% if flow_run %}}Monitor run: {flow_run_url(RUN_ID)}\n{{% endif %}}"
+        f"History: `fairloop history {dataset}`{{% if event.payload.history_page %}}, or {{{{ event.payload.history_page }}}}{{% endif %}}"
+    )
+
+
+def outcome_body(dataset: str) -> str:
+    from fairloop.runs import flow_run_url, review_commands
+
+    run = "Remediation run {{ event.resource['prefect.resource.name'] }} of " + dataset
+    reason = ("requested by {{ flow_run.parameters.requested_by }}{% if flow_run.parameters.extra_training_data %} "
+              "after a drift alert, with the window {{ flow_run.parameters.extra_training_data }}{% endif %}"
+              "{% if flow_run.parameters.incident %} (incident {{ flow_run.parameters.incident }}){% endif %}; "
+              "its gates let it through to a person, who decides whether it is promoted")
+    return (
+        f"{{% if {STATE} == 'Paused' %}}{run} awaits review: {reason}.\n"
+        f"Decide in the UI: {flow_run_url(RUN_ID)} (Resume: approve or not, your name, a comment), "
+        f"or from a shell:\n{review_commands(RUN_ID)}"
+        f"{{% else %}}{run}: {{{{ {STATE} }}}}: {{{{ event.resource['prefect.state-message'] }}}}\n"
+        f"Run: {flow_run_url(RUN_ID)}{{% endif %}}"
+    )
 
 
 def remediation_tag(dataset: str) -> str:
@@ -78,7 +107,8 @@ def notification_automations(dataset: str, block_id: UUID) -> list:
         name=f"fairloop-{dataset}-alert-notify", description=f"Send each drift alert on {dataset}",
         trigger=EventTrigger(expect={DRIFT_EVENT}, match={"prefect.resource.id": dataset_resource_id(dataset)},
                              posture="Reactive", threshold=1),
-        actions=[SendNotification(block_document_id=block_id, subject=f"fairloop {dataset}: drift alert", body=ALERT_BODY)],
+        actions=[SendNotification(block_document_id=block_id, subject=f"fairloop {dataset}: drift alert",
+                                  body=alert_body(dataset))],
     )
     outcome = Automation(
         name=f"fairloop-{dataset}-outcome-notify", description=f"Send each outcome of a served remediation of {dataset}",
@@ -89,8 +119,9 @@ def notification_automations(dataset: str, block_id: UUID) -> list:
             posture="Reactive", threshold=1,
         ),
         actions=[SendNotification(
-            block_document_id=block_id, subject=f"fairloop {dataset}: {{{{ event.resource['prefect.state-name'] }}}}",
-            body=OUTCOME_BODY.replace("{dataset}", dataset),
+            block_document_id=block_id,
+            subject=f"fairloop {dataset}: {{% if {STATE} == 'Paused' %}}awaiting review{{% else %}}{{{{ {STATE} }}}}{{% endif %}}",
+            body=outcome_body(dataset),
         )],
     )
     return [alert, outcome]
