@@ -21,6 +21,7 @@ a person's *qualification*. Drift kinds (each on group F only):
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -87,3 +88,26 @@ def feed(windows: list[pd.DataFrame], path: Path, unlabelled: tuple[int, ...] = 
         parts.append(window)
     pd.concat(parts, ignore_index=True).to_csv(path, index=False)
     return path
+
+
+def promote_champion(spec: Path, policy: Path, registry, template: str) -> None:
+    """v1 of the generated dataset: ``template`` fitted on its training rows, promoted with its lineage."""
+    from fairloop import pipeline
+    from fairloop.constraints import fit_candidate
+    from fairloop.lineage import describe_run
+
+    project = Path(__file__).resolve().parents[1]
+    inputs = pipeline.load_inputs(pipeline.RunParams(str(spec), constraint=template, recipe=str(project / "recipes/none.yaml"),
+                                                     policy=str(policy)))
+    splits = pipeline.prepare(inputs)
+    model, _ = fit_candidate(splits.train, inputs.template, inputs.sensitive, 0)
+    metrics = pipeline.evaluate_models({"c": model}, splits.test, inputs.sensitive)["c"].metrics
+    with tempfile.TemporaryDirectory() as scratch:
+        copies = pipeline.snapshot_inputs(inputs, Path(scratch))
+        lineage = describe_run(inputs, pipeline.audit(inputs, splits),
+                               pipeline.augment(inputs, splits, pipeline.decide_mode(inputs, splits))[1],
+                               run_id=None, requested_by="generated-world", project_dir=project)
+        registry.promote(inputs.loaded.spec.name, model, splits.train.to_frame("label"), metrics=metrics,
+                         baseline_metrics=metrics, gates=[], lineage=lineage.model_copy(update={"inputs_spec_files": copies}),
+                         approval={"reviewer": "generated-world", "comment": "champion v1 of a generated world", "approved": True},
+                         inputs_dir=Path(scratch), documents=lambda version: {"report.md": "generated world\n"})

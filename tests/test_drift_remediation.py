@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -23,9 +22,6 @@ import yaml
 import drift_world as world_gen
 from conftest import PROJECT, BackgroundRun
 from fairloop import monitor as core
-from fairloop import pipeline
-from fairloop.constraints import fit_candidate
-from fairloop.lineage import describe_run
 from fairloop.registry import Registry
 
 TEMPLATE = str(PROJECT / "constraints" / "lr-eg-dp.yaml")
@@ -43,24 +39,6 @@ def write_policy(folder: Path, **rerun) -> Path:
     return path
 
 
-def promote_champion(folder: Path, spec: Path, policy: Path, registry: Registry) -> None:
-    """v1: a group-blind ExponentiatedGradient model fitted on the generated training rows."""
-    inputs = pipeline.load_inputs(pipeline.RunParams(str(spec), constraint=TEMPLATE, recipe=str(PROJECT / "recipes/none.yaml"),
-                                                     policy=str(policy)))
-    splits = pipeline.prepare(inputs)
-    model, _ = fit_candidate(splits.train, inputs.template, inputs.sensitive, 0)
-    metrics = pipeline.evaluate_models({"c": model}, splits.test, inputs.sensitive)["c"].metrics
-    with tempfile.TemporaryDirectory() as scratch:
-        copies = pipeline.snapshot_inputs(inputs, Path(scratch))
-        lineage = describe_run(inputs, pipeline.audit(inputs, splits),
-                               pipeline.augment(inputs, splits, pipeline.decide_mode(inputs, splits))[1],
-                               run_id=None, requested_by="pytest", project_dir=PROJECT)
-        registry.promote("gen", model, splits.train.to_frame("label"), metrics=metrics, baseline_metrics=metrics, gates=[],
-                         lineage=lineage.model_copy(update={"inputs_spec_files": copies}),
-                         approval={"reviewer": "pytest", "comment": "drift fixture", "approved": True},
-                         inputs_dir=Path(scratch), documents=lambda version: {"report.md": "drift fixture\n"})
-
-
 @pytest.fixture
 def drift_setup(tmp_path, registry_dir, monkeypatch):
     state = tmp_path / "state"
@@ -68,7 +46,7 @@ def drift_setup(tmp_path, registry_dir, monkeypatch):
     spec = world_gen.write_spec(tmp_path / "data", "gen", world_gen.draw(6000, 0))
     policy = write_policy(tmp_path)
     registry = Registry(registry_dir, tmp_path / "dvc-remote")
-    promote_champion(tmp_path, spec, policy, registry)
+    world_gen.promote_champion(spec, policy, registry, TEMPLATE)
     return {"spec": spec, "policy": policy, "registry": registry, "state": state, "folder": tmp_path}
 
 

@@ -230,6 +230,7 @@ class DriftedJudgement(BaseModel):
     alert: AlertSeen | None
     held_out_rows: int
     held_out_labelled: int
+    accuracy: dict[str, float] = Field({}, description="champion and candidate accuracy on the labelled held-out drifted rows")
     figures: list[DriftedFigure]
     gates: list[GateResult]
     clears: Clears
@@ -282,8 +283,16 @@ def judge_on_drifted(models: dict, rows: Rows, alert: AlertSeen | None, sensitiv
     """Champion (if any) and candidate on the held-out drifted rows: one gate per fairness gap that the
     monitor gates, verdicts from the whole interval as at the policy's gates; inconclusive ones are
     handled as ``settings.undecided`` says."""
-    per_model = {name: {m.key: m for m in fairness_gaps(model, rows, sensitive, policy, seed)}
-                 for name, model in models.items() if name in ("champion", "candidate")}
+    judged = {name: model for name, model in models.items() if name in ("champion", "candidate")}
+    per_model = {name: {m.key: m for m in fairness_gaps(model, rows, sensitive, policy, seed)} for name, model in judged.items()}
+    known = np.flatnonzero(rows.y.notna().to_numpy()) if rows.y is not None else np.array([], dtype=int)
+    accuracy = {}
+    if len(known):
+        from sklearn.metrics import accuracy_score
+
+        labelled_rows = rows.take(known)
+        accuracy = {name: round(float(accuracy_score(labelled_rows.y.astype(int), model.predict(labelled_rows.X, labelled_rows.groups))), 4)
+                    for name, model in judged.items()}
     keys = list(dict.fromkeys([*per_model.get("candidate", {}), *per_model.get("champion", {})]))
     labelled = int(rows.y.notna().sum()) if rows.y is not None else 0
     figures, gates = [], []
@@ -327,5 +336,5 @@ def judge_on_drifted(models: dict, rows: Rows, alert: AlertSeen | None, sensitiv
         clears, why = "yes", "every gap's interval lies below its threshold on the held-out drifted rows"
     else:
         clears, why = "cannot tell yet", "; ".join(g.advice or g.reason for g in gates if g.verdict != "pass")
-    return DriftedJudgement(alert=alert, held_out_rows=len(rows), held_out_labelled=labelled, figures=figures,
+    return DriftedJudgement(alert=alert, held_out_rows=len(rows), held_out_labelled=labelled, accuracy=accuracy, figures=figures,
                             gates=gates, clears=clears, why=why)
