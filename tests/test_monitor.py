@@ -524,6 +524,16 @@ def test_overlapping_monitor_runs_record_a_window_once(world, tmp_path):
     assert [r.new_alert for r in results].count(True) == 1  # one drift event, hence one notification
 
 
+def test_a_check_that_waits_too_long_for_the_lock_says_which_lock(tmp_path):
+    from fairloop.monitor.store import MonitorBusy, check_lock
+
+    with check_lock(tmp_path, "compas"):
+        with pytest.raises(MonitorBusy, match=r"another monitor check of dataset 'compas' has held .*compas/check.lock "
+                                              r"for more than 0 s; nothing was checked"):
+            with check_lock(tmp_path, "compas", timeout=0.2):
+                pass
+
+
 def test_retention_keeps_exactly_the_latest_windows(world, tmp_path):
     policy = write_test_policy(tmp_path, keep_window_rows=3, bootstrap=50)
     state = tmp_path / "state"
