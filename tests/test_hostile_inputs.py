@@ -364,6 +364,11 @@ def test_look_alike_names_are_the_same_person():
     assert "mixes Greek and Latin letters" in refusal_reason("r\u03bfot", ["root"], "ann")
     assert "separation of duties" in refusal_reason("\u0412\u041e\u0412", [], "bob")  # Cyrillic capitals: 'BOB'
     assert refusal_reason("\u7530\u4e2d\u3055\u304f\u3089", [], "root") is None  # Japanese mixes Han and Hiragana
+    from fairloop.credentials import ReviewerBook, issue, refusal
+
+    book, token = issue(ReviewerBook(), "root")  # a registered reviewer is found under any of these spellings
+    assert refusal(book, "\uff52\uff4f\uff4f\uff54", token) is None and refusal(book, "root\u200b", token) is None
+    assert "does not match" in refusal(book, "\uff52\uff4f\uff4f\uff54", "root.not-the-token")
 
 
 def test_spec_files_that_are_not_data(world, monkeypatch, tmp_path):

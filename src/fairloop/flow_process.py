@@ -54,7 +54,10 @@ def read_flow_process(run_dir: Path) -> FlowProcess | None:
     path = run_dir / PROCESS_FILE
     if not path.is_file():
         return None
-    return FlowProcess.model_validate_json(path.read_text())
+    try:
+        return FlowProcess.model_validate_json(path.read_text())
+    except ValueError:  # cut short: the process died while writing it, before its run could pause
+        return None
 
 
 def gone_flow_processes(state_dir: Path) -> dict[UUID, FlowProcess]:
