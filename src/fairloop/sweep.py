@@ -837,7 +837,8 @@ def search_after_grid(
             template = origin.template.model_copy(update={
                 "bound": bound, "description": f"{origin.template.description.strip()} [bound {bound:g} found by the "
                                                f"search of sweep '{sweep.name}' v{sweep.version}]"})
-            candidate = SweepCandidate(origin.recipe, origin.recipe_path, template, origin.template_path, True, True)
+            candidate = SweepCandidate(origin.recipe, origin.recipe_path, template, origin.template_path,
+                                       bound_overridden=True, searched=True)
             if candidate.name not in results:
                 jobs = sweep_jobs({candidate.name: candidate}, data, sweep.candidate_timeout_seconds, sweep.reduction_rows)
                 if fits + len(jobs) > budget.max_extra_fits or time.perf_counter() - started + last_step > budget.max_seconds:
@@ -902,8 +903,11 @@ def run_sweep(
     champion: FairModel | None = None, fit_all: FitAll = fit_serially, frozen: FrozenModel | None = None,
 ) -> SweepRun:
     """Fit the baseline and every candidate (``fit_all`` decides where: the flow passes a
-    Prefect process pool), K + 1 times each in crossfit mode, then gate and select. With a
-    ``frozen`` model the candidates post-process it and the baseline is the model itself."""
+    Prefect process pool), K + 1 times each in crossfit mode, then gate and select; GridSearch is
+    left out where it collapses (:func:`collapsing_grid_searches`). When no choosable candidate
+    passes and the sweep has a ``search`` budget, the search refines the grid
+    (:func:`search_after_grid`) before the final selection. With a ``frozen`` model the
+    candidates post-process it and the baseline is the model itself."""
     candidates, skipped = expand_candidates(sweep)
     data = SweepData.of(splits, mode, sensitive, seed, frozen)
     candidates, collapsed = collapsing_grid_searches(candidates, data, sensitive)
