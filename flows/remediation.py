@@ -31,7 +31,7 @@ from fairloop.outcomes import Outcome, outcome_state, quiet_outcome_tracebacks, 
 from fairloop.policy import apply_gates
 from fairloop.registry import ChampionChanged, Registry
 from fairloop.report import render_html, render_model_card
-from fairloop.review import Link, ReviewDecision, ReviewPacket, render_report, render_summary, save_packet
+from fairloop.review import Link, ReviewPacket, render_report, review_form, save_packet
 from fairloop.review_wait import PauseNotTaken, wait_for_review
 from fairloop.runs import ProgressReporter, artifact_url, flow_run_url, review_commands
 
@@ -75,15 +75,16 @@ def promote_step(registry: Registry, inputs: pipeline.Inputs, lineage: Lineage, 
             return refused
 
 
-def await_review(report: str, policy, timeout: int, poll_seconds: int, requested_by: str, registry: Registry,
-                 record: dict, needs_acceptance: list[str]):
+def await_review(packet: ReviewPacket, frontier: str, policy, timeout: int, poll_seconds: int, requested_by: str,
+                 registry: Registry, record: dict, needs_acceptance: list[str]):
     """Pause for a reviewer until an allowed one answers, or the timeout passes (returns None).
 
     A review without a valid credential (once reviewers are registered), by a reviewer who is
     not on the policy's list, or by whoever started the run (separation of duties) is refused
     and logged, and so is an approval that does not accept the risk of the ``needs_acceptance``
-    (inconclusive) gates; the run keeps waiting within the same deadline. Each submitted form
-    is deleted from the server once read: it may hold a token.
+    (inconclusive) gates; the run keeps waiting within the same deadline, and the reopened
+    dialog starts with the refusal. Each submitted form is deleted from the server once read: it
+    may hold a token.
     """
     from prefect.input.actions import delete_flow_run_input
 
@@ -91,9 +92,10 @@ def await_review(report: str, policy, timeout: int, poll_seconds: int, requested
     deadline = time.monotonic() + timeout
     attempt = 0
     flow_run_id = get_run_context().flow_run.id
+    refused = None  # the last attempt's refusal, shown atop the next form
     while deadline > time.monotonic():
         attempt += 1
-        form = ReviewDecision.with_initial_data(description=report, approve=False)
+        form = review_form(packet, frontier, credentials.credentials_required(registry.root), refused)
         try:  # a fresh key per attempt: a reused one is refused (HTTP 409)
             decision = wait_for_review(form, flow_run_id=flow_run_id, key=f"review-{attempt}", deadline=deadline,
                                        poll_seconds=poll_seconds, logger=logger)
@@ -112,6 +114,7 @@ def await_review(report: str, policy, timeout: int, poll_seconds: int, requested
         if refusal is None:
             return decision
         logger.warning("Refused review by %r: %s. Still waiting for an allowed reviewer.", decision.reviewer, refusal)
+        refused = refusal
         registry.record_decision({**record, "action": "refused", "reviewer": decision.reviewer, "comment": refusal})
     return None
 
@@ -249,7 +252,7 @@ def remediation(
     drift = None
     if start is not None and start.drifted is not None:  # judged on the rows that alerted, too
         drift = judge_on_drifted(models, held_out_rows(spec, start.drifted), start.alert, sensitive, inputs.policy,
-                                 inputs.policy.monitoring_settings.rerun, seed)
+                                 inputs.policy.monitoring_settings.rerun, seed, windows=len(start.drifted.windows))
         gates = gates.model_copy(update={"results": [*gates.results, *drift.gates]})
         logger.info("Approving clears the alert: %s (%s)", drift.clears, drift.why)
     frontier_args = dict(
@@ -274,7 +277,6 @@ def remediation(
     report_id = create_markdown_artifact(key="remediation-report", markdown=report, description=f"{spec.name} candidate vs baseline")
     packet = packet.model_copy(update={"links": [Link(label="full report", url=artifact_url(report_id)), *links]})
     save_packet(packet, run_dir)  # what `fairloop show RUN_ID` prints
-    summary = render_summary(packet, dialog_frontier(**frontier_args))
     logger.info("Candidate fitted in %.1fs; pipeline %.1fs before review.", fit_seconds, time.perf_counter() - started)
 
     progress.done("gates passed: awaiting review" if gates.passed else "blocked by the gates")
@@ -292,7 +294,8 @@ def remediation(
         registry.record_decision({**record, "action": "review_requested"})
     timeout = approval_timeout or inputs.policy.approval.timeout_seconds
     accept = [r.gate for r in gates.needs_acceptance]
-    decision = await_review(summary, inputs.policy, timeout, review_poll_seconds, requested_by, registry, record, accept)
+    decision = await_review(packet, dialog_frontier(**frontier_args), inputs.policy, timeout, review_poll_seconds,
+                            requested_by, registry, record, accept)
     if decision is None:
         registry.record_decision({**record, "action": "expired", "timeout_seconds": timeout})
         # Prefect's server replaces this with Failed("The flow was expired and never resumed.")

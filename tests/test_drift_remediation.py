@@ -116,3 +116,35 @@ def test_a_rerun_whose_window_cannot_be_pinned_ends_refused_with_an_audit_entry(
     (refused,) = [d for d in registry.decisions() if d.action == "refused_input"]
     assert refused.incident == reports[-1].incident and "no longer kept" in refused.reason
     assert registry.champion("gen").version == "v1"
+
+
+@pytest.mark.parametrize("undecided", ["wait", "block", "review_with_acceptance"])
+def test_too_few_drifted_rows_answer_cannot_tell_yet_with_a_direction_and_the_policy_decides(tmp_path, undecided):
+    """A few held-out drifted rows cannot tell whether approving clears the alert: the answer says how many more
+    rows would, towards which side, and the policy's ``undecided`` rule decides what the gate does."""
+    from fairloop import pipeline
+    from fairloop.constraints import fit_candidate
+    from fairloop.drifted import judge_on_drifted
+    from fairloop.monitor.windows import read_window
+    from fairloop.policy import GateReport, RerunSettings, load_policy
+
+    spec = world_gen.write_spec(tmp_path / "data", "gen", world_gen.draw(2000, 0))
+    policy_path = write_policy(tmp_path)
+    inputs = pipeline.load_inputs(pipeline.RunParams(str(spec), constraint=str(PROJECT / "constraints/unconstrained.yaml"),
+                                                     policy=str(policy_path)))
+    model, _ = fit_candidate(pipeline.prepare(inputs).train, inputs.template, "sex", 0)
+    few = tmp_path / "few.csv"
+    world_gen.draw(140, 9, kind="new_channel", shift=-0.6).to_csv(few, index=False)
+    rows = read_window(inputs.loaded.spec, few)
+    judged = judge_on_drifted({"champion": model, "candidate": model}, rows, None, "sex", load_policy(policy_path),
+                              RerunSettings(undecided=undecided), seed=0)
+    (gate,) = judged.gates
+    assert judged.clears == "cannot tell yet" and gate.verdict == "inconclusive", judged
+    assert "held-out rows (labels not needed) (140 ->" in gate.advice and "would most likely" in gate.advice
+    side = "pass" if gate.value <= gate.threshold else "fail"
+    assert f"most likely {side}" in gate.advice
+    report = GateReport(policy="p", results=[gate])
+    assert report.only_awaiting_data is (undecided == "wait")
+    assert report.passed is (undecided == "review_with_acceptance")
+    assert bool(report.needs_acceptance) is (undecided == "review_with_acceptance")
+    assert set(judged.accuracy) == {"champion", "candidate"}

@@ -263,8 +263,9 @@ def fairness_gaps(model, rows: Rows, sensitive: str, policy: Policy, seed: int) 
     return [m.model_copy(update={"reference": None}) for m in metrics if m.kind in FAIRNESS_KINDS and m.threshold is not None]
 
 
-def _more_rows_advice(metric: Metric, held: int, labelled: int) -> str:
-    """How many more held-out rows would decide an undecided gap, and towards which side."""
+def _more_rows_advice(metric: Metric, held: int, labelled: int, windows: int) -> str:
+    """How many more held-out rows (and alerting windows like these) would decide an undecided gap, and
+    towards which side."""
     from fairloop.decidability import rows_factor
 
     side = "pass" if metric.value <= metric.threshold else "fail"
@@ -274,15 +275,17 @@ def _more_rows_advice(metric: Metric, held: int, labelled: int) -> str:
     if factor is None:
         return (f"{metric.key} {metric.value:.3f} sits on the threshold {metric.threshold}: more rows would not decide it; "
                 "it would most likely stay undecided")
-    return (f"with about {factor:.1f}x the {what} ({base} -> {math.ceil(base * factor)}) it would most likely {side} "
+    more_windows = math.ceil((factor - 1) * windows)
+    return (f"with about {factor:.1f}x the {what} ({base} -> {math.ceil(base * factor)}; about {more_windows} more "
+            f"alerting window(s) like these) it would most likely {side} "
             f"(estimate {metric.value:.3f} {'<=' if side == 'pass' else '>'} {metric.threshold})")
 
 
 def judge_on_drifted(models: dict, rows: Rows, alert: AlertSeen | None, sensitive: str, policy: Policy,
-                     settings: RerunSettings, seed: int) -> DriftedJudgement:
+                     settings: RerunSettings, seed: int, windows: int = 1) -> DriftedJudgement:
     """Champion (if any) and candidate on the held-out drifted rows: one gate per fairness gap that the
     monitor gates, verdicts from the whole interval as at the policy's gates; inconclusive ones are
-    handled as ``settings.undecided`` says."""
+    handled as ``settings.undecided`` says. ``windows``: how many alerting windows the rows come from."""
     judged = {name: model for name, model in models.items() if name in ("champion", "candidate")}
     per_model = {name: {m.key: m for m in fairness_gaps(model, rows, sensitive, policy, seed)} for name, model in judged.items()}
     known = np.flatnonzero(rows.y.notna().to_numpy()) if rows.y is not None else np.array([], dtype=int)
@@ -316,7 +319,7 @@ def judge_on_drifted(models: dict, rows: Rows, alert: AlertSeen | None, sensitiv
             on_inconclusive=settings.undecided,
             reason=(f"{key} on {candidate.rows} held-out drifted rows: candidate {shown}{before}: {verdict} "
                     f"(<= {candidate.threshold})"),
-            advice=_more_rows_advice(candidate, len(rows), labelled) if verdict == "inconclusive" else None,
+            advice=_more_rows_advice(candidate, len(rows), labelled, windows) if verdict == "inconclusive" else None,
         ))
     cfg = policy.monitoring_settings
     gap_limit = cfg.max_prediction_rate_gap if cfg.max_prediction_rate_gap is not None else \

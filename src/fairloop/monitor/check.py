@@ -173,7 +173,6 @@ def _check_windows(spec: DatasetSpec, windows: list[Window], champion: Champion,
         report = report.model_copy(update={"new_alert": report.alert and not already_alerted(recorded, report)})
         if persist:
             report = with_incident(report, recorded)
-        if persist:
             report = record(report, spec, part.rows, state_dir, keep_window_rows=policy_spec.monitoring_settings.keep_window_rows)
             recorded.append(report)
         reports.append(report)
