@@ -10,6 +10,7 @@ registry, the real remediation flow on a Prefect test server.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -18,11 +19,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from rich.console import Console
 
 import drift_world as world_gen
 from conftest import PROJECT, BackgroundRun
 from fairloop import monitor as core
 from fairloop.registry import Registry
+from fairloop.review import ReviewPacket
+from fairloop.terminal import print_packet
 
 TEMPLATE = str(PROJECT / "constraints" / "lr-eg-dp.yaml")
 
@@ -71,6 +75,10 @@ def test_a_drift_alert_ends_with_a_champion_that_clears_it(drift_setup, prefect_
     assert drift["alert"]["incident"] == alert.incident and drift["held_out_rows"] == 1500
     (figure,) = [f for f in drift["figures"] if f["key"] == "prediction_rate_gap:sex"]
     assert figure["champion"]["low"] > 0.08 and figure["candidate"]["high"] <= 0.08  # both on the held-out drifted rows
+    assert drift["accuracy"]["candidate"] > drift["accuracy"]["champion"]  # the drifted rows are predicted better too
+    shown = io.StringIO()
+    print_packet(Console(file=shown, width=100), ReviewPacket.model_validate(packet), "Paused")
+    assert "Approving clears the alert: yes" in shown.getvalue() and f"incident {alert.incident}" in shown.getvalue()
     gates = {g["gate"]: g["verdict"] for g in packet["gates"]["results"]}
     assert gates["on drifted rows: prediction_rate_gap:sex"] == "pass" and gates["max_demographic_parity_difference"] == "pass"
 

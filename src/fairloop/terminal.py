@@ -21,10 +21,41 @@ def _interval(interval, digits: int = 3) -> str:
 VERDICT_STYLE = {"pass": "green", "fail": "red", "inconclusive": "yellow", "skipped": "dim"}
 
 
+def print_drift(console: Console, judged) -> None:
+    """A rerun's first lines: the alert it answers, both models on the held-out drifted rows, and whether approving clears it."""
+    if judged.alert is not None:
+        for m in judged.alert.metrics:
+            console.print(f"Answers the alert {escape(m.key)} = {m.value:.3f} {_interval((m.low, m.high))} > {m.threshold} on "
+                          f"window {escape(judged.alert.window)} (champion {escape(judged.alert.champion_version)}"
+                          f"{', incident ' + escape(judged.alert.incident) if judged.alert.incident else ''})", soft_wrap=True)
+    colour = {"yes": "green", "no": "red"}.get(judged.clears, "yellow")
+    console.print(f"[bold {colour}]Approving clears the alert: {judged.clears}[/bold {colour}] ({escape(judged.why)})",
+                  soft_wrap=True)
+    table = Table(title=f"On {judged.held_out_rows} held-out drifted rows ({judged.held_out_labelled} labelled)",
+                  title_justify="left")
+    for column in ("gap", "limit", "champion", "candidate"):
+        table.add_column(column, overflow="fold")
+    shown = lambda m: "n/a" if m is None else f"{m.value:.3f} {_interval((m.low, m.high))}"  # noqa: E731
+    for f in judged.figures:
+        table.add_row(escape(f.key), f"{f.threshold:g}", shown(f.champion), shown(f.candidate))
+    if judged.accuracy:
+        table.add_row("accuracy (labelled)", "", _number(judged.accuracy.get("champion")), _number(judged.accuracy.get("candidate")))
+    console.print(table)
+
+
 def print_packet(console: Console, packet: ReviewPacket, state: str) -> None:
     p = packet
     console.rule(f"Review: {escape(p.dataset)}, sensitive feature {escape(p.sensitive)}  (run {p.run_id}, {escape(state)})")
     console.print(f"[bold]{escape(p.headline())}[/bold]", soft_wrap=True)
+    if p.drift is not None:
+        print_drift(console, p.drift)
+    # the dialog's first screen: the decision in people, what gets worse, the gates in one line
+    # (wrapped at word boundaries by rich, readable in an 80-column terminal)
+    for line in p.who_gains_and_loses():
+        console.print(escape(line))
+    for line in p.worsening():
+        console.print(f"[yellow]worse:[/yellow] {escape(line)}")
+    console.print(escape(p.gate_summary()))
     if p.base_model:
         sha = f" (sha256 {p.base_model.sha256})" if p.base_model.sha256 else ""
         console.print(f"Base model not retrained: {p.base_model.kind} model {escape(p.base_model.location)}{sha}; "
@@ -42,8 +73,8 @@ def print_packet(console: Console, packet: ReviewPacket, state: str) -> None:
     for g in p.group_changes():
         for i, r in enumerate(g.rates):
             changes.add_row(escape(g.group) if i == 0 else "", f"{g.rows:,}" + ("" if g.counted else " (not counted)") if i == 0 else "",
-                            r.label, f"{_number(r.baseline)} {_interval(r.baseline_interval, 2)}",
-                            f"{_number(r.candidate)} {_interval(r.candidate_interval, 2)}")
+                            r.label, f"{_number(r.baseline)} {_interval(r.baseline_interval)}",
+                            f"{_number(r.candidate)} {_interval(r.candidate_interval)}")
         changes.add_section()
     console.print(changes)
     for e in p.excluded_groups():

@@ -15,7 +15,6 @@ accepts only files in this dataset's ``windows/`` folder whose bytes match a rec
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from fairloop.datasets import DatasetSpec
+from fairloop.datasets import DatasetSpec, file_sha256
 from fairloop.errors import BadInputError, FairloopError
 from fairloop.monitor.plots import plot_window
 from fairloop.monitor.report import WindowReport
@@ -89,14 +88,6 @@ def history(state_dir: Path, dataset: str) -> list[WindowReport]:
 def window_stem(report: WindowReport) -> str:
     span = f"{report.window_start}_{report.window_end}" if report.window_start else "all"
     return f"{span}-{report.checked_at.replace(':', '').replace('+0000', 'Z')}"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_window_file(spec: DatasetSpec, rows: Rows, path: Path) -> Path:
