@@ -468,3 +468,11 @@ def test_grid_search_is_left_out_on_more_than_two_groups(tmp_path, monkeypatch):
         assert [c.name for c in left] == kept
         assert [s.name for s in skipped] == ([] if groups == 2 else ["none+gs-dp@0.02"])
         assert all("more than two groups (3 here)" in s.reason for s in skipped)
+
+
+def test_only_group_aware_candidates_is_nothing_choosable(root):
+    outcome = outcome_for(root, "onlyaware", (("a", (300, 0.35)), ("b", (300, 0.2))),
+                          constraints=(str(PROJECT / "constraints/threshold-dp.yaml"),))
+    assert [c.choosable for c in outcome.candidates] == [False] and outcome.classification == "nothing_choosable"
+    assert "1 candidate(s) need the sensitive attribute at prediction time; the policy forbids them" in outcome.explanation
+    assert "No fitted candidate is one the policy can choose." in outcome.explanation

@@ -424,8 +424,8 @@ class CandidateResult(BaseModel):
 # with its whole interval past the limit; undecided: some choosable candidate fails none, but an
 # interval straddles a limit (more rows decide it, not more search); infeasible: shown with
 # numbers that no model can meet the gates on these rows; search_out_of_budget: the search after
-# the grid stopped at its budget before deciding; nothing_choosable: no candidate the policy can
-# choose could be fitted.
+# the grid stopped at its budget before deciding; nothing_choosable: every fitted candidate needs
+# the sensitive attribute the policy forbids at prediction time (or none could be fitted).
 Classification = Literal["chosen", "fails", "undecided", "infeasible", "search_out_of_budget", "nothing_choosable"]
 
 
@@ -577,7 +577,7 @@ def explain_no_pass(outcome: SweepOutcome, proof: str | None = None) -> tuple[Cl
                      "counted nowhere below.")
     if not choosable:
         why = "; ".join(f"{name}: {reason}" for name, reason in outcome.skipped)
-        lines.append("No candidate the policy can choose could be fitted" + (f": {why}" if why else "."))
+        lines.append("No fitted candidate is one the policy can choose" + (f"; skipped or failed: {why}" if why else "."))
         return "nothing_choosable", "\n".join(lines)
     undecided = [c for c in choosable if not any(g.verdict == "fail" for g in c.gates.blocking)]
     if proof is not None:
