@@ -4,10 +4,12 @@
 
 1. GridSearch collapse: on generated data (tests/synthetic.py; feature x3 reveals the group, so a
    group-blind model selects groups at different rates) with 2, 3 and 4 groups of ``--group-rows``
-   rows each, GridSearch x DP
-   (constraints/gs-dp.yaml, bound 0.01) and ExponentiatedGradient x DP (eg-dp.yaml, bound 0.01) are
-   fitted on the training split beside the unconstrained learner: the share of test rows on which
-   each decides as the unconstrained model does, and the test DPD.
+   rows each, GridSearch x DP (constraints/gs-dp.yaml, bound 0.01) and ExponentiatedGradient x DP
+   (eg-dp.yaml, bound 0.01) are fitted on the training split beside the unconstrained learner: the
+   share of test rows on which each decides as the unconstrained model does, and the test DPD.
+   Measured (seed 0, 600 rows per group): 3 and 4 groups, GridSearch 1.0000 (test DPD 0.161 and
+   0.283, as unconstrained), ExponentiatedGradient 0.898 / 0.896 (DPD 0.033 / 0.094); 2 groups,
+   GridSearch 0.958 (DPD 0.061 -> 0.011).
 2. Grid vs search: two groups (base rates 0.45 / 0.25, ``--rows`` each), a grid of logistic
    regression and its ExponentiatedGradient x DP at bound 0.15, policy DPD <= 0.08 and accuracy drop
    <= 0.05 (holdout): the outcome's class, the chosen candidate and the search's fits and time.
