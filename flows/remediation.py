@@ -330,7 +330,8 @@ def remediation(
             train_rows=len(augmented), test_rows=len(splits.test), confidence=inputs.policy.bootstrap.confidence,
             base_model=inputs.base_model.source if inputs.base_model else None,
         )
-        return {"report.md": report, "report.html": render_html(f"fairloop {spec.name} {version}", report, evaluations),
+        return {"report.md": report, "report.html": render_html(f"fairloop {spec.name} {version}", report, evaluations,
+                                                                run_id=run_id, approval=approval),
                 "model_card.md": model_card, "frontier.png": frontier_image}
 
     entry = promote_step(

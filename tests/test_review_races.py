@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 
 @flow(name="review-race")
 def waits_for_review() -> bool:
-    form = ReviewDecision.with_initial_data(description="race", approve=False)
+    form = ReviewDecision.with_initial_data(description="race")
     decision = pause_flow_run(wait_for_input=form, timeout=300, poll_interval=1, key="review-1")
     return decision.approve
 

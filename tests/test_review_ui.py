@@ -198,16 +198,51 @@ def shoot(page, evidence: Path, name: str) -> None:
         page.screenshot(path=str(directory / name))
 
 
+# Where an element sits against what the dialog shows before any scrolling: the box of its
+# nearest scrolling ancestor (the dialog's reading box), clipped to the window.
+FIRST_SCREEN_JS = """el => {
+    let box = el.parentElement;
+    while (box && !(box.scrollHeight > box.clientHeight + 1 && /(auto|scroll)/.test(getComputedStyle(box).overflowY)))
+        box = box.parentElement;
+    const shown = box ? box.getBoundingClientRect() : {top: 0, bottom: innerHeight};
+    const r = el.getBoundingClientRect();
+    return {top: r.top, bottom: r.bottom, shown_top: Math.max(shown.top, 0), shown_bottom: Math.min(shown.bottom, innerHeight),
+            scrolled: box ? box.scrollTop : scrollY};
+}"""
+
+# What the first screen must say (Adult, sex; threshold-dp against the unconstrained baseline):
+# the headline, the people whose decision changes, the worsening no gate checks, the gates in one line
+FIRST_SCREEN = {
+    "headline": re.compile(r"^Approving promotes .+ passes all \d+ gates"),
+    "counts": re.compile(r"^Male \([\d,]+\): [\d,]+ lose selection \([\d,]+ qualified\)"),
+    "worsening": re.compile(r"^Worse, not gated: EOD 0\.\d{3} → 0\.\d{3} \(×\d+\.\d\)"),
+    "gates": re.compile(r"^Gates: all \d+ pass, whole 95% intervals"),
+}
+
+
+def assert_on_the_first_screen(dialog, name: str, text: re.Pattern) -> None:
+    from playwright.sync_api import expect
+
+    line = dialog.get_by_text(text)
+    expect(line).to_be_visible(timeout=UI_TIMEOUT_MS)
+    where = line.evaluate(FIRST_SCREEN_JS)
+    assert where["scrolled"] == 0 and where["shown_top"] <= where["top"] and where["bottom"] <= where["shown_bottom"], (name, where)
+
+
 def check_the_dialog_as_the_reviewer_sees_it(page, dialog, gate_labels: list[str], evidence: Path) -> None:
-    """At 1400x1000: nothing in the dialog wider than it; the summary sentence, every gate row and
-    the frontier (at its natural size, not shrunk) each visible when scrolled to; screenshots."""
+    """At 1400x1000: the decision on the first screen, before any scrolling (headline, who gains
+    and who loses, what gets worse, the gates in one line); names shown as written (no HTML
+    entity, no e-mail link); nothing in the dialog wider than it; every gate row and the
+    frontier (at its natural size, not shrunk) each visible when scrolled to; screenshots."""
     from playwright.sync_api import expect
 
     overflow = dialog.evaluate(OVERFLOW_JS)  # asserted last, after the screenshots that show it
-    headline = dialog.get_by_text(re.compile(r"^Approving promotes .+ passes all \d+ gates"))
-    expect(headline).to_be_visible(timeout=UI_TIMEOUT_MS)
-    expect(headline).to_be_in_viewport()  # the first thing the reviewer reads, without scrolling
+    for name, text in FIRST_SCREEN.items():
+        assert_on_the_first_screen(dialog, name, text)
     shoot(page, evidence, "review-dialog-1-summary.png")
+    shown = dialog.inner_text()
+    assert "&#" not in shown and "&amp;" not in shown
+    expect(dialog.locator("a[href^='mailto:']")).to_have_count(0)
     rows = [dialog.get_by_role("listitem").filter(has_text=label) for label in gate_labels]  # one line per gate
     for row in rows:
         row.scroll_into_view_if_needed()
@@ -226,8 +261,46 @@ def check_the_dialog_as_the_reviewer_sees_it(page, dialog, gate_labels: list[str
 
 
 def approve_in_the_ui(page, run_url: str, reviewer: str, comment: str, token: str, gate_labels: list[str],
-                      evidence: Path) -> None:
-    """What the reviewer does: open the run, press Resume, read the report, approve, Submit."""
+                      evidence: Path, pause_key) -> None:
+    """What the reviewer does: open the run, press Resume, read the decision on the first screen.
+    A Submit with no decision chosen is stopped by the form (the run stays paused under the same
+    key); an approval with a wrong token is refused by the run, whose reopened dialog starts with
+    the reason; then approve with the right token. ``pause_key()``: the run's current pause key."""
+    from playwright.sync_api import expect
+
+    dialog = open_the_dialog(page, run_url)
+    # the decision summary, rendered from the pause's description
+    expect(dialog).to_contain_text("What changes for whom", timeout=UI_TIMEOUT_MS)
+    expect(dialog).to_contain_text("What it costs")
+    expect(dialog.get_by_role("link", name="full report")).to_have_attribute("href", re.compile(r"/artifacts/artifact/"))
+    check_the_dialog_as_the_reviewer_sees_it(page, dialog, gate_labels, evidence)
+
+    first_pause = pause_key()
+    fill_the_form(page, dialog, None, reviewer, comment, token)  # everything but the decision
+    dialog.get_by_role("button", name="Submit").click()
+    page.wait_for_timeout(2000)  # a submitted form would close the dialog within this
+    expect(dialog).to_be_visible()
+    shoot(page, evidence, "review-dialog-5-no-decision.png")
+    assert pause_key() == first_pause  # nothing reached the run
+
+    fill_the_form(page, dialog, "approve", reviewer, comment, "not-" + token)
+    dialog.get_by_role("button", name="Submit").click()
+    expect(dialog).to_be_hidden(timeout=UI_TIMEOUT_MS)
+    deadline = time.monotonic() + 60
+    while pause_key() in (first_pause, None) and time.monotonic() < deadline:  # refused, then paused anew
+        time.sleep(0.5)
+    dialog = open_the_dialog(page, run_url)
+    assert_on_the_first_screen(dialog, "refusal", re.compile(r"^Your review was refused: the token does not match"))
+    expect(dialog.locator("article").first).to_contain_text(re.compile(r"^Your review was refused"))  # before all else
+    shoot(page, evidence, "review-dialog-6-refused.png")
+
+    fill_the_form(page, dialog, "approve", reviewer, comment, token)
+    shoot(page, evidence, "review-dialog-4-form.png")
+    dialog.get_by_role("button", name="Submit").click()
+    expect(dialog).to_be_hidden(timeout=UI_TIMEOUT_MS)
+
+
+def open_the_dialog(page, run_url: str):
     from playwright.sync_api import expect
 
     page.goto(run_url)
@@ -236,26 +309,26 @@ def approve_in_the_ui(page, run_url: str, reviewer: str, comment: str, token: st
     resume.click()
     dialog = page.get_by_role("dialog")
     expect(dialog).to_be_visible(timeout=UI_TIMEOUT_MS)
-    # the decision summary, rendered from the pause's description
-    expect(dialog).to_contain_text("What changes for whom", timeout=UI_TIMEOUT_MS)
-    expect(dialog).to_contain_text("What it costs")
-    expect(dialog).to_contain_text("Gates")
-    expect(dialog.get_by_role("link", name="full report")).to_have_attribute("href", re.compile(r"/artifacts/artifact/"))
-    check_the_dialog_as_the_reviewer_sees_it(page, dialog, gate_labels, evidence)
+    return dialog
 
-    # the form's switches in field order: approve, then accept_inconclusive_risk (left off: every gate decided)
-    approve, accept_risk = dialog.get_by_role("switch").all()
-    approve.click()
-    expect(approve).to_be_checked()
-    expect(accept_risk).not_to_be_checked()
-    # the form's order: reviewer, comment, token (Prefect's form shows a SecretStr as plain text)
+
+def fill_the_form(page, dialog, decision: str | None, reviewer: str, comment: str, token: str) -> None:
+    """The form in field order: the decision (a select with nothing chosen), reviewer, comment and
+    token (textareas: Prefect's form shows a SecretStr as plain text), accept_inconclusive_risk
+    (a switch, left off: every gate decided)."""
+    from playwright.sync_api import expect
+
+    if decision is not None:
+        # headless, a click on Prefect's select only focuses it; the keyboard opens its options
+        dialog.locator(".p-select-button__control").press("ArrowDown")
+        expect(page.get_by_role("option")).to_have_text(["approve", "reject"])  # nothing preselected
+        page.get_by_role("option", name=decision, exact=True).click()
+        expect(dialog.locator(".p-select-button__value")).to_have_text(decision)
+    expect(dialog.get_by_role("switch")).not_to_be_checked()
     reviewer_field, comment_field, token_field = dialog.locator("textarea").all()
     reviewer_field.fill(reviewer)
     comment_field.fill(comment)
     token_field.fill(token)
-    shoot(page, evidence, "review-dialog-4-form.png")
-    dialog.get_by_role("button", name="Submit").click()
-    expect(dialog).to_be_hidden(timeout=UI_TIMEOUT_MS)
 
 
 # A server that requires credentials --------------------------------------------------------
@@ -355,10 +428,14 @@ def test_only_a_reviewer_with_credentials_can_approve_and_does_so_in_the_ui(
 
         # The reviewer logs in with the user:password string and approves in the Resume dialog
         run_url = f"{locked_server.ui_url}/runs/flow-run/{paused.id}"
+        def pause_key():  # plain HTTP: Prefect's clients do not work inside the chromium block
+            run = httpx.get(f"{api}/flow_runs/{paused.id}", auth=basic(AUTH_STRING)).json()
+            return run["state"]["state_details"].get("pause_key") if run["state"]["type"] == "PAUSED" else None
+
         with chromium_page(tmp_path) as page:
             log_in_to_the_ui(page, locked_server.ui_url, run_url)
             approve_in_the_ui(page, run_url, "dana", "Approved in the UI: DPD within policy", token,
-                              ["DPD ≤ 0.5", "accuracy drop vs baseline ≤ 0.2"], tmp_path)
+                              ["DPD ≤ 0.5", "accuracy drop vs baseline ≤ 0.2"], tmp_path, pause_key)
         state = run.finish()
         assert read_flow_run(paused.id).state.name == Outcome.PROMOTED.value  # what the UI now shows
     assert state.name == Outcome.PROMOTED.value, state.message
@@ -367,3 +444,5 @@ def test_only_a_reviewer_with_credentials_can_approve_and_does_so_in_the_ui(
     assert entry.approval == {"reviewer": "dana", "comment": "Approved in the UI: DPD within policy", "approved": True,
                               "verified": True}  # the token typed in the dialog's password field matched
     assert entry.lineage.prefect_flow_run_id == str(paused.id)
+    refused = [d for d in Registry(registry_dir).audit_log() if d.get("action") == "refused"]
+    assert [d["comment"] for d in refused] == ["the token does not match reviewer 'dana'"]

@@ -16,7 +16,7 @@ from fairloop.runs import submit_review
 
 @flow(name="review-keys")
 def waits_for_review() -> str:
-    form = ReviewDecision.with_initial_data(description="keys", approve=False)
+    form = ReviewDecision.with_initial_data(description="keys")
     return pause_flow_run(wait_for_input=form, timeout=300, poll_interval=1, key="review-7").reviewer
 
 

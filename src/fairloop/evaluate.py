@@ -68,6 +68,20 @@ class Predictions:
         return Predictions(decisions, probabilities, scores)
 
 
+class GroupShift(BaseModel):
+    """People of one group on the test split whose decision the candidate changes against a
+    reference model (the baseline): counted rows, not rates, so a reviewer sees who pays."""
+
+    group: str
+    rows: int
+    selected_before: int
+    selected_after: int
+    newly_selected: int
+    newly_selected_qualified: int  # of the newly selected, those whose label is positive
+    newly_rejected: int
+    newly_rejected_qualified: int
+
+
 class Evaluation(BaseModel):
     """Metrics of one model on one split, overall and by sensitive group."""
 
@@ -78,6 +92,7 @@ class Evaluation(BaseModel):
     intervals: dict[str, tuple[float, float]] = {}
     excluded_groups: list[ExcludedGroup] = []
     missing_sensitive: MembershipReport | None = None  # rows with no sensitive value: inferred or excluded
+    shifts: list[GroupShift] = []  # the candidate's only: whose decision differs from the baseline's, per group
 
 
 def predict(model: FairModel, split: Split) -> Predictions:
@@ -175,6 +190,29 @@ def score_predictions(
         }
     return Evaluation(rows=len(split), sensitive=sensitive, metrics=metrics, by_group=by_group,
                       excluded_groups=counted.excluded, missing_sensitive=None if membership is None else membership.report)
+
+
+def decision_shifts(split: Split, sensitive: str, before: Predictions, after: Predictions) -> list[GroupShift]:
+    """Per group of ``split`` (every row, by its recorded group: people, not the weighted
+    memberships the metrics may use), how many the ``after`` model selects that ``before`` did
+    not and the reverse, and how many of each are qualified (positive label)."""
+    frame = pd.DataFrame({
+        "group": split.groups[sensitive].astype(str).to_numpy(),
+        "before": np.asarray(before.decisions).astype(int), "after": np.asarray(after.decisions).astype(int),
+        "qualified": split.y.to_numpy().astype(int),
+    })
+    gained = (frame["after"] == 1) & (frame["before"] == 0)
+    lost = (frame["after"] == 0) & (frame["before"] == 1)
+    counts = frame.assign(
+        rows=1, gained=gained, gained_qualified=gained & (frame["qualified"] == 1),
+        lost=lost, lost_qualified=lost & (frame["qualified"] == 1),
+    ).groupby("group")[["rows", "before", "after", "gained", "gained_qualified", "lost", "lost_qualified"]].sum()
+    return [
+        GroupShift(group=str(group), rows=row.rows, selected_before=row.before, selected_after=row.after,
+                   newly_selected=row.gained, newly_selected_qualified=row.gained_qualified,
+                   newly_rejected=row.lost, newly_rejected_qualified=row.lost_qualified)
+        for group, row in counts.astype(int).iterrows()
+    ]
 
 
 def worst_groups_first(evaluation: Evaluation) -> list[str]:

@@ -20,7 +20,7 @@ from fairloop.frozen import FrozenModel, FrozenScorer, fit_on_frozen, load_base_
 from fairloop.datasets import MISSING_GROUP, LoadedDataset, Split, Splits, load_dataset, make_splits, read_extra_training_rows
 from fairloop.drifted import towards_drifted
 from fairloop.crossfit import ModeDecision, choose_mode, fit_rows
-from fairloop.evaluate import Evaluation, Predictions, predict, score_predictions
+from fairloop.evaluate import Evaluation, Predictions, decision_shifts, predict, score_predictions
 from fairloop.groups import is_intersection
 from fairloop.intervals import bootstrap_intervals
 from fairloop.membership import InferredMembership, MembershipReport, infer_membership
@@ -161,9 +161,13 @@ def evaluate_models(
 ) -> dict[str, Evaluation]:
     """Held-out metrics of every model. With a ``policy``: its group floors and net-benefit
     band, and paired bootstrap intervals on the same resamples (plus the candidate's drops
-    against 'baseline' and 'champion')."""
+    against 'baseline' and 'champion'). The candidate's carries whose decisions it changes
+    against the baseline's (``Evaluation.shifts``)."""
     predictions = {name: predict(model, split) for name, model in models.items()}
     evaluations = score_all(predictions, split, sensitive, policy)
+    if "baseline" in predictions and "candidate" in predictions:
+        shifts = decision_shifts(split, sensitive, predictions["baseline"], predictions["candidate"])
+        evaluations["candidate"] = evaluations["candidate"].model_copy(update={"shifts": shifts})
     if policy is None:
         return evaluations
     return with_intervals(evaluations, predictions, split, sensitive, policy, challengers=("candidate",))

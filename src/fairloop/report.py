@@ -10,7 +10,7 @@ from fairloop.evaluate import Evaluation
 from fairloop.groups import SIMULTANEOUS_METHOD, is_intersection
 from fairloop.lineage import BaseModelSource
 from fairloop.policy import GateReport
-from fairloop.templating import render
+from fairloop.templating import MARKDOWN_EXTRA_ESCAPES, render
 
 
 def _png(figure) -> str:
@@ -55,14 +55,21 @@ def group_plots(evaluations: dict[str, Evaluation]) -> str:
     return png
 
 
-def render_html(title: str, report_markdown: str, evaluations: dict[str, Evaluation]) -> str:
+def render_html(title: str, report_markdown: str, evaluations: dict[str, Evaluation], *, run_id: str,
+                approval: dict) -> str:
     """report.html: ``report_markdown`` (rendered from an escaping template, so it holds no raw
-    HTML from data) as HTML, with the plots by group."""
+    HTML from data) as HTML, with the plots by group, headed by what the page records: the run,
+    when it was decided, and the reviewer's decision (``approval`` as the registry stores it)."""
+    from datetime import datetime, timezone
+
     import markdown
     from markupsafe import Markup
 
-    body = Markup(markdown.markdown(report_markdown, extensions=["tables"]))
-    return render("report.html.j2", title=title, body=body, plots_png_base64=group_plots(evaluations))
+    converter = markdown.Markdown(extensions=["tables"])
+    converter.ESCAPED_CHARS.extend(MARKDOWN_EXTRA_ESCAPES)  # md_text's escapes, as the Prefect UI reads them
+    body = Markup(converter.convert(report_markdown))
+    return render("report.html.j2", title=title, body=body, plots_png_base64=group_plots(evaluations), run_id=run_id,
+                  approval=approval, decided_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
 
 
 def render_model_card(

@@ -10,13 +10,14 @@ that width, links to the wide pages), the full report (Prefect artifact, registr
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, SecretStr
 from prefect.input import RunInput
 
 from fairloop.audit import AuditReport
 from fairloop.drifted import DRIFT_GATE_PREFIX, DriftedJudgement
-from fairloop.evaluate import METRIC_LABELS, Evaluation, metrics_table, worst_groups_first
+from fairloop.evaluate import METRIC_LABELS, Evaluation, GroupShift, metrics_table, worst_groups_first
 from fairloop.groups import is_intersection
 from fairloop.lineage import BaseModelSource
 from fairloop.policy import GATES, GateReport, GateResult
@@ -30,7 +31,9 @@ PACKET_FILE = "review.json"
 class ReviewDecision(RunInput):
     """The Resume form in the Prefect UI (and what ``fairloop approve/reject`` sends)."""
 
-    approve: bool = False
+    # A choice with no default: the UI renders a required select with nothing chosen, so a
+    # Submit with untouched fields cannot reject (as a switch left off did) or approve.
+    decision: Literal["approve", "reject"]
     reviewer: str  # no default: the UI marks it required
     comment: str = ""
     # The reviewer's credential from `fairloop reviewers add`: a password field in the UI, never
@@ -40,6 +43,35 @@ class ReviewDecision(RunInput):
     # (inconclusive: review_with_acceptance); who accepted which gates, and why, goes to the
     # audit log, lineage and model card.
     accept_inconclusive_risk: bool = False
+
+    @property
+    def approve(self) -> bool:
+        return self.decision == "approve"
+
+
+class CredentialedReviewDecision(ReviewDecision):
+    """The form while reviewers are registered: no review is valid without a token, so the UI
+    marks it required instead of "(Optional)"."""
+
+    token: SecretStr
+
+
+def review_form(packet: ReviewPacket, frontier_markdown: str, credentials_required: bool,
+                refusal: str | None = None) -> type[ReviewDecision]:
+    """The form of one attempt at a review, with the dialog's description. Whether a token is
+    required is decided for each attempt (reviewers registered while the run waits count)."""
+    form = CredentialedReviewDecision if credentials_required else ReviewDecision
+    shown = packet.model_copy(update={"credentials_required": credentials_required})
+    return form.with_initial_data(description=render_summary(shown, frontier_markdown, refusal))
+
+
+def form_input(answer: dict) -> dict:
+    """``answer`` as the Resume form sends it: a caller's ``approve`` (True/False, as
+    ``fairloop approve/reject`` put it) becomes the form's ``decision``."""
+    if "approve" not in answer:
+        return answer
+    rest = {k: v for k, v in answer.items() if k != "approve"}
+    return {**rest, "decision": "approve" if answer["approve"] else "reject"}
 
 
 # -- the decision packet ---------------------------------------------------------------------
@@ -166,17 +198,149 @@ class ReviewPacket(BaseModel):
     def evaluation_mode(self) -> str | None:
         return getattr(self.gates, "evaluation_mode", None)
 
+    def shifts(self) -> list[GroupShift]:
+        """Per group, the people whose decision the candidate changes against the baseline, the
+        groups with most changes first (an intersection may have dozens of cells)."""
+        return sorted(self.evaluations["candidate"].shifts, key=lambda s: -(s.newly_selected + s.newly_rejected))
+
+    def who_gains_and_loses(self) -> tuple[str, list[str]]:
+        """The decision in people, plain text: the totals, and one line per group whose decisions
+        change (at most SHIFT_LINES, the rest summed up). ('', []) for a run recorded without them."""
+        shifts = self.shifts()
+        if not shifts:
+            return "", []
+        rows = sum(s.rows for s in shifts)
+        before, after = sum(s.selected_before for s in shifts), sum(s.selected_after for s in shifts)
+        total = f"vs the baseline, {rows:,} test rows; selected {before:,} → {after:,}"
+        changed = [s for s in shifts if s.newly_selected or s.newly_rejected]
+        lines = []
+        for s in changed[:SHIFT_LINES]:
+            parts = [f"{s.newly_rejected:,} lose selection ({s.newly_rejected_qualified:,} qualified)" if s.newly_rejected else "",
+                     f"{s.newly_selected:,} gain it ({s.newly_selected_qualified:,} qualified)" if s.newly_selected else ""]
+            lines.append(f"{s.group} ({s.rows:,}): {', '.join(p for p in parts if p)}")
+        rest = changed[SHIFT_LINES:]
+        if rest:
+            lines.append(f"{len(rest)} more groups: {sum(s.newly_rejected for s in rest):,} lose selection, "
+                         f"{sum(s.newly_selected for s in rest):,} gain it")
+        if not changed:
+            lines.append("no one's decision changes")
+        return total, lines
+
+    def worsening(self) -> list[Worsening]:
+        """Every fairness figure notably worse than the baseline's, gated or not: a between-group
+        metric, a reversal of which group the TPR or FPR favours, and groups whose predictions
+        stray further from their observed rate (calibration by group)."""
+        baseline = self.evaluations.get("baseline")
+        if baseline is None:
+            return []
+        candidate = self.evaluations["candidate"]
+        gated = {r.metric for r in self.gates.results if r.verdict != "skipped"}
+        found = []
+        for metric, worse in WORSENING_DIRECTION.items():
+            before, after = metric_value(baseline, metric), metric_value(candidate, metric)
+            if before is None or after is None or worse * (after - before) < NOTABLE:
+                continue
+            name, checked = METRIC_LABELS.get(metric, metric), "a gate checks it" if metric in gated else "not gated"
+            ratio = f" (×{after / before:.1f})" if before > 0 and worse > 0 else ""
+            interval = candidate.intervals.get(metric)
+            shown = f"{after:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
+            found.append(Worsening(
+                brief=f"{name} {before:.3f} → {after:.3f}{ratio}", gated=metric in gated,
+                detail=f"{name} {'rises' if worse > 0 else 'falls'} {before:.3f} → {shown}{ratio}; {checked}."))
+        found += [w for w in (reversal(baseline, candidate, rate) for rate in RATE_WORDS) if w]
+        calibration = miscalibration(baseline, candidate)
+        return found + ([calibration] if calibration else [])
+
+    @property
+    def notable_change(self) -> float:
+        return NOTABLE
+
+    def gate_summary(self) -> str:
+        """The gates in one line: how many pass (surely: their whole interval on the passing side),
+        and each one that does not, with its limit, value and interval."""
+        counted = [r for r in self.gates.results if r.verdict != "skipped"]
+        if all(r.verdict == "pass" for r in counted):
+            return f"Gates: all {len(counted)} pass, whole {self.confidence:.0%} intervals"
+        undecided = "; ".join(f"{r.verdict}: {gate_label(r)}, measured {_figure(r.value)}"
+                              + (f" [{_figure(r.interval[0])}, {_figure(r.interval[1])}]" if r.interval else "")
+                              for r in counted if r.verdict != "pass")
+        passing = sum(r.verdict == "pass" for r in counted)
+        return f"Gates: {undecided}; {passing} of {len(counted)} pass"
+
     def headline(self) -> str:
         """The one sentence a reviewer reads first (plain text; templates escape it)."""
-        passed = [r for r in self.gates.results if r.verdict == "pass"]
         counted = [r for r in self.gates.results if r.verdict != "skipped"]
         use = (f"needs {self.sensitive} at prediction time" if self.needs_sensitive_at_predict
                else f"is group-blind: it predicts without {self.sensitive}")
         verdict = (f"passes all {len(counted)} gates" if self.gates.passed
                    else f"is BLOCKED by {len(self.gates.blocking)} of {len(counted)} gates")
-        sure = f" with its whole {self.confidence:.0%} interval on the passing side" if len(passed) == len(counted) else ""
-        return (f"Approving promotes {self.candidate_name} for {self.dataset}. It {verdict} of policy "
-                f"'{self.gates.policy}'{sure}, and {use}.")
+        # how surely each gate passes is the gate line's (gate_summary): the first screen is small
+        return f"Approving promotes {self.candidate_name} for {self.dataset}. It {verdict} of policy '{self.gates.policy}', and {use}."
+
+
+SHIFT_LINES = 4  # groups named one by one in the dialog's first screen
+NOTABLE = 0.02  # a change in a rate or gap (absolute) a reviewer should hear about
+# metric -> +1 when larger is worse, -1 when smaller is worse
+WORSENING_DIRECTION = {"demographic_parity_difference": 1, "equalized_odds_difference": 1,
+                       "disparate_impact_ratio": -1, "min_group_true_positive_rate": -1}
+RATE_WORDS = {"true_positive_rate": ("TPR", "qualified"), "false_positive_rate": ("FPR", "unqualified")}
+
+
+def _figure(value: float | None) -> str:
+    return "n/a" if value is None or value != value else f"{value:.3g}"
+
+
+class Worsening(BaseModel):
+    """A figure notably worse than the baseline's: a few words for the dialog's first screen and
+    a sentence for the details."""
+
+    brief: str
+    detail: str
+    gated: bool = False  # a gate checks it (its verdict is in the gate line)
+
+
+def _counted(evaluation: Evaluation, rate: str) -> dict[str, float]:
+    return {g: m[rate] for g, m in evaluation.by_group.items()
+            if m.get(f"counted_{rate}", 1.0) and m.get(rate) == m.get(rate)}
+
+
+def reversal(baseline: Evaluation, candidate: Evaluation, rate: str) -> Worsening | None:
+    """The candidate favours, by a notable margin, a group the baseline disfavoured by one (the
+    widest such pair)."""
+    before, after = _counted(baseline, rate), _counted(candidate, rate)
+    pairs = [(after[b] - after[a], a, b) for a in after for b in after
+             if a in before and b in before and before[a] - before[b] >= NOTABLE and after[b] - after[a] >= NOTABLE]
+    if not pairs:
+        return None
+    _, a, b = max(pairs)
+    short, who = RATE_WORDS[rate]
+    return Worsening(
+        brief=f"{short} reverses ({a} {100 * before[a]:.0f}→{after[a]:.0%}, {b} {100 * before[b]:.0f}→{after[b]:.0%})",
+        detail=(f"{short} reverses: {who} {a} were selected more often than {who} {b} ({before[a]:.1%} vs "
+                f"{before[b]:.1%}), now less often ({after[a]:.1%} vs {after[b]:.1%})."))
+
+
+def miscalibration(baseline: Evaluation, candidate: Evaluation) -> Worsening | None:
+    """The groups whose mean prediction strays notably further from their observed positive rate
+    than under the baseline's, saying when they stray in opposite directions."""
+    worse = []  # (group, its figures, how far its mean prediction is off, the baseline's mean prediction)
+    for g, m in candidate.by_group.items():
+        before = baseline.by_group.get(g)
+        if before is None or not m.get("counted_selection_rate", 1.0):
+            continue
+        off, was = m["mean_score"] - m["observed_rate"], before["mean_score"] - before["observed_rate"]
+        if abs(off) - abs(was) >= NOTABLE:
+            worse.append((g, m, off, before["mean_score"]))
+    if not worse:
+        return None
+    opposite = " in opposite directions" if len({off > 0 for _, _, off, _ in worse}) > 1 else ""
+    return Worsening(
+        brief=f"group calibration{' opposite ways' if opposite else ''} (" + ", ".join(
+            f"{g} {'over' if off > 0 else 'under'}" for g, _, off, _ in worse) + ")",
+        detail=(f"Calibration by group worsens{opposite}: " + "; ".join(
+            f"{g} {m['mean_score']:.3f} predicted vs {m['observed_rate']:.3f} observed "
+            f"({'over' if off > 0 else 'under'}; baseline predicted {was:.3f})" for g, m, off, was in worse)
+            + "; no gate checks it."))
 
 
 COST_LABELS = {"accuracy": "accuracy", "decision_auc": "AUC of the decisions", "auc": "AUC of the underlying scorer"}
@@ -209,11 +373,12 @@ def gate_row(result: GateResult) -> dict:
 # -- renderings ----------------------------------------------------------------------------------
 
 
-def render_summary(packet: ReviewPacket, frontier_markdown: str) -> str:
-    """The Resume dialog's description: decision summary first, sized for a ~500 px box."""
+def render_summary(packet: ReviewPacket, frontier_markdown: str, refusal: str | None = None) -> str:
+    """The Resume dialog's description: decision summary first, sized for a ~500 px box; a
+    ``refusal`` of the previous attempt at the very top, where the reopened dialog shows it."""
     from markupsafe import Markup
 
-    return render("review_summary.md.j2", p=packet, frontier=Markup(frontier_markdown))
+    return render("review_summary.md.j2", p=packet, frontier=Markup(frontier_markdown), refusal=refusal)
 
 
 def render_report(packet: ReviewPacket, frontier_markdown: str, audit: AuditReport | None = None) -> str:

@@ -66,6 +66,9 @@ def submit_review(run_id: str | UUID, decision: dict) -> None:
     """
     from prefect.client.schemas.responses import SetStateStatus
 
+    from fairloop.review import form_input  # the review packet's imports, only when reviewing
+
+    run_input = form_input(decision)
     run = read_flow_run(run_id)
     if not (run.state and run.state.is_paused()):
         state = run.state.name if run.state else "unknown"
@@ -74,7 +77,7 @@ def submit_review(run_id: str | UUID, decision: dict) -> None:
     with get_client(sync_client=True) as client:  # the public sync client: no event-loop surprises
         while True:
             try:
-                result = client.resume_flow_run(run.id, run_input=decision)
+                result = client.resume_flow_run(run.id, run_input=run_input)
             except httpx.HTTPStatusError as exc:
                 if exc.response.status_code == 409:  # a concurrent decision stored its input first
                     raise BadInputError(_decided_elsewhere(run_id)) from None

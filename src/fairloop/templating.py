@@ -18,19 +18,23 @@ import re
 import jinja2
 from markupsafe import Markup
 
-# Backslash-escapable in both CommonMark (the Prefect UI) and Python-Markdown (report.html)
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|#~!])")
+# Backslash-escapable in CommonMark (the Prefect UI) and, with MARKDOWN_EXTRA_ESCAPES, in
+# Python-Markdown (report.html)
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|#~!@])")
+# what Python-Markdown (with its tables extension) does not take as a backslash escape by itself
+MARKDOWN_EXTRA_ESCAPES = ("~", "@")
 
 
 def md_text(value) -> Markup:
     """``value`` as literal text inside Markdown: HTML-escaped, Markdown syntax escaped, on one
-    line (a newline would end a table row), and ``@`` as an entity so names like
-    ``recipe+template@0.02`` do not turn into e-mail links."""
+    line (a newline would end a table row). ``@`` is escaped too: the Prefect UI links names like
+    ``recipe+template@0.02`` as e-mail addresses, and shows an HTML entity for it (``&#64;``)
+    literally."""
     if isinstance(value, Markup):
         return value
     text = _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(value).split()))
     # then HTML: the entities it adds must not be Markdown-escaped themselves
-    return Markup(html.escape(text, quote=False).replace("@", "&#64;"))
+    return Markup(html.escape(text, quote=False))
 
 
 def _number(value, digits: int = 3) -> str:

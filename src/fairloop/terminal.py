@@ -51,10 +51,13 @@ def print_packet(console: Console, packet: ReviewPacket, state: str) -> None:
         print_drift(console, p.drift)
     # the dialog's first screen: the decision in people, what gets worse, the gates in one line
     # (wrapped at word boundaries by rich, readable in an 80-column terminal)
-    for line in p.who_gains_and_loses():
-        console.print(escape(line))
-    for line in p.worsening():
-        console.print(f"[yellow]worse:[/yellow] {escape(line)}")
+    total, people = p.who_gains_and_loses()
+    if people:
+        console.print(f"Who gains, who loses ({escape(total)}):")
+        for line in people:
+            console.print(f"  {escape(line)}")
+    for w in p.worsening():
+        console.print(f"[yellow]worse:[/yellow] {escape(w.detail)}")
     console.print(escape(p.gate_summary()))
     if p.base_model:
         sha = f" (sha256 {p.base_model.sha256})" if p.base_model.sha256 else ""
