@@ -476,3 +476,15 @@ def test_only_group_aware_candidates_is_nothing_choosable(root):
     assert [c.choosable for c in outcome.candidates] == [False] and outcome.classification == "nothing_choosable"
     assert "1 candidate(s) need the sensitive attribute at prediction time; the policy forbids them" in outcome.explanation
     assert "No fitted candidate is one the policy can choose." in outcome.explanation
+
+
+def test_no_search_where_no_bound_can_pass_on_these_rows(root):
+    """Few rows: the DPD interval reaches further above its estimate than the 0.08 limit, so even a
+    perfect estimate would not pass; the search spends nothing and the run says more rows decide it."""
+    outcome = classified(root, "fewproxy", (("a", (300, 0.45)), ("b", (300, 0.25))), (eg(0.15),),
+                         search=(("max_extra_fits", 6), ("max_seconds", 300)), proxy=3.0, seed=1)
+    assert outcome.chosen is None and outcome.search.stopped == "too_wide"
+    assert outcome.search.fits == 0 and not any(c.searched for c in outcome.candidates)
+    assert "The search after the grid did not run" in outcome.explanation and "more rows decide it" in outcome.explanation
+    dpd = next(g for g in outcome.result("none+lr-eg-dp@0.15").gates.results if g.metric == "demographic_parity_difference")
+    assert dpd.interval[1] - dpd.value > 0.08
