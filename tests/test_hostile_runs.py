@@ -10,6 +10,8 @@ import getpass
 import os
 import re
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,7 +78,7 @@ def test_self_approval_under_a_look_alike_name_is_refused(world):
     world["paused"] = run_id  # ended by the next test
 
 
-def test_a_run_whose_flow_process_died_is_ended_by_models_and_by_show(world):
+def test_a_run_whose_flow_process_died_is_ended_by_models_show_and_serve(world):
     first = world.pop("paused", None) or start_paused_run(world)
     second = start_paused_run(world)
     pid = kill_flow_process(world, first)
@@ -98,6 +100,20 @@ def test_a_run_whose_flow_process_died_is_ended_by_models_and_by_show(world):
     again = fairloop(world, "models")  # each dead run is ended once, and once only
     assert again.returncode == 0 and "crashed" not in flat(again), flat(again)
     assert len([r for r in audit(world) if r["action"] == "flow_process_died"]) == 2
+
+    third = start_paused_run(world)
+    kill_flow_process(world, third)
+    serving = subprocess.Popen([sys.executable, "-m", "fairloop", "serve", "--dataset", str(world["spec"]), "--feed",
+                                str(world["spec"].with_suffix(".csv")), "--policy", str(world["policy"])],
+                               env=world["env"], cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    try:
+        wait_for(lambda: run_state(world, third)[0] == "Crashed", "serve to end the dead run", timeout=300)
+    finally:
+        os.killpg(serving.pid, signal.SIGTERM)
+        serving.wait(60)
+    died = [r for r in audit(world) if r["action"] == "flow_process_died" and r["run_id"] == third]
+    assert len(died) == 1 and died[0]["found_by"] == "fairloop serve"
 
 
 def test_a_promotion_whose_champion_changed_while_it_awaited_review_ends_champion_changed(world):
