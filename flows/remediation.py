@@ -34,6 +34,7 @@ from fairloop.report import render_html, render_model_card
 from fairloop.review import Link, ReviewPacket, render_report, review_form, save_packet
 from fairloop.review_wait import PauseNotTaken, wait_for_review
 from fairloop.runs import ProgressReporter, artifact_url, flow_run_url, review_commands
+from fairloop.templating import md_cells
 
 quiet_outcome_tracebacks()  # a served run that ends GateFailed, Rejected... is an outcome, not a crash
 
@@ -56,7 +57,7 @@ def publish_frontier(png: bytes, section: str, run_dir: Path, outcome: sweep.Swe
     links = [Link(label="frontier and candidates", url=artifact_url(create_markdown_artifact(
         key="frontier", markdown=section, description=f"Accuracy-fairness frontier ({run_dir / 'frontier.png'})")))]
     if outcome is not None:
-        table = create_table_artifact(key="sweep-candidates", table=candidates_table(outcome),
+        table = create_table_artifact(key="sweep-candidates", table=md_cells(candidates_table(outcome)),
                                       description=f"Sweep '{outcome.sweep}': every candidate. {outcome.explanation}")
         links.append(Link(label="candidates table", url=artifact_url(table)))
     return links
@@ -272,6 +273,8 @@ def remediation(
         base_rate_gap=audit.base_rate_gap, augment=augment_report, sweep=swept.outcome if swept else None,
         base_model=inputs.base_model.source if inputs.base_model else None,
         credentials_required=credentials.credentials_required(registry.root), drift=drift,
+        requested_by=requested_by, requester_verified=requester_verified,
+        proxies=[x for x in audit.proxies if x.sensitive == sensitive and x.flagged],
     )
     report = render_report(packet, frontier, audit)
     report_id = create_markdown_artifact(key="remediation-report", markdown=report, description=f"{spec.name} candidate vs baseline")

@@ -32,7 +32,7 @@ RAW_HTML = [HOSTILE_GROUP, HOSTILE_COLUMN, HOSTILE_CATEGORY, "<img", "<svg", "<s
 RAW_MARKDOWN = "[x](javascript:alert(4))"  # a link in Markdown; harmless text once in HTML
 # what the generated report pages may contain; anything else came from data
 PAGE_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "strong", "em", "table", "thead",
-             "tbody", "tr", "th", "td", "ul", "li", "img", "blockquote", "a", "code"}
+             "tbody", "tr", "th", "td", "ul", "li", "img", "blockquote", "a", "code", "hr"}
 
 
 def hostile_dataset(directory) -> str:

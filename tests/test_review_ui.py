@@ -446,3 +446,38 @@ def test_only_a_reviewer_with_credentials_can_approve_and_does_so_in_the_ui(
     assert entry.lineage.prefect_flow_run_id == str(paused.id)
     refused = [d for d in Registry(registry_dir).audit_log() if d.get("action") == "refused"]
     assert [d["comment"] for d in refused] == ["the token does not match reviewer 'dana'"]
+    check_the_promoted_report_page(registry_dir / "adult" / "report.html", str(paused.id), tmp_path)
+
+
+def check_the_promoted_report_page(page_file: Path, run_id: str, evidence: Path) -> None:
+    """report.html at 1400 px: no sideways scroll, headed by the run, the date and the decision."""
+    from playwright.sync_api import expect
+
+    with chromium_page(evidence) as page:
+        page.goto(page_file.as_uri())
+        header = page.locator("body > p").first
+        expect(header).to_contain_text(re.compile(rf"^Run {run_id} · decided \d{{4}}-\d\d-\d\d \d\d:\d\d UTC · "
+                                                  r"approved by dana \(token verified\)"))
+        shoot(page, evidence, "report-html-top.png")
+        wide, shown = page.evaluate("() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        assert wide <= shown, (wide, shown)
+
+
+def test_the_form_has_no_default_decision_and_asks_a_token_only_when_reviewers_are_registered():
+    """What the Resume form's schema (as Prefect saves it for the UI) demands: a decision chosen
+    from approve/reject with nothing preset, and a token exactly when credentials are registered;
+    what `fairloop approve/reject` send (approve=True/False) becomes that decision."""
+    from prefect.input.run_input import create_v2_schema
+    from pydantic import ValidationError
+
+    from fairloop.review import CredentialedReviewDecision, ReviewDecision, form_input
+
+    for form, token_required in ((ReviewDecision, False), (CredentialedReviewDecision, True)):
+        schema = create_v2_schema(form.__name__, model_base=form)
+        decision = schema["properties"]["decision"]
+        assert decision["enum"] == ["approve", "reject"] and "default" not in decision
+        assert "decision" in schema["required"] and ("token" in schema["required"]) is token_required
+    with pytest.raises(ValidationError, match="decision"):
+        ReviewDecision(reviewer="dana")
+    assert form_input({"approve": False, "reviewer": "bob"}) == {"reviewer": "bob", "decision": "reject"}
+    assert ReviewDecision(**form_input({"approve": True, "reviewer": "ann"})).approve

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import pytest
@@ -15,15 +16,15 @@ from fairloop.runs import submit_review
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
-def show(run_id: str):
-    """``fairloop show`` on a 160-column console. Rich fixes a console's width when it is created if
+def show(run_id: str, columns: int = 160):
+    """``fairloop show`` on a console ``columns`` wide. Rich fixes a console's width when it is created if
     COLUMNS is set then, and falls back to 80 on a dumb terminal (pytest-xdist workers): the width
     is set on the console itself, so the tables never fold whatever ran before in this process."""
     from fairloop.cli import console
 
-    width, console.width = console.width, 160
+    width, console.width = console.width, columns
     try:
-        return CliRunner().invoke(app, ["show", run_id], env={"COLUMNS": "160"})
+        return CliRunner().invoke(app, ["show", run_id], env={"COLUMNS": str(columns)})
     finally:
         console.width = width
 
@@ -45,6 +46,15 @@ def test_show_prints_the_dialogs_report_and_refuses_what_it_cannot_show(remediat
     assert "DPD ≤ 0.5" in text and "accuracy drop vs baseline ≤ 0.2" in text and "pass" in text
     assert "AUC of the decisions" in text and "full report: http" in text
     assert f"fairloop approve/reject {paused.id}" in text
+    # the dialog's first screen, in people and in words
+    assert re.search(r"Male \([\d,]+\): [\d,]+ lose selection \([\d,]+ qualified\)", text)
+    assert re.search(r"worse: EOD rises 0\.\d{3} → 0\.\d{3}", text)
+
+    # in an 80-column terminal only links and commands (kept whole, to copy) run past the edge
+    narrow = show(str(paused.id), columns=80)
+    assert narrow.exit_code == 0, narrow.output
+    overlong = [line for line in narrow.stdout.splitlines() if len(line.rstrip()) > 80 and "http" not in line]
+    assert overlong == [], overlong
 
     unknown = show(str(uuid.uuid4()))
     assert unknown.exit_code == 2 and "no flow run" in unknown.output

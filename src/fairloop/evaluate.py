@@ -92,7 +92,8 @@ class Evaluation(BaseModel):
     intervals: dict[str, tuple[float, float]] = {}
     excluded_groups: list[ExcludedGroup] = []
     missing_sensitive: MembershipReport | None = None  # rows with no sensitive value: inferred or excluded
-    shifts: list[GroupShift] = []  # the candidate's only: whose decision differs from the baseline's, per group
+    # the candidate's only: per reference model ('baseline', 'champion'), whose decision differs from its, per group
+    shifts: dict[str, list[GroupShift]] = {}
 
 
 def predict(model: FairModel, split: Split) -> Predictions:

@@ -142,7 +142,7 @@ def candidates_table(outcome: SweepOutcome) -> list[dict]:
             "test DPD": round(c.test["demographic_parity_difference"], 4),
             "test EOD": round(c.test["equalized_odds_difference"], 4),
             "test DI": round(c.test["disparate_impact_ratio"], 4),
-            "gates (validation)": "pass" if c.passed else "blocked: " + ", ".join(g.gate for g in c.gates.blocking),
+            "gates (validation)": "pass" if c.passed else "blocked: " + c.gates.blocked_by,
             "Pareto": "yes" if c.pareto else "", "fit s": round(c.fit_seconds, 1),
         })
     return rows

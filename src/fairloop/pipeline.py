@@ -162,11 +162,12 @@ def evaluate_models(
     """Held-out metrics of every model. With a ``policy``: its group floors and net-benefit
     band, and paired bootstrap intervals on the same resamples (plus the candidate's drops
     against 'baseline' and 'champion'). The candidate's carries whose decisions it changes
-    against the baseline's (``Evaluation.shifts``)."""
+    against each of those (``Evaluation.shifts``)."""
     predictions = {name: predict(model, split) for name, model in models.items()}
     evaluations = score_all(predictions, split, sensitive, policy)
-    if "baseline" in predictions and "candidate" in predictions:
-        shifts = decision_shifts(split, sensitive, predictions["baseline"], predictions["candidate"])
+    if "candidate" in predictions:
+        shifts = {name: decision_shifts(split, sensitive, predictions[name], predictions["candidate"])
+                  for name in ("baseline", "champion") if name in predictions}
         evaluations["candidate"] = evaluations["candidate"].model_copy(update={"shifts": shifts})
     if policy is None:
         return evaluations

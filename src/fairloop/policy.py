@@ -308,6 +308,12 @@ class GateReport(BaseModel):
         return [r.reason for r in self.blocking]
 
     @property
+    def blocked_by(self) -> str:
+        """'fails demographic_parity_difference, undecided equalized_odds_difference': what blocks,
+        a failed gate told from one whose interval straddles its limit."""
+        return ", ".join(f"{'fails' if r.verdict == 'fail' else 'undecided'} {r.metric}" for r in self.blocking)
+
+    @property
     def advice(self) -> list[str]:
         return [r.advice for r in self.results if r.advice]
 

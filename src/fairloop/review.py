@@ -15,14 +15,14 @@ from typing import Literal
 from pydantic import BaseModel, SecretStr
 from prefect.input import RunInput
 
-from fairloop.audit import AuditReport
+from fairloop.audit import AuditReport, ProxyScore
 from fairloop.drifted import DRIFT_GATE_PREFIX, DriftedJudgement
 from fairloop.evaluate import METRIC_LABELS, Evaluation, GroupShift, metrics_table, worst_groups_first
 from fairloop.groups import is_intersection
 from fairloop.lineage import BaseModelSource
-from fairloop.policy import GATES, GateReport, GateResult
+from fairloop.policy import GATES, SENSITIVE_AT_PREDICT, GateReport, GateResult
 from fairloop.recipes import AugmentReport
-from fairloop.sweep import SweepOutcome
+from fairloop.sweep import CandidateResult, SweepOutcome
 from fairloop.templating import render
 
 PACKET_FILE = "review.json"
@@ -134,6 +134,9 @@ class ReviewPacket(BaseModel):
     base_model: BaseModelSource | None = None  # remediate --model: the frozen model every candidate post-processes
     links: list[Link] = []
     credentials_required: bool = False  # reviewers are registered: a review needs its token
+    requested_by: str | None = None
+    requester_verified: bool = False
+    proxies: list[ProxyScore] = []  # the audit's flagged proxies of the sensitive feature, strongest first
     drift: DriftedJudgement | None = None  # a rerun: the alert it answers, and both models on the held-out drifted rows
 
     # figures derived for every rendering --------------------------------------------------
@@ -201,7 +204,15 @@ class ReviewPacket(BaseModel):
     def shifts(self) -> list[GroupShift]:
         """Per group, the people whose decision the candidate changes against the baseline, the
         groups with most changes first (an intersection may have dozens of cells)."""
-        return sorted(self.evaluations["candidate"].shifts, key=lambda s: -(s.newly_selected + s.newly_rejected))
+        return sorted(self.evaluations["candidate"].shifts.get("baseline", []),
+                      key=lambda s: -(s.newly_selected + s.newly_rejected))
+
+    @property
+    def decides_as_champion(self) -> bool:
+        """The current champion makes the same decision on every test row (a rerun that chose what
+        is already deployed)."""
+        against = self.evaluations["candidate"].shifts.get("champion")
+        return bool(against) and not any(s.newly_selected or s.newly_rejected for s in against)
 
     def who_gains_and_loses(self) -> tuple[str, list[str]]:
         """The decision in people, plain text: the totals, and one line per group whose decisions
@@ -220,7 +231,7 @@ class ReviewPacket(BaseModel):
             lines.append(f"{s.group} ({s.rows:,}): {', '.join(p for p in parts if p)}")
         rest = changed[SHIFT_LINES:]
         if rest:
-            lines.append(f"{len(rest)} more groups: {sum(s.newly_rejected for s in rest):,} lose selection, "
+            lines.append(f"{len(rest)} more group{'s' if len(rest) > 1 else ''}: {sum(s.newly_rejected for s in rest):,} lose selection, "
                          f"{sum(s.newly_selected for s in rest):,} gain it")
         if not changed:
             lines.append("no one's decision changes")
@@ -251,6 +262,20 @@ class ReviewPacket(BaseModel):
         calibration = miscalibration(baseline, candidate)
         return found + ([calibration] if calibration else [])
 
+    def why_this_candidate(self) -> tuple[str, list[str]]:
+        """A sweep's selection rule in one sentence, and what each of the two candidates nearest
+        in accuracy would change instead. ('', []) without a sweep."""
+        sweep = self.sweep
+        if sweep is None or sweep.chosen is None:
+            return "", []
+        chosen = sweep.result(sweep.chosen)
+        passing = [c for c in sweep.candidates if c.passed]
+        rule = (f"Chosen as the most accurate on the {sweep.selection_rows} of the {len(passing)} of "
+                f"{len(sweep.candidates)} candidates that pass policy '{sweep.policy}'.")
+        nearest = sorted((c for c in sweep.candidates if c.name != chosen.name),
+                         key=lambda c: abs(c.validation["accuracy"] - chosen.validation["accuracy"]))[:2]
+        return rule, [f"{c.name}: {alternative(c, chosen, self.sensitive)}" for c in nearest]
+
     @property
     def notable_change(self) -> float:
         return NOTABLE
@@ -270,12 +295,19 @@ class ReviewPacket(BaseModel):
     def headline(self) -> str:
         """The one sentence a reviewer reads first (plain text; templates escape it)."""
         counted = [r for r in self.gates.results if r.verdict != "skipped"]
-        use = (f"needs {self.sensitive} at prediction time" if self.needs_sensitive_at_predict
-               else f"is group-blind: it predicts without {self.sensitive}")
+        if self.needs_sensitive_at_predict:
+            use = f"needs {self.sensitive} at prediction time"
+        elif self.proxies:  # "blind" is qualified where it is claimed
+            use = f"is group-blind, though {self.proxies[0].feature} alone predicts {self.sensitive} (AUC {self.proxies[0].auc:.2f})"
+        else:
+            use = f"is group-blind: it predicts without {self.sensitive}"
         verdict = (f"passes all {len(counted)} gates" if self.gates.passed
                    else f"is BLOCKED by {len(self.gates.blocking)} of {len(counted)} gates")
         # how surely each gate passes is the gate line's (gate_summary): the first screen is small
-        return f"Approving promotes {self.candidate_name} for {self.dataset}. It {verdict} of policy '{self.gates.policy}', and {use}."
+        same = (f" It decides every test row as the current champion ({self.champion_version}) does."
+                if self.decides_as_champion else "")
+        return (f"Approving promotes {self.candidate_name} for {self.dataset}. It {verdict} of policy "
+                f"'{self.gates.policy}', and {use}.{same}")
 
 
 SHIFT_LINES = 4  # groups named one by one in the dialog's first screen
@@ -288,6 +320,21 @@ RATE_WORDS = {"true_positive_rate": ("TPR", "qualified"), "false_positive_rate":
 
 def _figure(value: float | None) -> str:
     return "n/a" if value is None or value != value else f"{value:.3g}"
+
+
+def alternative(other: CandidateResult, chosen: CandidateResult, sensitive: str) -> str:
+    """What choosing ``other`` instead would change: its accuracy on the selection rows, and why
+    the policy passed it over (each blocking gate: fails, or undecided) or, if it passes too,
+    its test gaps beside the chosen one's."""
+    accuracy = f"{100 * (other.validation['accuracy'] - chosen.validation['accuracy']):+.1f} pp accuracy"
+    if other.passed:
+        gaps = ", ".join(f"{METRIC_LABELS[m]} {other.test[m]:.3f} vs {chosen.test[m]:.3f}"
+                         for m in ("demographic_parity_difference", "equalized_odds_difference") if m in other.test)
+        return f"{accuracy}, passes too; test {gaps}"
+    why = [f"needs {sensitive} to predict" if g.gate == SENSITIVE_AT_PREDICT
+           else f"{'fails' if g.verdict == 'fail' else 'undecided on'} {gate_label(g)} ({_figure(g.value)})"
+           for g in other.gates.blocking]
+    return f"{accuracy}, but {'; '.join(why)}"
 
 
 class Worsening(BaseModel):
@@ -306,10 +353,12 @@ def _counted(evaluation: Evaluation, rate: str) -> dict[str, float]:
 
 def reversal(baseline: Evaluation, candidate: Evaluation, rate: str) -> Worsening | None:
     """The candidate favours, by a notable margin, a group the baseline disfavoured by one (the
-    widest such pair)."""
+    widest such pair), and it is no mere overshoot while closing the gap: the new gap is at least
+    the old one, or the newly disfavoured group's rate falls notably."""
     before, after = _counted(baseline, rate), _counted(candidate, rate)
     pairs = [(after[b] - after[a], a, b) for a in after for b in after
-             if a in before and b in before and before[a] - before[b] >= NOTABLE and after[b] - after[a] >= NOTABLE]
+             if a in before and b in before and before[a] - before[b] >= NOTABLE and after[b] - after[a] >= NOTABLE
+             and (after[b] - after[a] >= before[a] - before[b] or before[a] - after[a] >= NOTABLE)]
     if not pairs:
         return None
     _, a, b = max(pairs)

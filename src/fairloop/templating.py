@@ -37,6 +37,12 @@ def md_text(value) -> Markup:
     return Markup(html.escape(text, quote=False))
 
 
+def md_cells(rows: list[dict]) -> list[dict]:
+    """A Prefect table artifact's rows with every text cell as literal Markdown: the UI renders
+    each cell as Markdown (a name with '@' became an e-mail link)."""
+    return [{key: md_text(value) if isinstance(value, str) else value for key, value in row.items()} for row in rows]
+
+
 def _number(value, digits: int = 3) -> str:
     if value is None or value != value:
         return "n/a"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.markup import escape
+from rich.padding import Padding
 from rich.table import Table
 
 from fairloop.review import ReviewPacket
@@ -43,10 +44,39 @@ def print_drift(console: Console, judged) -> None:
     console.print(table)
 
 
+NARROW = 120  # columns below which the sweep's eight-column table would break names mid-word
+
+
+def print_candidates(console: Console, p: ReviewPacket) -> None:
+    """The sweep's candidates (test figures), most accurate first: a table on a wide console, one
+    block of lines per candidate on a narrow one."""
+    title = f"Sweep '{escape(p.sweep.sweep)}': {len(p.sweep.candidates)} candidates (test figures)"
+    columns = ("candidate", "kind", "needs at predict", "acc", "DPD", "EOD", "DI", "validation gates")
+    rows = []
+    for c in sorted(p.sweep.candidates, key=lambda c: -c.validation["accuracy"]):
+        name = f"[bold]{escape(c.name)}[/bold] (chosen)" if c.name == p.sweep.chosen else escape(c.name)
+        rows.append((name, c.kind, c.needs_at_predict, _number(c.test["accuracy"], 4),
+                     _number(c.test["demographic_parity_difference"], 4), _number(c.test["equalized_odds_difference"], 4),
+                     _number(c.test["disparate_impact_ratio"], 3), "pass" if c.passed else "blocked: " + c.gates.blocked_by))
+    if console.width >= NARROW:
+        table = Table(title=title, title_justify="left")
+        for column in columns:
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+        return
+    console.print(title)
+    for name, kind, needs, *figures, gates in rows:
+        console.print(name)
+        figures = "  ".join(f"{column} {value}" for column, value in zip(columns[3:7], figures))
+        console.print(Padding(f"{kind}; reads {needs}\n{figures}\nvalidation gates: {gates}", (0, 0, 0, 2)))
+
+
 def print_packet(console: Console, packet: ReviewPacket, state: str) -> None:
     p = packet
     console.rule(f"Review: {escape(p.dataset)}, sensitive feature {escape(p.sensitive)}  (run {p.run_id}, {escape(state)})")
-    console.print(f"[bold]{escape(p.headline())}[/bold]", soft_wrap=True)
+    console.print(f"[bold]{escape(p.headline())}[/bold]")
     if p.drift is not None:
         print_drift(console, p.drift)
     # the dialog's first screen: the decision in people, what gets worse, the gates in one line
@@ -62,13 +92,23 @@ def print_packet(console: Console, packet: ReviewPacket, state: str) -> None:
     if p.base_model:
         sha = f" (sha256 {p.base_model.sha256})" if p.base_model.sha256 else ""
         console.print(f"Base model not retrained: {p.base_model.kind} model {escape(p.base_model.location)}{sha}; "
-                      "every candidate post-processes its scores.", soft_wrap=True)
+                      "every candidate post-processes its scores.")
     if p.needs_sensitive_at_predict:
         console.print(f"[red]Needs {escape(p.sensitive)} at prediction time[/red] (ThresholdOptimizer): disparate "
-                      "treatment in many jurisdictions; legal review is required before use.", soft_wrap=True)
+                      "treatment in many jurisdictions; legal review is required before use.")
     else:
         console.print(f"Group-blind: predicts from the features alone; {escape(p.sensitive)} was used only in "
-                      "training and to measure the gates.", soft_wrap=True)
+                      "training and to measure the gates.")
+        if p.proxies:
+            console.print(f"Not blind to {escape(p.sensitive)} through its proxies: "
+                          + ", ".join(f"{escape(x.feature)} (AUC {x.auc:.2f})" for x in p.proxies) + " each alone predict it.")
+    if p.requested_by:
+        console.print(f"Requested by {escape(p.requested_by)} ({'verified' if p.requester_verified else 'not verified'}).")
+    rule, alternatives = p.why_this_candidate()
+    if rule:
+        console.print(f"Why this candidate: {escape(rule)}")
+        for line in alternatives:
+            console.print(Padding(f"instead {escape(line)}", (0, 0, 0, 2)))
 
     changes = Table(title=f"What changes for whom (test rows; {p.confidence:.0%} bootstrap intervals, stratified by group)", title_justify="left")
     for column in ("group", "rows", "rate", "baseline", "candidate"):
@@ -102,23 +142,13 @@ def print_packet(console: Console, packet: ReviewPacket, state: str) -> None:
         gates.add_row(g["label"], f"[{style}]{g['verdict']}[/{style}]", f"{_number(g['value'], 4)} {_interval(g['interval'], 4)}")
     console.print(gates)
     for line in p.advice:
-        console.print(f"- {escape(line)}", soft_wrap=True)
+        console.print(f"- {escape(line)}")
 
     if p.sweep is not None:
-        candidates = Table(title=f"Sweep '{escape(p.sweep.sweep)}': {len(p.sweep.candidates)} candidates (test figures)",
-                           title_justify="left")
-        for column in ("candidate", "kind", "needs at predict", "acc", "DPD", "EOD", "DI", "validation gates"):
-            candidates.add_column(column, overflow="fold")
-        for c in sorted(p.sweep.candidates, key=lambda c: -c.validation["accuracy"]):
-            name = f"[bold]{escape(c.name)}[/bold] (chosen)" if c.name == p.sweep.chosen else escape(c.name)
-            candidates.add_row(name, c.kind, c.needs_at_predict, _number(c.test["accuracy"], 4),
-                               _number(c.test["demographic_parity_difference"], 4),
-                               _number(c.test["equalized_odds_difference"], 4), _number(c.test["disparate_impact_ratio"], 3),
-                               "pass" if c.passed else "blocked: " + ", ".join(g.metric for g in c.gates.blocking))
-        console.print(candidates)
+        print_candidates(console, p)
     console.print(f"Candidate: {escape(p.candidate_label)}; recipe {escape(p.recipe_label)}; current champion: "
                   f"{escape(p.champion_version or 'none')}; training data: audit {p.audit_verdict}, "
-                  f"{p.augment.synthetic_rows:,} synthetic rows added.", soft_wrap=True)
+                  f"{p.augment.synthetic_rows:,} synthetic rows added.")
     for link in p.links:
         console.print(f"{escape(link.label)}: {escape(link.url)}", soft_wrap=True)
     if p.run_url:
