@@ -418,6 +418,13 @@ class CandidateResult(BaseModel):
         return sum(1.0 if gate.value is None else 0.0 if leans_to_pass(gate.value, gate.threshold, is_upper(gate.gate))
                    else abs(gate.value - gate.threshold) for gate in self.gates.blocking)
 
+    def rows_to_decide(self) -> float:
+        """How many times its rows every blocking gate needs to be decided (the sample-size
+        answer's factor; inf when one never would, or has no interval)."""
+        factors = [rows_factor(g.value, g.interval, g.threshold) if g.value is not None and g.interval is not None
+                   else None for g in self.gates.blocking]
+        return max((f if f is not None else float("inf") for f in factors), default=1.0)
+
 
 # The outcome of a sweep in words a reviewer can act on (issue 25), readable by code too:
 # chosen: a candidate the policy can choose passes; fails: every choosable candidate fails a gate
@@ -456,9 +463,9 @@ class SweepOutcome(BaseModel):
 
     def closest(self, n: int = 3) -> list[CandidateResult]:
         """The choosable candidates nearest to passing: fewest blocking gates, then smallest
-        shortfall past the limits."""
+        shortfall past the limits, then fewest rows to decide them."""
         return sorted((c for c in self.candidates if c.choosable),
-                      key=lambda c: (len(c.gates.blocking), c.shortfall(), c.name))[:n]
+                      key=lambda c: (len(c.gates.blocking), c.shortfall(), c.rows_to_decide(), c.name))[:n]
 
     @property
     def selection_rows(self) -> str:
@@ -542,14 +549,10 @@ def _undecided_answer(undecided: list[CandidateResult], selection_rows: str) -> 
             return "unknown"
         return "pass" if all(leans_to_pass(g.value, g.threshold, is_upper(g.gate)) for g in open_gates) else "fail"
 
-    def factor(candidate: CandidateResult) -> float:
-        found = [rows_factor(g.value, g.interval, g.threshold) for g in candidate.gates.blocking]
-        return max((f if f is not None else float("inf")) for f in found)
-
     towards_pass = [c for c in undecided if leaning(c) == "pass"]
     towards_fail = [c for c in undecided if leaning(c) == "fail"]
     if towards_pass:
-        closest = min(towards_pass, key=lambda c: (factor(c), c.name))
+        closest = min(towards_pass, key=lambda c: (c.rows_to_decide(), c.name))
         lines.append(f"Closest to passing, `{closest.name}`: " + " ".join(closest.gates.advice))
     if towards_fail:
         example = towards_fail[0]
