@@ -13,7 +13,7 @@ from conftest import BackgroundRun, write_policy
 from fairloop import credentials
 from fairloop.cli import requester
 from fairloop.config import Settings
-from fairloop.errors import BadInputError
+from fairloop.errors import BadInputError, ServerError
 from fairloop.outcomes import Outcome
 from fairloop.registry import Registry
 from fairloop.runs import read_flow_run, submit_review
@@ -83,8 +83,12 @@ def test_reviews_without_a_valid_token_and_self_approval_are_refused_logged_and_
         requested_by="alice", requester_verified=True,  # what `fairloop remediate --token <alice's>` passes
     )
     paused = run.wait_paused(timeout=600)
+    # once reviewers are registered the form itself requires a token: the server refuses a form without one,
+    # and the run never sees it (nothing logged, still waiting for its first review)
+    with pytest.raises(ServerError, match="'token' is a required property"):
+        submit_review(paused.id, {"approve": True, "comment": "let me", "reviewer": "bob"})
+    assert Registry(registry_dir).audit_log() == []
     attempts = [
-        ({"reviewer": "bob"}, "no token given for 'bob'"),                            # missing
         ({"reviewer": "bob", "token": tokens["bob"] + "x"}, "does not match"),        # wrong
         ({"reviewer": "bob", "token": tokens["alice"]}, "does not match"),            # someone else's
         ({"reviewer": "mallory", "token": tokens["bob"]}, "has no reviewer credential"),
