@@ -46,6 +46,16 @@ POLICY_SETTINGS = ("approval", "allow_sensitive_at_predict", "evaluation", "cros
                    "bootstrap")
 
 
+def isolated_env(base: Path) -> dict[str, str]:
+    """The environment of fairloop commands a test module runs against its own server, state and registry under ``base``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "FAIRLOOP_"))}
+    env.update(FAIRLOOP_PROJECT_DIR=str(PROJECT), FAIRLOOP_STATE_DIR=str(base / "state"),
+               FAIRLOOP_REGISTRY_DIR=str(base / "registry"), FAIRLOOP_REGISTRY_REMOTE=str(base / "remote"),
+               FAIRLOOP_SERVER_PORT=str(free_port()), PREFECT_HOME=str(base / "prefect-home"),
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", DVC_NO_ANALYTICS="1", COLUMNS="250")
+    return env
+
+
 def free_port() -> int:
     """A TCP port nobody listens on now, for a server a test starts itself."""
     with socket.socket() as probe:

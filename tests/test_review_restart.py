@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import PROJECT, free_port, write_policy
+from conftest import PROJECT, isolated_env, write_policy
 from synthetic import write_dataset
 
 COMMAND_TIMEOUT = 600  # generous: a busy machine
@@ -25,11 +25,7 @@ RUN_ID = re.compile(r"fairloop approve ([0-9a-f-]{36})")
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     base = tmp_path_factory.mktemp("restart")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "FAIRLOOP_"))}
-    env.update(FAIRLOOP_PROJECT_DIR=str(PROJECT), FAIRLOOP_STATE_DIR=str(base / "state"),
-               FAIRLOOP_REGISTRY_DIR=str(base / "registry"), FAIRLOOP_REGISTRY_REMOTE=str(base / "remote"),
-               FAIRLOOP_SERVER_PORT=str(free_port()), PREFECT_HOME=str(base / "prefect-home"),
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", DVC_NO_ANALYTICS="1", COLUMNS="250")
+    env = isolated_env(base)
     spec = write_dataset(base / "data", "restart", {"a": (300, 0.4), "b": (300, 0.25)}, seed=3)
     policy = write_policy(base, max_demographic_parity_difference=0.5, max_accuracy_drop_vs_baseline=0.5, approval={"timeout_seconds": 3600, "reviewers": []})
     world = {"base": base, "env": env, "spec": spec, "policy": policy}

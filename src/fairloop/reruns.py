@@ -82,13 +82,14 @@ def plan_rerun(
                             + (f" on its base model {base.location} (not retrained)" if base else ""))
 
 
-def training_window(state_dir: Path, given: str, params) -> str:
+def training_window(state_dir: Path, given: str, params, splits=None) -> str:
     """The window file a drift event names, checked before a rerun trains on it.
 
     Only a window the monitor of the dataset recorded under ``state_dir`` is accepted
     (``fairloop.monitor.store.resolve_window_file``), and its labelled rows must not be copies of
     the validation or test rows the rerun will be judged on (``refuse_held_out_overlap``, on
-    the splits ``params`` forms without the window). Either refusal is a BadInputError naming the file.
+    ``splits``: by default those ``params`` forms without the window; a rerun checking several
+    windows forms them once). Either refusal is a BadInputError naming the file.
     """
     from fairloop import pipeline
     from fairloop.datasets import load_dataset_spec, read_extra_training_rows
@@ -96,7 +97,8 @@ def training_window(state_dir: Path, given: str, params) -> str:
 
     spec = load_dataset_spec(params.dataset)
     path = resolve_window_file(state_dir, spec.name, given)
-    splits = pipeline.prepare(pipeline.load_inputs(replace(params, extra_training_data=None)))
+    if splits is None:
+        splits = pipeline.prepare(pipeline.load_inputs(replace(params, extra_training_data=None)))
     refuse_held_out_overlap(read_extra_training_rows(spec, path), splits, source=str(path))
     return str(path)
 
@@ -207,10 +209,11 @@ def drifted_rows(state_dir: Path, window: str, earlier: list[Path], alert: Alert
     """Check, pin and split the alerting window(s) of a rerun (BadInputError when one cannot be used):
     returns the run's parameters (training on the drifted rows' training part, weighted as the policy
     says) and the split's record."""
-    from fairloop.datasets import load_dataset_spec
+    from fairloop import pipeline
 
-    spec = load_dataset_spec(params.dataset)
-    checked = [Path(training_window(state_dir, str(path), params)) for path in [*earlier, window]]
+    inputs = pipeline.load_inputs(replace(params, extra_training_data=None))
+    spec, splits = inputs.loaded.spec, pipeline.prepare(inputs)  # read once for every window's overlap check
+    checked = [Path(training_window(state_dir, str(path), params, splits)) for path in [*earlier, window]]
     pinned = pin_windows(spec, checked, run_dir)
     sensitive = params.sensitive or (alert.sensitive if alert else spec.primary_sensitive)
     split = split_drifted(spec, pinned, settings, seed=params.seed, sensitive=sensitive, folder=run_dir)
