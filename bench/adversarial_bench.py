@@ -51,8 +51,8 @@ def main() -> int:
     from threadpoolctl import threadpool_limits
 
     from fairloop import pipeline
-    from fairloop.constraints import fit_candidate, load_constraint_template
-    from fairloop.evaluate import evaluate
+    from fairloop.remedy.constraints import fit_candidate, load_constraint_template
+    from fairloop.gates.evaluate import evaluate
 
     seed = args.seeds[0]
     inputs = pipeline.load_inputs(pipeline.RunParams(dataset=args.dataset, seed=seed))

@@ -14,7 +14,7 @@ Parts (each prints its rows as it finishes; the markdown table and the JSON come
   unconstrained scorer when nothing is chosen): group thresholds maximising test accuracy at
   DPD <= d, chosen on test with test labels (the upper bound of threshold post-processing) and
   chosen on the selection rows then applied to test. Test accuracy, scorer AUC, DPD, EOD with
-  95 % bootstrap intervals (fairloop.intervals, resampled within each group), fit seconds,
+  95 % bootstrap intervals (fairloop.gates.intervals, resampled within each group), fit seconds,
   and the chosen candidate's accuracy gap to the test oracle at its own test DPD
   (target <= 0.3 points), and whether it is at least as accurate as every anchor whose DPD is
   equal or tighter.
@@ -85,7 +85,7 @@ def plain_fitter(workers: int, timings: dict):
     first. ``timings`` gets the wall seconds of the fits and their summed fit seconds."""
     import pickle
 
-    from fairloop.fitters import limit_to_one_thread, longest_first, run_fit_job_on_rows_file
+    from fairloop.remedy.fitters import limit_to_one_thread, longest_first, run_fit_job_on_rows_file
 
     def fit_all(jobs, data, sensitive, seed):
         started = time.perf_counter()
@@ -118,7 +118,7 @@ def timed(fit_all, timings: dict):
 
 def figures(y, decisions, scores, groups) -> dict:
     """Accuracy, scorer AUC, DPD, EOD, each with a 95 % interval (200 resamples within each group)."""
-    from fairloop.intervals import bootstrap_intervals
+    from fairloop.gates.intervals import bootstrap_intervals
     from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
     from sklearn.metrics import roc_auc_score
 
@@ -184,11 +184,11 @@ def apply_thresholds(scores, groups, thresholds: dict[str, float]) -> np.ndarray
 
 def quality(item: str, workers: int, sweep_path: str) -> dict:
     from fairloop import pipeline
-    from fairloop.constraints import ConstraintTemplate, fit_candidate, load_constraint_template
-    from fairloop.crossfit import fit_rows
-    from fairloop.evaluate import predict
-    from fairloop.recipes import load_recipe
-    from fairloop.sweep import load_sweep, run_sweep
+    from fairloop.remedy.constraints import ConstraintTemplate, fit_candidate, load_constraint_template
+    from fairloop.remedy.crossfit import fit_rows
+    from fairloop.gates.evaluate import predict
+    from fairloop.remedy.recipes import load_recipe
+    from fairloop.remedy.sweep import load_sweep, run_sweep
     from threadpoolctl import threadpool_limits
 
     dataset, sensitive = item.split(":")
@@ -307,11 +307,10 @@ class PeakMemory:
 
 @functools.cache
 def remediation_flow():
-    """The project's flow, loaded once per process: each load makes a new module name, and process-pool
-    workers cannot unpickle a task context that names a second one (ModuleNotFoundError __prefect_loader_...)."""
-    from prefect.flows import load_flow_from_entrypoint
+    """The remediation flow (imported from the package, so process-pool workers unpickle it by name)."""
+    from fairloop.flows import remediation
 
-    return load_flow_from_entrypoint(f"{PROJECT / 'flows' / 'remediation.py'}:remediation")
+    return remediation
 
 
 def remediation_until_review(dataset: str, sweep: str, workers_note: str = "") -> dict:
@@ -319,7 +318,7 @@ def remediation_until_review(dataset: str, sweep: str, workers_note: str = "") -
     pauses for review or ends; then a rejection is sent so nothing is promoted. Returns seconds and peak RSS."""
     from prefect import tags
 
-    from fairloop.runs import find_tagged_run, submit_review, wait_for_flow_run
+    from fairloop.serving.runs import find_tagged_run, submit_review, wait_for_flow_run
 
     flow = remediation_flow()
     tag, outcome = f"bench-{uuid.uuid4().hex[:10]}", {}
@@ -357,8 +356,8 @@ def prefect_sweep(dataset: str, sweep_path: str, workers: int) -> dict:
     real one: a flow that closed over the rows would ship a pickled copy of them with every
     task's context (measured: a 31.8 s sweep instead of 28 s)."""
     from fairloop import pipeline
-    from fairloop.fitters import fitter
-    from fairloop.sweep import load_sweep, run_sweep
+    from fairloop.remedy.fitters import fitter
+    from fairloop.remedy.sweep import load_sweep, run_sweep
 
     timings: dict = {}
     with fitter(workers=workers) as fit_all:
@@ -378,9 +377,9 @@ def plain_until_review(dataset: str, sweep_path: str, workers: int) -> dict:
     from dataclasses import replace
 
     from fairloop import pipeline
-    from fairloop.frontier import frontier_report
-    from fairloop.policy import apply_gates
-    from fairloop.sweep import load_sweep, run_sweep
+    from fairloop.review.frontier import frontier_report
+    from fairloop.gates.policy import apply_gates
+    from fairloop.remedy.sweep import load_sweep, run_sweep
 
     timings: dict = {}
     started = time.perf_counter()
@@ -469,7 +468,7 @@ def grown_adult(directory: Path, rows: int, seed: int = 0) -> Path:
     numeric columns; Adult's own test file; a dataset spec pointing at both."""
     import yaml
 
-    from fairloop.datasets import load_dataset_spec, read_raw_file
+    from fairloop.data.datasets import load_dataset_spec, read_raw_file
 
     spec_path = PROJECT / "datasets" / "adult.yaml"
     spec = load_dataset_spec(spec_path)
@@ -509,9 +508,9 @@ def large_sweep(directory: Path, sweep_path: str, reduction_rows: int) -> Path:
 
 def reductions(size: int, subsample: int) -> dict:
     from fairloop import pipeline
-    from fairloop.constraints import load_constraint_template, fit_candidate
-    from fairloop.evaluate import predict
-    from fairloop.sweep import stratified_subsample
+    from fairloop.remedy.constraints import load_constraint_template, fit_candidate
+    from fairloop.gates.evaluate import predict
+    from fairloop.remedy.sweep import stratified_subsample
 
     result = {}
     with tempfile.TemporaryDirectory() as scratch:

@@ -32,8 +32,8 @@ METRICS = {"demographic_parity_difference": "DPD", "equalized_odds_difference": 
 
 def pool_fitter(workers: int):
     """A sweep FitAll on a plain process pool (one thread per worker), longest jobs first."""
-    from fairloop.fitters import limit_to_one_thread, longest_first
-    from fairloop.sweep import run_fit_job
+    from fairloop.remedy.fitters import limit_to_one_thread, longest_first
+    from fairloop.remedy.sweep import run_fit_job
 
     def fit_all(jobs, data, sensitive, seed):
         order = longest_first(jobs)
@@ -51,9 +51,9 @@ def width(interval) -> float:
 
 def run(dataset: str, sensitive: str, sweep_path: str, workers: int) -> dict:
     from fairloop import pipeline
-    from fairloop.crossfit import ModeDecision
-    from fairloop.policy import apply_gates
-    from fairloop.sweep import load_sweep, run_sweep
+    from fairloop.remedy.crossfit import ModeDecision
+    from fairloop.gates.policy import apply_gates
+    from fairloop.remedy.sweep import load_sweep, run_sweep
 
     inputs = pipeline.load_inputs(pipeline.RunParams(dataset=f"datasets/{dataset}.yaml", sensitive=sensitive))
     splits = pipeline.prepare(inputs)
@@ -117,7 +117,7 @@ def run(dataset: str, sensitive: str, sweep_path: str, workers: int) -> dict:
 
 
 def swept_selection(splits, decision):
-    from fairloop.crossfit import fit_rows
+    from fairloop.remedy.crossfit import fit_rows
 
     return splits.validation if decision.mode == "holdout" else fit_rows(splits, decision)
 

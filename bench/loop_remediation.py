@@ -63,7 +63,7 @@ def write_policy(folder: Path) -> Path:
 
 def approve_when_paused(flow_run_id_box: dict, done: threading.Event) -> None:
     """The reviewer: approves the rerun as soon as it awaits review."""
-    from fairloop.runs import find_tagged_run, read_flow_run, submit_review
+    from fairloop.serving.runs import find_tagged_run, read_flow_run, submit_review
 
     while not done.is_set():
         run = find_tagged_run(flow_run_id_box["tag"])
@@ -83,7 +83,7 @@ def replay(kind: str, drift: dict, seed: int, rows: int, window_rows: int, flow)
     from prefect import tags
 
     from fairloop import monitor as core
-    from fairloop.registry import Registry
+    from fairloop.registry.store import Registry
 
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
@@ -141,12 +141,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=PROJECT / "bench" / "results" / "loop_remediation.json")
     args = parser.parse_args()
 
-    from prefect.flows import load_flow_from_entrypoint
     from prefect.testing.utilities import prefect_test_harness
 
     results = []
     with prefect_test_harness(server_startup_timeout=180):
-        flow = load_flow_from_entrypoint(f"{PROJECT / 'flows' / 'remediation.py'}:remediation")
+        from fairloop.flows import remediation as flow
         for kind in args.kinds:
             drift, _ = KINDS[kind]
             for seed in range(args.seeds):

@@ -43,9 +43,9 @@ sys.path.insert(0, str(PROJECT / "bench"))
 from monitor_bench import promote_champion  # noqa: E402
 
 from fairloop import monitor as core  # noqa: E402
-from fairloop.datasets import load_dataset_spec  # noqa: E402
-from fairloop.policy import load_policy  # noqa: E402
-from fairloop.registry import Registry  # noqa: E402
+from fairloop.data.datasets import load_dataset_spec  # noqa: E402
+from fairloop.gates.policy import load_policy  # noqa: E402
+from fairloop.registry.store import Registry  # noqa: E402
 
 RESULTS = PROJECT / "bench" / "results"
 # dataset -> (categorical feature to shift, its level that receives rows, numeric feature to shift)

@@ -33,9 +33,9 @@ sys.path.insert(0, str(PROJECT / "tests"))  # the generated-data helpers
 
 def collapse(directory: Path, groups: int, rows: int, seed: int) -> list[str]:
     from fairloop import pipeline
-    from fairloop.constraints import load_constraint_template
-    from fairloop.evaluate import evaluate, predict
-    from fairloop.recipes import NO_RECIPE
+    from fairloop.remedy.constraints import load_constraint_template
+    from fairloop.gates.evaluate import evaluate, predict
+    from fairloop.remedy.recipes import NO_RECIPE
     from synthetic import write_dataset
 
     rates = [0.45, 0.25, 0.35, 0.15][:groups]
@@ -59,7 +59,8 @@ def collapse(directory: Path, groups: int, rows: int, seed: int) -> list[str]:
 
 
 def grid_and_search(directory: Path, rows: int, seed: int) -> list[str]:
-    from fairloop import pipeline, sweep
+    from fairloop import pipeline
+    from fairloop.remedy import sweep
     from synthetic import write_dataset
 
     spec = write_dataset(directory, f"proxy{seed}", {"a": (rows, 0.45), "b": (rows, 0.25)}, proxy=3.0, seed=seed)

@@ -46,12 +46,12 @@ def main() -> int:
     from prefect.testing.utilities import prefect_test_harness
 
     from fairloop import pipeline
-    from fairloop.constraints import ConstraintTemplate, fit_candidate, load_constraint_template
-    from fairloop.evaluate import evaluate
-    from fairloop.frontier import frontier_report
-    from fairloop.recipes import load_recipe
-    from fairloop.fitters import fitter
-    from fairloop.sweep import load_sweep, run_sweep
+    from fairloop.remedy.constraints import ConstraintTemplate, fit_candidate, load_constraint_template
+    from fairloop.gates.evaluate import evaluate
+    from fairloop.review.frontier import frontier_report
+    from fairloop.remedy.recipes import load_recipe
+    from fairloop.remedy.fitters import fitter
+    from fairloop.remedy.sweep import load_sweep, run_sweep
 
     inputs = pipeline.load_inputs(pipeline.RunParams(dataset="datasets/adult.yaml", policy=args.policy, seed=args.seed))
     splits = pipeline.prepare(inputs)

@@ -4,10 +4,10 @@
 
 For each dataset: a vendor model (one-hot categoricals + HistGradientBoosting, reading the
 dataset's features AND the sensitive column) is fitted once on the training split, saved as a
-skops file and loaded back through ``fairloop.frozen.load_base_model`` (frozen from then on).
+skops file and loaded back through ``fairloop.remedy.frozen.load_base_model`` (frozen from then on).
 Every post-processing kind fairloop offers a frozen model is fitted on the validation split (rows
 the vendor never saw) and all are compared on the test split with the original (the vendor model
-deciding at 0.5): accuracy, DPD and EOD with 95 % bootstrap intervals (``fairloop.intervals``,
+deciding at 0.5): accuracy, DPD and EOD with 95 % bootstrap intervals (``fairloop.gates.intervals``,
 resamples stratified by group, the same resamples for every model), what each needs at
 prediction time, and scoring latency per 1,000 rows (the best of 5 timed calls on 1,000 test rows,
 after one warm-up). The guardrail varies the sensitive column and the proxies the audit flags on
@@ -82,9 +82,9 @@ def latency_per_1000(model, test) -> float:
 
 def bench(dataset: str, sensitive: str, n_boot: int, directory: Path) -> dict:
     from fairloop import pipeline
-    from fairloop.constraints import load_constraint_template
-    from fairloop.evaluate import predict, score_predictions
-    from fairloop.intervals import bootstrap_intervals
+    from fairloop.remedy.constraints import load_constraint_template
+    from fairloop.gates.evaluate import predict, score_predictions
+    from fairloop.gates.intervals import bootstrap_intervals
 
     params = pipeline.RunParams(dataset=str(vendor_spec(dataset, sensitive, directory)), sensitive=sensitive)
     splits = pipeline.prepare(pipeline.load_inputs(params))

@@ -37,9 +37,9 @@ def registry_dir(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture(scope="session")
 def remediation_flow():
-    from prefect.flows import load_flow_from_entrypoint
+    from fairloop.flows import remediation
 
-    return load_flow_from_entrypoint(f"{PROJECT / 'flows' / 'remediation.py'}:remediation")
+    return remediation
 
 
 POLICY_SETTINGS = ("approval", "allow_sensitive_at_predict", "evaluation", "crossfit", "inconclusive", "group_floors",
@@ -121,7 +121,7 @@ class BackgroundRun:
         self.thread.start()
 
     def wait_until(self, predicate, timeout: float = 180):
-        from fairloop.runs import find_tagged_run, wait_for_flow_run
+        from fairloop.serving.runs import find_tagged_run, wait_for_flow_run
 
         import time
 
@@ -144,8 +144,8 @@ class BackgroundRun:
 
     def approve_and_finish(self, comment: str, reviewer: str = "alice"):
         """Wait for the review, approve it as ``reviewer``, and return the final state (asserted Promoted)."""
-        from fairloop.outcomes import Outcome
-        from fairloop.runs import submit_review
+        from fairloop.serving.outcomes import Outcome
+        from fairloop.serving.runs import submit_review
 
         submit_review(self.wait_paused().id, {"approve": True, "reviewer": reviewer, "comment": comment})
         state = self.finish()

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import joblib
 
-from fairloop import registry as registry_module
-from fairloop.lineage import Lineage
-from fairloop.registry import Registry
+from fairloop.registry import store as registry_module
+from fairloop.registry.lineage import Lineage
+from fairloop.registry.store import Registry
 
 
 def main() -> None:

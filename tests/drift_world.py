@@ -93,8 +93,8 @@ def feed(windows: list[pd.DataFrame], path: Path, unlabelled: tuple[int, ...] = 
 def promote_champion(spec: Path, policy: Path, registry, template: str) -> None:
     """v1 of the generated dataset: ``template`` fitted on its training rows, promoted with its lineage."""
     from fairloop import pipeline
-    from fairloop.constraints import fit_candidate
-    from fairloop.lineage import describe_run
+    from fairloop.remedy.constraints import fit_candidate
+    from fairloop.registry.lineage import describe_run
 
     project = Path(__file__).resolve().parents[1]
     inputs = pipeline.load_inputs(pipeline.RunParams(str(spec), constraint=template, recipe=str(project / "recipes/none.yaml"),

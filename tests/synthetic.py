@@ -90,7 +90,7 @@ def simultaneous_coverage(replicates: int, seed: int = 0, n_boot: int = 200,
     0.10); the share of replicates whose intervals cover the truth: the simultaneous family (all
     cells at once), the DPD interval derived from the simultaneous pairwise family and, in the
     first ``naive_replicates``, the per-cell percentile intervals (all at once)."""
-    from fairloop.intervals import bootstrap_intervals
+    from fairloop.gates.intervals import bootstrap_intervals
 
     sizes = np.asarray(sizes)
     rates = np.array([0.30, 0.32, 0.28, 0.30, 0.35, 0.25, 0.30, 0.31])

@@ -22,11 +22,11 @@ import yaml
 from typer.testing import CliRunner
 
 from conftest import PROJECT
-from fairloop.audit import learn_reference, publish_artifacts, render_markdown, run_audit
+from fairloop.audit.checks import learn_reference, publish_artifacts, render_markdown, run_audit
 from fairloop.cli import app
-from fairloop.datasets import Split, load_data_file, load_dataset, load_dataset_spec
+from fairloop.data.datasets import Split, load_data_file, load_dataset, load_dataset_spec
 from fairloop.errors import BadInputError
-from fairloop.outcomes import ExitCode
+from fairloop.serving.outcomes import ExitCode
 from synthetic import write_dataset, write_wages
 
 DATASETS = PROJECT / "datasets"
@@ -319,7 +319,7 @@ def test_repeated_audits_leave_the_committed_gx_files_unchanged(tmp_path):
 
 def test_the_shipped_suites_match_what_the_specs_and_data_give():
     """gx/expectations/*.json are committed: re-learning them from the bundled data changes nothing."""
-    from fairloop.audit import GxProject, _suite_content, build_suite
+    from fairloop.audit.checks import GxProject, _suite_content, build_suite
 
     project = GxProject(PROJECT / "gx")
     for name in ("adult", "compas", "german"):

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from conftest import PROJECT
-from fairloop.outcomes import ExitCode
+from fairloop.serving.outcomes import ExitCode
 
 COMMANDS = ["remediate", "approve", "reject", "models", "rollback", "audit", "server", "gate", "lineage", "reproduce",
             "stage", "monitor", "serve", "verify"]

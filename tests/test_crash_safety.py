@@ -19,7 +19,7 @@ from pathlib import Path
 import joblib
 import pytest
 
-from fairloop.registry import Registry
+from fairloop.registry.store import Registry
 from tiny_world import NAME, promote, registry_with_two_versions
 
 HERE = Path(__file__).resolve().parent

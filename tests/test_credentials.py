@@ -10,13 +10,13 @@ import sys
 import pytest
 
 from conftest import BackgroundRun, write_policy
-from fairloop import credentials
+from fairloop.review import credentials
 from fairloop.cli import requester
 from fairloop.config import Settings
 from fairloop.errors import BadInputError, ServerError
-from fairloop.outcomes import Outcome
-from fairloop.registry import Registry
-from fairloop.runs import read_flow_run, submit_review
+from fairloop.serving.outcomes import Outcome
+from fairloop.registry.store import Registry
+from fairloop.serving.runs import read_flow_run, submit_review
 
 
 def fairloop(*args: str) -> subprocess.CompletedProcess:

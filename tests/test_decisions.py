@@ -12,11 +12,12 @@ import pytest
 import yaml
 
 from conftest import PROJECT
-from fairloop import pipeline, sweep
-from fairloop.crossfit import ModeDecision
-from fairloop.groups import GroupFloors
-from fairloop.intervals import bootstrap_intervals, stratified_resamples
-from fairloop.policy import Policy, apply_gates
+from fairloop import pipeline
+from fairloop.remedy import sweep
+from fairloop.remedy.crossfit import ModeDecision
+from fairloop.data.groups import GroupFloors
+from fairloop.gates.intervals import bootstrap_intervals, stratified_resamples
+from fairloop.gates.policy import Policy, apply_gates
 from synthetic import write_dataset
 
 # fast candidates: HGB unconstrained, a logistic-regression reduction (group-blind) and
@@ -146,8 +147,8 @@ def test_threshold_optimizer_is_fitted_on_held_out_scores(tmp_path):
     from fairlearn.postprocessing import ThresholdOptimizer
     from threadpoolctl import threadpool_limits
 
-    from fairloop.constraints import ConstraintTemplate, _fit_estimator, fit_candidate
-    from fairloop.evaluate import evaluate
+    from fairloop.remedy.constraints import ConstraintTemplate, _fit_estimator, fit_candidate
+    from fairloop.gates.evaluate import evaluate
 
     spec = write_dataset(tmp_path, "memorise", {"a": (800, 0.45), "b": (800, 0.2)}, label_noise=0.25, test_size=0.6)
     splits = pipeline.prepare(pipeline.load_inputs(pipeline.RunParams(dataset=str(spec))))
@@ -231,8 +232,8 @@ def test_twenty_five_rows_gate_inconclusive_without_a_crash():
 def dpd_gate(n: int, threshold: float):
     """The DPD gate at ``threshold`` over two groups of n/2 rows with selection rates exactly 0.30
     and 0.22 (DPD 0.08 at every n) and decisions right on 80 % of each group's rows."""
-    from fairloop.datasets import Split
-    from fairloop.evaluate import Predictions, score_predictions
+    from fairloop.data.datasets import Split
+    from fairloop.gates.evaluate import Predictions, score_predictions
     import pandas as pd
 
     half = n // 2
@@ -274,7 +275,7 @@ def test_explicit_modes_and_auto(tmp_path):
     inputs = pipeline.load_inputs(pipeline.RunParams(dataset=str(spec)))
     splits = pipeline.prepare(inputs)
     floors = GroupFloors()
-    from fairloop.crossfit import choose_mode
+    from fairloop.remedy.crossfit import choose_mode
 
     assert choose_mode("holdout", splits, "group", floors, 5, 1000).mode == "holdout"
     assert choose_mode("crossfit", splits, "group", floors, 5, 1000) == ModeDecision(
@@ -294,9 +295,9 @@ def test_inconclusive_gates_need_an_explicit_acceptance_and_the_crossfit_choice_
 
     from conftest import BackgroundRun, write_policy
     from fairloop.cli import app
-    from fairloop.outcomes import Outcome
-    from fairloop.registry import Registry
-    from fairloop.runs import submit_review
+    from fairloop.serving.outcomes import Outcome
+    from fairloop.registry.store import Registry
+    from fairloop.serving.runs import submit_review
 
     spec = write_dataset(tmp_path, "accept", {"a": (250, 0.35), "b": (250, 0.25)})
     policy = write_policy(tmp_path, max_demographic_parity_difference=0.05, min_scorer_auc=0.6,
@@ -411,7 +412,7 @@ def test_search_finds_the_passing_bound_the_grid_missed_and_records_every_candid
     tried = [outcome.result(name) for name in outcome.search.tried]
     assert [c.bound for c in tried] == sorted((c.bound for c in tried), reverse=True)
     assert outcome.search.fits == len(tried) <= 6
-    from fairloop.frontier import candidates_table
+    from fairloop.review.frontier import candidates_table
 
     assert f"{outcome.chosen} (chosen) (search)" in [row["candidate"] for row in candidates_table(outcome)]
     assert "The search after the grid bisected the bound of `none+lr-eg-dp@0.15`" in outcome.explanation

@@ -24,9 +24,9 @@ from rich.console import Console
 import drift_world as world_gen
 from conftest import PROJECT, BackgroundRun
 from fairloop import monitor as core
-from fairloop.registry import Registry
-from fairloop.review import ReviewPacket
-from fairloop.terminal import print_packet
+from fairloop.registry.store import Registry
+from fairloop.review.packet import ReviewPacket
+from fairloop.review.terminal import print_packet
 
 TEMPLATE = str(PROJECT / "constraints" / "lr-eg-dp.yaml")
 
@@ -131,10 +131,10 @@ def test_too_few_drifted_rows_answer_cannot_tell_yet_with_a_direction_and_the_po
     """A few held-out drifted rows cannot tell whether approving clears the alert: the answer says how many more
     rows would, towards which side, and the policy's ``undecided`` rule decides what the gate does."""
     from fairloop import pipeline
-    from fairloop.constraints import fit_candidate
-    from fairloop.drifted import judge_on_drifted
+    from fairloop.remedy.constraints import fit_candidate
+    from fairloop.monitor.drifted import judge_on_drifted
     from fairloop.monitor.windows import read_window
-    from fairloop.policy import GateReport, RerunSettings, load_policy
+    from fairloop.gates.policy import GateReport, RerunSettings, load_policy
 
     spec = world_gen.write_spec(tmp_path / "data", "gen", world_gen.draw(2000, 0))
     policy_path = write_policy(tmp_path)

@@ -28,14 +28,14 @@ from typer.testing import CliRunner
 from conftest import PROJECT, BackgroundRun, write_policy
 from fairloop import pipeline
 from fairloop.cli import app
-from fairloop.constraints import load_constraint_template
-from fairloop.frozen import FROZEN_LEARNER
-from fairloop.outcomes import ExitCode, Outcome
-from fairloop.policy import load_policy
-from fairloop.registry import Registry, file_sha256
-from fairloop.reruns import plan_rerun
-from fairloop.review import load_packet
-from fairloop.runs import submit_review
+from fairloop.remedy.constraints import load_constraint_template
+from fairloop.remedy.frozen import FROZEN_LEARNER
+from fairloop.serving.outcomes import ExitCode, Outcome
+from fairloop.gates.policy import load_policy
+from fairloop.registry.store import Registry, file_sha256
+from fairloop.serving.reruns import plan_rerun
+from fairloop.review.packet import load_packet
+from fairloop.serving.runs import submit_review
 from synthetic import write_dataset
 
 WORLD = {"a": (1000, 0.2), "b": (1000, 0.6)}

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from fairlearn.metrics import MetricFrame, selection_rate
 
-from fairloop.datasets import Split
-from fairloop.evaluate import Evaluation, Predictions, score_predictions
-from fairloop.groups import GroupFloors
-from fairloop.intervals import bootstrap_intervals
-from fairloop.policy import BootstrapSettings, Policy, apply_gates
+from fairloop.data.datasets import Split
+from fairloop.gates.evaluate import Evaluation, Predictions, score_predictions
+from fairloop.data.groups import GroupFloors
+from fairloop.gates.intervals import bootstrap_intervals
+from fairloop.gates.policy import BootstrapSettings, Policy, apply_gates
 
 
 def synthetic_split(n: int, rate_a: float, rate_b: float, accuracy: float, seed: int = 0):
@@ -232,7 +232,7 @@ def scored_evaluations(n: int = 4000, seed: int = 0, net_benefit_band=(0.1, 0.2)
 def test_resampled_auc_is_scikit_learns_on_the_sample_itself():
     from sklearn.metrics import roc_auc_score
 
-    from fairloop.intervals import _resample_auc
+    from fairloop.gates.intervals import _resample_auc
 
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 3000)

@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from conftest import PROJECT
 from fairloop.cli import app
-from fairloop.outcomes import ExitCode, refusal_reason
-from fairloop.registry import Registry
+from fairloop.serving.outcomes import ExitCode, refusal_reason
+from fairloop.registry.store import Registry
 from tiny_world import NAME, registry_with_two_versions
 
 BAD = ExitCode.BAD_INPUT
@@ -246,7 +246,7 @@ def test_fairlearn_private_probability_api_still_matches_its_predictions():
     from fairlearn.reductions import DemographicParity, ExponentiatedGradient
     from sklearn.linear_model import LogisticRegression
 
-    from fairloop.model import randomized_positive_rate
+    from fairloop.remedy.model import randomized_positive_rate
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(600, 3))
@@ -364,7 +364,7 @@ def test_look_alike_names_are_the_same_person():
     assert "mixes Greek and Latin letters" in refusal_reason("r\u03bfot", ["root"], "ann")
     assert "separation of duties" in refusal_reason("\u0412\u041e\u0412", [], "bob")  # Cyrillic capitals: 'BOB'
     assert refusal_reason("\u7530\u4e2d\u3055\u304f\u3089", [], "root") is None  # Japanese mixes Han and Hiragana
-    from fairloop.credentials import ReviewerBook, issue, refusal
+    from fairloop.review.credentials import ReviewerBook, issue, refusal
 
     book, token = issue(ReviewerBook(), "root")  # a registered reviewer is found under any of these spellings
     assert refusal(book, "\uff52\uff4f\uff4f\uff54", token) is None and refusal(book, "root\u200b", token) is None
@@ -408,7 +408,7 @@ def test_a_name_the_registry_refuses_is_refused_at_load(world, monkeypatch, tmp_
 def test_specs_and_sweeps_name_files_only_under_allowed_roots(world, monkeypatch, tmp_path):
     import yaml
 
-    from fairloop.datasets import load_dataset
+    from fairloop.data.datasets import load_dataset
 
     for named in ("../../../../../../../../etc/passwd", "/etc/passwd"):
         spec = tiny_variant(world, tmp_path / "escape", files=[{"path": named}])

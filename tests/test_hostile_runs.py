@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PROJECT, isolated_env, write_policy
-from fairloop.flow_process import read_flow_process
+from fairloop.serving.flow_process import read_flow_process
 from synthetic import write_dataset
 from test_hostile_inputs import snapshot
 from test_review_restart import audit, fairloop, flow_pid, run_state, start_paused_run, wait_for

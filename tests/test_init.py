@@ -15,12 +15,12 @@ import yaml
 from typer.testing import CliRunner
 
 from conftest import PROJECT, BackgroundRun, write_policy
-from fairloop.audit import run_audit
+from fairloop.audit.checks import run_audit
 from fairloop.cli import app
-from fairloop.constraints import load_constraint_template
-from fairloop.datasets import CsvFormat, load_dataset, make_splits
+from fairloop.remedy.constraints import load_constraint_template
+from fairloop.data.datasets import CsvFormat, load_dataset, make_splits
 from fairloop.errors import BadInputError
-from fairloop.init import check_spec, draft_spec, lay_out_project
+from fairloop.project.init import check_spec, draft_spec, lay_out_project
 from synthetic import write_wages
 
 DATASETS = PROJECT / "datasets"
@@ -58,7 +58,7 @@ def test_draft_of_a_bundled_file_gives_the_hand_written_splits_and_metrics(tmp_p
     from fairlearn.metrics import demographic_parity_difference
     from sklearn.linear_model import LogisticRegression
 
-    from fairloop.learners import make_preprocessor
+    from fairloop.remedy.learners import make_preprocessor
 
     raw_file, options = BUNDLED[name]
     reference = hand_written(name)
@@ -130,7 +130,7 @@ def test_public_datasets_draft_to_the_shipped_spec_which_audits_and_fits(tmp_pat
     assert report.verdict in ("pass", "warn"), report.reasons
     splits = make_splits(dataset)
     template = load_constraint_template(PROJECT / "constraints" / "threshold-dp.yaml")
-    from fairloop.constraints import fit_candidate
+    from fairloop.remedy.constraints import fit_candidate
 
     model, _ = fit_candidate(splits.train, template, dataset.spec.primary_sensitive)
     assert set(np.unique(model.predict(splits.test.X, splits.test.groups))) <= {0, 1}
@@ -163,7 +163,7 @@ def test_a_250k_row_latin1_semicolon_file_drafts_audits_and_fits(tmp_path):
     ratio = [f for f in report.findings if f.check == "base-rate-ratio"]
     assert ratio and ratio[0].column == "origine"  # 2.5 % vs 10 %: the gap alone would stay silent
     splits = make_splits(dataset, sensitive="origine", train_rows=5000)
-    from fairloop.constraints import fit_candidate
+    from fairloop.remedy.constraints import fit_candidate
 
     template = load_constraint_template(PROJECT / "constraints" / "threshold-dp.yaml")
     model, _ = fit_candidate(splits.train, template, "origine")
@@ -315,10 +315,11 @@ def test_check_of_a_broken_spec_names_the_cause(tmp_path):
 def test_project_lays_out_copies_of_the_bundled_files_and_refuses_to_overwrite(tmp_path):
     project = tmp_path / "mine"
     lay_out_project(project)
-    for folder in ("recipes", "constraints", "policies", "flows"):
+    for folder in ("recipes", "constraints", "policies"):
         shipped = sorted(p.relative_to(PROJECT / folder) for p in (PROJECT / folder).rglob("*.y*ml"))
         assert sorted(p.relative_to(project / folder) for p in (project / folder).rglob("*.y*ml")) == shipped
-    assert (project / "flows" / "remediation.py").is_file() and (project / "datasets").is_dir()
+    assert (project / "datasets").is_dir()
+    assert not (project / "flows").exists()  # configuration only: the flows run from the installed package
     result = cli("init", "--project", str(project))
     assert result.exit_code == 2 and "already there" in flat(result.output)
 
@@ -334,7 +335,7 @@ def test_init_needs_exactly_one_thing_to_do():
 
 @pytest.mark.usefixtures("prefect_server")
 def test_three_commands_take_a_new_csv_to_a_paused_review(tmp_path, registry_dir, remediation_flow, monkeypatch):
-    from fairloop.runs import submit_review
+    from fairloop.serving.runs import submit_review
 
     workspace = tmp_path / "work"
     (workspace / "datasets").mkdir(parents=True)

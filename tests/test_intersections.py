@@ -14,10 +14,10 @@ import yaml
 
 from conftest import BackgroundRun, write_policy
 from fairloop import pipeline
-from fairloop.datasets import load_dataset, load_dataset_spec
+from fairloop.data.datasets import load_dataset, load_dataset_spec
 from fairloop.errors import BadInputError
-from fairloop.policy import apply_gates
-from fairloop.review import ReviewPacket
+from fairloop.gates.policy import apply_gates
+from fairloop.review.packet import ReviewPacket
 from fairloop.templating import md_text
 from synthetic import simultaneous_coverage, write_dataset
 
@@ -98,7 +98,7 @@ def test_the_gates_find_the_planted_worst_cell_that_both_marginals_hide(root):
 
 
 def _no_augment():
-    from fairloop.recipes import AugmentReport
+    from fairloop.remedy.recipes import AugmentReport
 
     return AugmentReport(recipe="none", kind="none", rows_before=0, rows_after=0, synthetic_rows=0,
                          cells_before={}, cells_after={})
@@ -132,7 +132,7 @@ def test_fairlearn_fitted_on_a_frame_of_sensitive_columns_equals_the_fit_on_the_
 
 @pytest.mark.usefixtures("prefect_server")
 def test_the_whole_flow_gates_promotes_and_records_an_intersection(remediation_flow, registry_dir, tmp_path):
-    from fairloop.registry import Registry
+    from fairloop.registry.store import Registry
 
     spec = planted(tmp_path)
     policy = write_policy(tmp_path, max_demographic_parity_difference=0.6, group_floors={"rows": 30, "positives": 5,
@@ -166,7 +166,7 @@ def test_the_monitor_watches_the_cells_of_each_window(tmp_path):
     """The champion is gated on one feature; the spec declares the intersection, so every window
     also gets the worst-cell gap (same alert rules) and per-cell rates, worst first."""
     from fairloop import monitor as core
-    from fairloop.constraints import fit_candidate
+    from fairloop.remedy.constraints import fit_candidate
 
     spec_path = planted(tmp_path / "planted")
     fair_path = write_dataset(tmp_path / "fair", "cells", CELLS, sensitive=("kind", "band"), seed=1)

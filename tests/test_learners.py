@@ -9,14 +9,15 @@ import pytest
 import yaml
 
 from conftest import PROJECT, BackgroundRun, write_policy
-from fairloop import pipeline, sweep
-from fairloop.constraints import fit_candidate, load_constraint_template
-from fairloop.datasets import load_dataset, make_splits
+from fairloop import pipeline
+from fairloop.remedy import sweep
+from fairloop.remedy.constraints import fit_candidate, load_constraint_template
+from fairloop.data.datasets import load_dataset, make_splits
 from fairloop.errors import BadInputError
-from fairloop.frontier import candidates_markdown, candidates_table, frontier_report
-from fairloop.recipes import load_recipe
-from fairloop.registry import Registry
-from fairloop.reproduce import reproduce
+from fairloop.review.frontier import candidates_markdown, candidates_table, frontier_report
+from fairloop.remedy.recipes import load_recipe
+from fairloop.registry.store import Registry
+from fairloop.registry.reproduce import reproduce
 from synthetic import write_dataset
 
 

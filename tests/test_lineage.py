@@ -15,10 +15,10 @@ import pytest
 import yaml
 
 from conftest import PROJECT, BackgroundRun, write_policy
-from fairloop.outcomes import Outcome
-from fairloop.registry import Registry, file_sha256
-from fairloop.reproduce import reproduce
-from fairloop.runs import submit_review
+from fairloop.serving.outcomes import Outcome
+from fairloop.registry.store import Registry, file_sha256
+from fairloop.registry.reproduce import reproduce
+from fairloop.serving.runs import submit_review
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 VERSIONS = {  # three champions that differ in recipe and seed

@@ -24,10 +24,10 @@ import yaml
 
 from conftest import PROJECT, Webhook, drain_prefect_workers, free_port
 from fairloop import pipeline
-from fairloop.constraints import fit_candidate
+from fairloop.remedy.constraints import fit_candidate
 from fairloop.errors import BadInputError
-from fairloop.lineage import describe_run
-from fairloop.registry import Registry
+from fairloop.registry.lineage import describe_run
+from fairloop.registry.store import Registry
 
 COMPAS = PROJECT / "datasets" / "compas.yaml"
 RAW = PROJECT / "datasets" / "data" / "compas" / "compas-scores-two-years.csv.gz"
@@ -247,9 +247,8 @@ def automations_ready(served, names: list[str]):
 
 def test_two_alerts_start_one_rerun_with_the_champions_template_that_ends_gate_failed_and_is_notified(world, served):
     import httpx
-    from prefect.flows import load_flow_from_entrypoint
-
-    from fairloop.doctor import check_triggers
+    from fairloop.flows import monitor as monitor_flow
+    from fairloop.serving.doctor import check_triggers
 
     remediation = deployment("remediation/compas", served)
     automations_ready(served, ["fairloop-compas-drift-rerun", "fairloop-compas-alert-notify", "fairloop-compas-outcome-notify"])
@@ -262,7 +261,6 @@ def test_two_alerts_start_one_rerun_with_the_champions_template_that_ends_gate_f
     folder = served["state"].parent
     feed = folder / "drifted.csv"
     dated([shifted(world["stream"], 21, 400), shifted(world["stream"], 22, 400)]).to_csv(feed, index=False)
-    monitor_flow = load_flow_from_entrypoint(f"{PROJECT / 'flows' / 'monitor.py'}:monitor")
     records = monitor_flow(dataset=str(world["spec_path"]), window=str(feed), policy=str(served["policy"]),
                            every_window=True, state_dir=str(served["state"]))
     assert [r["alert"] for r in records] == [True, True], records
@@ -389,7 +387,7 @@ def test_a_rerun_trains_only_on_a_recorded_window_that_holds_no_held_out_rows(wo
 
     from fairloop import pipeline
     from fairloop.monitor import run_monitor
-    from fairloop.reruns import training_window
+    from fairloop.serving.reruns import training_window
 
     params = pipeline.RunParams(str(world["spec_path"]), train_rows=400)
     state = served["state"].parent / "rerun-state"
@@ -417,9 +415,9 @@ def test_a_rerun_trains_only_on_a_recorded_window_that_holds_no_held_out_rows(wo
 
 
 def test_a_rerun_remediates_with_the_champions_recipe_and_template_or_a_sweep(world, tmp_path):
-    from fairloop.constraints import load_constraint_template
-    from fairloop.policy import Monitoring
-    from fairloop.reruns import plan_rerun
+    from fairloop.remedy.constraints import load_constraint_template
+    from fairloop.gates.policy import Monitoring
+    from fairloop.serving.reruns import plan_rerun
 
     served_default = {"recipe": "recipes/none.yaml", "constraint": "constraints/gs-dp.yaml"}
     plan = plan_rerun("compas", Monitoring(), world["registry"], tmp_path / "run", sweep_file=None, **served_default)
@@ -439,7 +437,7 @@ def test_a_rerun_remediates_with_the_champions_recipe_and_template_or_a_sweep(wo
 
 def test_doctor_reports_sqlite_lock_contention_without_failing(tmp_path):
     """The server retries a locked SQLite database (seen in this module's own server log under load)."""
-    from fairloop.doctor import check_log
+    from fairloop.serving.doctor import check_log
 
     log = tmp_path / "prefect-server.log"
     log.write_text(

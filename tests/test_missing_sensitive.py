@@ -11,10 +11,10 @@ import yaml
 
 from conftest import BackgroundRun
 from fairloop import pipeline
-from fairloop.datasets import MISSING_GROUP, Split
-from fairloop.evaluate import Predictions
-from fairloop.membership import MembershipSettings, adjust_to_new_prior
-from fairloop.policy import Monitoring, Policy, apply_gates
+from fairloop.data.datasets import MISSING_GROUP, Split
+from fairloop.gates.evaluate import Predictions
+from fairloop.data.membership import MembershipSettings, adjust_to_new_prior
+from fairloop.gates.policy import Monitoring, Policy, apply_gates
 from synthetic import generate, hide_sensitive
 
 GROUPS = {"a": (3000, 0.4), "b": (3000, 0.25)}
@@ -125,8 +125,8 @@ def test_prior_shift_em_recovers_the_group_mix_of_the_missing_rows():
 
 
 def test_audit_reports_base_rates_over_all_rows(tmp_path):
-    from fairloop.audit import run_audit
-    from fairloop.datasets import load_dataset
+    from fairloop.audit.checks import run_audit
+    from fairloop.data.datasets import load_dataset
     from synthetic import write_dataset
 
     spec_path = write_dataset(tmp_path, "hidden", {"a": (1500, 0.45), "b": (1500, 0.2)}, proxy=2.0,
@@ -164,8 +164,8 @@ def test_monitor_alerts_when_the_missing_rate_moves():
 
 @pytest.mark.usefixtures("prefect_server")
 def test_promoted_run_records_inferred_memberships_in_lineage_and_model_card(tmp_path, remediation_flow, registry_dir):
-    from fairloop.registry import Registry
-    from fairloop.runs import submit_review
+    from fairloop.registry.store import Registry
+    from fairloop.serving.runs import submit_review
     from synthetic import write_dataset
 
     spec = write_dataset(tmp_path, "hidden", {"a": (700, 0.4), "b": (700, 0.25)}, proxy=2.0, hidden={"a": 0.5, "b": 0.2})

@@ -21,13 +21,13 @@ import yaml
 from conftest import PROJECT, Webhook
 from fairloop import monitor as core
 from fairloop import pipeline
-from fairloop.lineage import describe_run
-from fairloop.constraints import fit_candidate
-from fairloop.datasets import Split, Splits, load_dataset, load_dataset_spec, make_splits, read_extra_training_rows
+from fairloop.registry.lineage import describe_run
+from fairloop.remedy.constraints import fit_candidate
+from fairloop.data.datasets import Split, Splits, load_dataset, load_dataset_spec, make_splits, read_extra_training_rows
 from fairloop.errors import BadInputError
-from fairloop.policy import load_policy
-from fairloop.registry import Registry
-from fairloop.specfile import SpecModel
+from fairloop.gates.policy import load_policy
+from fairloop.registry.store import Registry
+from fairloop.data.spec import SpecModel
 
 COMPAS = PROJECT / "datasets" / "compas.yaml"
 RAW = PROJECT / "datasets" / "data" / "compas" / "compas-scores-two-years.csv.gz"
@@ -327,9 +327,8 @@ def test_served_deployments_carry_the_configured_cron_and_trigger(served):
 def test_drift_event_starts_a_triggered_rerun_with_the_window(world, served, tmp_path, monkeypatch):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
-    from prefect.flows import load_flow_from_entrypoint
-
-    from fairloop.runs import flow_run_url
+    from fairloop.flows import monitor as monitor_flow
+    from fairloop.serving.runs import flow_run_url
 
     monkeypatch.setenv("FAIRLOOP_REGISTRY_DIR", str(world["registry"].root))
     monkeypatch.setenv("FAIRLOOP_PROJECT_DIR", str(PROJECT))
@@ -337,7 +336,6 @@ def test_drift_event_starts_a_triggered_rerun_with_the_window(world, served, tmp
     _deployment("monitor/compas", served)
     _automations(served)
     time.sleep(2)  # let the triggers service load the new automation before the event arrives
-    monitor_flow = load_flow_from_entrypoint(f"{PROJECT / 'flows' / 'monitor.py'}:monitor")
     path = feed(world, [shifted(world, 21)], "served-shift")
     monitored = monitor_flow(dataset=str(world["spec_path"]), window=str(path), policy=str(served["policy"]),
                              every_window=True, state_dir=str(served["state"]), return_state=True)
@@ -482,7 +480,7 @@ def test_a_policy_names_the_window_field_it_cannot_use(tmp_path):
 
 def test_default_policy_spells_out_every_monitoring_default():
     """policies/default.yaml writes its monitoring section out, with the values the code defaults to."""
-    from fairloop.policy import Monitoring
+    from fairloop.gates.policy import Monitoring
 
     path = PROJECT / "policies" / "default.yaml"
     written = yaml.safe_load(path.read_text())["monitoring"]
@@ -598,7 +596,7 @@ def test_window_of_held_out_rows_is_refused(world):
     with pytest.raises(BadInputError, match="validation split"):
         core.refuse_held_out_overlap(mixed, splits)
     # new rows of the same population: COMPAS's coarse features make many equal a test row by chance; not refused
-    from fairloop.datasets import read_extra_training_rows
+    from fairloop.data.datasets import read_extra_training_rows
 
     new_rows = read_extra_training_rows(world["spec"], _write(world["folder"] / "new-rows.csv", stable(world, 60, 500)))
     core.refuse_held_out_overlap(new_rows, splits)

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from conftest import BackgroundRun, Webhook, write_policy
-from fairloop.notify import install_notifications, remediation_tag, webhook_block_id
-from fairloop.runs import flow_run_url, submit_review
+from fairloop.serving.notify import install_notifications, remediation_tag, webhook_block_id
+from fairloop.serving.runs import flow_run_url, submit_review
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

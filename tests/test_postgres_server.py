@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from conftest import PROJECT, BackgroundRun, drain_prefect_workers, write_policy
-from fairloop.outcomes import Outcome
-from fairloop.registry import Registry
-from fairloop.runs import submit_review
+from fairloop.serving.outcomes import Outcome
+from fairloop.registry.store import Registry
+from fairloop.serving.runs import submit_review
 from postgres import query, throwaway_postgres, unavailable_reason
 from synthetic import write_dataset
 from test_loop import SERVER_START_SECONDS, base_env, free_port, stop_group

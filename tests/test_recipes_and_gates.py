@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 
 from conftest import PROJECT
-from fairloop.constraints import UNCONSTRAINED, fit_candidate, load_constraint_template
-from fairloop.datasets import load_dataset, make_splits
+from fairloop.remedy.constraints import UNCONSTRAINED, fit_candidate, load_constraint_template
+from fairloop.data.datasets import load_dataset, make_splits
 from fairloop.errors import BadInputError
-from fairloop.evaluate import evaluate
-from fairloop.recipes import apply_recipe, kamiran_calders_weights, load_recipe
+from fairloop.gates.evaluate import evaluate
+from fairloop.remedy.recipes import apply_recipe, kamiran_calders_weights, load_recipe
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fairloop.errors import BadInputError, IntegrityError, RegistryError
-from fairloop.registry import ChampionChanged, Registry, file_sha256
+from fairloop.registry.store import ChampionChanged, Registry, file_sha256
 from tiny_world import NAME, make_candidate, promote
 
 

@@ -8,10 +8,10 @@ import subprocess
 import pytest
 
 from conftest import BackgroundRun, write_policy
-from fairloop.datasets import load_dataset, make_splits
-from fairloop.outcomes import Outcome
-from fairloop.registry import Registry, file_sha256
-from fairloop.runs import submit_review
+from fairloop.data.datasets import load_dataset, make_splits
+from fairloop.serving.outcomes import Outcome
+from fairloop.registry.store import Registry, file_sha256
+from fairloop.serving.runs import submit_review
 
 TRAIN_ROWS = 3000
 pytestmark = pytest.mark.usefixtures("prefect_server")

@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 from conftest import BackgroundRun, write_policy
-from fairloop.outcomes import Outcome
-from fairloop.registry import Registry
-from fairloop.runs import read_flow_run, submit_review
+from fairloop.serving.outcomes import Outcome
+from fairloop.registry.store import Registry
+from fairloop.serving.runs import read_flow_run, submit_review
 from fairloop.templating import md_text
 
 HOSTILE_GROUP = "<img src=x onerror=alert(1)>"

@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from conftest import BackgroundRun
 from fairloop.errors import BadInputError
-from fairloop.outcomes import ExitCode
-from fairloop.review import ReviewDecision
-from fairloop.runs import submit_review
+from fairloop.serving.outcomes import ExitCode
+from fairloop.review.packet import ReviewDecision
+from fairloop.serving.runs import submit_review
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

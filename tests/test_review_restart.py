@@ -54,7 +54,7 @@ def run_state(world, run_id: str) -> tuple[str, str]:
 
 
 def flow_pid(world, run_id: str) -> int:
-    from fairloop.flow_process import read_flow_process
+    from fairloop.serving.flow_process import read_flow_process
 
     return read_flow_process(world["base"] / "state" / "runs" / run_id).pid
 
@@ -67,7 +67,7 @@ def wait_for(predicate, what: str, timeout: float = COMMAND_TIMEOUT) -> None:
 
 
 def audit(world) -> list[dict]:
-    from fairloop.registry import Registry
+    from fairloop.registry.store import Registry
 
     return Registry(world["base"] / "registry").audit_log()
 

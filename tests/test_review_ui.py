@@ -22,10 +22,10 @@ import httpx
 import pytest
 
 from conftest import BackgroundRun, drain_prefect_workers, free_port, write_policy
-from fairloop import credentials
-from fairloop.outcomes import Outcome
-from fairloop.registry import Registry
-from fairloop.runs import read_flow_run, submit_review
+from fairloop.review import credentials
+from fairloop.serving.outcomes import Outcome
+from fairloop.registry.store import Registry
+from fairloop.serving.runs import read_flow_run, submit_review
 
 AUTH_STRING = "reviewers:Corr3ct-Horse"
 SERVER_STARTUP_SECONDS = 120
@@ -144,7 +144,7 @@ def chromium_page(evidence: Path):
     """A headless Chromium page, closed on exit.
 
     Playwright's sync API runs an asyncio loop in this thread while it is open, and Prefect's
-    dual sync/async functions (resume_flow_run, hence fairloop.runs.submit_review) then return
+    dual sync/async functions (resume_flow_run, hence fairloop.serving.runs.submit_review) then return
     an un-awaited coroutine instead of acting: make Prefect calls only outside this block.
     """
     chromium = shutil.which("chromium")
@@ -385,7 +385,7 @@ def test_only_a_reviewer_with_credentials_can_approve_and_does_so_in_the_ui(
 
     from fairloop.config import Settings
     from fairloop.errors import ServerError
-    from fairloop.server import ensure_server
+    from fairloop.serving.server import ensure_server
 
     registry = Registry(Settings().registry_path, Settings().remote_path)  # as `fairloop reviewers add` does
     book, token = credentials.issue(credentials.read_book(registry.root), "dana")
@@ -470,7 +470,7 @@ def test_the_form_has_no_default_decision_and_asks_a_token_only_when_reviewers_a
     from prefect.input.run_input import create_v2_schema
     from pydantic import ValidationError
 
-    from fairloop.review import CredentialedReviewDecision, ReviewDecision, form_input
+    from fairloop.review.packet import CredentialedReviewDecision, ReviewDecision, form_input
 
     for form, token_required in ((ReviewDecision, False), (CredentialedReviewDecision, True)):
         schema = create_v2_schema(form.__name__, model_base=form)

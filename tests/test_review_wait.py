@@ -9,9 +9,9 @@ from prefect import flow
 from prefect.flow_runs import pause_flow_run
 
 from conftest import BackgroundRun
-from fairloop.review import ReviewDecision
-from fairloop.review_wait import pause_keyset, server_unreachable
-from fairloop.runs import submit_review
+from fairloop.review.packet import ReviewDecision
+from fairloop.review.wait import pause_keyset, server_unreachable
+from fairloop.serving.runs import submit_review
 
 
 @flow(name="review-keys")

@@ -10,8 +10,10 @@ import pytest
 import yaml
 
 from conftest import PROJECT, write_policy
-from fairloop import fitters, pipeline, sweep
-from fairloop.crossfit import ModeDecision
+from fairloop import pipeline
+from fairloop.remedy import fitters
+from fairloop.remedy import sweep
+from fairloop.remedy.crossfit import ModeDecision
 from synthetic import write_dataset
 
 GROUPS = {"a": (900, 0.45), "b": (500, 0.2)}

@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from conftest import BackgroundRun, write_policy
 from fairloop.cli import app
-from fairloop.outcomes import Outcome
-from fairloop.runs import submit_review
+from fairloop.serving.outcomes import Outcome
+from fairloop.serving.runs import submit_review
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -9,16 +9,16 @@ import pytest
 import yaml
 
 from conftest import PROJECT, BackgroundRun, write_policy
-from fairloop.crossfit import ModeDecision
-from fairloop.datasets import load_dataset, make_splits
+from fairloop.remedy.crossfit import ModeDecision
+from fairloop.data.datasets import load_dataset, make_splits
 from fairloop.errors import BadInputError
-from fairloop.outcomes import Outcome
-from fairloop.policy import load_policy
-from fairloop.registry import Registry
-from fairloop.reproduce import reproduce
-from fairloop.runs import submit_review
-from fairloop.fitters import fitter
-from fairloop.sweep import expand_candidates, load_sweep, run_sweep
+from fairloop.serving.outcomes import Outcome
+from fairloop.gates.policy import load_policy
+from fairloop.registry.store import Registry
+from fairloop.registry.reproduce import reproduce
+from fairloop.serving.runs import submit_review
+from fairloop.remedy.fitters import fitter
+from fairloop.remedy.sweep import expand_candidates, load_sweep, run_sweep
 
 TRAIN_ROWS = 3000
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

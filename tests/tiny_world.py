@@ -42,7 +42,7 @@ def write_world(folder: Path, rows: int = 400, seed: int = 0) -> Path:
 def make_candidate(folder: Path, seed: int = 0) -> dict:
     """Everything ``Registry.promote`` takes, from a real run of the pipeline's stages."""
     from fairloop import pipeline
-    from fairloop.lineage import describe_run
+    from fairloop.registry.lineage import describe_run
 
     spec_path = write_world(folder / "world")
     params = pipeline.RunParams(dataset=str(spec_path), recipe=str(PROJECT / "recipes/none.yaml"),
@@ -73,7 +73,7 @@ def promote(registry, candidate: dict, reviewer: str = "ann"):
 
 def registry_with_two_versions(base: Path):
     """A candidate and a registry holding v1 (approved by ann) and v2 (by ben, the champion)."""
-    from fairloop.registry import Registry
+    from fairloop.registry.store import Registry
 
     candidate = make_candidate(base / "candidate")
     registry = Registry(base / "registry", base / "remote")

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from fairloop.config import Settings, get_settings
 from fairloop.errors import BadInputError, FairloopError
-from fairloop.outcomes import ExitCode, Outcome
+from fairloop.serving.outcomes import ExitCode, Outcome
 
 app = typer.Typer(
     help="fairloop: audit, augment, retrain under fairness constraints, gate, approve, promote, roll back.",
@@ -66,7 +66,7 @@ def prefect_server(settings: Settings):
     """Make every Prefect call in the block go to the local server (started if needed)."""
     from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 
-    from fairloop.server import ensure_server, server_env
+    from fairloop.serving.server import ensure_server, server_env
 
     api_url, started = ensure_server(settings)
     if started:
@@ -78,25 +78,22 @@ def prefect_server(settings: Settings):
         yield api_url
 
 
-def load_project_flow(settings: Settings, name: str):
-    """The flow ``name`` from ``flows/<name>.py`` of the project (Prefect entrypoint style)."""
-    from prefect.flows import load_flow_from_entrypoint
+def load_flow(name: str):
+    """The flow ``name`` (``remediation`` or ``monitor``) from ``fairloop.flows``."""
+    from fairloop import flows
 
-    entrypoint = settings.project_dir / "flows" / f"{name}.py"
-    if not entrypoint.is_file():
-        raise BadInputError(f"no {name} flow at {entrypoint}; run fairloop from the project directory")
-    return load_flow_from_entrypoint(f"{entrypoint}:{name}")
+    return getattr(flows, name)
 
 
 def validate_inputs(dataset: Path, recipe: Path, constraint: Path, policy: Path, sweep: Path | None = None):
     """Fail fast, before any server or training work, on a broken data file or dataset; return the dataset."""
-    from fairloop.constraints import check_weighting, load_constraint_template
-    from fairloop.datasets import load_dataset
-    from fairloop.policy import load_policy
-    from fairloop.recipes import load_recipe
+    from fairloop.data.datasets import load_dataset
+    from fairloop.gates.policy import load_policy
+    from fairloop.remedy.constraints import check_weighting, load_constraint_template
+    from fairloop.remedy.recipes import load_recipe
 
     if sweep is not None:
-        from fairloop.sweep import load_sweep
+        from fairloop.remedy.sweep import load_sweep
 
         if (str(recipe), str(constraint)) != (DEFAULT_RECIPE, DEFAULT_CONSTRAINT):
             raise BadInputError("give either --sweep or --recipe/--constraint: a sweep names its own", field="--sweep")
@@ -113,12 +110,12 @@ def validate_inputs(dataset: Path, recipe: Path, constraint: Path, policy: Path,
 def validate_base_model(model: str, trust: bool, loaded, recipe: Path, constraint: Path, sweep: Path | None) -> None:
     """Fail fast on a --model run: templates or recipes that would retrain, a model that cannot be
     loaded (or is an untrusted pickle), or one whose output is not a score for each of a few rows."""
-    from fairloop.constraints import load_constraint_template
-    from fairloop.frozen import load_base_model, refusal
-    from fairloop.recipes import load_recipe
+    from fairloop.remedy.constraints import load_constraint_template
+    from fairloop.remedy.frozen import load_base_model, refusal
+    from fairloop.remedy.recipes import load_recipe
 
     if sweep is not None:
-        from fairloop.sweep import expand_candidates, load_sweep
+        from fairloop.remedy.sweep import expand_candidates, load_sweep
 
         pairs = [(c.template, c.recipe) for c in expand_candidates(load_sweep(sweep))[0]]
     else:
@@ -133,7 +130,7 @@ def validate_base_model(model: str, trust: bool, loaded, recipe: Path, constrain
 
 
 def validate_runner(runner: str, dask_address: str | None, sweep: Path | None) -> None:
-    from fairloop.sweep import RUNNERS
+    from fairloop.remedy.sweep import RUNNERS
 
     if runner not in RUNNERS:
         raise BadInputError(f"unknown runner '{runner}' (choose one of {', '.join(RUNNERS)})", field="--runner")
@@ -209,7 +206,7 @@ def remediate(
             raise typer.Exit(launch_detached(settings))
         from prefect import tags
 
-        flow = load_project_flow(settings, "remediation")
+        flow = load_flow("remediation")
         with tags(*filter(None, [os.environ.get(RUN_TAG_ENV)])):
             state = flow(
                 dataset=str(dataset), recipe=str(recipe), constraint=str(constraint), policy=str(policy),
@@ -222,7 +219,7 @@ def remediate(
 
 def requester(settings: Settings, token: str) -> tuple[str, bool]:
     """Who starts a run: the reviewer a token belongs to (verified), else the OS user (not verified)."""
-    from fairloop.credentials import identify, read_book
+    from fairloop.review.credentials import identify, read_book
 
     if token:
         return identify(read_book(settings.registry_path), token), True
@@ -235,7 +232,7 @@ def follow_progress(run_id, done, timeout: float):
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from fairloop.runs import read_flow_run, read_progress
+    from fairloop.serving.runs import read_flow_run, read_progress
 
     deadline = time.monotonic() + timeout
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
@@ -253,7 +250,7 @@ def follow_progress(run_id, done, timeout: float):
 
 def launch_detached(settings: Settings) -> ExitCode:
     """Run this same command in the background; return once the run awaits review or ends."""
-    from fairloop.runs import find_tagged_run, flow_run_url, review_commands
+    from fairloop.serving.runs import find_tagged_run, flow_run_url, review_commands
 
     tag = f"launch-{uuid.uuid4().hex[:12]}"
     settings.state_dir.mkdir(parents=True, exist_ok=True)
@@ -292,9 +289,14 @@ def _review(run_id: str, reviewer: str, comment: str, approve: bool, wait_second
             accept_inconclusive_risk: bool = False) -> ExitCode:
     import uuid as uuid_module
 
-    from fairloop.flow_process import read_flow_process
     from fairloop.person_names import name_problem
-    from fairloop.runs import flow_run_url, read_flow_run, submit_review, wait_for_flow_run
+    from fairloop.serving.flow_process import read_flow_process
+    from fairloop.serving.runs import (
+        flow_run_url,
+        read_flow_run,
+        submit_review,
+        wait_for_flow_run,
+    )
 
     try:
         run_id = str(uuid_module.UUID(run_id))  # the run's folder is named in the canonical form
@@ -329,7 +331,7 @@ def _review(run_id: str, reviewer: str, comment: str, approve: bool, wait_second
             if not run.state.is_final() and process is not None and process.alive() is False:
                 return _abandoned(settings, run_id, process, run.state, {"reviewer": reviewer}, decided=True)
         if run.state.is_paused():
-            from fairloop.registry import Registry
+            from fairloop.registry.store import Registry
 
             refusals = [r for r in Registry(settings.registry_path).audit_log()
                         if r.get("run_id") == str(run.id) and r.get("action") == "refused"]
@@ -348,10 +350,10 @@ def _abandoned(settings: Settings, run_id: str, process, state, who: dict, decid
     """The run's flow process died while the run was in ``state``: end the run Crashed with the
     reason, let the registry finish or undo an interrupted promotion, and audit it with ``who``
     found it (the reviewer, or the command). Nothing acts on a decision for such a run."""
-    from fairloop.flow_process import forget_flow_process
-    from fairloop.registry import Registry
-    from fairloop.review import load_packet
-    from fairloop.runs import crash_run
+    from fairloop.registry.store import Registry
+    from fairloop.review.packet import load_packet
+    from fairloop.serving.flow_process import forget_flow_process
+    from fairloop.serving.runs import crash_run
 
     when = ("after the decision was delivered" if decided else "while the run awaited review"
             if state is None or state.is_paused() else f"while the run was {state.name}")
@@ -375,8 +377,8 @@ def end_abandoned_runs(settings: Settings, command: str) -> None:
     """End Crashed, with the reason, each run this host recorded whose flow process is gone while the
     server still shows it Paused or Running (nothing else ever would); forget the processes of runs
     that ended. Runs this server does not know (recorded with another one) are left alone."""
-    from fairloop.flow_process import forget_flow_process, gone_flow_processes
-    from fairloop.runs import read_flow_runs
+    from fairloop.serving.flow_process import forget_flow_process, gone_flow_processes
+    from fairloop.serving.runs import read_flow_runs
 
     gone = gone_flow_processes(settings.state_dir)
     for run in read_flow_runs(list(gone)) if gone else []:
@@ -421,9 +423,9 @@ def reject(
 @user_errors
 def models(dataset: Annotated[Optional[str], typer.Argument(help="dataset name; all when omitted")] = None):
     """Show each dataset's champion and its promotion history."""
-    from fairloop.flow_process import gone_flow_processes
-    from fairloop.registry import Registry
-    from fairloop.server import answering_api_url
+    from fairloop.registry.store import Registry
+    from fairloop.serving.flow_process import gone_flow_processes
+    from fairloop.serving.server import answering_api_url
 
     settings = get_settings()
     api_url = gone_flow_processes(settings.state_dir) and answering_api_url(settings)
@@ -474,7 +476,7 @@ def rollback(
     reason: Annotated[str, typer.Option(help="why (audited; required)")],
 ):
     """Make an earlier version the champion again, model and data restored byte-identical."""
-    from fairloop.registry import Registry
+    from fairloop.registry.store import Registry
 
     settings = get_settings()
     entry = Registry(settings.registry_path, settings.remote_path).rollback(dataset, to, reviewer=reviewer, reason=reason)
@@ -485,7 +487,7 @@ def rollback(
 @user_errors
 def lineage(dataset: str, version: str):
     """Print the lineage record of a registered version (JSON)."""
-    from fairloop.registry import Registry
+    from fairloop.registry.store import Registry
 
     settings = get_settings()
     entry = Registry(settings.registry_path, settings.remote_path).entry(dataset, version)
@@ -496,8 +498,8 @@ def lineage(dataset: str, version: str):
 @user_errors
 def reproduce(dataset: str, version: str):
     """Retrain a registered version from its recorded inputs; exit 1 unless metrics match exactly."""
-    from fairloop.registry import Registry
-    from fairloop.reproduce import reproduce as reproduce_version
+    from fairloop.registry.reproduce import reproduce as reproduce_version
+    from fairloop.registry.store import Registry
 
     settings = get_settings()
     result = reproduce_version(Registry(settings.registry_path, settings.remote_path), dataset, version)
@@ -517,7 +519,7 @@ def reproduce(dataset: str, version: str):
 @user_errors
 def verify(dataset: Annotated[Optional[str], typer.Argument(help="dataset name; all when omitted")] = None):
     """Check every version's files (DVC cache and remote) and each champion against the recorded sha256: exit 1 on a mismatch."""
-    from fairloop.registry import Registry
+    from fairloop.registry.store import Registry
 
     settings = get_settings()
     registry = Registry(settings.registry_path, settings.remote_path)
@@ -564,10 +566,10 @@ def init(
     columns: Annotated[Optional[str], typer.Option(help="comma-separated column names for a file without a header")] = None,
     force: Annotated[bool, typer.Option(help="replace an existing spec file")] = False,
     check: Annotated[Optional[Path], typer.Option(help="validate this spec against its files and summarise it")] = None,
-    project: Annotated[Optional[Path], typer.Option(help="lay out datasets/, recipes/, constraints/, policies/, flows/ here")] = None,
+    project: Annotated[Optional[Path], typer.Option(help="lay out datasets/, recipes/, constraints/, policies/ here")] = None,
 ):
     """Draft a dataset spec from a data file; or --check a spec; or lay out a --project directory."""
-    from fairloop import init as initialise
+    from fairloop.project import init as initialise
 
     if sum(x is not None for x in (data_file, check, project)) != 1:
         raise BadInputError("give one of: DATA_FILE (draft a spec), --check SPEC, --project DIR", field="init")
@@ -612,9 +614,13 @@ def audit(
     saved in gx/expectations/ (learned from the spec's own files the first time, or with
     --update-reference) and the validation goes into gx/ Data Docs.
     """
-    from fairloop.audit import GxProject, default_gx_root, learn_reference, run_audit
-    from fairloop.datasets import load_data_file
-    from fairloop.datasets import load_dataset, load_dataset_spec
+    from fairloop.audit.checks import (
+        GxProject,
+        default_gx_root,
+        learn_reference,
+        run_audit,
+    )
+    from fairloop.data.datasets import load_data_file, load_dataset, load_dataset_spec
 
     if output is not None and (output.is_dir() or not output.parent.is_dir()):
         raise BadInputError("is a directory, not a file" if output.is_dir() else "its folder does not exist",
@@ -669,11 +675,11 @@ def gate(
              "contains. Registry champions are checked against their recorded sha256 instead")] = False,
 ):
     """Gate a model on labelled data with a policy: exit 0 on pass, 3 when the policy blocks it."""
-    from fairloop.datasets import load_data_file
-    from fairloop.model import load_model
+    from fairloop.data.datasets import load_data_file
+    from fairloop.gates.policy import apply_gates, load_policy
     from fairloop.pipeline import evaluate_models
-    from fairloop.policy import apply_gates, load_policy
-    from fairloop.registry import Registry
+    from fairloop.registry.store import Registry
+    from fairloop.remedy.model import load_model
 
     gate_policy = load_policy(policy)
     spec, split = load_data_file(dataset, data)
@@ -714,7 +720,7 @@ def server(stop: Annotated[bool, typer.Option("--stop", help="stop the local ser
 
     The port is FAIRLOOP_SERVER_PORT (default 4200), the host FAIRLOOP_SERVER_HOST."""
     if stop:
-        from fairloop.server import stop_server
+        from fairloop.serving.server import stop_server
 
         console.print(stop_server(get_settings()))
         return
@@ -735,8 +741,8 @@ def doctor(
     """
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from fairloop.doctor import run_doctor
-    from fairloop.server import configured_api_url, server_env, server_log_path
+    from fairloop.serving.doctor import run_doctor
+    from fairloop.serving.server import configured_api_url, server_env, server_log_path
 
     settings = get_settings()
     api_url = configured_api_url() or server_env(settings)["PREFECT_API_URL"]
@@ -763,10 +769,10 @@ def monitor(
     server: Annotated[bool, typer.Option(help="--no-server checks locally: no Prefect run, artifacts or drift event")] = True,
 ):
     """Check a production window against the champion by hand; an alert emits the drift event."""
-    from fairloop.datasets import load_dataset_spec
+    from fairloop.data.datasets import load_dataset_spec
+    from fairloop.gates.policy import load_policy
     from fairloop.monitor import run_monitor
-    from fairloop.policy import load_policy
-    from fairloop.registry import Registry
+    from fairloop.registry.store import Registry
 
     settings = get_settings()
     if window_end is not None:
@@ -783,13 +789,13 @@ def monitor(
         raise BadInputError("window file not found", source=str(window))
     if server:
         with prefect_server(settings):
-            from fairloop.reruns import unserved_reason
+            from fairloop.serving.reruns import unserved_reason
 
             unserved = unserved_reason(load_dataset_spec(dataset).name)
             if unserved:
                 err.print(f"[yellow]warning:[/yellow] {escape(unserved)}: an alert now starts no rerun. Start "
                           "`fairloop serve` first (server, serve, then monitors).", soft_wrap=True)
-            flow = load_project_flow(settings, "monitor")
+            flow = load_flow("monitor")
             records = flow(dataset=str(dataset), window=str(window), policy=str(policy), window_end=window_end,
                            every_window=every_window, prediction_column=prediction_column)
         from fairloop.monitor import WindowReport
@@ -839,14 +845,14 @@ def serve(
     """
     from prefect import serve as prefect_serve
 
-    from fairloop.monitor.deployments import build_deployments
-    from fairloop.policy import RerunSweep, load_policy
+    from fairloop.gates.policy import RerunSweep, load_policy
+    from fairloop.serving.deployments import build_deployments
 
     settings = get_settings()
     validate_inputs(dataset, recipe, constraint, policy)
     rerun = load_policy(policy).monitoring_settings.rerun.remediate_with
     for sweep_file in filter(None, [sweep, Path(rerun.sweep) if isinstance(rerun, RerunSweep) else None]):
-        from fairloop.sweep import load_sweep
+        from fairloop.remedy.sweep import load_sweep
 
         load_sweep(sweep_file)
     if notify_url and notify_block:
@@ -856,13 +862,17 @@ def serve(
     with prefect_server(settings) as api_url:
         end_abandoned_runs(settings, "serve")
         deployments = build_deployments(
-            load_project_flow(settings, "monitor"), load_project_flow(settings, "remediation"), dataset=str(dataset), feed=str(feed),
+            load_flow("monitor"), load_flow("remediation"), dataset=str(dataset), feed=str(feed),
             policy=str(policy), recipe=str(recipe), constraint=str(constraint), train_rows=train_rows,
             sweep_file=str(sweep) if sweep else None,
         )
         if notify_url or notify_block:
-            from fairloop.datasets import load_dataset_spec
-            from fairloop.notify import install_notifications, named_block_id, webhook_block_id
+            from fairloop.data.datasets import load_dataset_spec
+            from fairloop.serving.notify import (
+                install_notifications,
+                named_block_id,
+                webhook_block_id,
+            )
 
             name = load_dataset_spec(dataset).name
             block_id = webhook_block_id(name, notify_url) if notify_url else named_block_id(notify_block)
@@ -880,9 +890,9 @@ def serve(
 @user_errors
 def show(run_id: Annotated[str, typer.Argument(help="flow run id (printed when the run starts)")]):
     """Print a run's review report in the terminal: the decision summary the Resume dialog shows."""
-    from fairloop.review import load_packet
-    from fairloop.runs import read_flow_run
-    from fairloop.terminal import print_packet
+    from fairloop.review.packet import load_packet
+    from fairloop.review.terminal import print_packet
+    from fairloop.serving.runs import read_flow_run
 
     settings = get_settings()
     with prefect_server(settings):
@@ -908,8 +918,8 @@ def reviewers_add(
     rotate: Annotated[bool, typer.Option(help="replace the reviewer's existing token")] = False,
 ):
     """Issue a reviewer token: printed once, stored only as a salted scrypt hash in the registry."""
-    from fairloop.credentials import REVIEWERS_FILE, issue, read_book
-    from fairloop.registry import Registry
+    from fairloop.registry.store import Registry
+    from fairloop.review.credentials import REVIEWERS_FILE, issue, read_book
 
     settings = get_settings()
     registry = Registry(settings.registry_path, settings.remote_path)
@@ -924,7 +934,7 @@ def reviewers_add(
 @user_errors
 def reviewers_list():
     """The reviewers who hold a token (names and when they were added; never the tokens)."""
-    from fairloop.credentials import read_book
+    from fairloop.review.credentials import read_book
 
     book = read_book(get_settings().registry_path)
     if not book.reviewers:
@@ -945,11 +955,11 @@ def history(
     html: Annotated[Optional[Path], typer.Option(help="write the dashboard page here (default: <state>/monitor/<dataset>/history.html)")] = None,
 ):
     """The monitor's trend dashboard: per window, group rates with intervals, drift and alerts; incidents with their timeline."""
-    from fairloop.datasets import load_dataset_spec
+    from fairloop.data.datasets import load_dataset_spec
     from fairloop.monitor.dashboard import incidents, print_history, write_history_page
     from fairloop.monitor.store import history as monitor_history
     from fairloop.monitor.store import state_folder
-    from fairloop.registry import Registry
+    from fairloop.registry.store import Registry
 
     settings = get_settings()
     name = load_dataset_spec(dataset).name if dataset.endswith((".yaml", ".yml")) else dataset
@@ -976,8 +986,8 @@ def rerun(
 
     from fairloop.monitor.alerting import open_incident
     from fairloop.monitor.store import history as monitor_history
-    from fairloop.reruns import unserved_reason
-    from fairloop.runs import flow_run_url, read_flow_run, review_commands
+    from fairloop.serving.reruns import unserved_reason
+    from fairloop.serving.runs import flow_run_url, read_flow_run, review_commands
 
     settings = get_settings()
     reports = monitor_history(settings.state_dir, dataset)

@@ -14,23 +14,57 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from fairloop.audit import AuditReport, run_audit
-from fairloop.constraints import ConstraintTemplate, check_weighting, fit_candidate, load_constraint_template
-from fairloop.frozen import FrozenModel, FrozenScorer, fit_on_frozen, load_base_model
-from fairloop.datasets import MISSING_GROUP, LoadedDataset, Split, Splits, load_dataset, make_splits, read_extra_training_rows
-from fairloop.drifted import towards_drifted
-from fairloop.crossfit import ModeDecision, choose_mode, fit_rows
-from fairloop.evaluate import Evaluation, Predictions, decision_shifts, predict, score_predictions
-from fairloop.groups import is_intersection
-from fairloop.intervals import bootstrap_intervals
-from fairloop.membership import InferredMembership, MembershipReport, infer_membership
-from fairloop.model import FairModel
-from fairloop.policy import Policy, load_policy
+from fairloop.audit.checks import AuditReport, run_audit
+from fairloop.data.datasets import (
+    MISSING_GROUP,
+    LoadedDataset,
+    Split,
+    Splits,
+    load_dataset,
+    make_splits,
+    read_extra_training_rows,
+)
+from fairloop.data.groups import is_intersection
+from fairloop.data.membership import (
+    InferredMembership,
+    MembershipReport,
+    infer_membership,
+)
 from fairloop.errors import BadInputError
-from fairloop.recipes import NO_RECIPE, AugmentReport, Recipe, apply_recipe, load_recipe
+from fairloop.gates.evaluate import (
+    Evaluation,
+    Predictions,
+    decision_shifts,
+    predict,
+    score_predictions,
+)
+from fairloop.gates.intervals import bootstrap_intervals
+from fairloop.gates.policy import Policy, load_policy
+from fairloop.monitor.drifted import towards_drifted
+from fairloop.remedy.constraints import (
+    ConstraintTemplate,
+    check_weighting,
+    fit_candidate,
+    load_constraint_template,
+)
+from fairloop.remedy.crossfit import ModeDecision, choose_mode, fit_rows
+from fairloop.remedy.frozen import (
+    FrozenModel,
+    FrozenScorer,
+    fit_on_frozen,
+    load_base_model,
+)
+from fairloop.remedy.model import FairModel
+from fairloop.remedy.recipes import (
+    NO_RECIPE,
+    AugmentReport,
+    Recipe,
+    apply_recipe,
+    load_recipe,
+)
 
 if TYPE_CHECKING:
-    from fairloop.lineage import Lineage
+    from fairloop.registry.lineage import Lineage
 
 
 @dataclass(frozen=True)
@@ -45,7 +79,7 @@ class RunParams:
     train_rows: int | None = None
     seed: int = 0
     extra_training_data: str | None = None  # raw-format CSV appended to the training pool (e.g. a drifted window)
-    extra_weighting: Literal["density_ratio", "none"] = "none"  # how the pool is redrawn towards those rows (fairloop.drifted)
+    extra_weighting: Literal["density_ratio", "none"] = "none"  # how the pool is redrawn towards those rows (fairloop.monitor.drifted)
     extra_max_weight: float = 20.0
     base_model: str | None = None  # a fitted model to post-process, never retrain: a file or module:function
     base_model_sha256: str | None = None  # the registry's record of that file: loads it without --trust

@@ -28,13 +28,36 @@ Plain functions and pydantic models; the Prefect flow (``flows/monitor.py``) onl
 artifacts and the drift event.
 """
 
-from fairloop.monitor.alerting import DRIFT_EVENT, dataset_resource_id, drift_event, judge
-from fairloop.monitor.check import Champion, check_window, load_champion, run_monitor, to_json
+from fairloop.monitor.alerting import (
+    DRIFT_EVENT,
+    dataset_resource_id,
+    drift_event,
+    judge,
+)
+from fairloop.monitor.check import (
+    Champion,
+    check_window,
+    load_champion,
+    run_monitor,
+    to_json,
+)
 from fairloop.monitor.plots import plot_series, plot_window, summary_markdown
 from fairloop.monitor.report import Metric, WindowReport
-from fairloop.monitor.store import enforce_retention, history, record, resolve_window_file, state_folder
+from fairloop.monitor.store import (
+    enforce_retention,
+    history,
+    record,
+    resolve_window_file,
+    state_folder,
+)
 from fairloop.monitor.windows import (
-    Rows, Window, latest_window, read_window, reference_rows, refuse_held_out_overlap, split_windows,
+    Rows,
+    Window,
+    latest_window,
+    read_window,
+    reference_rows,
+    refuse_held_out_overlap,
+    split_windows,
 )
 
 __all__ = [

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fairloop.gates.policy import Monitoring
 from fairloop.monitor.report import WindowReport
-from fairloop.policy import Monitoring
 
 DRIFT_EVENT = "fairloop.drift.detected"
 
@@ -126,7 +126,7 @@ def drift_event(report: WindowReport, history_page: str | None = None) -> dict[s
             "fairloop.champion": report.champion_version,
         },
         "related": [{
-            "prefect.resource.id": f"fairloop.model.{report.dataset}.{report.champion_version}",
+            "prefect.resource.id": f"fairloop.remedy.model.{report.dataset}.{report.champion_version}",
             "prefect.resource.role": "champion",
             "prefect.resource.name": f"{report.dataset} {report.champion_version}",
         }],

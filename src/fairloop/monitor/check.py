@@ -11,21 +11,38 @@ from pathlib import Path
 
 import numpy as np
 
-from fairloop.datasets import DatasetSpec, load_dataset_spec
+from fairloop.data.datasets import DatasetSpec, load_dataset_spec
+from fairloop.data.groups import is_intersection
 from fairloop.errors import BadInputError
-from fairloop.model import FairModel
-from fairloop.monitor.alerting import already_alerted, judge, same_window, streak_base, with_incident
+from fairloop.gates.policy import Policy, load_policy
+from fairloop.monitor.alerting import (
+    already_alerted,
+    judge,
+    same_window,
+    streak_base,
+    with_incident,
+)
 from fairloop.monitor.drift import drift_metrics
-from fairloop.groups import is_intersection
 from fairloop.monitor.fairness import (
-    gap_confidence, group_rates, labelled_metrics, prediction_rate_gap, selection_rates, watch_cells,
+    gap_confidence,
+    group_rates,
+    labelled_metrics,
+    prediction_rate_gap,
+    selection_rates,
+    watch_cells,
 )
 from fairloop.monitor.report import WindowReport
 from fairloop.monitor.store import check_lock, history, record
 from fairloop.monitor.windows import (
-    Rows, Window, describe_period, latest_window, read_window, reference_rows, split_windows,
+    Rows,
+    Window,
+    describe_period,
+    latest_window,
+    read_window,
+    reference_rows,
+    split_windows,
 )
-from fairloop.policy import Policy, load_policy
+from fairloop.remedy.model import FairModel
 
 
 def check_window(

@@ -23,8 +23,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from fairloop.decision_log import OUTCOMES, STEPS, Decision, parse
 from fairloop.monitor.report import WindowReport
+from fairloop.registry.decision_log import OUTCOMES, STEPS, Decision, parse
 
 TRIGGERED_BY = "drift-trigger"
 

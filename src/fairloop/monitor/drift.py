@@ -35,9 +35,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from fairloop.datasets import FeatureSpec
+from fairloop.data.datasets import FeatureSpec
+from fairloop.gates.policy import Monitoring
 from fairloop.monitor.report import Metric
-from fairloop.policy import Monitoring
 
 MISSING = "<missing>"
 POOLED = "<pooled>"
@@ -154,7 +154,7 @@ def missing_rate_metric(ref_groups: pd.Series, win_groups: pd.Series, cfg: Monit
     neither the reference nor the window has such rows."""
     from scipy.stats import binomtest, chi2_contingency
 
-    from fairloop.datasets import MISSING_GROUP
+    from fairloop.data.datasets import MISSING_GROUP
 
     ref_missing = int((ref_groups.astype(str) == MISSING_GROUP).sum())
     win_missing = int((win_groups.astype(str) == MISSING_GROUP).sum())

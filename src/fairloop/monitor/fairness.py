@@ -1,6 +1,6 @@
 """Fairness in production: selection rates per group, the prediction-rate gap on every row and,
 on labelled rows, demographic-parity and equalized-odds differences (Fairlearn), with the gates'
-bootstrap intervals (``fairloop.intervals``): one interval method for the same statistics."""
+bootstrap intervals (``fairloop.gates.intervals``): one interval method for the same statistics."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from fairloop.groups import is_intersection
+from fairloop.data.groups import is_intersection
+from fairloop.gates.policy import Monitoring, Policy
 from fairloop.monitor.report import GroupRates, Metric
-from fairloop.policy import Monitoring, Policy
 
 MIN_LABELLED_PER_GROUP = 10
 BOOTSTRAP_ROWS = 20_000
@@ -31,7 +31,7 @@ def window_intervals(y: np.ndarray, predictions: np.ndarray, groups: np.ndarray,
     ``demographic_parity_difference``, ``equalized_odds_difference``, ``selection_rate[<group>]``,
     ``min_group_true_positive_rate``; with their point values), over the ``counted`` groups.
 
-    The gates' method: ``fairloop.intervals.bootstrap_intervals`` (row resamples). For the gaps
+    The gates' method: ``fairloop.gates.intervals.bootstrap_intervals`` (row resamples). For the gaps
     (max - min over groups) its percentile interval is turned into the basic (reflected) one:
     a gap's resamples sit above the estimate, most in small windows (a zero gap between two
     groups of 40 rows estimates about 0.1), so a percentile lower bound would lie above the
@@ -45,7 +45,7 @@ def window_intervals(y: np.ndarray, predictions: np.ndarray, groups: np.ndarray,
     than two counted groups): the gates' family-wise intervals, whose gap bounds need no
     reflection (the lower bound is that of the smallest gap every pair allows).
     """
-    from fairloop.intervals import bootstrap_intervals, family_wise
+    from fairloop.gates.intervals import bootstrap_intervals, family_wise
 
     simultaneous = simultaneous or family_wise(len(counted))
 
@@ -137,7 +137,10 @@ def selection_rates(predictions: np.ndarray, groups: pd.Series) -> pd.DataFrame:
 
 def labelled_metrics(y, predictions, groups, reference, ref_predictions, ref_groups, policy, cfg, sensitive, seed, skipped,
                      confidence: float):
-    from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
+    from fairlearn.metrics import (
+        demographic_parity_difference,
+        equalized_odds_difference,
+    )
 
     counts = pd.DataFrame({"g": groups.to_numpy(), "y": y, "p": predictions, "tp": predictions & y, "fp": predictions & (1 - y)})
     per_group = counts.groupby("g").agg(

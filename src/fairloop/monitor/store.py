@@ -22,7 +22,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from fairloop.datasets import DatasetSpec, file_sha256
+from fairloop.data.datasets import DatasetSpec, file_sha256
 from fairloop.errors import BadInputError, FairloopError
 from fairloop.monitor.plots import plot_window
 from fairloop.monitor.report import WindowReport

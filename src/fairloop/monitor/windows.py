@@ -12,7 +12,15 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from fairloop.datasets import DatasetSpec, SourceFile, Split, Splits, parse_rows, read_raw_file, with_intersections
+from fairloop.data.datasets import (
+    DatasetSpec,
+    SourceFile,
+    Split,
+    Splits,
+    parse_rows,
+    read_raw_file,
+    with_intersections,
+)
 from fairloop.errors import BadInputError
 
 

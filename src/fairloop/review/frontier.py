@@ -1,0 +1,193 @@
+"""The accuracy-fairness frontier of a sweep: a plot and a table a reviewer can read.
+
+One panel per fairness metric (those the policy gates, plus DPD and EOD): every candidate's
+held-out test accuracy against that metric, the Pareto front joined up, the chosen candidate,
+the unconstrained baseline and the current champion marked, and the policy's threshold drawn.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+from markupsafe import Markup
+
+from fairloop.gates.evaluate import METRIC_LABELS
+from fairloop.gates.policy import GATES, Policy
+from fairloop.remedy.sweep import (
+    FRONTIER_METRICS,
+    SweepOutcome,
+    frontier_metrics,
+    pareto_mask,
+)
+from fairloop.templating import render
+
+# Marker of each candidate kind (constraints.METHOD_KINDS); baseline and champion keep square and star.
+KIND_MARKERS = {"unconstrained": "o", "reduction": "^", "post-processing": "v", "in-processing (adversarial)": "D"}
+
+
+def _threshold(policy: Policy, metric: str) -> float | None:
+    for gate, threshold in policy.thresholds.model_dump().items():
+        if threshold is not None and GATES[gate][0] == metric and GATES[gate][1] != "drop":
+            return threshold
+    return None
+
+
+def frontier_png(
+    points: dict[str, dict[str, float]], chosen: str | None, references: dict[str, dict[str, float]],
+    policy: Policy, title: str, dpi: int = 80, *, narrow: bool = False, group_aware: frozenset[str] = frozenset(),
+    kinds: dict[str, str] | None = None,
+) -> bytes:
+    """PNG of the frontier: ``points`` are the candidates' test metrics by name, ``references``
+    those of 'baseline' and, if any, 'champion'.
+
+    ``narrow`` draws it for the Resume dialog (~470 px): one panel per metric stacked in one
+    column at 100 dpi, so the image is shown at its natural size and 9 pt labels stay about
+    12 px tall; the chosen point and the policy limit are labelled on each panel, and the
+    ``group_aware`` candidates (they need the sensitive feature to predict) are drawn hollow.
+    ``kinds`` gives each candidate's kind (unconstrained, reduction, ...): one marker per kind.
+    """
+    kinds = kinds or {}
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = list(points)
+    metrics = frontier_metrics(policy)
+    if narrow:
+        dpi, font = 100, 9
+        figure, axes = plt.subplots(len(metrics), 1, figsize=(4.7, 2.7 * len(metrics) + 0.5), squeeze=False)
+    else:
+        # two panels per row: a wide strip would shrink to a sliver on a report page
+        rows, font = (len(metrics) + 1) // 2, 7
+        figure, axes = plt.subplots(rows, 2, figsize=(9.5, 3.9 * rows), squeeze=False)
+    for unused in axes.flat[len(metrics):]:
+        unused.set_visible(False)
+    accuracy = np.array([points[n]["accuracy"] for n in names])
+    aware = np.array([n in group_aware for n in names], dtype=bool)
+    kind_of = np.array([kinds.get(n, "candidate") for n in names])
+    for axis, metric in zip(axes.flat, metrics, strict=False):
+        values = np.array([points[n][metric] for n in names])
+        usable = ~np.isnan(values)
+        for kind in dict.fromkeys(kind_of):  # one marker per candidate kind, in order of appearance
+            marker = KIND_MARKERS.get(kind, "o")
+            blind, needs = usable & ~aware & (kind_of == kind), usable & aware & (kind_of == kind)
+            if blind.any():
+                axis.scatter(values[blind], accuracy[blind], color="tab:blue", marker=marker, alpha=0.7, label=kind)
+            if needs.any():
+                axis.scatter(values[needs], accuracy[needs], facecolors="none", edgecolors="tab:purple", marker=marker,
+                             alpha=0.8, label=f"{kind}, needs sensitive")
+        front = np.flatnonzero(usable)[pareto_mask(accuracy[usable], values[usable], FRONTIER_METRICS[metric])]
+        order = front[np.argsort(values[front])]
+        axis.plot(values[order], accuracy[order], color="tab:blue", linewidth=1.2, label="Pareto front")
+        if not narrow:
+            for i in front:  # numbers, not names: names overlap; the candidates table has the same numbers
+                label = names[i] if len(names) == 1 else str(i + 1)
+                axis.annotate(label, (values[i], accuracy[i]), fontsize=font, xytext=(3, 3), textcoords="offset points")
+        if chosen is not None:
+            point = (points[chosen][metric], points[chosen]["accuracy"])
+            axis.scatter([point[0]], [point[1]], s=170, facecolors="none", edgecolors="tab:green", linewidths=2, label="chosen")
+            if narrow:
+                axis.annotate("chosen", point, fontsize=font, color="tab:green", xytext=(0, 9), textcoords="offset points",
+                              ha="center", annotation_clip=False)
+        for name, marker, colour, label in (("baseline", "s", "tab:red", "unconstrained baseline"),
+                                            ("champion", "*", "tab:orange", "current champion")):
+            if name in references:
+                axis.scatter([references[name][metric]], [references[name]["accuracy"]], marker=marker, s=90,
+                             color=colour, label=label)
+        threshold = _threshold(policy, metric)
+        if threshold is not None:
+            axis.axvline(threshold, color="grey", linestyle="--", linewidth=1, label="policy limit")
+            if narrow:
+                axis.annotate(f"limit {threshold:g}", (threshold, 1), xycoords=("data", "axes fraction"), fontsize=font,
+                              color="dimgrey", xytext=(3, -11), textcoords="offset points")
+        fairer = "higher" if FRONTIER_METRICS[metric] else "lower"
+        axis.set_xlabel(f"{METRIC_LABELS.get(metric, metric)} ({fairer} is fairer)", fontsize=font + 1)
+        axis.set_ylabel("accuracy (test)", fontsize=font + 1)
+        axis.tick_params(labelsize=font)
+        axis.margins(x=0.08, y=0.15)  # room for the labels of points at the edges
+        axis.grid(alpha=0.3)
+    if narrow:
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        legend_inches = 0.15 + 0.2 * -(-len(labels) // 2)  # two columns; one kind of candidate per entry
+        figure.set_figheight(2.7 * len(metrics) + legend_inches)
+        figure.legend(handles, labels, fontsize=font, loc="upper center", ncol=2, frameon=False)
+        figure.tight_layout(rect=(0, 0, 1, 1 - legend_inches / figure.get_figheight()))
+    else:
+        axes[0][0].legend(fontsize=font, loc="best")  # more kinds, more entries: keep them off the points
+        figure.suptitle(title, fontsize=10)
+        figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def image_markdown(png: bytes, alt: str = "accuracy-fairness frontier") -> str:
+    """The PNG inline (a data URI), so the review form and artifacts show it with no file server."""
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+def candidates_table(outcome: SweepOutcome) -> list[dict]:
+    """One row per candidate (for the Prefect table artifact and the report)."""
+    rows = []
+    for number, c in enumerate(outcome.candidates, start=1):
+        rows.append({
+            "#": number, "candidate": c.name + (" (chosen)" if c.name == outcome.chosen else "")
+            + (" (search)" if c.searched else ""),
+            "recipe": c.recipe, "template": c.template, "method": c.method, "constraint": c.constraint or "",
+            "bound": c.bound, "learner": c.learner, "kind": c.kind, "needs at predict": c.needs_at_predict,
+            "val accuracy": round(c.validation["accuracy"], 4),
+            "val DPD": round(c.validation["demographic_parity_difference"], 4),
+            "val EOD": round(c.validation["equalized_odds_difference"], 4),
+            "test accuracy": round(c.test["accuracy"], 4), "test AUC": round(c.test["auc"], 4),
+            "test DPD": round(c.test["demographic_parity_difference"], 4),
+            "test EOD": round(c.test["equalized_odds_difference"], 4),
+            "test DI": round(c.test["disparate_impact_ratio"], 4),
+            "gates (validation)": "pass" if c.passed else "blocked: " + c.gates.blocked_by,
+            "Pareto": "yes" if c.pareto else "", "fit s": round(c.fit_seconds, 1),
+        })
+    return rows
+
+
+def candidates_markdown(outcome: SweepOutcome) -> str:
+    """The sweep's candidates as a Markdown table for the full report (a wide page)."""
+    numbered = sorted(enumerate(outcome.candidates, start=1), key=lambda pair: -pair[1].validation["accuracy"])
+    return render("candidates.md.j2", outcome=outcome, numbered=numbered)
+
+
+def _points(outcome: SweepOutcome | None, candidate: dict[str, float] | None, dataset: str):
+    """(points, chosen, group-aware names, kinds, title) of a sweep ``outcome`` or a single ``candidate``."""
+    if outcome is None:
+        return {"candidate": candidate}, "candidate", frozenset(), {}, f"{dataset}: candidate"
+    aware = frozenset(c.name for c in outcome.candidates if c.needs_sensitive_at_predict)
+    points = {c.name: c.test for c in outcome.candidates}
+    kinds = {c.name: c.kind for c in outcome.candidates}
+    return points, outcome.chosen, aware, kinds, f"{dataset}: sweep '{outcome.sweep}', {len(points)} candidates"
+
+
+def frontier_report(
+    policy: Policy, dataset: str, references: dict[str, dict[str, float]],
+    outcome: SweepOutcome | None = None, candidate: dict[str, float] | None = None,
+) -> tuple[bytes, str]:
+    """The frontier PNG and the markdown section showing it: every candidate of a sweep
+    ``outcome``, or the one ``candidate`` of a single run (test metrics), against the test
+    metrics of the ``references`` ('baseline', 'champion')."""
+    points, chosen, aware, kinds, title = _points(outcome, candidate, dataset)
+    png = frontier_png(points, chosen, references, policy, f"{title} - accuracy vs fairness on held-out test data",
+                       group_aware=aware, kinds=kinds)
+    section = render("frontier.md.j2", image=Markup(image_markdown(png)), outcome=outcome,
+                     candidates=Markup(candidates_markdown(outcome)) if outcome is not None else None)
+    return png, section
+
+
+def dialog_frontier(
+    policy: Policy, dataset: str, references: dict[str, dict[str, float]],
+    outcome: SweepOutcome | None = None, candidate: dict[str, float] | None = None,
+) -> str:
+    """The frontier drawn for the Resume dialog's width, as inline Markdown."""
+    points, chosen, aware, kinds, title = _points(outcome, candidate, dataset)
+    return image_markdown(frontier_png(points, chosen, references, policy, title, narrow=True, group_aware=aware,
+                                       kinds=kinds))

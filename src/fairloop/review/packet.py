@@ -1,0 +1,460 @@
+"""What a human reviewer sees and answers: the decision packet, its reports and the Prefect input form.
+
+A :class:`ReviewPacket` holds everything the decision rests on (typed models, no markup). It
+is rendered three ways from the same derived figures: the Resume dialog's summary (Markdown
+made for a ~500 px box: plain-language summary first, narrow tables, a frontier drawn for
+that width, links to the wide pages), the full report (Prefect artifact, registry
+``report.md``/``report.html``) and the terminal (``fairloop show``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from prefect.input import RunInput
+from pydantic import BaseModel, SecretStr
+
+from fairloop.audit.checks import AuditReport, ProxyScore
+from fairloop.data.groups import is_intersection
+from fairloop.gates.evaluate import (
+    METRIC_LABELS,
+    Evaluation,
+    GroupShift,
+    metrics_table,
+    worst_groups_first,
+)
+from fairloop.gates.policy import GATES, SENSITIVE_AT_PREDICT, GateReport, GateResult
+from fairloop.monitor.drifted import DRIFT_GATE_PREFIX, DriftedJudgement
+from fairloop.registry.lineage import BaseModelSource
+from fairloop.remedy.recipes import AugmentReport
+from fairloop.remedy.sweep import CandidateResult, SweepOutcome
+from fairloop.templating import render
+
+PACKET_FILE = "review.json"
+
+
+class ReviewDecision(RunInput):
+    """The Resume form in the Prefect UI (and what ``fairloop approve/reject`` sends)."""
+
+    # A choice with no default: the UI renders a required select with nothing chosen, so a
+    # Submit with untouched fields cannot reject (as a switch left off did) or approve.
+    decision: Literal["approve", "reject"]
+    reviewer: str  # no default: the UI marks it required
+    comment: str = ""
+    # The reviewer's credential from `fairloop reviewers add`: a password field in the UI, never
+    # logged or stored by fairloop (the flow deletes each submitted form once read).
+    token: SecretStr = SecretStr("")
+    # Required (with approve) only when the policy sends inconclusive gates to review
+    # (inconclusive: review_with_acceptance); who accepted which gates, and why, goes to the
+    # audit log, lineage and model card.
+    accept_inconclusive_risk: bool = False
+
+    @property
+    def approve(self) -> bool:
+        return self.decision == "approve"
+
+
+class CredentialedReviewDecision(ReviewDecision):
+    """The form while reviewers are registered: no review is valid without a token, so the UI
+    marks it required instead of "(Optional)"."""
+
+    token: SecretStr
+
+
+def review_form(packet: ReviewPacket, frontier_markdown: str, credentials_required: bool,
+                refusal: str | None = None) -> type[ReviewDecision]:
+    """The form of one attempt at a review, with the dialog's description. Whether a token is
+    required is decided for each attempt (reviewers registered while the run waits count)."""
+    form = CredentialedReviewDecision if credentials_required else ReviewDecision
+    shown = packet.model_copy(update={"credentials_required": credentials_required})
+    return form.with_initial_data(description=render_summary(shown, frontier_markdown, refusal))
+
+
+def form_input(answer: dict) -> dict:
+    """``answer`` as the Resume form sends it: a caller's ``approve`` (True/False, as
+    ``fairloop approve/reject`` put it) becomes the form's ``decision``."""
+    if "approve" not in answer:
+        return answer
+    rest = {k: v for k, v in answer.items() if k != "approve"}
+    return {**rest, "decision": "approve" if answer["approve"] else "reject"}
+
+
+# -- the decision packet ---------------------------------------------------------------------
+
+# rate -> (short name for narrow tables, what it means)
+RATES = {
+    "selection_rate": ("selected", "selected"),
+    "true_positive_rate": ("TPR", "TPR: qualified selected"),
+    "false_positive_rate": ("FPR", "FPR: unqualified selected"),
+}
+
+
+class RateChange(BaseModel):
+    """One group's rate under the baseline and the candidate, each with the gates' bootstrap
+    interval (none for a group the policy's floors leave out of that rate)."""
+
+    rate: str
+    short: str
+    label: str
+    baseline: float | None
+    baseline_interval: tuple[float, float] | None
+    candidate: float
+    candidate_interval: tuple[float, float] | None
+
+
+class GroupChange(BaseModel):
+    group: str
+    rows: int
+    positives: int
+    counted: bool
+    rates: list[RateChange]
+
+
+class Link(BaseModel):
+    label: str
+    url: str
+
+
+class ReviewPacket(BaseModel):
+    """Everything a reviewer decides from; stored with the run (``review.json``) for ``fairloop show``."""
+
+    run_id: str | None = None
+    run_url: str | None = None
+    dataset: str
+    sensitive: str
+    candidate_name: str
+    candidate_label: str
+    method: str = "none"  # the template's mitigation method
+    recipe_label: str
+    champion_version: str | None
+    needs_sensitive_at_predict: bool
+    evaluations: dict[str, Evaluation]
+    gates: GateReport
+    confidence: float = 0.95
+    audit_verdict: str
+    audit_reasons: list[str]
+    base_rate_gap: float
+    augment: AugmentReport
+    sweep: SweepOutcome | None = None
+    base_model: BaseModelSource | None = None  # remediate --model: the frozen model every candidate post-processes
+    links: list[Link] = []
+    credentials_required: bool = False  # reviewers are registered: a review needs its token
+    requested_by: str | None = None
+    requester_verified: bool = False
+    proxies: list[ProxyScore] = []  # the audit's flagged proxies of the sensitive feature, strongest first
+    drift: DriftedJudgement | None = None  # a rerun: the alert it answers, and both models on the held-out drifted rows
+
+    # figures derived for every rendering --------------------------------------------------
+    def group_changes(self) -> list[GroupChange]:
+        baseline = self.evaluations.get("baseline")
+        candidate = self.evaluations["candidate"]
+        changes = []
+        # the cells of an intersection: worst first (there can be dozens); one feature's groups: as sorted
+        order = worst_groups_first(candidate) if self.intersectional else list(candidate.by_group)
+        for group in order:
+            after = candidate.by_group[group]
+            before = baseline.by_group.get(group) if baseline else None
+            rows = int(after["count"])
+            positives = int(after["positives"])
+            key = lambda rate: f"{rate}[{group}]"  # noqa: E731 - the bootstrap's per-group interval
+            rates = [
+                RateChange(
+                    rate=rate, short=short, label=label,
+                    baseline=None if before is None else before[rate],
+                    baseline_interval=None if before is None else baseline.intervals.get(key(rate)),
+                    candidate=after[rate], candidate_interval=candidate.intervals.get(key(rate)),
+                )
+                for rate, (short, label) in RATES.items()
+            ]
+            changes.append(GroupChange(group=group, rows=rows, positives=positives,
+                                       counted=bool(after.get("counted_selection_rate", 1.0)), rates=rates))
+        return changes
+
+    @property
+    def intersectional(self) -> bool:
+        """Gated on the cells of an intersection, with simultaneous intervals."""
+        return is_intersection(self.sensitive)
+
+    def gate_rows(self) -> list[dict]:
+        return [gate_row(r) for r in self.gates.results]
+
+    def costs(self) -> list[dict]:
+        """Accuracy and AUC, baseline (and champion) -> candidate, drops with their intervals."""
+        candidate = self.evaluations["candidate"]
+        rows = []
+        for metric in ("accuracy", "decision_auc", "auc"):
+            value = metric_value(candidate, metric)
+            if value is None:
+                continue
+            row = {"metric": COST_LABELS[metric], "candidate": value, "references": []}
+            for reference in ("baseline", "champion"):
+                ev = self.evaluations.get(reference)
+                if ev is not None and metric_value(ev, metric) is not None:
+                    row["references"].append({"name": reference, "value": metric_value(ev, metric),
+                                              "drop_interval": candidate.intervals.get(f"{metric}_drop_vs_{reference}")})
+            rows.append(row)
+        return rows
+
+    def excluded_groups(self) -> list:
+        return list(getattr(self.evaluations["candidate"], "excluded_groups", None) or [])
+
+    @property
+    def advice(self) -> list[str]:
+        return list(getattr(self.gates, "advice", None) or [])
+
+    @property
+    def evaluation_mode(self) -> str | None:
+        return getattr(self.gates, "evaluation_mode", None)
+
+    def shifts(self) -> list[GroupShift]:
+        """Per group, the people whose decision the candidate changes against the baseline, the
+        groups with most changes first (an intersection may have dozens of cells)."""
+        return sorted(self.evaluations["candidate"].shifts.get("baseline", []),
+                      key=lambda s: -(s.newly_selected + s.newly_rejected))
+
+    @property
+    def decides_as_champion(self) -> bool:
+        """The current champion makes the same decision on every test row (a rerun that chose what
+        is already deployed)."""
+        against = self.evaluations["candidate"].shifts.get("champion")
+        return bool(against) and not any(s.newly_selected or s.newly_rejected for s in against)
+
+    def who_gains_and_loses(self) -> tuple[str, list[str]]:
+        """The decision in people, plain text: the totals, and one line per group whose decisions
+        change (at most SHIFT_LINES, the rest summed up). ('', []) for a run recorded without them."""
+        shifts = self.shifts()
+        if not shifts:
+            return "", []
+        rows = sum(s.rows for s in shifts)
+        before, after = sum(s.selected_before for s in shifts), sum(s.selected_after for s in shifts)
+        total = f"vs the baseline, {rows:,} test rows; selected {before:,} → {after:,}"
+        changed = [s for s in shifts if s.newly_selected or s.newly_rejected]
+        lines = []
+        for s in changed[:SHIFT_LINES]:
+            parts = [f"{s.newly_rejected:,} lose selection ({s.newly_rejected_qualified:,} qualified)" if s.newly_rejected else "",
+                     f"{s.newly_selected:,} gain it ({s.newly_selected_qualified:,} qualified)" if s.newly_selected else ""]
+            lines.append(f"{s.group} ({s.rows:,}): {', '.join(p for p in parts if p)}")
+        rest = changed[SHIFT_LINES:]
+        if rest:
+            lines.append(f"{len(rest)} more group{'s' if len(rest) > 1 else ''}: {sum(s.newly_rejected for s in rest):,} lose selection, "
+                         f"{sum(s.newly_selected for s in rest):,} gain it")
+        if not changed:
+            lines.append("no one's decision changes")
+        return total, lines
+
+    def worsening(self) -> list[Worsening]:
+        """Every fairness figure notably worse than the baseline's, gated or not: a between-group
+        metric, a reversal of which group the TPR or FPR favours, and groups whose predictions
+        stray further from their observed rate (calibration by group)."""
+        baseline = self.evaluations.get("baseline")
+        if baseline is None:
+            return []
+        candidate = self.evaluations["candidate"]
+        gated = {r.metric for r in self.gates.results if r.verdict != "skipped"}
+        found = []
+        for metric, worse in WORSENING_DIRECTION.items():
+            before, after = metric_value(baseline, metric), metric_value(candidate, metric)
+            if before is None or after is None or worse * (after - before) < NOTABLE:
+                continue
+            name, checked = METRIC_LABELS.get(metric, metric), "a gate checks it" if metric in gated else "not gated"
+            ratio = f" (×{after / before:.1f})" if before > 0 and worse > 0 else ""
+            interval = candidate.intervals.get(metric)
+            shown = f"{after:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
+            found.append(Worsening(
+                brief=f"{name} {before:.3f} → {after:.3f}{ratio}", gated=metric in gated,
+                detail=f"{name} {'rises' if worse > 0 else 'falls'} {before:.3f} → {shown}{ratio}; {checked}."))
+        found += [w for w in (reversal(baseline, candidate, rate) for rate in RATE_WORDS) if w]
+        calibration = miscalibration(baseline, candidate)
+        return found + ([calibration] if calibration else [])
+
+    def why_this_candidate(self) -> tuple[str, list[str]]:
+        """A sweep's selection rule in one sentence, and what each of the two candidates nearest
+        in accuracy would change instead. ('', []) without a sweep."""
+        sweep = self.sweep
+        if sweep is None or sweep.chosen is None:
+            return "", []
+        chosen = sweep.result(sweep.chosen)
+        passing = [c for c in sweep.candidates if c.passed]
+        rule = (f"Chosen as the most accurate on the {sweep.selection_rows} of the {len(passing)} of "
+                f"{len(sweep.candidates)} candidates that pass policy '{sweep.policy}'.")
+        nearest = sorted((c for c in sweep.candidates if c.name != chosen.name),
+                         key=lambda c: abs(c.validation["accuracy"] - chosen.validation["accuracy"]))[:2]
+        return rule, [f"{c.name}: {alternative(c, chosen, self.sensitive)}" for c in nearest]
+
+    @property
+    def notable_change(self) -> float:
+        return NOTABLE
+
+    def gate_summary(self) -> str:
+        """The gates in one line: how many pass (surely: their whole interval on the passing side),
+        and each one that does not, with its limit, value and interval."""
+        counted = [r for r in self.gates.results if r.verdict != "skipped"]
+        if all(r.verdict == "pass" for r in counted):
+            return f"Gates: all {len(counted)} pass, whole {self.confidence:.0%} intervals"
+        undecided = "; ".join(f"{r.verdict}: {gate_label(r)}, measured {_figure(r.value)}"
+                              + (f" [{_figure(r.interval[0])}, {_figure(r.interval[1])}]" if r.interval else "")
+                              for r in counted if r.verdict != "pass")
+        passing = sum(r.verdict == "pass" for r in counted)
+        return f"Gates: {undecided}; {passing} of {len(counted)} pass"
+
+    def headline(self) -> str:
+        """The one sentence a reviewer reads first (plain text; templates escape it)."""
+        counted = [r for r in self.gates.results if r.verdict != "skipped"]
+        if self.needs_sensitive_at_predict:
+            use = f"needs {self.sensitive} at prediction time"
+        elif self.proxies:  # "blind" is qualified where it is claimed
+            use = f"is group-blind, though {self.proxies[0].feature} alone predicts {self.sensitive} (AUC {self.proxies[0].auc:.2f})"
+        else:
+            use = f"is group-blind: it predicts without {self.sensitive}"
+        verdict = (f"passes all {len(counted)} gates" if self.gates.passed
+                   else f"is BLOCKED by {len(self.gates.blocking)} of {len(counted)} gates")
+        # how surely each gate passes is the gate line's (gate_summary): the first screen is small
+        same = (f" It decides every test row as the current champion ({self.champion_version}) does."
+                if self.decides_as_champion else "")
+        return (f"Approving promotes {self.candidate_name} for {self.dataset}. It {verdict} of policy "
+                f"'{self.gates.policy}', and {use}.{same}")
+
+
+SHIFT_LINES = 4  # groups named one by one in the dialog's first screen
+NOTABLE = 0.02  # a change in a rate or gap (absolute) a reviewer should hear about
+# metric -> +1 when larger is worse, -1 when smaller is worse
+WORSENING_DIRECTION = {"demographic_parity_difference": 1, "equalized_odds_difference": 1,
+                       "disparate_impact_ratio": -1, "min_group_true_positive_rate": -1}
+RATE_WORDS = {"true_positive_rate": ("TPR", "qualified"), "false_positive_rate": ("FPR", "unqualified")}
+
+
+def _figure(value: float | None) -> str:
+    return "n/a" if value is None or value != value else f"{value:.3g}"
+
+
+def alternative(other: CandidateResult, chosen: CandidateResult, sensitive: str) -> str:
+    """What choosing ``other`` instead would change: its accuracy on the selection rows, and why
+    the policy passed it over (each blocking gate: fails, or undecided) or, if it passes too,
+    its test gaps beside the chosen one's."""
+    accuracy = f"{100 * (other.validation['accuracy'] - chosen.validation['accuracy']):+.1f} pp accuracy"
+    if other.passed:
+        gaps = ", ".join(f"{METRIC_LABELS[m]} {other.test[m]:.3f} vs {chosen.test[m]:.3f}"
+                         for m in ("demographic_parity_difference", "equalized_odds_difference") if m in other.test)
+        return f"{accuracy}, passes too; test {gaps}"
+    why = [f"needs {sensitive} to predict" if g.gate == SENSITIVE_AT_PREDICT
+           else f"{'fails' if g.verdict == 'fail' else 'undecided on'} {gate_label(g)} ({_figure(g.value)})"
+           for g in other.gates.blocking]
+    return f"{accuracy}, but {'; '.join(why)}"
+
+
+class Worsening(BaseModel):
+    """A figure notably worse than the baseline's: a few words for the dialog's first screen and
+    a sentence for the details."""
+
+    brief: str
+    detail: str
+    gated: bool = False  # a gate checks it (its verdict is in the gate line)
+
+
+def _counted(evaluation: Evaluation, rate: str) -> dict[str, float]:
+    return {g: m[rate] for g, m in evaluation.by_group.items()
+            if m.get(f"counted_{rate}", 1.0) and m.get(rate) == m.get(rate)}
+
+
+def reversal(baseline: Evaluation, candidate: Evaluation, rate: str) -> Worsening | None:
+    """The candidate favours, by a notable margin, a group the baseline disfavoured by one (the
+    widest such pair), and it is no mere overshoot while closing the gap: the new gap is at least
+    the old one, or the newly disfavoured group's rate falls notably."""
+    before, after = _counted(baseline, rate), _counted(candidate, rate)
+    pairs = [(after[b] - after[a], a, b) for a in after for b in after
+             if a in before and b in before and before[a] - before[b] >= NOTABLE and after[b] - after[a] >= NOTABLE
+             and (after[b] - after[a] >= before[a] - before[b] or before[a] - after[a] >= NOTABLE)]
+    if not pairs:
+        return None
+    _, a, b = max(pairs)
+    short, who = RATE_WORDS[rate]
+    return Worsening(
+        brief=f"{short} reverses ({a} {100 * before[a]:.0f}→{after[a]:.0%}, {b} {100 * before[b]:.0f}→{after[b]:.0%})",
+        detail=(f"{short} reverses: {who} {a} were selected more often than {who} {b} ({before[a]:.1%} vs "
+                f"{before[b]:.1%}), now less often ({after[a]:.1%} vs {after[b]:.1%})."))
+
+
+def miscalibration(baseline: Evaluation, candidate: Evaluation) -> Worsening | None:
+    """The groups whose mean prediction strays notably further from their observed positive rate
+    than under the baseline's, saying when they stray in opposite directions."""
+    worse = []  # (group, its figures, how far its mean prediction is off, the baseline's mean prediction)
+    for g, m in candidate.by_group.items():
+        before = baseline.by_group.get(g)
+        if before is None or not m.get("counted_selection_rate", 1.0):
+            continue
+        off, was = m["mean_score"] - m["observed_rate"], before["mean_score"] - before["observed_rate"]
+        if abs(off) - abs(was) >= NOTABLE:
+            worse.append((g, m, off, before["mean_score"]))
+    if not worse:
+        return None
+    opposite = " in opposite directions" if len({off > 0 for _, _, off, _ in worse}) > 1 else ""
+    return Worsening(
+        brief=f"group calibration{' opposite ways' if opposite else ''} (" + ", ".join(
+            f"{g} {'over' if off > 0 else 'under'}" for g, _, off, _ in worse) + ")",
+        detail=(f"Calibration by group worsens{opposite}: " + "; ".join(
+            f"{g} {m['mean_score']:.3f} predicted vs {m['observed_rate']:.3f} observed "
+            f"({'over' if off > 0 else 'under'}; baseline predicted {was:.3f})" for g, m, off, was in worse)
+            + "; no gate checks it."))
+
+
+COST_LABELS = {"accuracy": "accuracy", "decision_auc": "AUC of the decisions", "auc": "AUC of the underlying scorer"}
+
+
+def metric_value(evaluation: Evaluation, metric: str) -> float | None:
+    """A metric of ``evaluation`` if it has it (the scorer's AUC is recorded by newer runs only)."""
+    value = evaluation.metrics.get(metric)
+    if value is None:
+        value = getattr(evaluation, metric, None)
+    return None if value is None or value != value else float(value)
+
+
+def gate_label(result: GateResult) -> str:
+    """'DPD <= 0.05', 'accuracy drop vs baseline <= 0.03': what the gate demands, in a few characters."""
+    metric, comparison, reference = GATES.get(result.gate, (result.metric, "max", "none"))
+    name = METRIC_LABELS.get(metric, metric)
+    if result.gate.startswith(DRIFT_GATE_PREFIX):  # a rerun's gate on the held-out rows of the alerting window
+        name = f"{name} on drifted rows"
+    if comparison == "drop":
+        return f"{name} drop vs {reference} ≤ {result.threshold:g}"
+    return f"{name} {'≤' if comparison == 'max' else '≥'} {result.threshold:g}"
+
+
+def gate_row(result: GateResult) -> dict:
+    return {"label": gate_label(result), "verdict": result.verdict, "value": result.value,
+            "interval": result.interval, "reason": result.reason}
+
+
+# -- renderings ----------------------------------------------------------------------------------
+
+
+def render_summary(packet: ReviewPacket, frontier_markdown: str, refusal: str | None = None) -> str:
+    """The Resume dialog's description: decision summary first, sized for a ~500 px box; a
+    ``refusal`` of the previous attempt at the very top, where the reopened dialog shows it."""
+    from markupsafe import Markup
+
+    return render("review_summary.md.j2", p=packet, frontier=Markup(frontier_markdown), refusal=refusal)
+
+
+def render_report(packet: ReviewPacket, frontier_markdown: str, audit: AuditReport | None = None) -> str:
+    """The full report (wide page): the summary's figures plus every metric, the frontier with
+    its candidates, and the training data's audit and augmentation."""
+    from markupsafe import Markup
+
+    table = metrics_table(packet.evaluations)
+    if "champion" in table.columns:
+        table = table.assign(**{"candidate - champion": table["candidate"] - table["champion"]})
+    return render("review_report.md.j2", p=packet, frontier=Markup(frontier_markdown), metrics=table,
+                  audit_findings=[f for f in (audit.findings if audit else []) if f.severity != "info"])
+
+
+def save_packet(packet: ReviewPacket, run_dir: Path) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / PACKET_FILE
+    path.write_text(packet.model_dump_json(indent=1), encoding="utf-8")
+    return path
+
+
+def load_packet(run_dir: Path) -> ReviewPacket | None:
+    path = run_dir / PACKET_FILE
+    return ReviewPacket.model_validate_json(path.read_text(encoding="utf-8")) if path.is_file() else None

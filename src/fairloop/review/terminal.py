@@ -1,0 +1,156 @@
+"""The review report in a terminal (``fairloop show``): the same figures as the Resume dialog,
+from the same :class:`~fairloop.review.packet.ReviewPacket`, as rich tables."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.markup import escape
+from rich.padding import Padding
+from rich.table import Table
+
+from fairloop.review.packet import ReviewPacket
+
+
+def _number(value, digits: int = 3) -> str:
+    return "n/a" if value is None or value != value else f"{value:.{digits}f}"
+
+
+def _interval(interval, digits: int = 3) -> str:
+    return "" if not interval else f"[{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
+
+
+VERDICT_STYLE = {"pass": "green", "fail": "red", "inconclusive": "yellow", "skipped": "dim"}
+
+
+def print_drift(console: Console, judged) -> None:
+    """A rerun's first lines: the alert it answers, both models on the held-out drifted rows, and whether approving clears it."""
+    if judged.alert is not None:
+        for m in judged.alert.metrics:
+            console.print(f"Answers the alert {escape(m.key)} = {m.value:.3f} {_interval((m.low, m.high))} > {m.threshold} on "
+                          f"window {escape(judged.alert.window)} (champion {escape(judged.alert.champion_version)}"
+                          f"{', incident ' + escape(judged.alert.incident) if judged.alert.incident else ''})", soft_wrap=True)
+    colour = {"yes": "green", "no": "red"}.get(judged.clears, "yellow")
+    console.print(f"[bold {colour}]Approving clears the alert: {judged.clears}[/bold {colour}] ({escape(judged.why)})",
+                  soft_wrap=True)
+    table = Table(title=f"On {judged.held_out_rows} held-out drifted rows ({judged.held_out_labelled} labelled)",
+                  title_justify="left")
+    for column in ("gap", "limit", "champion", "candidate"):
+        table.add_column(column, overflow="fold")
+    shown = lambda m: "n/a" if m is None else f"{m.value:.3f} {_interval((m.low, m.high))}"  # noqa: E731
+    for f in judged.figures:
+        table.add_row(escape(f.key), f"{f.threshold:g}", shown(f.champion), shown(f.candidate))
+    if judged.accuracy:
+        table.add_row("accuracy (labelled)", "", _number(judged.accuracy.get("champion")), _number(judged.accuracy.get("candidate")))
+    console.print(table)
+
+
+NARROW = 120  # columns below which the sweep's eight-column table would break names mid-word
+
+
+def print_candidates(console: Console, p: ReviewPacket) -> None:
+    """The sweep's candidates (test figures), most accurate first: a table on a wide console, one
+    block of lines per candidate on a narrow one."""
+    title = f"Sweep '{escape(p.sweep.sweep)}': {len(p.sweep.candidates)} candidates (test figures)"
+    columns = ("candidate", "kind", "needs at predict", "acc", "DPD", "EOD", "DI", "validation gates")
+    rows = []
+    for c in sorted(p.sweep.candidates, key=lambda c: -c.validation["accuracy"]):
+        name = f"[bold]{escape(c.name)}[/bold] (chosen)" if c.name == p.sweep.chosen else escape(c.name)
+        rows.append((name, c.kind, c.needs_at_predict, _number(c.test["accuracy"], 4),
+                     _number(c.test["demographic_parity_difference"], 4), _number(c.test["equalized_odds_difference"], 4),
+                     _number(c.test["disparate_impact_ratio"], 3), "pass" if c.passed else "blocked: " + c.gates.blocked_by))
+    if console.width >= NARROW:
+        table = Table(title=title, title_justify="left")
+        for column in columns:
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+        return
+    console.print(title)
+    for name, kind, needs, *figures, gates in rows:
+        console.print(name)
+        figures = "  ".join(f"{column} {value}" for column, value in zip(columns[3:7], figures))
+        console.print(Padding(f"{kind}; reads {needs}\n{figures}\nvalidation gates: {gates}", (0, 0, 0, 2)))
+
+
+def print_packet(console: Console, packet: ReviewPacket, state: str) -> None:
+    p = packet
+    console.rule(f"Review: {escape(p.dataset)}, sensitive feature {escape(p.sensitive)}  (run {p.run_id}, {escape(state)})")
+    console.print(f"[bold]{escape(p.headline())}[/bold]")
+    if p.drift is not None:
+        print_drift(console, p.drift)
+    # the dialog's first screen: the decision in people, what gets worse, the gates in one line
+    # (wrapped at word boundaries by rich, readable in an 80-column terminal)
+    total, people = p.who_gains_and_loses()
+    if people:
+        console.print(f"Who gains, who loses ({escape(total)}):")
+        for line in people:
+            console.print(f"  {escape(line)}")
+    for w in p.worsening():
+        console.print(f"[yellow]worse:[/yellow] {escape(w.detail)}")
+    console.print(escape(p.gate_summary()))
+    if p.base_model:
+        sha = f" (sha256 {p.base_model.sha256})" if p.base_model.sha256 else ""
+        console.print(f"Base model not retrained: {p.base_model.kind} model {escape(p.base_model.location)}{sha}; "
+                      "every candidate post-processes its scores.")
+    if p.needs_sensitive_at_predict:
+        console.print(f"[red]Needs {escape(p.sensitive)} at prediction time[/red] (ThresholdOptimizer): disparate "
+                      "treatment in many jurisdictions; legal review is required before use.")
+    else:
+        console.print(f"Group-blind: predicts from the features alone; {escape(p.sensitive)} was used only in "
+                      "training and to measure the gates.")
+        if p.proxies:
+            console.print(f"Not blind to {escape(p.sensitive)} through its proxies: "
+                          + ", ".join(f"{escape(x.feature)} (AUC {x.auc:.2f})" for x in p.proxies) + " each alone predict it.")
+    if p.requested_by:
+        console.print(f"Requested by {escape(p.requested_by)} ({'verified' if p.requester_verified else 'not verified'}).")
+    rule, alternatives = p.why_this_candidate()
+    if rule:
+        console.print(f"Why this candidate: {escape(rule)}")
+        for line in alternatives:
+            console.print(Padding(f"instead {escape(line)}", (0, 0, 0, 2)))
+
+    changes = Table(title=f"What changes for whom (test rows; {p.confidence:.0%} bootstrap intervals, stratified by group)", title_justify="left")
+    for column in ("group", "rows", "rate", "baseline", "candidate"):
+        changes.add_column(column, overflow="fold")
+    for g in p.group_changes():
+        for i, r in enumerate(g.rates):
+            changes.add_row(escape(g.group) if i == 0 else "", f"{g.rows:,}" + ("" if g.counted else " (not counted)") if i == 0 else "",
+                            r.label, f"{_number(r.baseline)} {_interval(r.baseline_interval)}",
+                            f"{_number(r.candidate)} {_interval(r.candidate_interval)}")
+        changes.add_section()
+    console.print(changes)
+    for e in p.excluded_groups():
+        console.print(f"left out of the group metrics: {escape(str(e.group))} ({e.rows} rows, {e.positives} positive, "
+                      f"{e.negatives} negative): {escape(str(e.reason))}", soft_wrap=True)
+
+    costs = Table(title="What it costs", title_justify="left")
+    for column in ("metric", "reference", "candidate", "drop [interval]"):
+        costs.add_column(column)
+    for c in p.costs():
+        for r in c["references"] or [{"name": "", "value": None, "drop_interval": None}]:
+            drop = "" if r["value"] is None else f"{r['value'] - c['candidate']:+.4f} {_interval(r['drop_interval'], 4)}"
+            costs.add_row(c["metric"], f"{r['name']} {_number(r['value'], 4)}", _number(c["candidate"], 4), drop)
+    console.print(costs)
+
+    gates = Table(title=f"Gates (policy {escape(p.gates.policy)}): {'PASS' if p.gates.passed else 'BLOCKED'}"
+                        + (f"; evaluated on {escape(p.evaluation_mode)}" if p.evaluation_mode else ""), title_justify="left")
+    for column in ("gate", "verdict", f"value [{p.confidence:.0%}]"):
+        gates.add_column(column)
+    for g in p.gate_rows():
+        style = VERDICT_STYLE.get(g["verdict"], "")
+        gates.add_row(g["label"], f"[{style}]{g['verdict']}[/{style}]", f"{_number(g['value'], 4)} {_interval(g['interval'], 4)}")
+    console.print(gates)
+    for line in p.advice:
+        console.print(f"- {escape(line)}")
+
+    if p.sweep is not None:
+        print_candidates(console, p)
+    console.print(f"Candidate: {escape(p.candidate_label)}; recipe {escape(p.recipe_label)}; current champion: "
+                  f"{escape(p.champion_version or 'none')}; training data: audit {p.audit_verdict}, "
+                  f"{p.augment.synthetic_rows:,} synthetic rows added.")
+    for link in p.links:
+        console.print(f"{escape(link.label)}: {escape(link.url)}", soft_wrap=True)
+    if p.run_url:
+        console.print(f"Decide in the UI ({escape(p.run_url)}, Resume) or with fairloop approve/reject {p.run_id} "
+                      f"--reviewer NAME{' --token TOKEN' if p.credentials_required else ''}", soft_wrap=True)
