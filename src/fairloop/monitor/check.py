@@ -98,7 +98,7 @@ def check_window(
     report = WindowReport(
         dataset=spec.name, champion_version=champion_version, sensitive=sensitive, source=source,
         window_start=window.start, window_end=window.end, rows=len(rows), labelled_rows=labelled,
-        reference_rows=len(reference), checked_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        reference_rows=len(reference), checked_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         seconds=0.0, metrics=metrics,
         selection_rates={str(g): float(r) for g, r in rates["selection_rate"].items()},
         reference_selection_rates={str(g): float(r) for g, r in ref_rates["selection_rate"].items()},

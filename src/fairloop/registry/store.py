@@ -114,7 +114,9 @@ class Problem(BaseModel):
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    # milliseconds: a monitor window and the decision a rerun records can fall in the same second, and an
+    # incident's timeline is ordered by these stamps
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 class Registry:
