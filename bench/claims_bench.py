@@ -318,6 +318,7 @@ def remediation_until_review(dataset: str, sweep: str, workers_note: str = "") -
     pauses for review or ends; then a rejection is sent so nothing is promoted. Returns seconds and peak RSS."""
     from prefect import tags
 
+    from fairloop.flows.request import RemediationRequest
     from fairloop.serving.runs import find_tagged_run, submit_review, wait_for_flow_run
 
     flow = remediation_flow()
@@ -325,8 +326,8 @@ def remediation_until_review(dataset: str, sweep: str, workers_note: str = "") -
 
     def target():
         with tags(tag):
-            outcome["state"] = flow(dataset=dataset, sweep_file=sweep, requested_by="bench", review_poll_seconds=1,
-                                    return_state=True)
+            outcome["state"] = flow(request=RemediationRequest(dataset=dataset, sweep_file=sweep, requested_by="bench",
+                                                               review_poll_seconds=1), return_state=True)
 
     with PeakMemory() as memory:
         started = time.perf_counter()

@@ -37,6 +37,8 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 import drift_world as world  # noqa: E402 - tests/ on the path first
 
+from fairloop.flows.request import RemediationRequest  # noqa: E402
+
 TEMPLATE = str(PROJECT / "constraints" / "lr-eg-dp.yaml")
 # kind -> (drift arguments, expected: "quiet" no alert, "cleared" by one rerun, "blocked" never promoted)
 KINDS = {
@@ -113,8 +115,9 @@ def replay(kind: str, drift: dict, seed: int, rows: int, window_rows: int, flow)
         reviewer.start()
         started = time.perf_counter()
         with tags(box["tag"]):
-            final = flow(dataset=str(spec), policy=str(policy), rerun=True, requested_by="drift-trigger",
-                         extra_training_data=alert.window_file, review_poll_seconds=1, return_state=True)
+            final = flow(request=RemediationRequest(
+                dataset=str(spec), policy=str(policy), rerun=True, requested_by="drift-trigger",
+                extra_training_data=alert.window_file, review_poll_seconds=1), return_state=True)
         done.set()
         result["outcome"], result["reason"] = final.name, (final.message or "")[:300]
         packets = list((state / "runs").glob("*/review.json"))

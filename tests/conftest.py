@@ -37,9 +37,14 @@ def registry_dir(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture(scope="session")
 def remediation_flow():
+    """The remediation flow, called with the request's fields as keywords (as the tests read best)."""
     from fairloop.flows import remediation
+    from fairloop.flows.request import RemediationRequest
 
-    return remediation
+    def run(*, return_state: bool = False, **fields):
+        return remediation(request=RemediationRequest(**fields), return_state=return_state)
+
+    return run
 
 
 POLICY_SETTINGS = ("approval", "allow_sensitive_at_predict", "evaluation", "crossfit", "inconclusive", "group_floors",

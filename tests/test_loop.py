@@ -266,7 +266,7 @@ def test_two_alerts_start_one_rerun_with_the_champions_template_that_ends_gate_f
     assert [r["alert"] for r in records] == [True, True], records
 
     def both_final():
-        runs = [r for r in runs_of(remediation.id) if r.parameters.get("requested_by") == "drift-trigger"]
+        runs = [r for r in runs_of(remediation.id) if r.parameters["request"].get("requested_by") == "drift-trigger"]
         assert served["process"].poll() is None, serve_log(served)[-3000:]
         return runs if len(runs) == 2 and all(r.state and r.state.is_final() for r in runs) else None
 
@@ -276,7 +276,7 @@ def test_two_alerts_start_one_rerun_with_the_champions_template_that_ends_gate_f
     rerun, skipped = by_state["GateFailed"], by_state["Skipped"]
     assert "demographic_parity_difference" in rerun.state.message
     assert str(rerun.id) in skipped.state.message and ("already" in skipped.state.message or "cooldown" in skipped.state.message)
-    assert rerun.parameters["extra_training_data"] in {r["window_file"] for r in records}
+    assert rerun.parameters["request"]["extra_training_data"] in {r["window_file"] for r in records}
 
     # the rerun remediated with the champion's recorded template, not serve's default (gs-dp)
     decisions = {d["action"]: d for d in world["registry"].audit_log() if d.get("run_id") == str(rerun.id)}
@@ -314,8 +314,8 @@ def test_fairloop_rerun_starts_the_served_rerun_of_the_open_incident(loop_server
     done = subprocess.run([sys.executable, "-m", "fairloop", "rerun", "compas"], env=env, cwd=PROJECT,
                           capture_output=True, text=True, timeout=600)
     assert f"incident {incident}" in done.stdout and done.returncode == 3, done.stdout + done.stderr  # GateFailed, named
-    (run,) = [r for r in runs_of(remediation.id) if r.parameters.get("incident") == incident
-              and r.parameters.get("requested_by") != "drift-trigger"]
+    (run,) = [r for r in runs_of(remediation.id) if r.parameters["request"].get("incident") == incident
+              and r.parameters["request"].get("requested_by") != "drift-trigger"]
     assert run.state.name == "GateFailed" and "demographic_parity_difference" in run.state.message
     assert "Traceback" not in done.stderr
 

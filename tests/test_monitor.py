@@ -316,7 +316,7 @@ def test_served_deployments_carry_the_configured_cron_and_trigger(served):
     remediation_deployment = _deployment("remediation/compas", served)
     assert [s.schedule.cron for s in monitor_deployment.schedules] == ["15 6 * * *"]
     assert [s.schedule.cron for s in remediation_deployment.schedules] == ["0 3 1 * *"]
-    assert remediation_deployment.parameters["requested_by"] == "schedule"
+    assert remediation_deployment.parameters["request"]["requested_by"] == "schedule"
 
     automations = _automations(served)
     assert len(automations) == 1
@@ -362,13 +362,13 @@ def test_drift_event_starts_a_triggered_rerun_with_the_window(world, served, tmp
     with get_client(sync_client=True) as client:
         while time.monotonic() < deadline:
             runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[remediation_deployment.id])))
-            run = next((r for r in runs if r.parameters.get("requested_by") == "drift-trigger"), None)
+            run = next((r for r in runs if r.parameters["request"].get("requested_by") == "drift-trigger"), None)
             if run is not None and run.state is not None and run.state.is_final():
                 break
             assert served["process"].poll() is None, served["log"].read_text()[-3000:]
             time.sleep(1)
     assert run is not None, f"no triggered run:\n{served['log'].read_text()[-3000:]}"
-    assert run.parameters["extra_training_data"] == window_file
+    assert run.parameters["request"]["extra_training_data"] == window_file
     assert run.state is not None and run.state.is_final(), f"{run.state}\n{served['log'].read_text()[-3000:]}"
     assert run.state.name == "GateFailed", f"{run.state.name}: {run.state.message}\n{served['log'].read_text()[-3000:]}"
 

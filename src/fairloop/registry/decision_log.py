@@ -66,6 +66,7 @@ class ReviewRefused(Decision):
     reviewer: str | None = None
     comment: str | None = None
     reason: str | None = None
+    attempt: int | None = None  # which review attempt of the run (a resumed run replays earlier ones)
 
 
 class Expired(Decision):

@@ -43,12 +43,13 @@ def build_deployments(
         description=f"Rerun remediation of {spec.name} when the monitor alerts",
         expect={DRIFT_EVENT},
         match={"prefect.resource.id": dataset_resource_id(spec.name)},
-        parameters={**common, "requested_by": DRIFT_TRIGGER, "extra_training_data": "{{ event.payload.window_file }}",
-                    "incident": "{{ event.payload.incident }}"},
+        parameters={"request": {**common, "requested_by": DRIFT_TRIGGER,  # Prefect renders nested templates
+                                "extra_training_data": "{{ event.payload.window_file }}",
+                                "incident": "{{ event.payload.incident }}"}},
     )
     remediation = remediation_flow.to_deployment(
         name=spec.name, cron=schedule.remediation_cron, triggers=[trigger],
-        parameters={**common, "requested_by": SCHEDULE}, tags=["fairloop", spec.name, remediation_tag(spec.name)],
+        parameters={"request": {**common, "requested_by": SCHEDULE}}, tags=["fairloop", spec.name, remediation_tag(spec.name)],
         description=f"Remediation of {spec.name}: triggered by drift alerts, scheduled by the policy",
     )
     monitor = monitor_flow.to_deployment(

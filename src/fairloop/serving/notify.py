@@ -9,7 +9,7 @@ Prefect UI instead. Two automations per dataset, replaced on every ``serve``:
   window, the metrics that alerted, and where to look (the monitor run's page, the history
   page and command);
 * ``fairloop-<dataset>-outcome-notify``: when a run of the served remediation deployment enters
-  Paused (review requested: why the run exists, its page, and how to decide: the UI's Resume
+  Paused or Suspended (review requested: why the run exists, its page, and how to decide: the UI's Resume
   form or the ``approve`` / ``reject`` commands) or ends Promoted, GateFailed, AuditBlocked,
   Rejected, Expired, Failed or Crashed (with its reason and page), matched by the deployment's tag.
 
@@ -26,7 +26,9 @@ from fairloop.errors import BadInputError
 from fairloop.serving.outcomes import Outcome
 
 # Expired: the server replaces the flow's Expired state with Failed("... never resumed").
-NOTIFIED_STATES = ["Paused", *(o.value for o in Outcome if o is not Outcome.SKIPPED), "Failed", "Crashed"]
+# Suspended: a deployment run awaiting review holds no process (fairloop.flows.review); Paused: one that does.
+AWAITING_REVIEW = ("Paused", "Suspended")
+NOTIFIED_STATES = [*AWAITING_REVIEW, *(o.value for o in Outcome if o is not Outcome.SKIPPED), "Failed", "Crashed"]
 
 RUN_ID = "{{ flow_run.id }}"
 STATE = "event.resource['prefect.state-name']"
@@ -48,12 +50,12 @@ def outcome_body(dataset: str) -> str:
     from fairloop.serving.runs import flow_run_url, review_commands
 
     run = "Remediation run {{ event.resource['prefect.resource.name'] }} of " + dataset
-    reason = ("requested by {{ flow_run.parameters.requested_by }}{% if flow_run.parameters.extra_training_data %} "
-              "after a drift alert, with the window {{ flow_run.parameters.extra_training_data }}{% endif %}"
-              "{% if flow_run.parameters.incident %} (incident {{ flow_run.parameters.incident }}){% endif %}; "
+    reason = ("requested by {{ flow_run.parameters.request.requested_by }}{% if flow_run.parameters.request.extra_training_data %} "
+              "after a drift alert, with the window {{ flow_run.parameters.request.extra_training_data }}{% endif %}"
+              "{% if flow_run.parameters.request.incident %} (incident {{ flow_run.parameters.request.incident }}){% endif %}; "
               "its gates let it through to a person, who decides whether it is promoted")
     return (
-        f"{{% if {STATE} == 'Paused' %}}{run} awaits review: {reason}.\n"
+        f"{{% if {STATE} in {AWAITING_REVIEW} %}}{run} awaits review: {reason}.\n"
         f"Decide in the UI: {flow_run_url(RUN_ID)} (Resume: approve or not, your name, a comment), "
         f"or from a shell:\n{review_commands(RUN_ID)}"
         f"{{% else %}}{run}: {{{{ {STATE} }}}}: {{{{ event.resource['prefect.state-message'] }}}}\n"
@@ -120,7 +122,7 @@ def notification_automations(dataset: str, block_id: UUID) -> list:
         ),
         actions=[SendNotification(
             block_document_id=block_id,
-            subject=f"fairloop {dataset}: {{% if {STATE} == 'Paused' %}}awaiting review{{% else %}}{{{{ {STATE} }}}}{{% endif %}}",
+            subject=f"fairloop {dataset}: {{% if {STATE} in {AWAITING_REVIEW} %}}awaiting review{{% else %}}{{{{ {STATE} }}}}{{% endif %}}",
             body=outcome_body(dataset),
         )],
     )
