@@ -19,6 +19,8 @@ class Settings(BaseSettings):
     registry_remote: Path | None = None
     server_host: str = "127.0.0.1"
     server_port: int = 4200
+    # The Prefect work pool whose workers run remediation runs (fairloop.serving.worker).
+    work_pool: str = "fairloop"
     # Run files, monitor history and the local server's log; tests and second deployments give
     # each their own (FAIRLOOP_STATE_DIR) while sharing the project's flows and data files.
     state_dir_setting: Path | None = Field(None, validation_alias="FAIRLOOP_STATE_DIR")

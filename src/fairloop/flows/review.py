@@ -31,6 +31,7 @@ from fairloop.registry import decision_log
 from fairloop.review import credentials
 from fairloop.review.packet import ReviewDecision, review_form
 from fairloop.review.wait import PauseNotTaken, wait_for_review
+from fairloop.serving.flow_process import forget_flow_process, record_flow_process
 from fairloop.serving.outcomes import refusal_reason
 
 REVIEW_KEY = "review-{attempt}"
@@ -86,7 +87,9 @@ def await_review(scope: RunScope, published: Published, policy: Policy, needs_ac
                            credentials.credentials_required(scope.registry.root), refused)
         key = REVIEW_KEY.format(attempt=attempt)
         if durable:  # an answered key returns its stored answer at once, even past the deadline: attempts replay
+            forget_flow_process(scope.run_dir)  # the process exits while suspended: its absence is no crash
             decision = suspend_flow_run(wait_for_input=form, timeout=max(1, remaining), key=key)
+            record_flow_process(scope.run_dir)
         else:
             try:
                 decision = wait_for_review(form, flow_run_id=UUID(scope.run_id), key=key, deadline=time.monotonic() + remaining,

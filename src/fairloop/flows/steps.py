@@ -32,7 +32,7 @@ from fairloop.gates.evaluate import Evaluation
 from fairloop.gates.policy import GateReport, apply_gates
 from fairloop.monitor.drifted import DriftedJudgement, held_out_rows, judge_on_drifted
 from fairloop.registry import decision_log
-from fairloop.registry.store import Registry
+from fairloop.registry.store import Registry, model_sha256
 from fairloop.remedy import fitters, sweep
 from fairloop.remedy.crossfit import ModeDecision
 from fairloop.remedy.recipes import AugmentReport
@@ -284,6 +284,7 @@ def publish_review(scope: RunScope, prepared: Prepared, audit_report: AuditRepor
         credentials_required=credentials.credentials_required(scope.registry.root), drift=judged.drift,
         requested_by=request.requested_by, requester_verified=request.requester_verified,
         proxies=[x for x in audit_report.proxies if x.sensitive == inputs.sensitive and x.flagged],
+        candidate_sha256=model_sha256(retrained.models["candidate"]),
     )
     report = render_report(packet, frontier, audit_report)
     report_id = create_markdown_artifact(key="remediation-report", markdown=report,

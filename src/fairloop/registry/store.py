@@ -28,6 +28,8 @@ entry's record.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import re
@@ -39,6 +41,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import joblib
 import pandas as pd
 import yaml
 from filelock import FileLock
@@ -111,6 +114,14 @@ class Problem(BaseModel):
     version: str
     path: str
     problem: str
+
+
+def model_sha256(model: FairModel) -> str:
+    """The sha256 of the bytes the registry writes for ``model`` (``model.joblib``): a review packet
+    records it, so a promoted file can be checked against the candidate the reviewer saw."""
+    buffer = io.BytesIO()
+    joblib.dump(model, buffer)
+    return hashlib.sha256(buffer.getvalue()).hexdigest()
 
 
 def now_iso() -> str:
@@ -555,8 +566,6 @@ class Registry:
         against; if another promotion or a rollback changed the champion since, the promotion is
         refused and logged, since its gates and review compared against a model no longer in place.
         """
-        import joblib
-
         check_name(dataset)
         written: list[RegistryEntry] = []
 

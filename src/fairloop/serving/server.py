@@ -89,7 +89,7 @@ def server_log_path(settings: Settings) -> Path:
     return settings.state_dir / "prefect-server.log"
 
 
-def _prefect_executable() -> str:
+def prefect_executable() -> str:
     beside = Path(sys.executable).with_name("prefect")
     found = str(beside) if beside.exists() else shutil.which("prefect")
     if not found:
@@ -121,7 +121,7 @@ def ensure_server(settings: Settings) -> tuple[str, bool]:
     log_path = server_log_path(settings)
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [_prefect_executable(), "server", "start", "--host", settings.server_host, "--port", str(settings.server_port)],
+            [prefect_executable(), "server", "start", "--host", settings.server_host, "--port", str(settings.server_port)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**os.environ, **env}, start_new_session=True,  # outlives this command
         )
