@@ -5,10 +5,7 @@ from __future__ import annotations
 import functools
 import getpass
 import os
-import subprocess
-import sys
 import time
-import uuid
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +18,14 @@ from rich.table import Table
 
 from fairloop.config import Settings, get_settings
 from fairloop.errors import BadInputError, FairloopError
+from fairloop.flows.request import RemediationRequest
 from fairloop.serving.outcomes import ExitCode, Outcome
+from fairloop.serving.worker import (
+    ensure_deployment,
+    ensure_worker,
+    start_remediation,
+    worker_log_path,
+)
 
 app = typer.Typer(
     help="fairloop: audit, augment, retrain under fairness constraints, gate, approve, promote, roll back.",
@@ -38,10 +42,7 @@ FROZEN_MODEL_SWEEP = "constraints/sweeps/frozen-model.yaml"  # remediate --model
 PROBE_ROWS = 50  # rows a --model is asked to score before any run starts
 TRUST_WARNING = ("[yellow]warning: --trust: unpickling model files from outside the registry runs any code they "
                  "contain; use it only for files from a source you trust[/yellow]")
-RUN_TAG_ENV = "FAIRLOOP_RUN_TAG"
 TRAINING_TIMEOUT_SECONDS = 3600
-RUN_START_TIMEOUT_SECONDS = 600  # --no-wait: how long the background process may take to create its flow run
-RUN_START_POLL_SECONDS = 1.0
 
 
 def user_errors(command):
@@ -62,8 +63,9 @@ def user_errors(command):
 
 
 @contextmanager
-def prefect_server(settings: Settings):
-    """Make every Prefect call in the block go to the local server (started if needed)."""
+def prefect_server(settings: Settings, worker: bool = False):
+    """Make every Prefect call in the block go to the local server (started if needed); with ``worker``,
+    also the remediation deployment and a local worker of its pool (``fairloop.serving.worker``)."""
     from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 
     from fairloop.serving.server import ensure_server, server_env
@@ -75,6 +77,10 @@ def prefect_server(settings: Settings):
     os.environ.update({"PREFECT_API_URL": api_url, "PREFECT_UI_URL": ui_url,
                        "PREFECT_SERVER_ANALYTICS_ENABLED": server_env(settings)["PREFECT_SERVER_ANALYTICS_ENABLED"]})
     with temporary_settings(updates={PREFECT_API_URL: api_url, PREFECT_UI_URL: ui_url}):
+        if worker:
+            ensure_deployment(settings)
+            if ensure_worker(settings, api_url):
+                err.print(f"Started a worker of work pool '{settings.work_pool}' (log: {worker_log_path(settings)})")
         yield api_url
 
 
@@ -172,7 +178,8 @@ def remediate(
     train_rows: Annotated[Optional[int], typer.Option(min=1, help="subsample the training pool (quick runs)")] = None,
     seed: Annotated[int, typer.Option(min=0, help="seed of splits, samplers and learners")] = 0,
     approval_timeout: Annotated[Optional[int], typer.Option(min=1, help="seconds to wait for review (default: policy's)")] = None,
-    wait: Annotated[bool, typer.Option(help="--no-wait returns once the run awaits review")] = True,
+    wait: Annotated[bool, typer.Option(help="follow the run until it ends (default; the review may take days: "
+                                            "Ctrl-C stops only the following), or --no-wait: return once it exists")] = True,
     token: Annotated[str, typer.Option(envvar="FAIRLOOP_TOKEN", show_default=False,
                                        help="your reviewer token: records you, verified, as the requester")] = "",
     model: Annotated[Optional[str], typer.Option(
@@ -201,20 +208,52 @@ def remediate(
     if model is not None:
         validate_base_model(model, trust, loaded, recipe, constraint, sweep)
     requested_by, requester_verified = requester(settings, token)
-    with prefect_server(settings):
-        if not wait:
-            raise typer.Exit(launch_detached(settings))
-        from prefect import tags
+    request = RemediationRequest(
+        dataset=str(dataset), recipe=str(recipe), constraint=str(constraint), policy=str(policy),
+        sweep_file=str(sweep) if sweep else None, sensitive=sensitive, train_rows=train_rows, seed=seed,
+        approval_timeout=approval_timeout, requested_by=requested_by, requester_verified=requester_verified,
+        base_model=model, trust_base_model=trust, runner=runner, dask_address=dask_address)
+    with prefect_server(settings, worker=True):
+        raise typer.Exit(follow_remediation(settings, start_remediation(settings, request), wait))
 
-        flow = load_flow("remediation")
-        with tags(*filter(None, [os.environ.get(RUN_TAG_ENV)])):
-            state = flow(
-                dataset=str(dataset), recipe=str(recipe), constraint=str(constraint), policy=str(policy),
-                sweep_file=str(sweep) if sweep else None, sensitive=sensitive, train_rows=train_rows, seed=seed, approval_timeout=approval_timeout,
-                requested_by=requested_by, requester_verified=requester_verified, return_state=True,
-                base_model=model, trust_base_model=trust, runner=runner, dask_address=dask_address,
-            )
-        raise typer.Exit(exit_for_state(state, state.state_details.flow_run_id))
+
+def follow_remediation(settings: Settings, run, wait: bool) -> ExitCode:
+    """Follow a run the pool's worker executes until it ends (its outcome's exit code); with ``wait``
+    off, return once it exists. Stopping this command (Ctrl-C, a time limit) stops only the
+    following: the run goes on, and how to follow it is printed."""
+    import signal
+
+    from fairloop.serving.runs import flow_run_url, read_flow_run, review_commands
+
+    console.print(f"Run {run.name} started: {flow_run_url(run.id)}", soft_wrap=True)
+    if not wait:
+        console.print(f"It runs on a worker of work pool '{settings.work_pool}'; follow it with "
+                      f"`fairloop show {run.id}` or in the UI.", soft_wrap=True)
+        return ExitCode.PROMOTED
+
+    def stop_following(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop_following)  # `timeout` sends SIGTERM
+    told = False
+
+    def awaiting_or_ended(run) -> bool:
+        nonlocal told
+        if run.state and run.state.is_paused() and not told:
+            told = True
+            console.print(f"[bold]Run {run.name} awaits review[/bold] (it holds no process while it waits). Open it in "
+                          f"the Prefect UI and press Resume:\n  {flow_run_url(run.id)}", soft_wrap=True)
+            console.print(f"or decide from the shell:\n{escape(review_commands(run.id))}", soft_wrap=True)
+        return bool(run.state and run.state.is_final())
+
+    try:
+        run = follow_progress(run.id, awaiting_or_ended, None)
+    except KeyboardInterrupt:
+        err.print(f"Stopped following run {run.id}; it goes on on the worker. Follow it with `fairloop show {run.id}` "
+                  f"or {flow_run_url(run.id)}", soft_wrap=True)
+        return ExitCode.STOPPED_FOLLOWING
+    end_abandoned_runs(settings, "remediate")  # an expired review gets its audit line and Expired state
+    return exit_for_state(read_flow_run(run.id).state, run.id)
 
 
 def requester(settings: Settings, token: str) -> tuple[str, bool]:
@@ -226,15 +265,15 @@ def requester(settings: Settings, token: str) -> tuple[str, bool]:
     return getpass.getuser(), False
 
 
-def follow_progress(run_id, done, timeout: float):
-    """Show the run's stage, 'k/N models fitted' and elapsed time (its progress artifact) until ``done(run)``."""
-    import time
+def follow_progress(run_id, done, timeout: float | None):
+    """Show the run's stage, 'k/N models fitted' and elapsed time (its progress artifact) until ``done(run)``
+    (or ``timeout`` seconds, if given)."""
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from fairloop.serving.runs import read_flow_run, read_progress
 
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + timeout if timeout is not None else None
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                   TimeElapsedColumn(), console=console, transient=False) as bar:
         task = bar.add_task("starting", total=100)
@@ -243,46 +282,9 @@ def follow_progress(run_id, done, timeout: float):
             progress = read_progress(run_id)
             if progress is not None:
                 bar.update(task, completed=progress[0], description=escape(progress[1]))
-            if done(run) or time.monotonic() > deadline:
+            if done(run) or (deadline is not None and time.monotonic() > deadline):
                 return run
             time.sleep(1.0)
-
-
-def launch_detached(settings: Settings) -> ExitCode:
-    """Run this same command in the background; return once the run awaits review or ends."""
-    from fairloop.serving.runs import find_tagged_run, flow_run_url, review_commands
-
-    tag = f"launch-{uuid.uuid4().hex[:12]}"
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    log_path = settings.state_dir / f"{tag}.log"
-    args = [a for a in sys.argv[1:] if a != "--no-wait"]
-    with log_path.open("ab") as log:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "fairloop", *args], stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, env={**os.environ, RUN_TAG_ENV: tag}, start_new_session=True,
-        )
-    with console.status("Starting the run..."):
-        run = None
-        deadline = time.monotonic() + RUN_START_TIMEOUT_SECONDS
-        while run is None:
-            if child.poll() is not None:
-                err.print(f"[red]the run exited early (code {child.returncode}); see {log_path}[/red]")
-                return ExitCode(child.returncode) if child.returncode in ExitCode._value2member_map_ else ExitCode.FAILED
-            if time.monotonic() > deadline:
-                err.print(f"[red]no flow run appeared within {RUN_START_TIMEOUT_SECONDS}s (process {child.pid} still "
-                          f"running); see {log_path}[/red]")
-                return ExitCode.FAILED
-            time.sleep(RUN_START_POLL_SECONDS)
-            run = find_tagged_run(tag)
-    console.print(f"Run {run.name} started: {flow_run_url(run.id)}  (log: {log_path})", soft_wrap=True)
-    run = follow_progress(run.id, lambda r: bool(r.state and (r.state.is_paused() or r.state.is_final())),
-                          TRAINING_TIMEOUT_SECONDS)
-    if run.state.is_paused():
-        console.print(f"[bold]Run {run.name} awaits review[/bold] (log: {log_path})")
-        console.print(f"Open it in the Prefect UI and press Resume:\n  {flow_run_url(run.id)}", soft_wrap=True)
-        console.print(f"or decide from the shell:\n{escape(review_commands(run.id))}", soft_wrap=True)
-        return ExitCode.PROMOTED
-    return exit_for_state(run.state, run.id)
 
 
 def _review(run_id: str, reviewer: str, comment: str, approve: bool, wait_seconds: int, token: str = "",
@@ -290,6 +292,8 @@ def _review(run_id: str, reviewer: str, comment: str, approve: bool, wait_second
     import uuid as uuid_module
 
     from fairloop.person_names import name_problem
+    from fairloop.registry.store import Registry
+    from fairloop.serving.expiry import reconcile_expired_reviews
     from fairloop.serving.flow_process import read_flow_process
     from fairloop.serving.runs import (
         flow_run_url,
@@ -308,8 +312,9 @@ def _review(run_id: str, reviewer: str, comment: str, approve: bool, wait_second
     if not approve and not comment.strip():
         raise BadInputError("a rejection needs a comment saying why (it is audited)", field="--comment")
     settings = get_settings()
-    process = read_flow_process(settings.state_dir / "runs" / run_id)
-    with prefect_server(settings):
+    process = read_flow_process(settings.state_dir / "runs" / run_id)  # None while suspended: it holds none
+    with prefect_server(settings, worker=True):  # a suspended run resumes on a worker of the pool
+        reconcile_expired_reviews(settings.state_dir, Registry(settings.registry_path, settings.remote_path))
         # whether the process is gone is read first: once it is, the state read next is the run's last
         gone = process is not None and process.alive() is False
         state = read_flow_run(run_id).state
@@ -331,8 +336,6 @@ def _review(run_id: str, reviewer: str, comment: str, approve: bool, wait_second
             if not run.state.is_final() and process is not None and process.alive() is False:
                 return _abandoned(settings, run_id, process, run.state, {"reviewer": reviewer}, decided=True)
         if run.state.is_paused():
-            from fairloop.registry.store import Registry
-
             refusals = [r for r in Registry(settings.registry_path).audit_log()
                         if r.get("run_id") == str(run.id) and r.get("action") == "refused"]
             reason = refusals[-1]["comment"] if refusals else "see the run's logs"
@@ -376,16 +379,21 @@ def _abandoned(settings: Settings, run_id: str, process, state, who: dict, decid
 def end_abandoned_runs(settings: Settings, command: str) -> None:
     """End Crashed, with the reason, each run this host recorded whose flow process is gone while the
     server still shows it Paused or Running (nothing else ever would); forget the processes of runs
-    that ended. Runs this server does not know (recorded with another one) are left alone."""
+    that ended. Runs this server does not know (recorded with another one) are left alone. Then give
+    each suspended review that expired its audit line and Expired state (``fairloop.serving.expiry``)."""
+    from fairloop.registry.store import Registry
+    from fairloop.serving.expiry import reconcile_expired_reviews
     from fairloop.serving.flow_process import forget_flow_process, gone_flow_processes
     from fairloop.serving.runs import read_flow_runs
 
     gone = gone_flow_processes(settings.state_dir)
     for run in read_flow_runs(list(gone)) if gone else []:
-        if run.state is not None and run.state.is_final():
-            forget_flow_process(settings.state_dir / "runs" / str(run.id))
+        if run.state is not None and (run.state.is_final() or not (run.state.is_running() or run.state.is_paused())):
+            forget_flow_process(settings.state_dir / "runs" / str(run.id))  # ended, or waiting for a worker
         else:
             _abandoned(settings, str(run.id), gone[run.id], run.state, {"found_by": f"fairloop {command}"}, decided=False)
+    for run_id in reconcile_expired_reviews(settings.state_dir, Registry(settings.registry_path, settings.remote_path)):
+        err.print(f"Run {run_id} expired: nobody decided its review in time; nothing was promoted.", soft_wrap=True)
 
 
 @app.command()
@@ -715,17 +723,26 @@ def gate(
 
 @app.command()
 @user_errors
-def server(stop: Annotated[bool, typer.Option("--stop", help="stop the local server fairloop started")] = False):
-    """Start (or reuse) the local Prefect server and print its URLs; --stop stops it.
+def server(stop: Annotated[bool, typer.Option("--stop", help="stop the local server and worker fairloop started")] = False):
+    """Start (or reuse) the local Prefect server and a worker of the project's work pool (which runs
+    remediation runs, and resumes them after review); print their URLs. --stop stops both.
 
-    The port is FAIRLOOP_SERVER_PORT (default 4200), the host FAIRLOOP_SERVER_HOST."""
+    The port is FAIRLOOP_SERVER_PORT (default 4200), the host FAIRLOOP_SERVER_HOST, the pool
+    FAIRLOOP_WORK_POOL (default fairloop)."""
+    from fairloop.serving.server import stop_server
+    from fairloop.serving.worker import stop_worker
+
+    settings = get_settings()
     if stop:
-        from fairloop.serving.server import stop_server
-
-        console.print(stop_server(get_settings()))
+        stopped = stop_worker(settings)  # first: a worker whose server is gone ignores SIGTERM for a while
+        if stopped:
+            console.print(stopped)
+        console.print(stop_server(settings))
         return
-    with prefect_server(get_settings()) as api_url:
+    with prefect_server(settings, worker=True) as api_url:
+        end_abandoned_runs(settings, "server")
         console.print(f"Prefect API: {api_url}\nPrefect UI:  {api_url.removesuffix('/api')}")
+        console.print(f"Work pool:   {settings.work_pool} (a local worker runs; log: {worker_log_path(settings)})")
         console.print(f"Other shells: export PREFECT_API_URL={api_url}")
 
 

@@ -85,7 +85,7 @@ def promote(scope: RunScope, prepared: Prepared, audit_report: AuditReport, retr
         lineage = lineage.model_copy(update={"inputs_spec_files": pipeline.snapshot_inputs(inputs, Path(scratch))})
         try:
             entry = scope.registry.promote(
-                spec.name, inputs_dir=Path(scratch), lineage=lineage, model=retrained.models["candidate"],
+                spec.name, inputs_dir=Path(scratch), lineage=lineage, model=published.candidate_bytes,
                 train=retrained.augmented.to_frame(spec.label.column), metrics=evaluations["candidate"].metrics,
                 baseline_metrics=evaluations["baseline"].metrics, gates=[g.model_dump() for g in judged.gates.results],
                 approval=approval, documents=documents, gated_against=retrained.champion_version)

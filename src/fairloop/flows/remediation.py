@@ -46,7 +46,7 @@ def remediation(request: RemediationRequest):
     scope.progress.stage("evaluate and gate")
     judged = steps.judge(scope, prepared, retrained)
     published = steps.publish_review(scope, prepared, audit, retrained, judged)
-    gates, policy = judged.gates, retrained.inputs.policy
+    gates = judged.gates
     identity = {**prepared.identity, "candidate": retrained.inputs.template.label()}
     if gates.only_awaiting_data:  # the policy waits for more drifted rows: the incident stays open
         advice = [r.advice or r.reason for r in gates.awaiting_data]
@@ -60,9 +60,9 @@ def remediation(request: RemediationRequest):
     scope.progress.done("gates passed: awaiting review")
     scope.logger.info("Awaiting review: %s\n%s", flow_run_url(scope.run_id), review_commands(scope.run_id))
     accept = [r.gate for r in gates.needs_acceptance]
-    verdict = await_review(scope, published, policy, accept, identity, durable)
+    verdict = await_review(scope, published, retrained.inputs.policy, accept, identity, durable)
     if verdict is None:
-        timeout = request.approval_timeout or policy.approval.timeout_seconds
+        timeout = published.packet.review_timeout_seconds
         scope.record(decision_log.Expired(**identity, timeout_seconds=timeout))
         return end(scope, Outcome.EXPIRED, f"no approval within {timeout}s; nothing promoted")
     approval = approval_record(scope, verdict, accept)

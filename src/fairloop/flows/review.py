@@ -74,8 +74,7 @@ def await_review(scope: RunScope, published: Published, policy: Policy, needs_ac
                  identity: dict, durable: bool) -> Verdict | None:
     """The first answer that counts, or None once the review deadline passed (a suspended run that
     expires never gets here: the server ends it, see ``fairloop.serving.expiry``)."""
-    timeout = scope.request.approval_timeout or policy.approval.timeout_seconds
-    deadline = review_deadline(timeout)
+    deadline = review_deadline(published.packet.review_timeout_seconds)
     refused = None  # the last attempt's refusal, shown atop the next form
     attempt = 0
     while True:

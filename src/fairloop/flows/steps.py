@@ -13,6 +13,7 @@ idempotent. Result storage is Prefect's: the local filesystem by default
 
 from __future__ import annotations
 
+import hashlib
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
@@ -32,7 +33,7 @@ from fairloop.gates.evaluate import Evaluation
 from fairloop.gates.policy import GateReport, apply_gates
 from fairloop.monitor.drifted import DriftedJudgement, held_out_rows, judge_on_drifted
 from fairloop.registry import decision_log
-from fairloop.registry.store import Registry, model_sha256
+from fairloop.registry.store import Registry, serialize_model
 from fairloop.remedy import fitters, sweep
 from fairloop.remedy.crossfit import ModeDecision
 from fairloop.remedy.recipes import AugmentReport
@@ -123,6 +124,7 @@ class Published:
     report: str
     frontier_image: bytes
     dialog_frontier: str
+    candidate_bytes: bytes  # the candidate as the registry stores it; its sha256 is in the packet
 
 
 @persisted(name="start-rerun")
@@ -270,6 +272,7 @@ def publish_review(scope: RunScope, prepared: Prepared, audit_report: AuditRepor
     inputs, template, swept = retrained.inputs, retrained.inputs.template, retrained.swept
     spec, request = inputs.loaded.spec, scope.request
     arguments = frontier_arguments(prepared, retrained, judged)
+    candidate_bytes = serialize_model(retrained.models["candidate"])  # what is reviewed is what is promoted
     frontier_image, frontier = frontier_report(**arguments)
     links = publish_frontier(frontier_image, frontier, scope.run_dir, swept.outcome if swept else None)
     packet = ReviewPacket(
@@ -284,7 +287,8 @@ def publish_review(scope: RunScope, prepared: Prepared, audit_report: AuditRepor
         credentials_required=credentials.credentials_required(scope.registry.root), drift=judged.drift,
         requested_by=request.requested_by, requester_verified=request.requester_verified,
         proxies=[x for x in audit_report.proxies if x.sensitive == inputs.sensitive and x.flagged],
-        candidate_sha256=model_sha256(retrained.models["candidate"]),
+        candidate_sha256=hashlib.sha256(candidate_bytes).hexdigest(),
+        review_timeout_seconds=request.approval_timeout or inputs.policy.approval.timeout_seconds,
     )
     report = render_report(packet, frontier, audit_report)
     report_id = create_markdown_artifact(key="remediation-report", markdown=report,
@@ -296,4 +300,4 @@ def publish_review(scope: RunScope, prepared: Prepared, audit_report: AuditRepor
     if prepared.start is not None and judged.gates.passed and not judged.gates.only_awaiting_data:
         scope.record(decision_log.ReviewRequested(**prepared.identity, candidate=template.label()))
     return Published(packet=packet, report=report, frontier_image=frontier_image,
-                     dialog_frontier=dialog_frontier(**arguments))
+                     dialog_frontier=dialog_frontier(**arguments), candidate_bytes=candidate_bytes)

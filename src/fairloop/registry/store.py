@@ -28,7 +28,6 @@ entry's record.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -116,12 +115,14 @@ class Problem(BaseModel):
     problem: str
 
 
-def model_sha256(model: FairModel) -> str:
-    """The sha256 of the bytes the registry writes for ``model`` (``model.joblib``): a review packet
-    records it, so a promoted file can be checked against the candidate the reviewer saw."""
+def serialize_model(model: FairModel) -> bytes:
+    """The bytes the registry stores for ``model`` (``model.joblib``). A run serializes its candidate
+    once, when it is put up for review, and promotes those bytes: serializing a reloaded model again
+    can give other bytes (pickle's memo follows object identity), and the promoted file must be the
+    one reviewed, byte for byte."""
     buffer = io.BytesIO()
     joblib.dump(model, buffer)
-    return hashlib.sha256(buffer.getvalue()).hexdigest()
+    return buffer.getvalue()
 
 
 def now_iso() -> str:
@@ -546,7 +547,7 @@ class Registry:
     def promote(
         self,
         dataset: str,
-        model: FairModel,
+        model: FairModel | bytes,
         train: pd.DataFrame,
         *,
         metrics: dict[str, float],
@@ -560,6 +561,7 @@ class Registry:
     ) -> RegistryEntry:
         """Write a new champion version, commit and tag it; nothing is left half-written on failure.
 
+        ``model``: the model, or its bytes as :func:`serialize_model` gave them to the reviewer.
         ``documents(version)`` gives the files for people (report, model card, frontier plot) by name;
         ``inputs_dir`` holds the run's input files (see ``pipeline.snapshot_inputs``).
         ``gated_against``: the champion version (None: no champion) the run was gated and reviewed
@@ -580,7 +582,7 @@ class Registry:
                 )
             folder = self.root / dataset
             folder.mkdir(parents=True, exist_ok=True)
-            joblib.dump(model, self.model_path(dataset))
+            self.model_path(dataset).write_bytes(model if isinstance(model, bytes) else serialize_model(model))
             train.to_csv(folder / "train.csv", index=False)
             _step("model-written")
             entry = RegistryEntry(

@@ -144,6 +144,7 @@ class ReviewPacket(BaseModel):
     requester_verified: bool = False
     proxies: list[ProxyScore] = []  # the audit's flagged proxies of the sensitive feature, strongest first
     drift: DriftedJudgement | None = None  # a rerun: the alert it answers, and both models on the held-out drifted rows
+    review_timeout_seconds: int | None = None  # how long the review may take before the run expires
     candidate_sha256: str | None = None  # of the candidate's registry bytes: what is promoted is what was reviewed
 
     # figures derived for every rendering --------------------------------------------------

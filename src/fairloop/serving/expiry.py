@@ -28,20 +28,16 @@ ENDING_ACTIONS = {"promote", "reject", "expired", "gate_failed", "audit_blocked"
                   "refused_input"}
 
 
-def expired_by_server(run_id: UUID) -> tuple[bool, int | None]:
-    """Whether the server failed the run because its suspension timed out, and the review's length
-    in seconds. Read from the state history, not the message text (which Prefect may reword)."""
+def expired_by_server(run_id: UUID) -> bool:
+    """Whether the server failed the run because its suspension timed out. Read from the state
+    history, not the message text (which Prefect may reword)."""
     with get_client(sync_client=True) as client:
         states = sorted(client.read_flow_run_states(run_id), key=lambda s: s.timestamp)
     if len(states) < 2 or not states[-1].is_failed():
-        return False, None
-    suspended = states[-2]
-    details = suspended.state_details
-    if not (suspended.is_paused() and details.pause_reschedule and details.pause_timeout):
-        return False, None
-    if details.pause_timeout > states[-1].timestamp:
-        return False, None
-    return True, int((details.pause_timeout - suspended.timestamp).total_seconds())
+        return False
+    suspended, details = states[-2], states[-2].state_details
+    return bool(suspended.is_paused() and details.pause_reschedule and details.pause_timeout
+                and details.pause_timeout <= states[-1].timestamp)
 
 
 def reconcile_expired_reviews(state_dir: Path, registry: Registry) -> list[str]:
@@ -59,13 +55,13 @@ def reconcile_expired_reviews(state_dir: Path, registry: Registry) -> list[str]:
     for run in read_flow_runs(list(waiting)) if waiting else []:
         if run.state is None or not run.state.is_failed() or run.state.name == Outcome.EXPIRED.value:
             continue
-        expired, seconds = expired_by_server(run.id)
-        if not expired:
+        if not expired_by_server(run.id):
             continue
         packet = load_packet(waiting[run.id])
+        seconds = packet.review_timeout_seconds
         registry.record_decision(decision_log.Expired(
             dataset=packet.dataset, run_id=str(run.id), requested_by=packet.requested_by,
-            requester_verified=packet.requester_verified, candidate=packet.candidate_label, timeout_seconds=seconds or 0))
+            requester_verified=packet.requester_verified, candidate=packet.candidate_label, timeout_seconds=seconds))
         message = f"no approval within {seconds}s; nothing promoted (the review was suspended: no process waited)"
         with get_client(sync_client=True) as client:
             client.set_flow_run_state(run.id, Failed(name=Outcome.EXPIRED.value, message=message), force=True)

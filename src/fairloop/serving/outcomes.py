@@ -20,6 +20,7 @@ class ExitCode(IntEnum):
     AWAITING_DATA = 8
     CHAMPION_CHANGED = 9
     REFUSED = 2  # same code as BAD_INPUT: a served rerun refused its input
+    STOPPED_FOLLOWING = 130  # Ctrl-C or a time limit stopped `remediate` following a run that goes on
 
 
 class Outcome(str, Enum):

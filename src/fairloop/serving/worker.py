@@ -22,10 +22,13 @@ from pathlib import Path
 import psutil
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.objects import FlowRun
 from prefect.deployments.runner import EntrypointType
 from prefect.exceptions import ObjectAlreadyExists
 
 from fairloop.config import Settings
+from fairloop.flows import remediation
+from fairloop.flows.request import RemediationRequest
 from fairloop.serving.server import prefect_executable
 
 DEPLOYMENT_NAME = "fairloop"
@@ -43,8 +46,6 @@ def deployment_full_name() -> str:
 def ensure_deployment(settings: Settings) -> None:
     """The work pool (a local process pool) and the remediation deployment in it, created if missing.
     The entrypoint is the installed package's flow (a module path: no code is copied or pulled)."""
-    from fairloop.flows import remediation
-
     with get_client(sync_client=True) as client:
         try:
             client.create_work_pool(WorkPoolCreate(name=settings.work_pool, type="process"))
@@ -124,3 +125,11 @@ def worker_problem(settings: Settings) -> str | None:
     return (f"no worker of work pool '{settings.work_pool}' is up: `fairloop server` starts one (log: "
             f"{worker_log_path(settings)})")
 
+
+
+def start_remediation(settings: Settings, request: RemediationRequest) -> FlowRun:
+    """Create a run of the remediation deployment for ``request`` (a worker of the pool executes it)."""
+    from prefect.deployments import run_deployment
+
+    return run_deployment(deployment_full_name(), parameters={"request": request.model_dump(mode="json")},
+                          job_variables=run_job_variables(settings), timeout=0, tags=["fairloop"])
