@@ -1,5 +1,5 @@
 # Two commands set everything up on a fresh clone:
-#   make demo   install, start a local Prefect server, run a remediation sweep on Adult up to review
+#   make demo   install, start a local Prefect server and worker, run a remediation sweep on Adult up to review
 #   make test   install, run the test suite (what CI runs through .ci/run)
 PYTHON ?= python3
 VENV ?= .venv
@@ -25,7 +25,7 @@ lock:
 	    --find-links /opt/wheels --python-version 3.11 --generate-hashes --quiet --output-file requirements.lock
 
 demo: install
-	$(BIN)/fairloop remediate --dataset datasets/adult.yaml --sweep constraints/sweeps/default.yaml --no-wait
+	$(BIN)/fairloop remediate --dataset datasets/adult.yaml --sweep constraints/sweeps/default.yaml --until-review
 
 # tests/test_review_ui.py drives the Prefect UI in Debian's chromium (through the playwright
 # package; never `playwright install`, which downloads a browser build of its own).

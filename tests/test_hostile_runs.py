@@ -20,7 +20,7 @@ from conftest import PROJECT, isolated_env, write_policy
 from fairloop.serving.flow_process import read_flow_process
 from synthetic import write_dataset
 from test_hostile_inputs import snapshot
-from test_review_restart import audit, fairloop, flow_pid, run_state, start_paused_run, wait_for
+from test_review_restart import audit, fairloop, flat, run_state, start_suspended_run, wait_for
 
 STARTED = re.compile(r"/runs/flow-run/([0-9a-f-]{36})")
 
@@ -40,55 +40,61 @@ def world(tmp_path_factory):
         fairloop(world, "server", "--stop")
 
 
-def flat(result) -> str:
-    return " ".join((result.stdout + result.stderr).split())
-
-
-def kill_flow_process(world, run_id: str) -> int:
-    pid = flow_pid(world, run_id)
-    os.kill(pid, signal.SIGKILL)
+def killed_while_running(world) -> tuple[str, int]:
+    """A run whose worker and flow process are killed (kill -9, as a reboot would) while it fits: the
+    server keeps showing it Running, and nothing else would ever end it. Returns its id and pid."""
+    started = fairloop(world, "remediate", "--dataset", str(world["spec"]), "--sweep", "constraints/sweeps/default.yaml",
+                       "--policy", str(world["policy"]), "--no-wait")
+    run_id = STARTED.search(started.stdout).group(1)
+    runs = world["base"] / "state" / "runs" / run_id
+    wait_for(lambda: read_flow_process(runs) is not None, "the run's flow process to start", timeout=300)
+    pid = read_flow_process(runs).pid
+    worker = int((world["base"] / "state" / "prefect-worker.pid").read_text().split()[0])
+    os.killpg(worker, signal.SIGKILL)
+    os.kill(pid, signal.SIGKILL)  # in the worker's process group, too; explicit in case Prefect changes that
     wait_for(lambda: not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower(),
              "the flow process to die")
-    return pid
+    assert run_state(world, run_id)[0] == "Running"
+    return run_id, pid
 
 
 def test_self_approval_under_a_look_alike_name_is_refused(world):
     """The requester is the OS user: the same name with a zero-width space, in full-width letters or
     in capitals is still them; with a Cyrillic 'o' it is refused before anything is sent."""
     requester = getpass.getuser()
-    run_id = start_paused_run(world)
+    run_id = start_suspended_run(world)
     full_width = "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in requester)
     for name in (requester + "\u200b", full_width, f"  {requester.upper()} ", "\u2067" + requester):
-        approved = fairloop(world, "approve", run_id, "--reviewer", name, "--wait-seconds", "60")
+        approved = fairloop(world, "approve", run_id, "--reviewer", name, "--wait-seconds", "300")
         text = flat(approved)
         assert approved.returncode == 1 and "separation of duties" in text and "still awaiting review" in text, text
         assert "Traceback" not in text
-        assert run_state(world, run_id)[0] == "Paused"
+        assert run_state(world, run_id)[0] == "Suspended"
     look_alike = requester.replace("o", "\u043e") if "o" in requester else "r\u043e\u043et"
     before = snapshot(world["base"] / "registry")
     refused = fairloop(world, "approve", run_id, "--reviewer", look_alike)
     text = flat(refused)
     assert refused.returncode == 2 and "mixes Cyrillic and Latin letters" in text and "Traceback" not in text, text
-    assert snapshot(world["base"] / "registry") == before and run_state(world, run_id)[0] == "Paused"
+    assert snapshot(world["base"] / "registry") == before and run_state(world, run_id)[0] == "Suspended"
     assert not [r for r in audit(world) if r["run_id"] == run_id and r["action"] == "promote"]
-    world["paused"] = run_id  # ended by the next test
+    world["suspended"] = run_id  # left awaiting review: the next test checks it is left alone
 
 
 def test_a_run_whose_flow_process_died_is_ended_by_models_show_and_serve(world):
-    first = world.pop("paused", None) or start_paused_run(world)
-    second = start_paused_run(world)
-    pid = kill_flow_process(world, first)
+    waiting = world.pop("suspended", None) or start_suspended_run(world)
+    first, pid = killed_while_running(world)
     listed = fairloop(world, "models")
     text = flat(listed)
     assert listed.returncode == 0 and f"run {first} crashed" in text and f"pid {pid}" in text, text
-    assert "Traceback" not in text and second not in text  # its process lives: left alone
+    assert "Traceback" not in text and waiting not in text  # suspended: it holds no process, and is left alone
     name, message = run_state(world, first)
-    assert name == "Crashed" and "ended while the run awaited review" in message and "nothing was promoted" in message
-    assert run_state(world, second)[0] == "Paused"
+    assert name == "Crashed" and "ended while the run was Running" in message and "nothing was promoted" in message
+    assert run_state(world, waiting)[0] == "Suspended"
     died = [r for r in audit(world) if r["action"] == "flow_process_died" and r["run_id"] == first]
     assert len(died) == 1 and died[0]["found_by"] == "fairloop models"
 
-    kill_flow_process(world, second)
+    assert fairloop(world, "server").returncode == 0  # a worker again
+    second, _ = killed_while_running(world)
     shown = fairloop(world, "show", second)
     text = flat(shown)
     assert shown.returncode == 0 and f"run {second} crashed" in text and "Traceback" not in text, text
@@ -97,8 +103,8 @@ def test_a_run_whose_flow_process_died_is_ended_by_models_show_and_serve(world):
     assert again.returncode == 0 and "crashed" not in flat(again), flat(again)
     assert len([r for r in audit(world) if r["action"] == "flow_process_died"]) == 2
 
-    third = start_paused_run(world)
-    kill_flow_process(world, third)
+    assert fairloop(world, "server").returncode == 0
+    third, _ = killed_while_running(world)
     serving = subprocess.Popen([sys.executable, "-m", "fairloop", "serve", "--dataset", str(world["spec"]), "--feed",
                                 str(world["spec"].with_suffix(".csv")), "--policy", str(world["policy"])],
                                env=world["env"], cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -113,7 +119,8 @@ def test_a_run_whose_flow_process_died_is_ended_by_models_show_and_serve(world):
 
 
 def test_a_promotion_whose_champion_changed_while_it_awaited_review_ends_champion_changed(world):
-    first, second = start_paused_run(world), start_paused_run(world)
+    assert fairloop(world, "server").returncode == 0
+    first, second = start_suspended_run(world), start_suspended_run(world)
     assert fairloop(world, "approve", first, "--reviewer", "alice").returncode == 0
     approved = fairloop(world, "approve", second, "--reviewer", "alice")
     text = flat(approved)
@@ -126,21 +133,24 @@ def test_a_promotion_whose_champion_changed_while_it_awaited_review_ends_champio
 def ended_run(world, *args: str) -> str:
     started = fairloop(world, "remediate", "--dataset", str(world["spec"]), "--constraint", "constraints/threshold-dp.yaml",
                        "--no-wait", *args)
-    return STARTED.search(started.stdout).group(1)
+    run_id = STARTED.search(started.stdout).group(1)
+    wait_for(lambda: run_state(world, run_id)[0] not in ("Scheduled", "Pending", "Running", "Suspended"),
+             f"run {run_id} to end")
+    return run_id
 
 
 def test_approve_or_reject_of_a_run_that_is_not_awaiting_review_changes_nothing(world, tmp_path):
     """Issue 29 item 1 (issue 25 item 5): the decision is refused naming the run's state; the
     state, the registry and the audit log stay as they were; no process check rewrites the run."""
     ended = dict(world.get("ended", {}))
-    rejected = start_paused_run(world)
+    rejected = start_suspended_run(world)
     assert fairloop(world, "reject", rejected, "--reviewer", "bob", "--comment", "no").returncode == 4
     ended["Rejected"] = rejected
     blocking = write_policy(tmp_path, "blocking", min_accuracy_lift_over_majority=0.99)
     ended["GateFailed"] = ended_run(world, "--policy", str(blocking))
-    expiring = ended_run(world, "--policy", str(world["policy"]), "--approval-timeout", "1")
-    wait_for(lambda: run_state(world, expiring)[0] not in ("Paused", "Running"), "the review to expire")
-    ended["Expired"] = expiring
+    ended["Expired"] = expiring = ended_run(world, "--policy", str(world["policy"]), "--approval-timeout", "1")
+    assert fairloop(world, "models").returncode == 0  # writes the expiry down (its audit line, the state's name)
+    assert run_state(world, expiring)[0] == "Expired"
     for run_id in ended.values():  # each flow process has exited: the case that used to rewrite the run
         process = read_flow_process(world["base"] / "state" / "runs" / run_id)
         wait_for(lambda: process is None or process.alive() is False, "the flow process to exit")

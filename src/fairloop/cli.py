@@ -180,6 +180,7 @@ def remediate(
     approval_timeout: Annotated[Optional[int], typer.Option(min=1, help="seconds to wait for review (default: policy's)")] = None,
     wait: Annotated[bool, typer.Option(help="follow the run until it ends (default; the review may take days: "
                                             "Ctrl-C stops only the following), or --no-wait: return once it exists")] = True,
+    until_review: Annotated[bool, typer.Option(help="follow the run until it awaits review (or ends), then return")] = False,
     token: Annotated[str, typer.Option(envvar="FAIRLOOP_TOKEN", show_default=False,
                                        help="your reviewer token: records you, verified, as the requester")] = "",
     model: Annotated[Optional[str], typer.Option(
@@ -214,13 +215,14 @@ def remediate(
         approval_timeout=approval_timeout, requested_by=requested_by, requester_verified=requester_verified,
         base_model=model, trust_base_model=trust, runner=runner, dask_address=dask_address)
     with prefect_server(settings, worker=True):
-        raise typer.Exit(follow_remediation(settings, start_remediation(settings, request), wait))
+        raise typer.Exit(follow_remediation(settings, start_remediation(settings, request), wait, until_review))
 
 
-def follow_remediation(settings: Settings, run, wait: bool) -> ExitCode:
-    """Follow a run the pool's worker executes until it ends (its outcome's exit code); with ``wait``
-    off, return once it exists. Stopping this command (Ctrl-C, a time limit) stops only the
-    following: the run goes on, and how to follow it is printed."""
+def follow_remediation(settings: Settings, run, wait: bool, until_review: bool = False) -> ExitCode:
+    """Follow a run the pool's worker executes until it ends (its outcome's exit code), or with
+    ``until_review`` until it awaits review (0); with ``wait`` off, return once it exists. Stopping
+    this command (Ctrl-C, a time limit) stops only the following: the run goes on, and how to follow
+    it is printed."""
     import signal
 
     from fairloop.serving.runs import flow_run_url, read_flow_run, review_commands
@@ -244,10 +246,12 @@ def follow_remediation(settings: Settings, run, wait: bool) -> ExitCode:
             console.print(f"[bold]Run {run.name} awaits review[/bold] (it holds no process while it waits). Open it in "
                           f"the Prefect UI and press Resume:\n  {flow_run_url(run.id)}", soft_wrap=True)
             console.print(f"or decide from the shell:\n{escape(review_commands(run.id))}", soft_wrap=True)
-        return bool(run.state and run.state.is_final())
+        return bool(run.state and (run.state.is_final() or (until_review and told)))
 
     try:
         run = follow_progress(run.id, awaiting_or_ended, None)
+        if until_review and run.state.is_paused():
+            return ExitCode.PROMOTED
     except KeyboardInterrupt:
         err.print(f"Stopped following run {run.id}; it goes on on the worker. Follow it with `fairloop show {run.id}` "
                   f"or {flow_run_url(run.id)}", soft_wrap=True)
@@ -999,6 +1003,7 @@ def rerun(
     """Start by hand the rerun a drift alert starts: the served remediation/<dataset> deployment, on the
     latest open incident's alerting window (e.g. after fixing a feed). Cooldowns do not apply; the one-run-
     per-incident rule does. Exit codes as for remediate (0 with --no-wait once the run exists)."""
+    from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
     from fairloop.monitor.alerting import open_incident
@@ -1021,9 +1026,11 @@ def rerun(
         unserved = unserved_reason(dataset)
         if unserved:
             raise BadInputError(f"{unserved}: start it with fairloop serve (the rerun runs there, as a drift alert's does)")
-        run = run_deployment(f"remediation/{dataset}", timeout=0, parameters={
-            "requested_by": requested_by, "requester_verified": verified, "extra_training_data": kept[-1].window_file,
-            "incident": incident})
+        with get_client(sync_client=True) as client:  # a run's parameters replace the deployment's: merge the request
+            served = client.read_deployment_by_name(f"remediation/{dataset}").parameters.get("request", {})
+        run = run_deployment(f"remediation/{dataset}", timeout=0, parameters={"request": {
+            **served, "requested_by": requested_by, "requester_verified": verified,
+            "extra_training_data": kept[-1].window_file, "incident": incident}})
         console.print(f"Rerun {run.name} of incident {escape(incident)} on window {escape(kept[-1].label)}: "
                       f"{flow_run_url(run.id)}", soft_wrap=True)
         if not wait:

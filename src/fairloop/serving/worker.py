@@ -1,7 +1,7 @@
 """Where remediation runs run: a Prefect work pool, its deployment, and a local worker.
 
 ``fairloop remediate`` does not run the flow in its own process: it creates a run of the
-``remediation/fairloop`` deployment in the project's work pool (a local *process* pool named by
+``remediation/on-demand`` deployment in the project's work pool (a local *process* pool named by
 FAIRLOOP_WORK_POOL, default ``fairloop``) and follows it. A worker of that pool executes the run
 in a fresh process with the caller's working directory and FAIRLOOP_* settings (per-run job
 variables). When the run awaits review it is suspended and its process exits; the reviewer's
@@ -31,7 +31,7 @@ from fairloop.flows import remediation
 from fairloop.flows.request import RemediationRequest
 from fairloop.serving.server import prefect_executable
 
-DEPLOYMENT_NAME = "fairloop"
+DEPLOYMENT_NAME = "on-demand"  # not a dataset's name: served reruns are remediation/<dataset>
 WORKER_PID_FILE = "prefect-worker.pid"
 STOP_TIMEOUT_SECONDS = 30
 # A local worker asks the local server for runs every 2 s (Prefect's default is 10 s): a resumed
