@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 
+import numpy as np
 from markupsafe import Markup
 
 from fairloop.gates.evaluate import METRIC_LABELS
@@ -52,7 +53,6 @@ def frontier_png(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     names = list(points)
     metrics = frontier_metrics(policy)
@@ -68,47 +68,12 @@ def frontier_png(
     accuracy = np.array([points[n]["accuracy"] for n in names])
     aware = np.array([n in group_aware for n in names], dtype=bool)
     kind_of = np.array([kinds.get(n, "candidate") for n in names])
+    # the Pareto line joins only candidates the policy can choose: a group-aware one it forbids is drawn, hollow,
+    # but cannot be on the front the reviewer chooses from
+    choosable = ~aware if not policy.allow_sensitive_at_predict else np.ones(len(names), dtype=bool)
     for axis, metric in zip(axes.flat, metrics, strict=False):
-        values = np.array([points[n][metric] for n in names])
-        usable = ~np.isnan(values)
-        for kind in dict.fromkeys(kind_of):  # one marker per candidate kind, in order of appearance
-            marker = KIND_MARKERS.get(kind, "o")
-            blind, needs = usable & ~aware & (kind_of == kind), usable & aware & (kind_of == kind)
-            if blind.any():
-                axis.scatter(values[blind], accuracy[blind], color="tab:blue", marker=marker, alpha=0.7, label=kind)
-            if needs.any():
-                axis.scatter(values[needs], accuracy[needs], facecolors="none", edgecolors="tab:purple", marker=marker,
-                             alpha=0.8, label=f"{kind}, needs sensitive")
-        front = np.flatnonzero(usable)[pareto_mask(accuracy[usable], values[usable], FRONTIER_METRICS[metric])]
-        order = front[np.argsort(values[front])]
-        axis.plot(values[order], accuracy[order], color="tab:blue", linewidth=1.2, label="Pareto front")
-        if not narrow:
-            for i in front:  # numbers, not names: names overlap; the candidates table has the same numbers
-                label = names[i] if len(names) == 1 else str(i + 1)
-                axis.annotate(label, (values[i], accuracy[i]), fontsize=font, xytext=(3, 3), textcoords="offset points")
-        if chosen is not None:
-            point = (points[chosen][metric], points[chosen]["accuracy"])
-            axis.scatter([point[0]], [point[1]], s=170, facecolors="none", edgecolors="tab:green", linewidths=2, label="chosen")
-            if narrow:
-                axis.annotate("chosen", point, fontsize=font, color="tab:green", xytext=(0, 9), textcoords="offset points",
-                              ha="center", annotation_clip=False)
-        for name, marker, colour, label in (("baseline", "s", "tab:red", "unconstrained baseline"),
-                                            ("champion", "*", "tab:orange", "current champion")):
-            if name in references:
-                axis.scatter([references[name][metric]], [references[name]["accuracy"]], marker=marker, s=90,
-                             color=colour, label=label)
-        threshold = _threshold(policy, metric)
-        if threshold is not None:
-            axis.axvline(threshold, color="grey", linestyle="--", linewidth=1, label="policy limit")
-            if narrow:
-                axis.annotate(f"limit {threshold:g}", (threshold, 1), xycoords=("data", "axes fraction"), fontsize=font,
-                              color="dimgrey", xytext=(3, -11), textcoords="offset points")
-        fairer = "higher" if FRONTIER_METRICS[metric] else "lower"
-        axis.set_xlabel(f"{METRIC_LABELS.get(metric, metric)} ({fairer} is fairer)", fontsize=font + 1)
-        axis.set_ylabel("accuracy (test)", fontsize=font + 1)
-        axis.tick_params(labelsize=font)
-        axis.margins(x=0.08, y=0.15)  # room for the labels of points at the edges
-        axis.grid(alpha=0.3)
+        _draw_panel(axis, metric, names, points, accuracy, aware, kind_of, choosable, chosen, references, policy,
+                    font, narrow)
     if narrow:
         handles, labels = axes[0][0].get_legend_handles_labels()
         legend_inches = 0.15 + 0.2 * -(-len(labels) // 2)  # two columns; one kind of candidate per entry
@@ -123,6 +88,60 @@ def frontier_png(
     figure.savefig(buffer, format="png", dpi=dpi)
     plt.close(figure)
     return buffer.getvalue()
+
+
+def choosable_front(values: np.ndarray, accuracy: np.ndarray, choosable: np.ndarray, higher_is_fairer: bool) -> np.ndarray:
+    """Indices of the accuracy-fairness Pareto front among the ``choosable`` candidates only (a
+    candidate the policy forbids can dominate others, yet nobody can choose it)."""
+    eligible = np.flatnonzero(choosable)
+    return eligible[pareto_mask(accuracy[eligible], values[eligible], higher_is_fairer)]
+
+
+def _draw_panel(axis, metric: str, names: list[str], points: dict[str, dict[str, float]], accuracy, aware, kind_of,
+                choosable, chosen: str | None, references: dict[str, dict[str, float]], policy: Policy, font: int,
+                narrow: bool) -> None:
+    """One metric's panel: candidates by kind, the Pareto front of the choosable ones, the chosen point,
+    baseline and champion, the policy's limit."""
+    values = np.array([points[n][metric] for n in names])
+    usable = ~np.isnan(values)
+    for kind in dict.fromkeys(kind_of):  # one marker per candidate kind, in order of appearance
+        marker = KIND_MARKERS.get(kind, "o")
+        blind, needs = usable & ~aware & (kind_of == kind), usable & aware & (kind_of == kind)
+        if blind.any():
+            axis.scatter(values[blind], accuracy[blind], color="tab:blue", marker=marker, alpha=0.7, label=kind)
+        if needs.any():
+            axis.scatter(values[needs], accuracy[needs], facecolors="none", edgecolors="tab:purple", marker=marker,
+                         alpha=0.8, label=f"{kind}, needs sensitive")
+    front = choosable_front(values, accuracy, usable & choosable, FRONTIER_METRICS[metric])
+    order = front[np.argsort(values[front])]
+    axis.plot(values[order], accuracy[order], color="tab:blue", linewidth=1.2, label="Pareto front")
+    if not narrow:
+        for i in front:  # numbers, not names: names overlap; the candidates table has the same numbers
+            label = names[i] if len(names) == 1 else str(i + 1)
+            axis.annotate(label, (values[i], accuracy[i]), fontsize=font, xytext=(3, 3), textcoords="offset points")
+    if chosen is not None:
+        point = (points[chosen][metric], points[chosen]["accuracy"])
+        axis.scatter([point[0]], [point[1]], s=170, facecolors="none", edgecolors="tab:green", linewidths=2, label="chosen")
+        if narrow:
+            axis.annotate("chosen", point, fontsize=font, color="tab:green", xytext=(0, 9), textcoords="offset points",
+                          ha="center", annotation_clip=False)
+    for name, marker, colour, label in (("baseline", "s", "tab:red", "unconstrained baseline"),
+                                        ("champion", "*", "tab:orange", "current champion")):
+        if name in references:
+            axis.scatter([references[name][metric]], [references[name]["accuracy"]], marker=marker, s=90,
+                         color=colour, label=label)
+    threshold = _threshold(policy, metric)
+    if threshold is not None:
+        axis.axvline(threshold, color="grey", linestyle="--", linewidth=1, label="policy limit")
+        if narrow:
+            axis.annotate(f"limit {threshold:g}", (threshold, 1), xycoords=("data", "axes fraction"), fontsize=font,
+                          color="dimgrey", xytext=(3, -11), textcoords="offset points")
+    fairer = "higher" if FRONTIER_METRICS[metric] else "lower"
+    axis.set_xlabel(f"{METRIC_LABELS.get(metric, metric)} ({fairer} is fairer)", fontsize=font + 1)
+    axis.set_ylabel("accuracy (test)", fontsize=font + 1)
+    axis.tick_params(labelsize=font)
+    axis.margins(x=0.08, y=0.15)  # room for the labels of points at the edges
+    axis.grid(alpha=0.3)
 
 
 def image_markdown(png: bytes, alt: str = "accuracy-fairness frontier") -> str:

@@ -73,6 +73,32 @@ def print_candidates(console: Console, p: ReviewPacket) -> None:
         console.print(Padding(f"{kind}; reads {needs}\n{figures}\nvalidation gates: {gates}", (0, 0, 0, 2)))
 
 
+def print_changes_and_costs(console: Console, p: ReviewPacket) -> None:
+    """Per group, the rates that change (with intervals); then what the candidate costs."""
+    changes = Table(title=f"What changes for whom (test rows; {p.confidence:.0%} bootstrap intervals, stratified by group)", title_justify="left")
+    for column in ("group", "rows", "rate", "baseline", "candidate"):
+        changes.add_column(column, overflow="fold")
+    for g in p.group_changes():
+        for i, r in enumerate(g.rates):
+            changes.add_row(escape(g.group) if i == 0 else "", f"{g.rows:,}" + ("" if g.counted else " (not counted)") if i == 0 else "",
+                            r.label, f"{_number(r.baseline)} {_interval(r.baseline_interval)}",
+                            f"{_number(r.candidate)} {_interval(r.candidate_interval)}")
+        changes.add_section()
+    console.print(changes)
+    for e in p.excluded_groups():
+        console.print(f"left out of the group metrics: {escape(str(e.group))} ({e.rows} rows, {e.positives} positive, "
+                      f"{e.negatives} negative): {escape(str(e.reason))}", soft_wrap=True)
+
+    costs = Table(title="What it costs", title_justify="left")
+    for column in ("metric", "reference", "candidate", "drop [interval]"):
+        costs.add_column(column)
+    for c in p.costs():
+        for r in c["references"] or [{"name": "", "value": None, "drop_interval": None}]:
+            drop = "" if r["value"] is None else f"{r['value'] - c['candidate']:+.4f} {_interval(r['drop_interval'], 4)}"
+            costs.add_row(c["metric"], f"{r['name']} {_number(r['value'], 4)}", _number(c["candidate"], 4), drop)
+    console.print(costs)
+
+
 def print_packet(console: Console, packet: ReviewPacket, state: str) -> None:
     p = packet
     console.rule(f"Review: {escape(p.dataset)}, sensitive feature {escape(p.sensitive)}  (run {p.run_id}, {escape(state)})")
@@ -110,28 +136,7 @@ def print_packet(console: Console, packet: ReviewPacket, state: str) -> None:
         for line in alternatives:
             console.print(Padding(f"instead {escape(line)}", (0, 0, 0, 2)))
 
-    changes = Table(title=f"What changes for whom (test rows; {p.confidence:.0%} bootstrap intervals, stratified by group)", title_justify="left")
-    for column in ("group", "rows", "rate", "baseline", "candidate"):
-        changes.add_column(column, overflow="fold")
-    for g in p.group_changes():
-        for i, r in enumerate(g.rates):
-            changes.add_row(escape(g.group) if i == 0 else "", f"{g.rows:,}" + ("" if g.counted else " (not counted)") if i == 0 else "",
-                            r.label, f"{_number(r.baseline)} {_interval(r.baseline_interval)}",
-                            f"{_number(r.candidate)} {_interval(r.candidate_interval)}")
-        changes.add_section()
-    console.print(changes)
-    for e in p.excluded_groups():
-        console.print(f"left out of the group metrics: {escape(str(e.group))} ({e.rows} rows, {e.positives} positive, "
-                      f"{e.negatives} negative): {escape(str(e.reason))}", soft_wrap=True)
-
-    costs = Table(title="What it costs", title_justify="left")
-    for column in ("metric", "reference", "candidate", "drop [interval]"):
-        costs.add_column(column)
-    for c in p.costs():
-        for r in c["references"] or [{"name": "", "value": None, "drop_interval": None}]:
-            drop = "" if r["value"] is None else f"{r['value'] - c['candidate']:+.4f} {_interval(r['drop_interval'], 4)}"
-            costs.add_row(c["metric"], f"{r['name']} {_number(r['value'], 4)}", _number(c["candidate"], 4), drop)
-    console.print(costs)
+    print_changes_and_costs(console, p)
 
     gates = Table(title=f"Gates (policy {escape(p.gates.policy)}): {'PASS' if p.gates.passed else 'BLOCKED'}"
                         + (f"; evaluated on {escape(p.evaluation_mode)}" if p.evaluation_mode else ""), title_justify="left")
