@@ -717,6 +717,56 @@ def default_gx_root() -> Path:
     return get_settings().project_dir / "gx"
 
 
+def _resolve_reference(spec: DatasetSpec, split: Split, project: GxProject, reference: ReferenceProfile | None,
+                       source: str | None) -> tuple[ReferenceProfile, list[Finding]]:
+    """The category sets and ranges to audit against: given, else the committed suite (completed from
+    the data for columns it lacks), else learned from the data itself; with info findings saying which."""
+    findings: list[Finding] = []
+    if reference is None:
+        stored = project.stored_suite(spec.name)
+        reference = reference_from_suite(stored) if stored is not None else None
+        if reference is not None:
+            # Columns the spec gained since the suite was learned get their sets from the audited data.
+            learned = learn_reference(spec, split, "audited data")
+            gained = sorted((set(learned.categories) - set(reference.categories)) | (set(learned.ranges) - set(reference.ranges)))
+            if gained:
+                findings.append(Finding(severity="info", check="reference", message=(
+                    f"the reference suite {project.suite_path(spec.name)} has no category set or range for {gained}: "
+                    "learned from the audited data (run `fairloop audit --dataset SPEC --update-reference`)")))
+                reference = reference.model_copy(update={
+                    "categories": {**learned.categories, **reference.categories},
+                    "ranges": {**learned.ranges, **reference.ranges},
+                })
+    if reference is None:
+        reference = learn_reference(spec, split, source or "audited data")
+        findings.append(Finding(severity="info", check="reference", message=(
+            f"no reference suite at {project.suite_path(spec.name)}: category sets and ranges were learned from the "
+            "audited data itself, so nothing can be unseen (run `fairloop audit --dataset SPEC` to store one)")))
+    return reference, findings
+
+
+def _proxies_and_leaks(spec: DatasetSpec, split: Split):
+    """Features that reveal a sensitive attribute (proxies) or the label (leaks), with their findings."""
+    proxies: list[ProxyScore] = []
+    findings: list[Finding] = []
+    sample_rows = 0
+    for s in spec.sensitive:
+        scores, sample_rows = proxy_scores(spec, split, s.name, spec.split.seed)
+        proxies += scores
+        finding = _proxy_finding(s.name, scores, spec, sample_rows, len(split))
+        if finding is not None:
+            findings.append(finding)
+    leaks, leak_rows = leak_scores(split.X, split.y, spec.features.numeric, spec.features.categorical,
+                                   threshold=spec.audit.label_leak_auc, sample_rows=spec.audit.proxy_sample_rows,
+                                   seed=spec.split.seed)
+    leak = leak_message(leaks, f"'{spec.label.column}' (positive: {spec.label.describe(True)})", spec.audit.label_leak_auc,
+                        leak_rows, len(split))
+    if leak is not None:
+        findings.append(Finding(severity="block", check="label-leak", column=leaks[0].feature, value=f"{leaks[0].auc:.3f}",
+                                message=leak))
+    return proxies, sample_rows, leaks, leak_rows, findings
+
+
 def run_audit(
     spec: DatasetSpec,
     split: Split,
@@ -739,27 +789,7 @@ def run_audit(
     sensitive = sensitive or spec.primary_sensitive
     spec.grouping(sensitive)
     project = GxProject(gx_root or default_gx_root())
-    findings: list[Finding] = []
-    if reference is None:
-        stored = project.stored_suite(spec.name)
-        reference = reference_from_suite(stored) if stored is not None else None
-        if reference is not None:
-            # Columns the spec gained since the suite was learned get their sets from the audited data.
-            learned = learn_reference(spec, split, "audited data")
-            gained = sorted((set(learned.categories) - set(reference.categories)) | (set(learned.ranges) - set(reference.ranges)))
-            if gained:
-                findings.append(Finding(severity="info", check="reference", message=(
-                    f"the reference suite {project.suite_path(spec.name)} has no category set or range for {gained}: "
-                    "learned from the audited data (run `fairloop audit --dataset SPEC --update-reference`)")))
-                reference = reference.model_copy(update={
-                    "categories": {**learned.categories, **reference.categories},
-                    "ranges": {**learned.ranges, **reference.ranges},
-                })
-    if reference is None:
-        reference = learn_reference(spec, split, source or "audited data")
-        findings.append(Finding(severity="info", check="reference", message=(
-            f"no reference suite at {project.suite_path(spec.name)}: category sets and ranges were learned from the "
-            "audited data itself, so nothing can be unseen (run `fairloop audit --dataset SPEC` to store one)")))
+    reference, findings = _resolve_reference(spec, split, project, reference, source)
     frame = gx_frame(spec, split)
     expectations, schema_findings, docs = validate_schema(spec, frame, reference, project if write_gx else None)
     findings += schema_findings
@@ -787,22 +817,8 @@ def run_audit(
         same_cells = intersection is not None and set(intersection_parts(breakdown.name)) == every_feature
         findings += _intersection_findings(breakdown, spec, small_cells_reported=same_cells)
 
-    proxies: list[ProxyScore] = []
-    sample_rows = 0
-    for s in spec.sensitive:
-        scores, sample_rows = proxy_scores(spec, split, s.name, spec.split.seed)
-        proxies += scores
-        finding = _proxy_finding(s.name, scores, spec, sample_rows, len(split))
-        if finding is not None:
-            findings.append(finding)
-    leaks, leak_rows = leak_scores(split.X, split.y, spec.features.numeric, spec.features.categorical,
-                                   threshold=spec.audit.label_leak_auc, sample_rows=spec.audit.proxy_sample_rows,
-                                   seed=spec.split.seed)
-    leak = leak_message(leaks, f"'{spec.label.column}' (positive: {spec.label.describe(True)})", spec.audit.label_leak_auc,
-                        leak_rows, len(split))
-    if leak is not None:
-        findings.append(Finding(severity="block", check="label-leak", column=leaks[0].feature, value=f"{leaks[0].auc:.3f}",
-                                message=leak))
+    proxies, sample_rows, leaks, leak_rows, leak_findings = _proxies_and_leaks(spec, split)
+    findings += leak_findings
 
     order = {"block": 0, "warn": 1, "info": 2}
     findings.sort(key=lambda f: order[f.severity])  # stable: checks keep their order within a severity

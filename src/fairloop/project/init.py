@@ -386,6 +386,48 @@ def _without_leaks(features: list[ColumnProfile], rows: pd.DataFrame, y: pd.Seri
         "leak the audit would block")}) if p.name in leaks else p for p in features]
 
 
+def _format_lines(fmt, evidence: dict[str, str], tokens: dict[str, dict[str, int]], protected: set[str]) -> list[str]:
+    """The spec's ``format:`` entries with their evidence; a missing-value token found in a group or
+    label column (``protected``) is flagged for checking."""
+    lines = [
+        f"  separator: {_yaml(fmt.separator)}  # {evidence['separator']}",
+        f"  header: {str(fmt.header).lower()}  # {evidence['header']}",
+    ]
+    if fmt.skip_initial_space:
+        lines.append(f"  skip_initial_space: true  # {evidence['skip_initial_space']}")
+    if fmt.quote_char != '"':
+        lines.append(f"  quote_char: {_yaml(fmt.quote_char)}  # {evidence['quote_char']}")
+    lines.append(f"  encoding: {fmt.encoding}  # {evidence['encoding']}")
+    if tokens:
+        where = "; ".join(f"{t!r} in {', '.join(f'{c} ({n:,})' for c, n in list(cols.items())[:4])}" for t, cols in tokens.items())
+        lines.append(f"  na_values: {_yaml(list(tokens))}  # read as 'no value': {where}")
+        clash = sorted({c for cols in tokens.values() for c in cols} & protected)
+        if clash:
+            lines.append(f"  # CHECK: {clash} hold(s) one of these texts: if it is a group or a label value there, not a missing")
+            lines.append("  # value, remove it from na_values")
+    else:
+        lines.append("  na_values: []  # only empty fields are missing; no '?', 'NA', 'null' ... found")
+    if not fmt.header:
+        lines.append(f"  columns: {_yaml(fmt.columns)}")
+    return lines
+
+
+def _write_loadable(text: str, output_path: Path) -> int:
+    """Write the drafted spec only if the whole data file reads with it (atomically); its row count."""
+    try:  # what init writes always loads: validated and read as it will be, before anything is written
+        spec = DatasetSpec.model_validate(yaml.safe_load(text))
+        loaded = read_dataset(spec, output_path)
+    except (BadInputError, ValidationError) as exc:
+        raise BadInputError(f"not written: the whole file does not read with the draft: {exc}",
+                            source=str(output_path)) from None
+    check_unique_name(output_path, spec)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=output_path.parent, suffix=".tmp", delete=False, encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(handle.name, output_path)
+    return len(loaded.all_rows())
+
+
 def draft_spec(
     data_file: str | Path, *, label: str | None = None, positive: list[str] | None = None,
     sensitive: list[str] | None = None, name: str | None = None, output: str | Path | None = None,
@@ -422,25 +464,8 @@ def draft_spec(
         f"description: {_yaml(f'{data_path.name}: predict {_predicted(rule)}.')}",
         'provenance: ""  # where the data comes from, and its licence',
         "format:",
-        f"  separator: {_yaml(fmt.separator)}  # {evidence['separator']}",
-        f"  header: {str(fmt.header).lower()}  # {evidence['header']}",
     ]
-    if fmt.skip_initial_space:
-        lines.append(f"  skip_initial_space: true  # {evidence['skip_initial_space']}")
-    if fmt.quote_char != '"':
-        lines.append(f"  quote_char: {_yaml(fmt.quote_char)}  # {evidence['quote_char']}")
-    lines.append(f"  encoding: {fmt.encoding}  # {evidence['encoding']}")
-    if tokens:
-        where = "; ".join(f"{t!r} in {', '.join(f'{c} ({n:,})' for c, n in list(cols.items())[:4])}" for t, cols in tokens.items())
-        lines.append(f"  na_values: {_yaml(list(tokens))}  # read as 'no value': {where}")
-        clash = sorted({c for cols in tokens.values() for c in cols} & (sensitive_columns | {label}))
-        if clash:
-            lines.append(f"  # CHECK: {clash} hold(s) one of these texts: if it is a group or a label value there, not a missing")
-            lines.append("  # value, remove it from na_values")
-    else:
-        lines.append("  na_values: []  # only empty fields are missing; no '?', 'NA', 'null' ... found")
-    if not fmt.header:
-        lines.append(f"  columns: {_yaml(fmt.columns)}")
+    lines += _format_lines(fmt, evidence, tokens, sensitive_columns | {label})
     relative = os.path.relpath(data_path.resolve(), output_path.resolve().parent)
     if relative.startswith(os.path.join("..", "..")):  # far away: an absolute path reads better
         relative = str(data_path.resolve())
@@ -480,18 +505,7 @@ def draft_spec(
     lines += ["split:", "  test_size: 0.3", "  validation_size: 0.2", "  seed: 0"]
     text = "\n".join(lines) + "\n"
 
-    try:  # what init writes always loads: validated and read as it will be, before anything is written
-        spec = DatasetSpec.model_validate(yaml.safe_load(text))
-        loaded = read_dataset(spec, output_path)
-    except (BadInputError, ValidationError) as exc:
-        raise BadInputError(f"not written: the whole file does not read with the draft: {exc}",
-                            source=str(output_path)) from None
-    check_unique_name(output_path, spec)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=output_path.parent, suffix=".tmp", delete=False, encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(handle.name, output_path)
-    return Draft(name=name, path=output_path, rows=len(loaded.all_rows()), text=text)
+    return Draft(name=name, path=output_path, rows=_write_loadable(text, output_path), text=text)
 
 
 class GroupLine(BaseModel):
