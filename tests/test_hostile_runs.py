@@ -14,13 +14,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from conftest import PROJECT, isolated_env, write_policy
 from fairloop.serving.flow_process import read_flow_process
 from synthetic import write_dataset
 from test_hostile_inputs import snapshot
-from test_review_restart import audit, fairloop, flat, run_state, start_suspended_run, wait_for
+from test_review_restart import api, audit, fairloop, flat, run_state, start_suspended_run, wait_for
 
 STARTED = re.compile(r"/runs/flow-run/([0-9a-f-]{36})")
 
@@ -47,7 +48,8 @@ def killed_while_running(world) -> tuple[str, int]:
                        "--policy", str(world["policy"]), "--no-wait")
     run_id = STARTED.search(started.stdout).group(1)
     runs = world["base"] / "state" / "runs" / run_id
-    wait_for(lambda: read_flow_process(runs) is not None, "the run's flow process to start", timeout=300)
+    # once the run has read its spec (its process record names the dataset), before it awaits review
+    wait_for(lambda: getattr(read_flow_process(runs), "dataset", None) is not None, "the run to read its spec", timeout=300)
     pid = read_flow_process(runs).pid
     worker = int((world["base"] / "state" / "prefect-worker.pid").read_text().split()[0])
     os.killpg(worker, signal.SIGKILL)
@@ -97,7 +99,9 @@ def test_a_run_whose_flow_process_died_is_ended_by_models_show_and_serve(world):
     second, _ = killed_while_running(world)
     shown = fairloop(world, "show", second)
     text = flat(shown)
-    assert shown.returncode == 0 and f"run {second} crashed" in text and "Traceback" not in text, text
+    # ended first; then there is nothing to show: it died before its gates
+    assert shown.returncode == 2 and f"run {second} crashed" in text and "has no review report" in text, text
+    assert "Traceback" not in text
     assert run_state(world, second)[0] == "Crashed"
     again = fairloop(world, "models")  # each dead run is ended once, and once only
     assert again.returncode == 0 and "crashed" not in flat(again), flat(again)
@@ -130,12 +134,16 @@ def test_a_promotion_whose_champion_changed_while_it_awaited_review_ends_champio
     world["ended"] = {"Promoted": first, "ChampionChanged": second}
 
 
+def ended(world, run_id: str) -> bool:
+    state = httpx.get(f"{api(world)}/flow_runs/{run_id}", timeout=30).raise_for_status().json()["state"]
+    return state["type"] in ("COMPLETED", "FAILED", "CANCELLED", "CRASHED")
+
+
 def ended_run(world, *args: str) -> str:
     started = fairloop(world, "remediate", "--dataset", str(world["spec"]), "--constraint", "constraints/threshold-dp.yaml",
                        "--no-wait", *args)
     run_id = STARTED.search(started.stdout).group(1)
-    wait_for(lambda: run_state(world, run_id)[0] not in ("Scheduled", "Pending", "Running", "Suspended"),
-             f"run {run_id} to end")
+    wait_for(lambda: ended(world, run_id), f"run {run_id} to end")
     return run_id
 
 

@@ -1,6 +1,7 @@
 """The reviewer's path as a reviewer uses it: a real ``prefect server start`` that requires
-credentials (the UI is not served by prefect_test_harness), the remediation flow paused for
-review, and the UI's login and Resume dialog driven in headless Chromium with Playwright.
+credentials (the UI is not served by prefect_test_harness), a remediation run executed by a real
+worker of the work pool and suspended for review (no process waits), and the UI's login and Resume
+dialog driven in headless Chromium with Playwright.
 
 Needs Debian's ``chromium`` and the ``playwright`` package (``make test`` installs both); the
 tests fail, never skip, when either is missing.
@@ -21,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import BackgroundRun, drain_prefect_workers, free_port, write_policy
+from conftest import drain_prefect_workers, free_port, write_policy
 from fairloop.review import credentials
 from fairloop.serving.outcomes import Outcome
 from fairloop.registry.store import Registry
@@ -286,8 +287,8 @@ def approve_in_the_ui(page, run_url: str, reviewer: str, comment: str, token: st
     fill_the_form(page, dialog, "approve", reviewer, comment, "not-" + token)
     dialog.get_by_role("button", name="Submit").click()
     expect(dialog).to_be_hidden(timeout=UI_TIMEOUT_MS)
-    deadline = time.monotonic() + 60
-    while pause_key() in (first_pause, None) and time.monotonic() < deadline:  # refused, then paused anew
+    deadline = time.monotonic() + 300  # a worker resumes the run in a new process, which suspends it anew
+    while pause_key() in (first_pause, None) and time.monotonic() < deadline:  # refused, then suspended anew
         time.sleep(0.5)
     dialog = open_the_dialog(page, run_url)
     assert_on_the_first_screen(dialog, "refusal", re.compile(r"^Your review was refused: the token does not match"))
@@ -375,25 +376,36 @@ def log_in_to_the_ui(page, ui_url: str, run_url: str) -> None:
 
 
 def test_only_a_reviewer_with_credentials_can_approve_and_does_so_in_the_ui(
-    locked_server, remediation_flow, registry_dir, lenient_policy, tmp_path
+    locked_server, registry_dir, lenient_policy, tmp_path, monkeypatch
 ):
-    """On a server that requires credentials, clients without them can neither resume the paused
+    """On a server that requires credentials, clients without them can neither resume the suspended
     run nor read runs or artifacts; a reviewer logs in to the Prefect UI, reads the report in the
-    Resume dialog, approves there, and the model is promoted."""
+    Resume dialog, approves there, and the worker resumes the run, which promotes the model."""
     from prefect.flow_runs import resume_flow_run
     from prefect.settings import PREFECT_API_AUTH_STRING, temporary_settings
 
     from fairloop.config import Settings
     from fairloop.errors import ServerError
+    from fairloop.flows.request import RemediationRequest
+    from fairloop.serving.runs import wait_for_flow_run
     from fairloop.serving.server import ensure_server
+    from fairloop.serving.worker import ensure_deployment, ensure_worker, start_remediation, stop_worker
+
+    monkeypatch.setenv("FAIRLOOP_STATE_DIR", str(tmp_path / "state"))
 
     registry = Registry(Settings().registry_path, Settings().remote_path)  # as `fairloop reviewers add` does
     book, token = credentials.issue(credentials.read_book(registry.root), "dana")
     registry.commit_file(credentials.REVIEWERS_FILE, book.model_dump_json(), "Reviewer credential for dana")
     approve = {"approve": True, "reviewer": "erin", "comment": "approved with credentials"}
-    with locked_server.client_settings(AUTH_STRING):  # the flow runs as a client with credentials
-        run = BackgroundRun(remediation_flow, **params(lenient_policy))
-        paused = run.wait_paused()
+    with locked_server.client_settings(AUTH_STRING), contextlib.ExitStack() as cleanup:
+        # the worker (and the flow processes it starts) talk to the server with this process's credentials
+        ensure_deployment(Settings())
+        assert ensure_worker(Settings(), locked_server.api_url)
+        cleanup.callback(stop_worker, Settings())
+        started = start_remediation(Settings(), RemediationRequest(**params(lenient_policy)))
+        paused = wait_for_flow_run(started.id, lambda r: bool(r.state and (r.state.is_paused() or r.state.is_final())),
+                                   600)
+        assert paused.state.name == "Suspended", paused.state
         assert "Gates" in read_report_artifacts(paused.id)["remediation-report"]
         assert ensure_server(Settings()) == (locked_server.api_url, False)
 
@@ -436,7 +448,7 @@ def test_only_a_reviewer_with_credentials_can_approve_and_does_so_in_the_ui(
             log_in_to_the_ui(page, locked_server.ui_url, run_url)
             approve_in_the_ui(page, run_url, "dana", "Approved in the UI: DPD within policy", token,
                               ["DPD ≤ 0.5", "accuracy drop vs baseline ≤ 0.2"], tmp_path, pause_key)
-        state = run.finish()
+        state = wait_for_flow_run(paused.id, lambda r: bool(r.state and r.state.is_final()), 600).state
         assert read_flow_run(paused.id).state.name == Outcome.PROMOTED.value  # what the UI now shows
     assert state.name == Outcome.PROMOTED.value, state.message
     entry = Registry(registry_dir).champion("adult")

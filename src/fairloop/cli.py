@@ -372,8 +372,9 @@ def _abandoned(settings: Settings, run_id: str, process, state, who: dict, decid
               + "".join(f"; registry: {note}" for note in recovered))
     crash_run(run_id, reason)
     packet = load_packet(settings.state_dir / "runs" / run_id)
-    if packet is not None:
-        registry.record_decision({"dataset": packet.dataset, "run_id": run_id, "action": "flow_process_died", **who,
+    dataset = packet.dataset if packet is not None else process.dataset  # None: it died before reading its spec
+    if dataset is not None:
+        registry.record_decision({"dataset": dataset, "run_id": run_id, "action": "flow_process_died", **who,
                                   "decision_delivered": decided, "reason": reason})
     forget_flow_process(settings.state_dir / "runs" / run_id)
     err.print(f"[red]run {run_id} crashed[/red]: {escape(reason)}. Start a new run to remediate again.", soft_wrap=True)

@@ -41,6 +41,7 @@ from fairloop.review import credentials
 from fairloop.review.frontier import candidates_table, dialog_frontier, frontier_report
 from fairloop.review.packet import Link, ReviewPacket, render_report, save_packet
 from fairloop.serving import reruns
+from fairloop.serving.flow_process import record_flow_process
 from fairloop.serving.runs import ProgressReporter, artifact_url, flow_run_url
 from fairloop.templating import md_cells
 
@@ -152,6 +153,7 @@ def prepare(scope: RunScope, start: reruns.RerunStart | None) -> Prepared:
     inputs = pipeline.load_inputs(params, scope.request.trust_base_model)
     splits = pipeline.prepare(inputs)
     mode = pipeline.decide_mode(inputs, splits)
+    record_flow_process(scope.run_dir, inputs.loaded.spec.name)  # a death from here on is logged for the dataset
     scope.logger.info("Evaluation mode %s: %s", mode.mode, mode.reason)
     if start and start.drifted:
         scope.logger.info("Drifted rows of %d window(s): %d train, %d held out (%d labelled) to judge the rerun on",

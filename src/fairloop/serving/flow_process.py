@@ -26,10 +26,11 @@ class FlowProcess(BaseModel):
     pid: int
     host: str
     created: float  # the process's start time: a recycled pid has another
+    dataset: str | None = None  # once the run has read its spec: the decision log's line for a death names it
 
     @classmethod
-    def current(cls) -> FlowProcess:
-        return cls(pid=os.getpid(), host=socket.gethostname(), created=psutil.Process().create_time())
+    def current(cls, dataset: str | None = None) -> FlowProcess:
+        return cls(pid=os.getpid(), host=socket.gethostname(), created=psutil.Process().create_time(), dataset=dataset)
 
     def alive(self) -> bool | None:
         """True/False on the host that ran it; None elsewhere (cannot tell)."""
@@ -44,9 +45,9 @@ class FlowProcess(BaseModel):
             return False
 
 
-def record_flow_process(run_dir: Path) -> None:
+def record_flow_process(run_dir: Path, dataset: str | None = None) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / PROCESS_FILE).write_text(FlowProcess.current().model_dump_json())
+    (run_dir / PROCESS_FILE).write_text(FlowProcess.current(dataset).model_dump_json())
 
 
 def read_flow_process(run_dir: Path) -> FlowProcess | None:

@@ -25,6 +25,7 @@ from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments.runner import EntrypointType
 from prefect.exceptions import ObjectAlreadyExists
+from prefect.settings import get_current_settings
 
 from fairloop.config import Settings
 from fairloop.flows import remediation
@@ -86,6 +87,9 @@ def ensure_worker(settings: Settings, api_url: str) -> bool:
         return False
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PREFECT_API_URL": api_url}
+    secret = get_current_settings().api.auth_string  # the credentials this command uses, from any source
+    if secret is not None and secret.get_secret_value():
+        env["PREFECT_API_AUTH_STRING"] = secret.get_secret_value()
     env.setdefault("PREFECT_WORKER_QUERY_SECONDS", WORKER_QUERY_SECONDS)
     with worker_log_path(settings).open("ab") as log:
         process = subprocess.Popen(
