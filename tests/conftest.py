@@ -15,14 +15,55 @@ import pytest
 PROJECT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+# Every process a test starts inherits this (isolated_env keeps it): at the end of the session none
+# may be left (servers, workers, flow processes), see pytest_sessionfinish.
+SESSION_MARK = "PYTEST_FAIRLOOP_SESSION"
+os.environ[SESSION_MARK] = uuid.uuid4().hex
+# Seconds a Prefect server started by a test may take to answer: generous, for a machine whose
+# every core is busy (a start-up took over a minute at load 15-40).
+SERVER_STARTUP_SECONDS = int(os.environ.get("FAIRLOOP_TEST_SERVER_TIMEOUT", "300"))
 
 
 @pytest.fixture(scope="session")
 def prefect_server():
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=60):
+    with prefect_test_harness(server_startup_timeout=SERVER_STARTUP_SECONDS):
         yield
+
+
+def leftover_processes() -> list:
+    """Processes this session's tests started that still run (this process excepted)."""
+    import psutil
+
+    mine, found = os.environ[SESSION_MARK], []
+    for process in psutil.process_iter():
+        try:
+            if process.pid != os.getpid() and process.environ().get(SESSION_MARK) == mine:
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind():
+    """No test may leave a process behind (servers, workers, flow processes): torn down after every
+    other session fixture, this names each one found, kills it and fails the session."""
+    import psutil
+
+    yield
+    left = leftover_processes()
+    names = []
+    for process in left:
+        try:
+            names.append(f"{process.pid} {' '.join(process.cmdline())[:160]}")
+            process.kill()
+        except psutil.Error:
+            continue
+    psutil.wait_procs(left, timeout=30)
+    if names:
+        pytest.fail("processes left behind by the tests (killed):\n  " + "\n  ".join(names), pytrace=False)
 
 
 @pytest.fixture

@@ -22,14 +22,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import drain_prefect_workers, free_port, write_policy
+from conftest import SERVER_STARTUP_SECONDS, drain_prefect_workers, free_port, write_policy
 from fairloop.review import credentials
 from fairloop.serving.outcomes import Outcome
 from fairloop.registry.store import Registry
 from fairloop.serving.runs import read_flow_run, submit_review
 
 AUTH_STRING = "reviewers:Corr3ct-Horse"
-SERVER_STARTUP_SECONDS = 120
 UI_TIMEOUT_MS = 60_000
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]

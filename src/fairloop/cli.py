@@ -19,6 +19,7 @@ from rich.table import Table
 from fairloop.config import Settings, get_settings
 from fairloop.errors import BadInputError, FairloopError
 from fairloop.flows.request import RemediationRequest
+from fairloop.flows.review import SUSPENDED
 from fairloop.serving.outcomes import ExitCode, Outcome
 from fairloop.serving.worker import (
     ensure_deployment,
@@ -317,7 +318,7 @@ def _review(run_id: str, reviewer: str, comment: str, approve: bool, wait_second
         raise BadInputError("a rejection needs a comment saying why (it is audited)", field="--comment")
     settings = get_settings()
     process = read_flow_process(settings.state_dir / "runs" / run_id)  # None while suspended: it holds none
-    with prefect_server(settings, worker=True):  # a suspended run resumes on a worker of the pool
+    with prefect_server(settings) as api_url:
         reconcile_expired_reviews(settings.state_dir, Registry(settings.registry_path, settings.remote_path))
         # whether the process is gone is read first: once it is, the state read next is the run's last
         gone = process is not None and process.alive() is False
@@ -327,6 +328,9 @@ def _review(run_id: str, reviewer: str, comment: str, approve: bool, wait_second
                                 f"({state.message or 'no message'}); nothing was changed", field="RUN_ID")
         if gone:
             return _abandoned(settings, run_id, process, state, {"reviewer": reviewer}, decided=False)
+        if state is not None and state.name == SUSPENDED and ensure_worker(settings, api_url):
+            err.print(f"Started a worker of work pool '{settings.work_pool}' to resume the run "
+                      f"(log: {worker_log_path(settings)})")
         submit_review(run_id, {"approve": approve, "reviewer": reviewer, "comment": comment, "token": token,
                                "accept_inconclusive_risk": accept_inconclusive_risk})
         console.print(f"Sent the {'approval' if approve else 'rejection'} of {run_id} as {escape(reviewer)}; waiting for the run...")

@@ -19,6 +19,8 @@ class Settings(BaseSettings):
     registry_remote: Path | None = None
     server_host: str = "127.0.0.1"
     server_port: int = 4200
+    # How long `prefect server start` may take to answer (a busy machine takes minutes).
+    server_startup_seconds: int = 300
     # The Prefect work pool whose workers run remediation runs (fairloop.serving.worker).
     work_pool: str = "fairloop"
     # Run files, monitor history and the local server's log; tests and second deployments give

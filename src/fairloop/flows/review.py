@@ -35,6 +35,7 @@ from fairloop.serving.flow_process import forget_flow_process, record_flow_proce
 from fairloop.serving.outcomes import refusal_reason
 
 REVIEW_KEY = "review-{attempt}"
+SUSPENDED = "Suspended"  # the state name of a run awaiting review from a deployment (Prefect's)
 
 
 class Verdict(BaseModel):

@@ -15,7 +15,6 @@ import httpx
 from fairloop.config import Settings
 from fairloop.errors import ServerError
 
-STARTUP_TIMEOUT_SECONDS = 90
 STOP_TIMEOUT_SECONDS = 30
 PID_FILE = "prefect-server.pid"
 
@@ -126,13 +125,13 @@ def ensure_server(settings: Settings) -> tuple[str, bool]:
             env={**os.environ, **env}, start_new_session=True,  # outlives this command
         )
     (settings.state_dir / PID_FILE).write_text(f"{process.pid}\n")  # for `fairloop server --stop`
-    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    deadline = time.monotonic() + settings.server_startup_seconds
     while time.monotonic() < deadline:
         if healthy(api):
             check_credentials(api)
             return api, True
         time.sleep(1)
-    raise ServerError(f"the Prefect server did not answer at {api} within {STARTUP_TIMEOUT_SECONDS}s; see {log_path}")
+    raise ServerError(f"the Prefect server did not answer at {api} within {settings.server_startup_seconds}s (FAIRLOOP_SERVER_STARTUP_SECONDS); see {log_path}")
 
 
 def _is_prefect_server(pid: int) -> bool:
