@@ -19,15 +19,22 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import PROJECT
+from synthetic import write_dataset, write_wages
 from typer.testing import CliRunner
 
-from conftest import PROJECT
-from fairloop.audit.checks import learn_reference, publish_artifacts, render_markdown, run_audit
+from fairloop.audit.checks import (
+    learn_reference,
+    publish_artifacts,
+    render_markdown,
+    run_audit,
+)
 from fairloop.cli import app
-from fairloop.data.datasets import Split, load_data_file, load_dataset, load_dataset_spec
+from fairloop.data.dataset_spec import load_dataset_spec
+from fairloop.data.datasets import load_data_file, load_dataset
+from fairloop.data.rows import Split
 from fairloop.errors import BadInputError
 from fairloop.serving.outcomes import ExitCode
-from synthetic import write_dataset, write_wages
 
 DATASETS = PROJECT / "datasets"
 COMPAS_FILE = DATASETS / "data" / "compas" / "compas-scores-two-years.csv.gz"

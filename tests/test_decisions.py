@@ -10,15 +10,15 @@ import math
 import numpy as np
 import pytest
 import yaml
-
 from conftest import PROJECT
+from synthetic import write_dataset
+
 from fairloop import pipeline
-from fairloop.remedy import sweep
-from fairloop.remedy.crossfit import ModeDecision
 from fairloop.data.groups import GroupFloors
 from fairloop.gates.intervals import bootstrap_intervals, stratified_resamples
 from fairloop.gates.policy import Policy, apply_gates
-from synthetic import write_dataset
+from fairloop.remedy import sweep
+from fairloop.remedy.crossfit import ModeDecision
 
 # fast candidates: HGB unconstrained, a logistic-regression reduction (group-blind) and
 # ThresholdOptimizer (group-aware)
@@ -147,8 +147,12 @@ def test_threshold_optimizer_is_fitted_on_held_out_scores(tmp_path):
     from fairlearn.postprocessing import ThresholdOptimizer
     from threadpoolctl import threadpool_limits
 
-    from fairloop.remedy.constraints import ConstraintTemplate, _fit_estimator, fit_candidate
     from fairloop.gates.evaluate import evaluate
+    from fairloop.remedy.constraints import (
+        ConstraintTemplate,
+        _fit_estimator,
+        fit_candidate,
+    )
 
     spec = write_dataset(tmp_path, "memorise", {"a": (800, 0.45), "b": (800, 0.2)}, label_noise=0.25, test_size=0.6)
     splits = pipeline.prepare(pipeline.load_inputs(pipeline.RunParams(dataset=str(spec))))
@@ -232,9 +236,10 @@ def test_twenty_five_rows_gate_inconclusive_without_a_crash():
 def dpd_gate(n: int, threshold: float):
     """The DPD gate at ``threshold`` over two groups of n/2 rows with selection rates exactly 0.30
     and 0.22 (DPD 0.08 at every n) and decisions right on 80 % of each group's rows."""
-    from fairloop.data.datasets import Split
-    from fairloop.gates.evaluate import Predictions, score_predictions
     import pandas as pd
+
+    from fairloop.data.rows import Split
+    from fairloop.gates.evaluate import Predictions, score_predictions
 
     half = n // 2
     groups = np.repeat(["a", "b"], half)
@@ -291,12 +296,12 @@ def test_inconclusive_gates_need_an_explicit_acceptance_and_the_crossfit_choice_
     accept the risk is refused and logged; one that does is promoted with the acceptance in the
     audit log, lineage and model card; `fairloop reproduce` retrains the crossfit-selected
     candidate to the same metrics."""
+    from conftest import BackgroundRun, write_policy
     from typer.testing import CliRunner
 
-    from conftest import BackgroundRun, write_policy
     from fairloop.cli import app
-    from fairloop.serving.outcomes import Outcome
     from fairloop.registry.store import Registry
+    from fairloop.serving.outcomes import Outcome
     from fairloop.serving.runs import submit_review
 
     spec = write_dataset(tmp_path, "accept", {"a": (250, 0.35), "b": (250, 0.25)})

@@ -7,18 +7,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import yaml
-
 from conftest import PROJECT, BackgroundRun, write_policy
+from synthetic import write_dataset
+
 from fairloop import pipeline
+from fairloop.data.datasets import load_dataset
+from fairloop.data.splits import make_splits
+from fairloop.errors import BadInputError
+from fairloop.registry.reproduce import reproduce
+from fairloop.registry.store import Registry
 from fairloop.remedy import sweep
 from fairloop.remedy.constraints import fit_candidate, load_constraint_template
-from fairloop.data.datasets import load_dataset, make_splits
-from fairloop.errors import BadInputError
-from fairloop.review.frontier import candidates_markdown, candidates_table, frontier_report
 from fairloop.remedy.recipes import load_recipe
-from fairloop.registry.store import Registry
-from fairloop.registry.reproduce import reproduce
-from synthetic import write_dataset
+from fairloop.review.frontier import (
+    candidates_markdown,
+    candidates_table,
+    frontier_report,
+)
 
 
 def template_file(tmp_path, **fields):

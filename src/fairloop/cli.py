@@ -620,7 +620,8 @@ def audit(
         learn_reference,
         run_audit,
     )
-    from fairloop.data.datasets import load_data_file, load_dataset, load_dataset_spec
+    from fairloop.data.dataset_spec import load_dataset_spec
+    from fairloop.data.datasets import load_data_file, load_dataset
 
     if output is not None and (output.is_dir() or not output.parent.is_dir()):
         raise BadInputError("is a directory, not a file" if output.is_dir() else "its folder does not exist",
@@ -769,7 +770,7 @@ def monitor(
     server: Annotated[bool, typer.Option(help="--no-server checks locally: no Prefect run, artifacts or drift event")] = True,
 ):
     """Check a production window against the champion by hand; an alert emits the drift event."""
-    from fairloop.data.datasets import load_dataset_spec
+    from fairloop.data.dataset_spec import load_dataset_spec
     from fairloop.gates.policy import load_policy
     from fairloop.monitor import run_monitor
     from fairloop.registry.store import Registry
@@ -867,7 +868,7 @@ def serve(
             sweep_file=str(sweep) if sweep else None,
         )
         if notify_url or notify_block:
-            from fairloop.data.datasets import load_dataset_spec
+            from fairloop.data.dataset_spec import load_dataset_spec
             from fairloop.serving.notify import (
                 install_notifications,
                 named_block_id,
@@ -955,7 +956,7 @@ def history(
     html: Annotated[Optional[Path], typer.Option(help="write the dashboard page here (default: <state>/monitor/<dataset>/history.html)")] = None,
 ):
     """The monitor's trend dashboard: per window, group rates with intervals, drift and alerts; incidents with their timeline."""
-    from fairloop.data.datasets import load_dataset_spec
+    from fairloop.data.dataset_spec import load_dataset_spec
     from fairloop.monitor.dashboard import incidents, print_history, write_history_page
     from fairloop.monitor.store import history as monitor_history
     from fairloop.monitor.store import state_folder

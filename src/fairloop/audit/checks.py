@@ -41,13 +41,15 @@ from pydantic import BaseModel
 
 from fairloop.audit.leakage import LEAK_METHOD, LeakScore, leak_message, leak_scores
 from fairloop.audit.onefeature import cross_fitted_auc, feature_codes, sample_positions
-from fairloop.data.datasets import MISSING_GROUP, AuditSpec, DatasetSpec, Split
+from fairloop.data.dataset_spec import AuditSpec, DatasetSpec
 from fairloop.data.groups import CELL_JOINER, cell_labels, intersection_parts
 from fairloop.data.membership import (
     MembershipReport,
     MembershipSettings,
     infer_membership,
 )
+from fairloop.data.parsing import MISSING_GROUP
+from fairloop.data.rows import Split
 from fairloop.errors import BadInputError
 from fairloop.templating import md_text as md  # data values reach Markdown as text only
 

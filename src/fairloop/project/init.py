@@ -25,20 +25,18 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from fairloop.audit.leakage import leak_scores
-from fairloop.data.datasets import (
+from fairloop.data.dataset_spec import (
     AuditSpec,
     CsvFormat,
     DatasetSpec,
     LabelSpec,
-    canonical,
-    canonical_series,
     check_unique_name,
-    label_vector,
-    load_dataset,
-    read_dataset,
-    read_table,
 )
+from fairloop.data.datasets import load_dataset, read_dataset
+from fairloop.data.parsing import label_vector
+from fairloop.data.reading import read_table
 from fairloop.data.spec import NAME_PATTERN
+from fairloop.data.values import canonical, canonical_series
 from fairloop.errors import BadInputError
 
 SAMPLE_BYTES = 1 << 20  # encoding and dialect are detected on the file's head

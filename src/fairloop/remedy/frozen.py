@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from sklearn.preprocessing import FunctionTransformer
 
-from fairloop.data.datasets import Split
+from fairloop.data.rows import Split
 from fairloop.errors import BadInputError, IntegrityError
 from fairloop.registry.lineage import BaseModelSource
 from fairloop.remedy.constraints import (

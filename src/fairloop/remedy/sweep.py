@@ -25,8 +25,9 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, Field
 
-from fairloop.data.datasets import Split, Splits, stratified_split
+from fairloop.data.rows import Split
 from fairloop.data.spec import SpecModel, VersionedSpec, check_allowed_path, load_spec
+from fairloop.data.splits import Splits, stratified_split
 from fairloop.errors import BadInputError
 from fairloop.gates.decidability import leans_to_pass, rows_factor
 from fairloop.gates.evaluate import Evaluation, Predictions, predict
