@@ -614,12 +614,8 @@ def audit(
     saved in gx/expectations/ (learned from the spec's own files the first time, or with
     --update-reference) and the validation goes into gx/ Data Docs.
     """
-    from fairloop.audit.checks import (
-        GxProject,
-        default_gx_root,
-        learn_reference,
-        run_audit,
-    )
+    from fairloop.audit.checks import run_audit
+    from fairloop.audit.schema import GxProject, default_gx_root, learn_reference
     from fairloop.data.dataset_spec import load_dataset_spec
     from fairloop.data.datasets import load_data_file, load_dataset
 

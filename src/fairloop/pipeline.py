@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from fairloop.audit.checks import AuditReport, run_audit
+from fairloop.audit.checks import run_audit
+from fairloop.audit.record import AuditReport
 from fairloop.data.datasets import LoadedDataset, load_dataset, read_extra_training_rows
 from fairloop.data.groups import is_intersection
 from fairloop.data.membership import (

@@ -226,7 +226,7 @@ class ExtraExpectation(SpecModel):
 
 
 class AuditSpec(SpecModel):
-    """Thresholds of the data audit (every field has a default; see audit.py)."""
+    """Thresholds of the data audit (every field has a default; see ``fairloop.audit.checks``)."""
 
     min_cell_rows: int = Field(30, ge=1, description="group x label cells with fewer rows are too small to judge")
     proxy_auc_threshold: float = Field(

@@ -21,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 
 from fairloop import pipeline
-from fairloop.audit.checks import publish_artifacts
+from fairloop.audit.report import publish_artifacts
 from fairloop.config import get_settings
 from fairloop.gates.policy import apply_gates
 from fairloop.monitor.drifted import DriftLineage, held_out_rows, judge_on_drifted

@@ -15,7 +15,7 @@ from typing import Literal
 from prefect.input import RunInput
 from pydantic import BaseModel, SecretStr
 
-from fairloop.audit.checks import AuditReport, ProxyScore
+from fairloop.audit.record import AuditReport, ProxyScore
 from fairloop.data.groups import is_intersection
 from fairloop.gates.evaluate import (
     METRIC_LABELS,
