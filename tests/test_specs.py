@@ -15,7 +15,7 @@ from fairloop.errors import BadInputError
 from fairloop.gates.policy import load_policy
 from fairloop.remedy.constraints import POST_PROCESSING, load_constraint_template
 from fairloop.remedy.recipes import load_recipe
-from fairloop.remedy.sweep import expand_candidates, load_sweep
+from fairloop.remedy.sweep.spec import expand_candidates, load_sweep
 
 
 @pytest.mark.parametrize("path", sorted((PROJECT / "recipes").glob("*.yaml")), ids=lambda p: p.name)

@@ -17,7 +17,8 @@ from fairloop.registry.reproduce import reproduce
 from fairloop.registry.store import Registry
 from fairloop.remedy.crossfit import ModeDecision
 from fairloop.remedy.fitters import fitter
-from fairloop.remedy.sweep import expand_candidates, load_sweep, run_sweep
+from fairloop.remedy.sweep.run import run_sweep
+from fairloop.remedy.sweep.spec import expand_candidates, load_sweep
 from fairloop.serving.outcomes import Outcome
 from fairloop.serving.runs import submit_review
 

@@ -93,7 +93,7 @@ def validate_inputs(dataset: Path, recipe: Path, constraint: Path, policy: Path,
     from fairloop.remedy.recipes import load_recipe
 
     if sweep is not None:
-        from fairloop.remedy.sweep import load_sweep
+        from fairloop.remedy.sweep.spec import load_sweep
 
         if (str(recipe), str(constraint)) != (DEFAULT_RECIPE, DEFAULT_CONSTRAINT):
             raise BadInputError("give either --sweep or --recipe/--constraint: a sweep names its own", field="--sweep")
@@ -115,7 +115,7 @@ def validate_base_model(model: str, trust: bool, loaded, recipe: Path, constrain
     from fairloop.remedy.recipes import load_recipe
 
     if sweep is not None:
-        from fairloop.remedy.sweep import expand_candidates, load_sweep
+        from fairloop.remedy.sweep.spec import expand_candidates, load_sweep
 
         pairs = [(c.template, c.recipe) for c in expand_candidates(load_sweep(sweep))[0]]
     else:
@@ -130,7 +130,7 @@ def validate_base_model(model: str, trust: bool, loaded, recipe: Path, constrain
 
 
 def validate_runner(runner: str, dask_address: str | None, sweep: Path | None) -> None:
-    from fairloop.remedy.sweep import RUNNERS
+    from fairloop.remedy.sweep.jobs import RUNNERS
 
     if runner not in RUNNERS:
         raise BadInputError(f"unknown runner '{runner}' (choose one of {', '.join(RUNNERS)})", field="--runner")
@@ -849,7 +849,7 @@ def serve(
     validate_inputs(dataset, recipe, constraint, policy)
     rerun = load_policy(policy).monitoring_settings.rerun.remediate_with
     for sweep_file in filter(None, [sweep, Path(rerun.sweep) if isinstance(rerun, RerunSweep) else None]):
-        from fairloop.remedy.sweep import load_sweep
+        from fairloop.remedy.sweep.spec import load_sweep
 
         load_sweep(sweep_file)
     if notify_url and notify_block:

@@ -27,7 +27,11 @@ from fairloop.gates.policy import apply_gates
 from fairloop.monitor.drifted import DriftLineage, held_out_rows, judge_on_drifted
 from fairloop.registry.lineage import Lineage, SweepLineage, describe_run
 from fairloop.registry.store import ChampionChanged, Registry
-from fairloop.remedy import fitters, sweep
+from fairloop.remedy import fitters
+from fairloop.remedy.sweep.jobs import Runner
+from fairloop.remedy.sweep.results import SweepOutcome
+from fairloop.remedy.sweep.run import run_sweep
+from fairloop.remedy.sweep.spec import load_sweep, write_chosen_template
 from fairloop.review import credentials
 from fairloop.review.frontier import candidates_table, dialog_frontier, frontier_report
 from fairloop.review.packet import (
@@ -68,7 +72,7 @@ train_step = step(pipeline.train, name="retrain")
 evaluate_step = step(pipeline.evaluate_models, name="evaluate")
 
 
-def publish_frontier(png: bytes, section: str, run_dir: Path, outcome: sweep.SweepOutcome | None) -> list[Link]:
+def publish_frontier(png: bytes, section: str, run_dir: Path, outcome: SweepOutcome | None) -> list[Link]:
     """The frontier as a PNG file of the run and a Prefect artifact; a sweep's candidates as a
     table artifact. Returns links to them for the review dialog."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -157,7 +161,7 @@ def remediation(
     rerun: bool = False,
     base_model: str | None = None,
     trust_base_model: bool = False,
-    runner: sweep.Runner = "processes",
+    runner: Runner = "processes",
     dask_address: str | None = None,
     incident: str | None = None,
 ):
@@ -217,7 +221,7 @@ def remediation(
                     params.extra_training_data, len(splits.train),
                     splits.weighting.model_dump_json() if splits.weighting else "none")
 
-    sweep_spec = sweep.load_sweep(sweep_file) if sweep_file else None
+    sweep_spec = load_sweep(sweep_file) if sweep_file else None
     # A sweep's workers start now and import the fitting code while the audit runs; they stop
     # once the candidates are fitted. A frozen model's candidates fit no learner (it may be one
     # endpoint's client): serially.
@@ -238,7 +242,7 @@ def remediation(
         progress.stage("fit")
         swept = None
         if sweep_spec:
-            swept = sweep.run_sweep(sweep_spec, splits, sensitive, seed, inputs.policy, mode,
+            swept = run_sweep(sweep_spec, splits, sensitive, seed, inputs.policy, mode,
                                     champion=champion[1] if champion else None, fit_all=fit_all, frozen=frozen)
     if sweep_spec:
         record["sweep"] = sweep_spec.name
@@ -250,7 +254,7 @@ def remediation(
             registry.record_decision({**record, "action": "gate_failed", "reasons": swept.outcome.explanation.splitlines()})
             return outcome_state(Outcome.GATE_FAILED, swept.outcome.explanation)
         chosen, fitted = swept.chosen
-        constraint_path = sweep.write_chosen_template(chosen, run_dir)
+        constraint_path = write_chosen_template(chosen, run_dir)
         inputs = replace(inputs, recipe=chosen.recipe, template=chosen.template,
                          params=replace(params, recipe=chosen.recipe_path, constraint=str(constraint_path)))
         models = {"baseline": swept.baseline.model, "candidate": fitted.model}

@@ -28,7 +28,7 @@ from fairloop.gates.policy import GATES, SENSITIVE_AT_PREDICT, GateReport, GateR
 from fairloop.monitor.drifted import DRIFT_GATE_PREFIX, DriftedJudgement
 from fairloop.registry.lineage import BaseModelSource
 from fairloop.remedy.recipes import AugmentReport
-from fairloop.remedy.sweep import CandidateResult, SweepOutcome
+from fairloop.remedy.sweep.results import CandidateResult, SweepOutcome
 from fairloop.templating import render
 
 PACKET_FILE = "review.json"
