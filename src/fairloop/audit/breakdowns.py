@@ -13,6 +13,7 @@ from fairloop.audit.record import (
     GroupSummary,
     SensitiveAudit,
     pvalue_text,
+    shortlist,
 )
 from fairloop.data.dataset_spec import AuditSpec, DatasetSpec
 from fairloop.data.groups import CELL_JOINER, cell_labels, intersection_parts
@@ -83,7 +84,7 @@ def _representation_findings(audit: SensitiveAudit, spec: DatasetSpec, what: str
         findings.append(Finding(
             severity="warn", check="small-cells", column=", ".join(audit.columns), value=small[0].group,
             message=(f"{what}: {len(small)} of {len(audit.cells)} group x label cells have fewer than "
-                     f"{settings.min_cell_rows} rows (audit.min_cell_rows), too small to judge: {listed(listed)}"),
+                     f"{settings.min_cell_rows} rows (audit.min_cell_rows), too small to judge: {shortlist(listed)}"),
         ))
     return findings
 
@@ -151,7 +152,7 @@ def _base_rate_findings(audit: SensitiveAudit, settings: AuditSpec, what: str, c
         complement = _complement_ratio(judged)
         findings.append(Finding(
             severity="warn", check="four-fifths-meaningless", column=column, value=extreme[0].group,
-            message=(f"{what}: positive-label rates near 0 or 1 ({listed(listed)}; audit.rate_floor = {floor}) "
+            message=(f"{what}: positive-label rates near 0 or 1 ({shortlist(listed)}; audit.rate_floor = {floor}) "
                      "make a four-fifths (ratio) rule meaningless: near 0 any small difference is a large ratio, near 1 "
                      f"any ratio passes; the ratio of negative-label rates is {'n/a' if complement is None else f'{complement:.3f}'}. "
                      "Judge differences (and their intervals), not ratios, for this feature"),

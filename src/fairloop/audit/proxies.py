@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from fairloop.audit.onefeature import cross_fitted_auc, feature_codes, sample_positions
-from fairloop.audit.record import Finding, ProxyScore
+from fairloop.audit.record import Finding, ProxyScore, shortlist
 from fairloop.data.dataset_spec import DatasetSpec
 from fairloop.data.rows import Split
 
@@ -54,7 +54,7 @@ def _proxy_finding(sensitive: str, scores: list[ProxyScore], spec: DatasetSpec, 
     listed = [f"{s.feature} (AUC {s.auc:.3f}" + (f", NMI {s.nmi:.3f})" if s.nmi is not None else ")") for s in flagged]
     return Finding(
         severity="warn", check="proxy", column=flagged[0].feature, value=f"{flagged[0].auc:.3f}",
-        message=(f"proxies of sensitive '{sensitive}': {listed(listed)} alone predict it with AUC >= "
+        message=(f"proxies of sensitive '{sensitive}': {shortlist(listed)} alone predict it with AUC >= "
                  f"{spec.audit.proxy_auc_threshold} (audit.proxy_auc_threshold; {sample}); removing '{sensitive}' "
                  "does not remove what they encode"),
     )

@@ -116,6 +116,6 @@ def pvalue_text(pvalue: float | None) -> str:
     return "< 1e-300" if pvalue == 0 else f"= {pvalue:.1e}"  # 0.0 is an underflow, not certainty
 
 
-def listed(values: list, limit: int = LISTED) -> str:
+def shortlist(values: list, limit: int = LISTED) -> str:
     shown = ", ".join(map(str, values[:limit]))
     return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")

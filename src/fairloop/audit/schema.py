@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 from pydantic import BaseModel
 
-from fairloop.audit.record import LISTED, ExpectationOutcome, Finding, listed
+from fairloop.audit.record import LISTED, ExpectationOutcome, Finding, shortlist
 from fairloop.config import get_settings
 from fairloop.data.dataset_spec import DatasetSpec
 from fairloop.data.rows import Split
@@ -315,12 +315,12 @@ def _expectation_message(spec: DatasetSpec, frame: pd.DataFrame, configuration, 
         unseen = values[~values.isin(kwargs["value_set"])].value_counts()
         what = f"sensitive '{sensitive.name}' (column '{sensitive.column}')" if sensitive else f"categorical feature '{column}'"
         items = [f"'{v}' ({n} rows)" for v, n in unseen.items()]
-        return (f"{what}: {int(unseen.sum())} row(s) with values unseen in the reference snapshot: {listed(items)}",
+        return (f"{what}: {int(unseen.sum())} row(s) with values unseen in the reference snapshot: {shortlist(items)}",
                 str(unseen.index[0]) if len(unseen) else None)
     if check == "reference-range":
         values = result.get("partial_unexpected_list") or []
         return (f"numeric feature '{column}': {unexpected} value(s) outside the reference range "
-                f"[{kwargs['min_value']:g}, {kwargs['max_value']:g}], e.g. {listed(sorted(set(values)), 5)}",
+                f"[{kwargs['min_value']:g}, {kwargs['max_value']:g}], e.g. {shortlist(sorted(set(values)), 5)}",
                 str(values[0]) if values else None)
     if check == "category-count":
         return (f"categorical feature '{column}' has {observed} distinct values (audit.max_categories = "
@@ -342,7 +342,7 @@ def _expectation_message(spec: DatasetSpec, frame: pd.DataFrame, configuration, 
     if check == "column-present":
         return f"column '{column}' is missing", column
     values = result.get("partial_unexpected_list")
-    detail = f"{unexpected} unexpected value(s), e.g. {listed(sorted(set(map(str, values))), 5)}" if values else f"observed {observed}"
+    detail = f"{unexpected} unexpected value(s), e.g. {shortlist(sorted(set(map(str, values))), 5)}" if values else f"observed {observed}"
     return (f"{check} {configuration.type} failed on '{column}': {detail}",
             str(values[0]) if values else (None if observed is None else str(observed)))
 
