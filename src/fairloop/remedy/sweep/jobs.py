@@ -186,7 +186,7 @@ def sweep_jobs(candidates: dict[str, SweepCandidate], data: SweepData, budget_se
 
 
 def stratified_subsample(rows: Split, sensitive: str, size: int, seed: int) -> Split:
-    """``size`` of ``rows``, keeping every group x label cell's share (``datasets.stratified_split``)."""
+    """``size`` of ``rows``, keeping every group x label cell's share (``fairloop.data.splits.stratified_split``)."""
     return stratified_split(rows, 1 - size / len(rows), seed, sensitive)[0]
 
 
