@@ -57,9 +57,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    from fairloop.audit.checks import gx_frame, learn_reference, run_audit, validate_schema
-    from fairloop.data.datasets import load_data_file
-    from fairloop.data.datasets import load_dataset
+    from fairloop.audit.checks import run_audit
+    from fairloop.audit.schema import gx_frame, learn_reference, validate_schema
+    from fairloop.data.datasets import load_data_file, load_dataset
 
     times: dict[str, float] = {}
     print(f"Audit benchmark ({os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f})")

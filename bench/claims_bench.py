@@ -85,7 +85,11 @@ def plain_fitter(workers: int, timings: dict):
     first. ``timings`` gets the wall seconds of the fits and their summed fit seconds."""
     import pickle
 
-    from fairloop.remedy.fitters import limit_to_one_thread, longest_first, run_fit_job_on_rows_file
+    from fairloop.remedy.fitters import (
+        limit_to_one_thread,
+        longest_first,
+        run_fit_job_on_rows_file,
+    )
 
     def fit_all(jobs, data, sensitive, seed):
         started = time.perf_counter()
@@ -118,9 +122,13 @@ def timed(fit_all, timings: dict):
 
 def figures(y, decisions, scores, groups) -> dict:
     """Accuracy, scorer AUC, DPD, EOD, each with a 95 % interval (200 resamples within each group)."""
-    from fairloop.gates.intervals import bootstrap_intervals
-    from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
+    from fairlearn.metrics import (
+        demographic_parity_difference,
+        equalized_odds_difference,
+    )
     from sklearn.metrics import roc_auc_score
+
+    from fairloop.gates.intervals import bootstrap_intervals
 
     y, decisions, groups = np.asarray(y).astype(int), np.asarray(decisions).astype(int), np.asarray(groups).astype(str)
     intervals = bootstrap_intervals(y, {"m": decisions}, groups, n_boot=200, confidence=0.95, seed=0,
@@ -183,13 +191,19 @@ def apply_thresholds(scores, groups, thresholds: dict[str, float]) -> np.ndarray
 # ---------------------------------------------------------------- quality
 
 def quality(item: str, workers: int, sweep_path: str) -> dict:
-    from fairloop import pipeline
-    from fairloop.remedy.constraints import ConstraintTemplate, fit_candidate, load_constraint_template
-    from fairloop.remedy.crossfit import fit_rows
-    from fairloop.gates.evaluate import predict
-    from fairloop.remedy.recipes import load_recipe
-    from fairloop.remedy.sweep import load_sweep, run_sweep
     from threadpoolctl import threadpool_limits
+
+    from fairloop import pipeline
+    from fairloop.gates.evaluate import predict
+    from fairloop.remedy.constraints import (
+        ConstraintTemplate,
+        fit_candidate,
+        load_constraint_template,
+    )
+    from fairloop.remedy.crossfit import fit_rows
+    from fairloop.remedy.recipes import load_recipe
+    from fairloop.remedy.sweep.run import run_sweep
+    from fairloop.remedy.sweep.spec import load_sweep
 
     dataset, sensitive = item.split(":")
     inputs = pipeline.load_inputs(pipeline.RunParams(dataset=f"datasets/{dataset}.yaml", sensitive=sensitive))
@@ -358,7 +372,8 @@ def prefect_sweep(dataset: str, sweep_path: str, workers: int) -> dict:
     task's context (measured: a 31.8 s sweep instead of 28 s)."""
     from fairloop import pipeline
     from fairloop.remedy.fitters import fitter
-    from fairloop.remedy.sweep import load_sweep, run_sweep
+    from fairloop.remedy.sweep.run import run_sweep
+    from fairloop.remedy.sweep.spec import load_sweep
 
     timings: dict = {}
     with fitter(workers=workers) as fit_all:
@@ -378,9 +393,10 @@ def plain_until_review(dataset: str, sweep_path: str, workers: int) -> dict:
     from dataclasses import replace
 
     from fairloop import pipeline
-    from fairloop.review.frontier import frontier_report
     from fairloop.gates.policy import apply_gates
-    from fairloop.remedy.sweep import load_sweep, run_sweep
+    from fairloop.remedy.sweep.run import run_sweep
+    from fairloop.remedy.sweep.spec import load_sweep
+    from fairloop.review.frontier import frontier_report
 
     timings: dict = {}
     started = time.perf_counter()
@@ -469,7 +485,8 @@ def grown_adult(directory: Path, rows: int, seed: int = 0) -> Path:
     numeric columns; Adult's own test file; a dataset spec pointing at both."""
     import yaml
 
-    from fairloop.data.datasets import load_dataset_spec, read_raw_file
+    from fairloop.data.dataset_spec import load_dataset_spec
+    from fairloop.data.reading import read_raw_file
 
     spec_path = PROJECT / "datasets" / "adult.yaml"
     spec = load_dataset_spec(spec_path)
@@ -509,9 +526,9 @@ def large_sweep(directory: Path, sweep_path: str, reduction_rows: int) -> Path:
 
 def reductions(size: int, subsample: int) -> dict:
     from fairloop import pipeline
-    from fairloop.remedy.constraints import load_constraint_template, fit_candidate
     from fairloop.gates.evaluate import predict
-    from fairloop.remedy.sweep import stratified_subsample
+    from fairloop.remedy.constraints import fit_candidate, load_constraint_template
+    from fairloop.remedy.sweep.jobs import stratified_subsample
 
     result = {}
     with tempfile.TemporaryDirectory() as scratch:

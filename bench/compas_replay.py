@@ -37,7 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from monitor_bench import promote_champion  # noqa: E402
 
 from fairloop import monitor as core  # noqa: E402
-from fairloop.data.datasets import load_dataset, load_dataset_spec, make_splits  # noqa: E402
+from fairloop.data.dataset_spec import load_dataset_spec  # noqa: E402
+from fairloop.data.datasets import load_dataset  # noqa: E402
+from fairloop.data.splits import make_splits  # noqa: E402
 from fairloop.gates.policy import load_policy  # noqa: E402
 from fairloop.registry.store import Registry  # noqa: E402
 

@@ -33,7 +33,7 @@ METRICS = {"demographic_parity_difference": "DPD", "equalized_odds_difference": 
 def pool_fitter(workers: int):
     """A sweep FitAll on a plain process pool (one thread per worker), longest jobs first."""
     from fairloop.remedy.fitters import limit_to_one_thread, longest_first
-    from fairloop.remedy.sweep import run_fit_job
+    from fairloop.remedy.sweep.jobs import run_fit_job
 
     def fit_all(jobs, data, sensitive, seed):
         order = longest_first(jobs)
@@ -51,9 +51,10 @@ def width(interval) -> float:
 
 def run(dataset: str, sensitive: str, sweep_path: str, workers: int) -> dict:
     from fairloop import pipeline
-    from fairloop.remedy.crossfit import ModeDecision
     from fairloop.gates.policy import apply_gates
-    from fairloop.remedy.sweep import load_sweep, run_sweep
+    from fairloop.remedy.crossfit import ModeDecision
+    from fairloop.remedy.sweep.run import run_sweep
+    from fairloop.remedy.sweep.spec import load_sweep
 
     inputs = pipeline.load_inputs(pipeline.RunParams(dataset=f"datasets/{dataset}.yaml", sensitive=sensitive))
     splits = pipeline.prepare(inputs)

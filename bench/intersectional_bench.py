@@ -65,11 +65,12 @@ def interval_text(found: dict | None) -> str:
 
 def run(dataset: str, parts: list[str], sweep_path: Path, folder: Path) -> dict:
     from fairloop import pipeline
-    from fairloop.remedy.crossfit import ModeDecision
-    from fairloop.gates.evaluate import worst_groups_first
     from fairloop.data.groups import intersection_name
+    from fairloop.gates.evaluate import worst_groups_first
     from fairloop.gates.policy import apply_gates
-    from fairloop.remedy.sweep import load_sweep, run_sweep
+    from fairloop.remedy.crossfit import ModeDecision
+    from fairloop.remedy.sweep.run import run_sweep
+    from fairloop.remedy.sweep.spec import load_sweep
 
     started = time.perf_counter()
     cells = intersection_name(parts)

@@ -30,11 +30,12 @@ sys.path.insert(0, str(PROJECT / "src"))
 
 from fairloop import monitor as core  # noqa: E402
 from fairloop import pipeline  # noqa: E402
-from fairloop.remedy.constraints import fit_candidate  # noqa: E402
-from fairloop.data.datasets import load_dataset_spec, read_raw_file  # noqa: E402
-from fairloop.registry.lineage import describe_run  # noqa: E402
+from fairloop.data.dataset_spec import load_dataset_spec  # noqa: E402
+from fairloop.data.reading import read_raw_file  # noqa: E402
 from fairloop.gates.policy import load_policy  # noqa: E402
+from fairloop.registry.lineage import describe_run  # noqa: E402
 from fairloop.registry.store import Registry  # noqa: E402
+from fairloop.remedy.constraints import fit_candidate  # noqa: E402
 
 
 def promote_champion(spec_path: Path, registry: Registry, constraint: str = "constraints/threshold-dp.yaml") -> dict:

@@ -32,11 +32,12 @@ sys.path.insert(0, str(PROJECT / "tests"))  # the generated-data helpers
 
 
 def collapse(directory: Path, groups: int, rows: int, seed: int) -> list[str]:
-    from fairloop import pipeline
-    from fairloop.remedy.constraints import load_constraint_template
-    from fairloop.gates.evaluate import evaluate, predict
-    from fairloop.remedy.recipes import NO_RECIPE
     from synthetic import write_dataset
+
+    from fairloop import pipeline
+    from fairloop.gates.evaluate import evaluate, predict
+    from fairloop.remedy.constraints import load_constraint_template
+    from fairloop.remedy.recipes import NO_RECIPE
 
     rates = [0.45, 0.25, 0.35, 0.15][:groups]
     spec = write_dataset(directory, f"g{groups}s{seed}", {f"g{i}": (rows, rate) for i, rate in enumerate(rates)},
@@ -59,9 +60,11 @@ def collapse(directory: Path, groups: int, rows: int, seed: int) -> list[str]:
 
 
 def grid_and_search(directory: Path, rows: int, seed: int) -> list[str]:
-    from fairloop import pipeline
-    from fairloop.remedy import sweep
     from synthetic import write_dataset
+
+    from fairloop import pipeline
+    from fairloop.remedy.sweep.run import run_sweep
+    from fairloop.remedy.sweep.spec import load_sweep
 
     spec = write_dataset(directory, f"proxy{seed}", {"a": (rows, 0.45), "b": (rows, 0.25)}, proxy=3.0, seed=seed)
     (directory / "policy.yaml").write_text(yaml.safe_dump({
@@ -79,7 +82,7 @@ def grid_and_search(directory: Path, rows: int, seed: int) -> list[str]:
             "constraints": [str(directory / "lr.yaml"), {"template": str(PROJECT / "constraints/lr-eg-dp.yaml"), "bounds": [0.15]}],
             "baseline": str(directory / "lr.yaml"), **({"search": search} if search else {})}))
         started = time.perf_counter()
-        outcome = sweep.run_sweep(sweep.load_sweep(path), splits, "group", 0, inputs.policy,
+        outcome = run_sweep(load_sweep(path), splits, "group", 0, inputs.policy,
                                   pipeline.decide_mode(inputs, splits)).outcome
         chosen = outcome.result(outcome.chosen) if outcome.chosen else None
         figures = (f"{chosen.validation['demographic_parity_difference']:.3f} / {chosen.validation['accuracy']:.3f}"

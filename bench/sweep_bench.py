@@ -46,12 +46,17 @@ def main() -> int:
     from prefect.testing.utilities import prefect_test_harness
 
     from fairloop import pipeline
-    from fairloop.remedy.constraints import ConstraintTemplate, fit_candidate, load_constraint_template
     from fairloop.gates.evaluate import evaluate
-    from fairloop.review.frontier import frontier_report
-    from fairloop.remedy.recipes import load_recipe
+    from fairloop.remedy.constraints import (
+        ConstraintTemplate,
+        fit_candidate,
+        load_constraint_template,
+    )
     from fairloop.remedy.fitters import fitter
-    from fairloop.remedy.sweep import load_sweep, run_sweep
+    from fairloop.remedy.recipes import load_recipe
+    from fairloop.remedy.sweep.run import run_sweep
+    from fairloop.remedy.sweep.spec import load_sweep
+    from fairloop.review.frontier import frontier_report
 
     inputs = pipeline.load_inputs(pipeline.RunParams(dataset="datasets/adult.yaml", policy=args.policy, seed=args.seed))
     splits = pipeline.prepare(inputs)

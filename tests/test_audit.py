@@ -19,15 +19,19 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import PROJECT
+from synthetic import write_dataset, write_wages
 from typer.testing import CliRunner
 
-from conftest import PROJECT
-from fairloop.audit.checks import learn_reference, publish_artifacts, render_markdown, run_audit
+from fairloop.audit.checks import run_audit
+from fairloop.audit.report import publish_artifacts, render_markdown
+from fairloop.audit.schema import learn_reference
 from fairloop.cli import app
-from fairloop.data.datasets import Split, load_data_file, load_dataset, load_dataset_spec
+from fairloop.data.dataset_spec import load_dataset_spec
+from fairloop.data.datasets import load_data_file, load_dataset
+from fairloop.data.rows import Split
 from fairloop.errors import BadInputError
 from fairloop.serving.outcomes import ExitCode
-from synthetic import write_dataset, write_wages
 
 DATASETS = PROJECT / "datasets"
 COMPAS_FILE = DATASETS / "data" / "compas" / "compas-scores-two-years.csv.gz"
@@ -319,7 +323,7 @@ def test_repeated_audits_leave_the_committed_gx_files_unchanged(tmp_path):
 
 def test_the_shipped_suites_match_what_the_specs_and_data_give():
     """gx/expectations/*.json are committed: re-learning them from the bundled data changes nothing."""
-    from fairloop.audit.checks import GxProject, _suite_content, build_suite
+    from fairloop.audit.schema import GxProject, _suite_content, build_suite
 
     project = GxProject(PROJECT / "gx")
     for name in ("adult", "compas", "german"):

@@ -13,16 +13,17 @@ from __future__ import annotations
 import joblib
 import numpy as np
 import pytest
-
 from conftest import PROJECT
-from fairloop.remedy.constraints import ConstraintTemplate, load_constraint_template
-from fairloop.data.datasets import load_dataset, make_splits
-from fairloop.errors import BadInputError
-from fairloop.remedy.frozen import FrozenModel, load_base_model
-from fairloop.pipeline import fit_model
-from fairloop.remedy.model import adversarial_scores, load_model, one_torch_thread
-from fairloop.registry.store import file_sha256
 from synthetic import write_dataset
+
+from fairloop.data.datasets import load_dataset
+from fairloop.data.splits import make_splits
+from fairloop.errors import BadInputError
+from fairloop.pipeline import fit_model
+from fairloop.registry.store import file_sha256
+from fairloop.remedy.constraints import ConstraintTemplate, load_constraint_template
+from fairloop.remedy.frozen import FrozenModel, load_base_model
+from fairloop.remedy.model import adversarial_scores, load_model, one_torch_thread
 
 
 def _kinds() -> dict[str, ConstraintTemplate]:

@@ -10,15 +10,20 @@ import math
 import numpy as np
 import pytest
 import yaml
-
 from conftest import PROJECT
+from synthetic import write_dataset
+
 from fairloop import pipeline
-from fairloop.remedy import sweep
-from fairloop.remedy.crossfit import ModeDecision
 from fairloop.data.groups import GroupFloors
 from fairloop.gates.intervals import bootstrap_intervals, stratified_resamples
 from fairloop.gates.policy import Policy, apply_gates
-from synthetic import write_dataset
+from fairloop.remedy.crossfit import ModeDecision
+from fairloop.remedy.sweep.explain import accuracy_ceiling
+from fairloop.remedy.sweep.jobs import SweepData
+from fairloop.remedy.sweep.results import SweepOutcome
+from fairloop.remedy.sweep.run import run_sweep
+from fairloop.remedy.sweep.select import collapsing_grid_searches
+from fairloop.remedy.sweep.spec import expand_candidates, load_sweep
 
 # fast candidates: HGB unconstrained, a logistic-regression reduction (group-blind) and
 # ThresholdOptimizer (group-aware)
@@ -37,7 +42,7 @@ POLICY = {
 
 
 @functools.cache
-def outcome_for(tmp_root: str, name: str, groups: tuple, constraints: tuple | None = None, **data) -> sweep.SweepOutcome:
+def outcome_for(tmp_root: str, name: str, groups: tuple, constraints: tuple | None = None, **data) -> SweepOutcome:
     from pathlib import Path
 
     directory = Path(tmp_root)
@@ -48,7 +53,7 @@ def outcome_for(tmp_root: str, name: str, groups: tuple, constraints: tuple | No
     inputs = pipeline.load_inputs(pipeline.RunParams(dataset=str(spec), policy=str(directory / "policy.yaml")))
     splits = pipeline.prepare(inputs)
     mode = pipeline.decide_mode(inputs, splits)
-    return sweep.run_sweep(sweep.load_sweep(sweep_path), splits, "group", 0, inputs.policy, mode).outcome
+    return run_sweep(load_sweep(sweep_path), splits, "group", 0, inputs.policy, mode).outcome
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +61,7 @@ def root(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("decisions"))
 
 
-def no_nan(outcome: sweep.SweepOutcome) -> None:
+def no_nan(outcome: SweepOutcome) -> None:
     assert "nan" not in outcome.explanation.lower()
     for candidate in outcome.candidates:
         for gate in candidate.gates.results:
@@ -147,8 +152,12 @@ def test_threshold_optimizer_is_fitted_on_held_out_scores(tmp_path):
     from fairlearn.postprocessing import ThresholdOptimizer
     from threadpoolctl import threadpool_limits
 
-    from fairloop.remedy.constraints import ConstraintTemplate, _fit_estimator, fit_candidate
     from fairloop.gates.evaluate import evaluate
+    from fairloop.remedy.constraints import (
+        ConstraintTemplate,
+        _fit_estimator,
+        fit_candidate,
+    )
 
     spec = write_dataset(tmp_path, "memorise", {"a": (800, 0.45), "b": (800, 0.2)}, label_noise=0.25, test_size=0.6)
     splits = pipeline.prepare(pipeline.load_inputs(pipeline.RunParams(dataset=str(spec))))
@@ -232,10 +241,11 @@ def test_twenty_five_rows_gate_inconclusive_without_a_crash():
 def dpd_gate(n: int, threshold: float):
     """The DPD gate at ``threshold`` over two groups of n/2 rows with selection rates exactly 0.30
     and 0.22 (DPD 0.08 at every n) and decisions right on 80 % of each group's rows."""
-    from fairloop.data.datasets import Split
+    import pandas as pd
+
+    from fairloop.data.rows import Split
     from fairloop.gates.evaluate import score_predictions
     from fairloop.remedy.model import Predictions
-    import pandas as pd
 
     half = n // 2
     groups = np.repeat(["a", "b"], half)
@@ -292,12 +302,12 @@ def test_inconclusive_gates_need_an_explicit_acceptance_and_the_crossfit_choice_
     accept the risk is refused and logged; one that does is promoted with the acceptance in the
     audit log, lineage and model card; `fairloop reproduce` retrains the crossfit-selected
     candidate to the same metrics."""
+    from conftest import BackgroundRun, write_policy
     from typer.testing import CliRunner
 
-    from conftest import BackgroundRun, write_policy
     from fairloop.cli import app
-    from fairloop.serving.outcomes import Outcome
     from fairloop.registry.store import Registry
+    from fairloop.serving.outcomes import Outcome
     from fairloop.serving.runs import submit_review
 
     spec = write_dataset(tmp_path, "accept", {"a": (250, 0.35), "b": (250, 0.25)})
@@ -349,7 +359,7 @@ CLASS_POLICY = {"name": "classes", "version": 1, "evaluation": "holdout",
 
 @functools.cache
 def classified(tmp_root: str, name: str, groups: tuple, constraints: tuple, search: tuple | None = None,
-               thresholds: tuple | None = None, **data) -> sweep.SweepOutcome:
+               thresholds: tuple | None = None, **data) -> SweepOutcome:
     """The outcome of a sweep of the LR learner and ``constraints`` ((template, bound) pairs) on
     generated data, under CLASS_POLICY (``thresholds`` replacing its own), with ``search`` if given."""
     from pathlib import Path
@@ -367,7 +377,7 @@ def classified(tmp_root: str, name: str, groups: tuple, constraints: tuple, sear
     sweep_path.write_text(yaml.safe_dump(spec_file))
     inputs = pipeline.load_inputs(pipeline.RunParams(dataset=str(spec), policy=str(directory / f"policy-{name}.yaml")))
     splits = pipeline.prepare(inputs)
-    return sweep.run_sweep(sweep.load_sweep(sweep_path), splits, "group", 0, inputs.policy,
+    return run_sweep(load_sweep(sweep_path), splits, "group", 0, inputs.policy,
                            pipeline.decide_mode(inputs, splits)).outcome
 
 
@@ -444,12 +454,12 @@ def test_infeasible_only_with_the_numbers_that_show_it(root):
 def test_accuracy_ceiling_is_the_cheapest_band_of_selection_rates():
     shares = {"a": 0.5, "b": 0.5}
     # DPD <= 0.05: the rates 0.1 and 0.5 must close to 0.05 apart: 0.35 of one group's rows misclassified
-    assert sweep.accuracy_ceiling({"a": 0.1, "b": 0.5}, shares, "max_demographic_parity_difference", 0.05) == \
+    assert accuracy_ceiling({"a": 0.1, "b": 0.5}, shares, "max_demographic_parity_difference", 0.05) == \
         pytest.approx(1 - 0.5 * 0.35)
     # ratio >= 0.8: cheapest is to keep 0.5 and lift 0.1 to 0.4
-    assert sweep.accuracy_ceiling({"a": 0.1, "b": 0.5}, shares, "min_disparate_impact_ratio", 0.8) == \
+    assert accuracy_ceiling({"a": 0.1, "b": 0.5}, shares, "min_disparate_impact_ratio", 0.8) == \
         pytest.approx(1 - 0.5 * 0.3)
-    assert sweep.accuracy_ceiling({"a": 0.3, "b": 0.32}, shares, "max_demographic_parity_difference", 0.05) == 1.0
+    assert accuracy_ceiling({"a": 0.3, "b": 0.32}, shares, "max_demographic_parity_difference", 0.05) == 1.0
 
 
 def test_grid_search_is_left_out_on_more_than_two_groups(tmp_path, monkeypatch):
@@ -460,13 +470,13 @@ def test_grid_search_is_left_out_on_more_than_two_groups(tmp_path, monkeypatch):
     path.write_text(yaml.safe_dump({"name": "gs", "version": 1, "recipes": ["recipes/none.yaml"],
                                     "constraints": ["constraints/unconstrained.yaml", "constraints/gs-dp.yaml",
                                                     "constraints/eg-dp.yaml"]}))
-    candidates, _ = sweep.expand_candidates(sweep.load_sweep(path))
+    candidates, _ = expand_candidates(load_sweep(path))
     mode = ModeDecision(mode="holdout", reason="test")
     for groups, kept in ((2, ["none+unconstrained", "none+gs-dp@0.02", "none+eg-dp@0.02"]),
                          (3, ["none+unconstrained", "none+eg-dp@0.02"])):
         spec = write_dataset(tmp_path, f"g{groups}", {f"g{i}": (200, 0.3) for i in range(groups)})
         splits = pipeline.prepare(pipeline.load_inputs(pipeline.RunParams(dataset=str(spec))))
-        left, skipped = sweep.collapsing_grid_searches(candidates, sweep.SweepData.of(splits, mode, "group", 0), "group")
+        left, skipped = collapsing_grid_searches(candidates, SweepData.of(splits, mode, "group", 0), "group")
         assert [c.name for c in left] == kept
         assert [s.name for s in skipped] == ([] if groups == 2 else ["none+gs-dp@0.02"])
         assert all("more than two groups (3 here)" in s.reason for s in skipped)

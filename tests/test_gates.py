@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from fairlearn.metrics import MetricFrame, selection_rate
 
-from fairloop.data.datasets import Split
+from fairloop.data.groups import GroupFloors
+from fairloop.data.rows import Split
 from fairloop.gates.evaluate import Evaluation, score_predictions
 from fairloop.remedy.model import Predictions
-from fairloop.data.groups import GroupFloors
 from fairloop.gates.intervals import bootstrap_intervals
 from fairloop.gates.policy import BootstrapSettings, Policy, apply_gates
 
@@ -124,7 +124,11 @@ def test_bootstrap_agrees_with_fairlearn_metricframe():
 def test_scores_are_fairlearns_own_metric_functions():
     """score_predictions derives the group metrics from one MetricFrame; they equal Fairlearn's
     functions (and scikit-learn's Brier score per group)."""
-    from fairlearn.metrics import demographic_parity_difference, demographic_parity_ratio, equalized_odds_difference
+    from fairlearn.metrics import (
+        demographic_parity_difference,
+        demographic_parity_ratio,
+        equalized_odds_difference,
+    )
     from sklearn.metrics import brier_score_loss
 
     rng = np.random.default_rng(3)
@@ -197,6 +201,7 @@ def test_calibration_is_reported_per_group():
 def test_on_compas_small_groups_leave_fairness_gates_inconclusive():
     """COMPAS's test split has ~1,600 rows: the DP gates' intervals are about +-0.05 wide."""
     from conftest import PROJECT
+
     from fairloop import pipeline
 
     inputs = pipeline.load_inputs(pipeline.RunParams(

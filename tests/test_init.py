@@ -12,16 +12,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import PROJECT, BackgroundRun, write_policy
+from synthetic import write_wages
 from typer.testing import CliRunner
 
-from conftest import PROJECT, BackgroundRun, write_policy
 from fairloop.audit.checks import run_audit
 from fairloop.cli import app
-from fairloop.remedy.constraints import load_constraint_template
-from fairloop.data.datasets import CsvFormat, load_dataset, make_splits
+from fairloop.data.dataset_spec import CsvFormat
+from fairloop.data.datasets import load_dataset
+from fairloop.data.splits import make_splits
 from fairloop.errors import BadInputError
 from fairloop.project.init import check_spec, draft_spec, lay_out_project
-from synthetic import write_wages
+from fairloop.remedy.constraints import load_constraint_template
 
 DATASETS = PROJECT / "datasets"
 DATA = DATASETS / "data"

@@ -11,15 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from conftest import BackgroundRun, write_policy
+from synthetic import simultaneous_coverage, write_dataset
+
 from fairloop import pipeline
-from fairloop.data.datasets import load_dataset, load_dataset_spec
+from fairloop.data.dataset_spec import load_dataset_spec
+from fairloop.data.datasets import load_dataset
 from fairloop.errors import BadInputError
 from fairloop.gates.policy import apply_gates
 from fairloop.review.packet import ReviewPacket
 from fairloop.templating import md_text
-from synthetic import simultaneous_coverage, write_dataset
 
 WORST = "kind=B & band=y"
 TINY = "kind=C & band=x"

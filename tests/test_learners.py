@@ -7,18 +7,24 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import yaml
-
 from conftest import PROJECT, BackgroundRun, write_policy
-from fairloop import pipeline
-from fairloop.remedy import sweep
-from fairloop.remedy.constraints import fit_candidate, load_constraint_template
-from fairloop.data.datasets import load_dataset, make_splits
-from fairloop.errors import BadInputError
-from fairloop.review.frontier import candidates_markdown, candidates_table, frontier_report
-from fairloop.remedy.recipes import load_recipe
-from fairloop.registry.store import Registry
-from fairloop.registry.reproduce import reproduce
 from synthetic import write_dataset
+
+from fairloop import pipeline
+from fairloop.data.datasets import load_dataset
+from fairloop.data.splits import make_splits
+from fairloop.errors import BadInputError
+from fairloop.registry.reproduce import reproduce
+from fairloop.registry.store import Registry
+from fairloop.remedy.constraints import fit_candidate, load_constraint_template
+from fairloop.remedy.recipes import load_recipe
+from fairloop.remedy.sweep.run import run_sweep
+from fairloop.remedy.sweep.spec import expand_candidates, load_sweep
+from fairloop.review.frontier import (
+    candidates_markdown,
+    candidates_table,
+    frontier_report,
+)
 
 
 def template_file(tmp_path, **fields):
@@ -68,14 +74,14 @@ def write_sweep(directory, template: dict, recipes=("recipes/none.yaml", "recipe
 def test_a_weighting_recipe_with_a_learner_that_takes_no_weights_is_refused_at_sweep_load(tmp_path):
     path, template_path = write_sweep(tmp_path, {"learner": "sklearn.neighbors.KNeighborsClassifier"})
     with pytest.raises(BadInputError) as error:
-        sweep.load_sweep(path)
+        load_sweep(path)
     message = str(error.value)
     assert message.startswith(str(path)) and str(template_path) in message and "field 'learner'" in message
     assert "takes no sample_weight" in message and "reweigh.yaml" in message
     # alone, the same template is fine; and adversarial debiasing is skipped with a reason, not refused
-    sweep.load_sweep(write_sweep(tmp_path, {"learner": "sklearn.neighbors.KNeighborsClassifier"},
+    load_sweep(write_sweep(tmp_path, {"learner": "sklearn.neighbors.KNeighborsClassifier"},
                                  recipes=("recipes/none.yaml",))[0])
-    candidates, skipped = sweep.expand_candidates(sweep.load_sweep(write_sweep(
+    candidates, skipped = expand_candidates(load_sweep(write_sweep(
         tmp_path, {"method": "adversarial", "constraint": "demographic_parity"})[0]))
     assert [c.name for c in candidates] == ["none+t"]
     assert skipped[0].name == "reweigh+t" and "fits without sample weights" in skipped[0].reason
@@ -150,7 +156,7 @@ def test_a_sweep_of_every_candidate_kind_shows_each_kind_and_what_it_needs_at_pr
     policy = write_policy(tmp_path, max_demographic_parity_difference=0.5, evaluation="holdout")
     inputs = pipeline.load_inputs(pipeline.RunParams(dataset=str(spec), policy=str(policy)))
     splits = pipeline.prepare(inputs)
-    outcome = sweep.run_sweep(sweep.load_sweep(sweep_path), splits, "group", 0, inputs.policy,
+    outcome = run_sweep(load_sweep(sweep_path), splits, "group", 0, inputs.policy,
                               pipeline.decide_mode(inputs, splits)).outcome
     assert not outcome.skipped, outcome.skipped
     rows = {row["template"]: row for row in candidates_table(outcome)}

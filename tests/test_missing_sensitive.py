@@ -8,14 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import BackgroundRun
-from fairloop import pipeline
-from fairloop.data.datasets import MISSING_GROUP, Split
-from fairloop.remedy.model import Predictions
-from fairloop.data.membership import MembershipSettings, adjust_to_new_prior
-from fairloop.gates.policy import Monitoring, Policy, apply_gates
 from synthetic import generate, hide_sensitive
+
+from fairloop import pipeline
+from fairloop.data.membership import MembershipSettings, adjust_to_new_prior
+from fairloop.data.parsing import MISSING_GROUP
+from fairloop.data.rows import Split
+from fairloop.remedy.model import Predictions
+from fairloop.gates.policy import Monitoring, Policy, apply_gates
 
 GROUPS = {"a": (3000, 0.4), "b": (3000, 0.25)}
 FEATURES = ["x1", "x2", "x3", "colour"]
@@ -125,9 +126,10 @@ def test_prior_shift_em_recovers_the_group_mix_of_the_missing_rows():
 
 
 def test_audit_reports_base_rates_over_all_rows(tmp_path):
+    from synthetic import write_dataset
+
     from fairloop.audit.checks import run_audit
     from fairloop.data.datasets import load_dataset
-    from synthetic import write_dataset
 
     spec_path = write_dataset(tmp_path, "hidden", {"a": (1500, 0.45), "b": (1500, 0.2)}, proxy=2.0,
                               hidden={"a": 0.6, "b": 0.2})
@@ -164,9 +166,10 @@ def test_monitor_alerts_when_the_missing_rate_moves():
 
 @pytest.mark.usefixtures("prefect_server")
 def test_promoted_run_records_inferred_memberships_in_lineage_and_model_card(tmp_path, remediation_flow, registry_dir):
+    from synthetic import write_dataset
+
     from fairloop.registry.store import Registry
     from fairloop.serving.runs import submit_review
-    from synthetic import write_dataset
 
     spec = write_dataset(tmp_path, "hidden", {"a": (700, 0.4), "b": (700, 0.25)}, proxy=2.0, hidden={"a": 0.5, "b": 0.2})
     policy_path = tmp_path / "policy.yaml"

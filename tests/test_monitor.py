@@ -17,17 +17,20 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import PROJECT, Webhook
+
 from fairloop import monitor as core
 from fairloop import pipeline
-from fairloop.registry.lineage import describe_run
-from fairloop.remedy.constraints import fit_candidate
-from fairloop.data.datasets import Split, Splits, load_dataset, load_dataset_spec, make_splits, read_extra_training_rows
+from fairloop.data.dataset_spec import load_dataset_spec
+from fairloop.data.datasets import load_dataset, read_extra_training_rows
+from fairloop.data.rows import Split
+from fairloop.data.spec import SpecModel
+from fairloop.data.splits import Splits, make_splits
 from fairloop.errors import BadInputError
 from fairloop.gates.policy import load_policy
+from fairloop.registry.lineage import describe_run
 from fairloop.registry.store import Registry
-from fairloop.data.spec import SpecModel
+from fairloop.remedy.constraints import fit_candidate
 
 COMPAS = PROJECT / "datasets" / "compas.yaml"
 RAW = PROJECT / "datasets" / "data" / "compas" / "compas-scores-two-years.csv.gz"
@@ -327,6 +330,7 @@ def test_served_deployments_carry_the_configured_cron_and_trigger(served):
 def test_drift_event_starts_a_triggered_rerun_with_the_window(world, served, tmp_path, monkeypatch):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
     from fairloop.flows import monitor as monitor_flow
     from fairloop.serving.runs import flow_run_url
 

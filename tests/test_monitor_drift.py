@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fairloop.data.datasets import FeatureSpec
+from fairloop.data.dataset_spec import FeatureSpec
+from fairloop.gates.policy import Monitoring
 from fairloop.monitor.alerting import judge
 from fairloop.monitor.drift import POOLED, _psi, drift_metrics, pooled_counts
 from fairloop.monitor.report import WindowReport
-from fairloop.gates.policy import Monitoring
 
 FEATURES = FeatureSpec(numeric=["income", "hours"], categorical=["country", "job", "degree"])
 

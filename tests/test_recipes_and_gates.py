@@ -5,12 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import PROJECT
-from fairloop.remedy.constraints import UNCONSTRAINED, fit_candidate, load_constraint_template
-from fairloop.data.datasets import load_dataset, make_splits
+
+from fairloop.data.datasets import load_dataset
+from fairloop.data.splits import make_splits
 from fairloop.errors import BadInputError
 from fairloop.gates.evaluate import evaluate
+from fairloop.remedy.constraints import (
+    UNCONSTRAINED,
+    fit_candidate,
+    load_constraint_template,
+)
 from fairloop.remedy.recipes import apply_recipe, kamiran_calders_weights, load_recipe
 
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-
 from conftest import BackgroundRun, write_policy
-from fairloop.data.datasets import load_dataset, make_splits
-from fairloop.serving.outcomes import Outcome
+
+from fairloop.data.datasets import load_dataset
+from fairloop.data.splits import make_splits
 from fairloop.registry.store import Registry, file_sha256
+from fairloop.serving.outcomes import Outcome
 from fairloop.serving.runs import submit_review
 
 TRAIN_ROWS = 3000

@@ -8,13 +8,14 @@ import time
 
 import pytest
 import yaml
-
 from conftest import PROJECT, write_policy
+from synthetic import write_dataset
+
 from fairloop import pipeline
 from fairloop.remedy import fitters
-from fairloop.remedy import sweep
 from fairloop.remedy.crossfit import ModeDecision
-from synthetic import write_dataset
+from fairloop.remedy.sweep.run import run_sweep
+from fairloop.remedy.sweep.spec import load_sweep
 
 GROUPS = {"a": (900, 0.45), "b": (500, 0.2)}
 
@@ -30,7 +31,7 @@ def sweep_file(directory, **overrides):
     }
     path = directory / "sweep.yaml"
     path.write_text(yaml.safe_dump(spec))
-    return sweep.load_sweep(path)
+    return load_sweep(path)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def test_dask_cluster_gives_the_process_pool_result(generated, prefect_server):
 
     @flow
     def fit_sweep(runner: str, address: str | None = None):
-        return sweep.run_sweep(swept, splits, "group", 0, inputs.policy, mode,
+        return run_sweep(swept, splits, "group", 0, inputs.policy, mode,
                                fit_all=fitters.fitter(runner, workers=2, dask_address=address)).outcome
 
     pool = fit_sweep("processes")
@@ -83,7 +84,7 @@ def test_a_candidate_past_its_time_budget_is_stopped_and_listed(generated):
     swept = sweep_file(directory, recipes=[str(PROJECT / "recipes/none.yaml")], candidate_timeout_seconds=budget,
                        constraints=[str(PROJECT / "constraints/unconstrained.yaml"), str(slow)])
     started = time.monotonic()
-    outcome = sweep.run_sweep(swept, splits, "group", 0, inputs.policy, ModeDecision(mode="holdout", reason="test")).outcome
+    outcome = run_sweep(swept, splits, "group", 0, inputs.policy, ModeDecision(mode="holdout", reason="test")).outcome
     elapsed = time.monotonic() - started
     assert [c.name for c in outcome.candidates] == ["none+unconstrained"], outcome.skipped
     assert outcome.skipped == [("none+slow-eg@0.001", f"timed out: stopped after {budget:g} s (candidate_timeout_seconds)")]

@@ -6,14 +6,16 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import PROJECT
-from fairloop.remedy.constraints import POST_PROCESSING, load_constraint_template
-from fairloop.data.datasets import load_dataset, load_dataset_spec, make_splits
+
+from fairloop.data.dataset_spec import load_dataset_spec
+from fairloop.data.datasets import load_dataset
+from fairloop.data.splits import make_splits
 from fairloop.errors import BadInputError
 from fairloop.gates.policy import load_policy
+from fairloop.remedy.constraints import POST_PROCESSING, load_constraint_template
 from fairloop.remedy.recipes import load_recipe
-from fairloop.remedy.sweep import expand_candidates, load_sweep
+from fairloop.remedy.sweep.spec import expand_candidates, load_sweep
 
 
 @pytest.mark.parametrize("path", sorted((PROJECT / "recipes").glob("*.yaml")), ids=lambda p: p.name)
@@ -287,7 +289,8 @@ def test_sensitive_feature_needs_use_as_feature_and_the_flag_needs_the_feature(t
 
 
 def test_a_quoted_field_spanning_lines_is_not_a_field_count_mismatch(tmp_path):
-    from fairloop.data.datasets import CsvFormat, read_table
+    from fairloop.data.dataset_spec import CsvFormat
+    from fairloop.data.reading import read_table
 
     data = tmp_path / "quoted.csv"
     data.write_text('id,comment,sex\n1,"fine",F\n2,"two\nlines",M\n3,"x, y",F\n4,"three\nline\nnote",M\n')

@@ -7,18 +7,20 @@ import re
 
 import pytest
 import yaml
-
 from conftest import PROJECT, BackgroundRun, write_policy
-from fairloop.remedy.crossfit import ModeDecision
-from fairloop.data.datasets import load_dataset, make_splits
+
+from fairloop.data.datasets import load_dataset
+from fairloop.data.splits import make_splits
 from fairloop.errors import BadInputError
-from fairloop.serving.outcomes import Outcome
 from fairloop.gates.policy import load_policy
-from fairloop.registry.store import Registry
 from fairloop.registry.reproduce import reproduce
-from fairloop.serving.runs import submit_review
+from fairloop.registry.store import Registry
+from fairloop.remedy.crossfit import ModeDecision
 from fairloop.remedy.fitters import fitter
-from fairloop.remedy.sweep import expand_candidates, load_sweep, run_sweep
+from fairloop.remedy.sweep.run import run_sweep
+from fairloop.remedy.sweep.spec import expand_candidates, load_sweep
+from fairloop.serving.outcomes import Outcome
+from fairloop.serving.runs import submit_review
 
 TRAIN_ROWS = 3000
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

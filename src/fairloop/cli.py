@@ -100,7 +100,7 @@ def validate_inputs(dataset: Path, recipe: Path, constraint: Path, policy: Path,
     from fairloop.remedy.recipes import load_recipe
 
     if sweep is not None:
-        from fairloop.remedy.sweep import load_sweep
+        from fairloop.remedy.sweep.spec import load_sweep
 
         if (str(recipe), str(constraint)) != (DEFAULT_RECIPE, DEFAULT_CONSTRAINT):
             raise BadInputError("give either --sweep or --recipe/--constraint: a sweep names its own", field="--sweep")
@@ -122,7 +122,7 @@ def validate_base_model(model: str, trust: bool, loaded, recipe: Path, constrain
     from fairloop.remedy.recipes import load_recipe
 
     if sweep is not None:
-        from fairloop.remedy.sweep import expand_candidates, load_sweep
+        from fairloop.remedy.sweep.spec import expand_candidates, load_sweep
 
         pairs = [(c.template, c.recipe) for c in expand_candidates(load_sweep(sweep))[0]]
     else:
@@ -137,7 +137,7 @@ def validate_base_model(model: str, trust: bool, loaded, recipe: Path, constrain
 
 
 def validate_runner(runner: str, dask_address: str | None, sweep: Path | None) -> None:
-    from fairloop.remedy.sweep import RUNNERS
+    from fairloop.remedy.sweep.jobs import RUNNERS
 
     if runner not in RUNNERS:
         raise BadInputError(f"unknown runner '{runner}' (choose one of {', '.join(RUNNERS)})", field="--runner")
@@ -631,13 +631,10 @@ def audit(
     saved in gx/expectations/ (learned from the spec's own files the first time, or with
     --update-reference) and the validation goes into gx/ Data Docs.
     """
-    from fairloop.audit.checks import (
-        GxProject,
-        default_gx_root,
-        learn_reference,
-        run_audit,
-    )
-    from fairloop.data.datasets import load_data_file, load_dataset, load_dataset_spec
+    from fairloop.audit.checks import run_audit
+    from fairloop.audit.schema import GxProject, default_gx_root, learn_reference
+    from fairloop.data.dataset_spec import load_dataset_spec
+    from fairloop.data.datasets import load_data_file, load_dataset
 
     if output is not None and (output.is_dir() or not output.parent.is_dir()):
         raise BadInputError("is a directory, not a file" if output.is_dir() else "its folder does not exist",
@@ -795,7 +792,7 @@ def monitor(
     server: Annotated[bool, typer.Option(help="--no-server checks locally: no Prefect run, artifacts or drift event")] = True,
 ):
     """Check a production window against the champion by hand; an alert emits the drift event."""
-    from fairloop.data.datasets import load_dataset_spec
+    from fairloop.data.dataset_spec import load_dataset_spec
     from fairloop.gates.policy import load_policy
     from fairloop.monitor import run_monitor
     from fairloop.registry.store import Registry
@@ -878,7 +875,7 @@ def serve(
     validate_inputs(dataset, recipe, constraint, policy)
     rerun = load_policy(policy).monitoring_settings.rerun.remediate_with
     for sweep_file in filter(None, [sweep, Path(rerun.sweep) if isinstance(rerun, RerunSweep) else None]):
-        from fairloop.remedy.sweep import load_sweep
+        from fairloop.remedy.sweep.spec import load_sweep
 
         load_sweep(sweep_file)
     if notify_url and notify_block:
@@ -893,7 +890,7 @@ def serve(
             sweep_file=str(sweep) if sweep else None,
         )
         if notify_url or notify_block:
-            from fairloop.data.datasets import load_dataset_spec
+            from fairloop.data.dataset_spec import load_dataset_spec
             from fairloop.serving.notify import (
                 install_notifications,
                 named_block_id,
@@ -981,7 +978,7 @@ def history(
     html: Annotated[Optional[Path], typer.Option(help="write the dashboard page here (default: <state>/monitor/<dataset>/history.html)")] = None,
 ):
     """The monitor's trend dashboard: per window, group rates with intervals, drift and alerts; incidents with their timeline."""
-    from fairloop.data.datasets import load_dataset_spec
+    from fairloop.data.dataset_spec import load_dataset_spec
     from fairloop.monitor.dashboard import incidents, print_history, write_history_page
     from fairloop.monitor.store import history as monitor_history
     from fairloop.monitor.store import state_folder

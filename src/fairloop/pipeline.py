@@ -14,22 +14,18 @@ from typing import Literal
 
 import numpy as np
 
-from fairloop.audit.checks import AuditReport, run_audit
-from fairloop.data.datasets import (
-    MISSING_GROUP,
-    LoadedDataset,
-    Split,
-    Splits,
-    load_dataset,
-    make_splits,
-    read_extra_training_rows,
-)
+from fairloop.audit.checks import run_audit
+from fairloop.audit.record import AuditReport
+from fairloop.data.datasets import LoadedDataset, load_dataset, read_extra_training_rows
 from fairloop.data.groups import is_intersection
 from fairloop.data.membership import (
     InferredMembership,
     MembershipReport,
     infer_membership,
 )
+from fairloop.data.parsing import MISSING_GROUP
+from fairloop.data.rows import Split
+from fairloop.data.splits import Splits, make_splits
 from fairloop.errors import BadInputError
 from fairloop.gates.evaluate import (
     Evaluation,

@@ -1,5 +1,5 @@
 """How well one feature alone predicts a target: the measure behind the audit's proxy check (a
-feature that reveals a sensitive group, ``fairloop.audit.checks``) and its label-leak check (a feature
+feature that reveals a sensitive group, ``fairloop.audit.proxies``) and its label-leak check (a feature
 that reveals the label, ``fairloop.audit.leakage``).
 
 The score is the out-of-fold ROC AUC (sklearn ``roc_auc_score``) of a one-feature model: the

@@ -14,7 +14,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from fairloop import pipeline
-from fairloop.audit.checks import AuditReport
+from fairloop.audit.record import AuditReport
 from fairloop.flows.review import Verdict
 from fairloop.flows.steps import Judged, Prepared, Published, Retrained, RunScope
 from fairloop.monitor.drifted import DriftLineage

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fairloop.pipeline import RunParams
-from fairloop.remedy.sweep import Runner
+from fairloop.remedy.sweep.jobs import Runner
 
 
 class RemediationRequest(BaseModel):

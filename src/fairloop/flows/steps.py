@@ -25,18 +25,23 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from fairloop import pipeline
-from fairloop.audit.checks import AuditReport, publish_artifacts
+from fairloop.audit.record import AuditReport
+from fairloop.audit.report import publish_artifacts
 from fairloop.config import Settings
-from fairloop.data.datasets import Split, Splits
+from fairloop.data.rows import Split
+from fairloop.data.splits import Splits
 from fairloop.flows.request import RemediationRequest
 from fairloop.gates.evaluate import Evaluation
 from fairloop.gates.policy import GateReport, apply_gates
 from fairloop.monitor.drifted import DriftedJudgement, held_out_rows, judge_on_drifted
 from fairloop.registry import decision_log
 from fairloop.registry.store import Registry, serialize_model
-from fairloop.remedy import fitters, sweep
+from fairloop.remedy import fitters
 from fairloop.remedy.crossfit import ModeDecision
 from fairloop.remedy.recipes import AugmentReport
+from fairloop.remedy.sweep.results import SweepOutcome
+from fairloop.remedy.sweep.run import SweepRun, run_sweep
+from fairloop.remedy.sweep.spec import SweepSpec, load_sweep, write_chosen_template
 from fairloop.review import credentials
 from fairloop.review.frontier import candidates_table, dialog_frontier, frontier_report
 from fairloop.review.packet import Link, ReviewPacket, render_report, save_packet
@@ -106,8 +111,8 @@ class Retrained:
     augmented: Split
     augment_report: AugmentReport | None  # None: a sweep that chose no candidate
     fit_seconds: float
-    swept: sweep.SweepRun | None = None
-    sweep_spec: sweep.SweepSpec | None = None
+    swept: SweepRun | None = None
+    sweep_spec: SweepSpec | None = None
 
 
 @dataclass
@@ -191,20 +196,20 @@ def retrain(scope: RunScope, prepared: Prepared, audit_report: AuditReport) -> R
                          | ({"champion": champion[1]} if champion else {}),
                          champion_version=champion[0].version if champion else None, augmented=augmented,
                          augment_report=augment_report, fit_seconds=trained["candidate"][1])
-    sweep_spec = sweep.load_sweep(sweep_file)
+    sweep_spec = load_sweep(sweep_file)
     # A frozen model's candidates fit no learner (it may be one endpoint's client): serially.
     fitting = (fitters.fitter(request.runner, sweep_spec.useful_workers(),
                               request.dask_address or scope.settings.dask_address, on_fitted=scope.progress.fitted)
                if frozen is None else nullcontext(fitters.fit_serially))
     with fitting as fit_all:
-        swept = sweep.run_sweep(sweep_spec, splits, inputs.sensitive, inputs.params.seed, inputs.policy, prepared.mode,
+        swept = run_sweep(sweep_spec, splits, inputs.sensitive, inputs.params.seed, inputs.policy, prepared.mode,
                                 champion=champion[1] if champion else None, fit_all=fit_all, frozen=frozen)
     result = Retrained(inputs=inputs, models={}, champion_version=champion[0].version if champion else None,
                        augmented=splits.train, augment_report=None, fit_seconds=0.0, swept=swept, sweep_spec=sweep_spec)
     if swept.chosen is None:
         return result
     chosen, fitted = swept.chosen
-    constraint_path = sweep.write_chosen_template(chosen, scope.run_dir)
+    constraint_path = write_chosen_template(chosen, scope.run_dir)
     inputs = replace(inputs, recipe=chosen.recipe, template=chosen.template,
                      params=replace(inputs.params, recipe=chosen.recipe_path, constraint=str(constraint_path)))
     augmented, augment_report = pipeline.augment(inputs, splits, prepared.mode)  # the rows the chosen model was fitted on
@@ -251,7 +256,7 @@ def frontier_arguments(prepared: Prepared, retrained: Retrained, judged: Judged)
                 candidate=judged.evaluations["candidate"].metrics)
 
 
-def publish_frontier(png: bytes, section: str, run_dir: Path, outcome: sweep.SweepOutcome | None) -> list[Link]:
+def publish_frontier(png: bytes, section: str, run_dir: Path, outcome: SweepOutcome | None) -> list[Link]:
     """The frontier as a PNG file of the run and a Prefect artifact; a sweep's candidates as a
     table artifact. Returns links to them for the review dialog."""
     run_dir.mkdir(parents=True, exist_ok=True)

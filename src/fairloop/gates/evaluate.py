@@ -13,9 +13,9 @@ from fairlearn.metrics import (
 from pydantic import BaseModel
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 
-from fairloop.data.datasets import Split
 from fairloop.data.groups import ExcludedGroup, GroupFloors, count_groups
 from fairloop.data.membership import InferredMembership, MembershipReport
+from fairloop.data.rows import Split
 from fairloop.errors import BadInputError
 from fairloop.gates.intervals import net_benefit_min
 from fairloop.remedy.model import FairModel, Predictions

@@ -28,6 +28,7 @@ Plain functions and pydantic models; the Prefect flow (``flows/monitor.py``) onl
 artifacts and the drift event.
 """
 
+from fairloop.data.rows import Rows
 from fairloop.monitor.alerting import (
     DRIFT_EVENT,
     dataset_resource_id,
@@ -51,7 +52,6 @@ from fairloop.monitor.store import (
     state_folder,
 )
 from fairloop.monitor.windows import (
-    Rows,
     Window,
     latest_window,
     read_window,

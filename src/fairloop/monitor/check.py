@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fairloop.data.datasets import DatasetSpec, load_dataset_spec
+from fairloop.data.dataset_spec import DatasetSpec, load_dataset_spec
 from fairloop.data.groups import is_intersection
+from fairloop.data.rows import Rows
 from fairloop.errors import BadInputError
 from fairloop.gates.policy import Policy, load_policy
 from fairloop.monitor.alerting import (
@@ -34,7 +35,6 @@ from fairloop.monitor.fairness import (
 from fairloop.monitor.report import WindowReport
 from fairloop.monitor.store import check_lock, history, record
 from fairloop.monitor.windows import (
-    Rows,
     Window,
     describe_period,
     latest_window,

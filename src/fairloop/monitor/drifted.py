@@ -36,11 +36,14 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
-from fairloop.data.datasets import DatasetSpec, Split, Weighting, file_sha256
+from fairloop.data.dataset_spec import DatasetSpec
+from fairloop.data.datasets import file_sha256
+from fairloop.data.rows import Rows, Split
+from fairloop.data.splits import Weighting
 from fairloop.errors import BadInputError
 from fairloop.gates.policy import GateResult, Policy, RerunSettings, verdict_of
 from fairloop.monitor.report import Metric
-from fairloop.monitor.windows import Rows, read_window
+from fairloop.monitor.windows import read_window
 
 DRIFT_GATE_PREFIX = "on drifted rows: "
 FAIRNESS_KINDS = ("prediction_rate_gap", "equalized_odds_difference")

@@ -22,11 +22,12 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from fairloop.data.datasets import DatasetSpec, file_sha256
+from fairloop.data.dataset_spec import DatasetSpec
+from fairloop.data.datasets import file_sha256
+from fairloop.data.rows import Rows
 from fairloop.errors import BadInputError, FairloopError
 from fairloop.monitor.plots import plot_window
 from fairloop.monitor.report import WindowReport
-from fairloop.monitor.windows import Rows
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
 # A check takes seconds (an every-window replay minutes); a scheduled run waiting longer than this

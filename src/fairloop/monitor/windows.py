@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import date
 from functools import cached_property
 from pathlib import Path
@@ -12,40 +12,12 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from fairloop.data.datasets import (
-    DatasetSpec,
-    SourceFile,
-    Split,
-    Splits,
-    parse_rows,
-    read_raw_file,
-    with_intersections,
-)
+from fairloop.data.dataset_spec import DatasetSpec, SourceFile
+from fairloop.data.parsing import parse_rows, with_intersections
+from fairloop.data.reading import read_raw_file
+from fairloop.data.rows import Rows, Split
+from fairloop.data.splits import Splits
 from fairloop.errors import BadInputError
-
-
-@dataclass(frozen=True)
-class Rows:
-    """Rows to compare: typed features, group names, optional 0/1 labels (NaN = unknown), predictions."""
-
-    X: pd.DataFrame
-    groups: pd.DataFrame
-    y: pd.Series | None = None
-    predictions: np.ndarray | None = None
-    times: pd.Series | None = None
-    raw: pd.DataFrame | None = None
-    memo: dict = field(default_factory=dict, compare=False, repr=False)  # reference-side figures, computed once
-
-    def __len__(self) -> int:
-        return len(self.X)
-
-    def take(self, mask: np.ndarray) -> Rows:
-        pick = lambda part: None if part is None else part.iloc[mask].reset_index(drop=True)  # noqa: E731
-        return Rows(
-            X=pick(self.X), groups=pick(self.groups), y=pick(self.y),
-            predictions=None if self.predictions is None else self.predictions[mask],
-            times=pick(self.times), raw=pick(self.raw),
-        )
 
 
 def reference_rows(spec: DatasetSpec, snapshot: Path) -> Rows:
@@ -113,7 +85,7 @@ def read_window(
                 source=str(file_path),
             )
         predictions = values.to_numpy().astype(int)
-    return Rows(X=parsed.X, groups=parsed.groups, y=parsed.y, predictions=predictions, times=times, raw=parsed.raw)
+    return replace(parsed, predictions=predictions, times=times)
 
 
 def content_hash(rows: Rows) -> str:

@@ -9,9 +9,6 @@ is written, so what ``init`` writes always loads.
 
 from __future__ import annotations
 
-import codecs
-import csv
-import gzip
 import json
 import os
 import re
@@ -19,53 +16,40 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from fairloop.audit.leakage import leak_scores
-from fairloop.data.datasets import (
+from fairloop.data.dataset_spec import (
     AuditSpec,
     CsvFormat,
     DatasetSpec,
     LabelSpec,
-    canonical,
-    canonical_series,
     check_unique_name,
-    label_vector,
-    load_dataset,
-    read_dataset,
-    read_table,
 )
+from fairloop.data.datasets import LoadedDataset, load_dataset, read_dataset
+from fairloop.data.parsing import label_vector
+from fairloop.data.reading import read_table
 from fairloop.data.spec import NAME_PATTERN
+from fairloop.data.values import canonical, canonical_series
 from fairloop.errors import BadInputError
+from fairloop.project.profiling import (
+    MAX_GROUPS,
+    ColumnProfile,
+    detect_format,
+    profile_columns,
+)
 
-SAMPLE_BYTES = 1 << 20  # encoding and dialect are detected on the file's head
-SNIFF_LINES = 100
-SEPARATORS = ",;\t| "  # the field separators init recognises
 MAX_ROWS = 200_000  # types, label and group values are read from at most this many rows
-NA_TOKENS = ("?", "NA", "N/A", "n/a", "na", "NaN", "nan", "null", "NULL", "None", "#N/A", "-", ".")
 LABEL_NAMES = ("label", "target", "class", "y", "outcome")
 SENSITIVE_WORDS = (
     "sex", "gender", "race", "ethnicity", "ethnic", "ethn", "black", "nonwhite", "nwhite", "white", "colour", "color",
     "religion", "nationality", "citizen", "citizenship", "native", "origin", "language", "disability", "marital",
     "sexe", "genre", "origine", "nationalite",  # French: the generated loans file
 )
+
 POSITIVE_OF_PAIR = {("0", "1"): "1", ("false", "true"): "true", ("no", "yes"): "yes", ("n", "y"): "y"}  # lower case
-MAX_GROUPS = 20  # a sensitive column with more distinct values is not a set of groups
-MAX_CATEGORIES = 200  # more distinct texts: an identifier or free text, left out of the features
-
-
-class ColumnProfile(BaseModel):
-    """What ``init`` found in one column, and what it made of it."""
-
-    name: str
-    kind: str  # numeric, categorical, excluded
-    evidence: str
-    values: dict[str, int] = {}  # distinct values (canonical text) and their counts, when few
-    numeric: bool = False
-    empty: int = 0
 
 
 class Draft(BaseModel):
@@ -73,164 +57,6 @@ class Draft(BaseModel):
     path: Path
     rows: int
     text: str
-
-
-def _open_bytes(path: Path) -> bytes:
-    if not path.is_file():
-        raise BadInputError("data file not found", source=str(path))
-    with path.open("rb") as handle:
-        compressed = handle.read(2) == b"\x1f\x8b"
-    opener = gzip.open if compressed else open
-    try:
-        with opener(path, "rb") as handle:
-            return handle.read(SAMPLE_BYTES)
-    except (gzip.BadGzipFile, EOFError, OSError) as exc:
-        raise BadInputError(f"corrupt or truncated gzip file ({type(exc).__name__})", source=str(path)) from None
-
-
-def detect_encoding(head: bytes) -> tuple[str, str]:
-    """(encoding, evidence). UTF-8 when the head decodes as UTF-8 (a character cut at the end is fine)."""
-    if head.startswith(codecs.BOM_UTF8):
-        return "utf-8-sig", "starts with a UTF-8 byte-order mark"
-    try:
-        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
-        return "utf-8", f"the first {len(head):,} bytes are valid UTF-8"
-    except UnicodeDecodeError as exc:
-        byte = head[exc.start:exc.start + 1]
-        try:
-            head.decode("cp1252")
-            return "cp1252", f"not UTF-8 (byte {byte!r} at offset {exc.start:,}); cp1252 (Windows Western) decodes it: check accented values"
-        except UnicodeDecodeError:
-            return "latin-1", f"not UTF-8 (byte {byte!r} at offset {exc.start:,}); latin-1 decodes any byte: check accented values"
-
-
-def detect_format(path: Path, columns: list[str] | None) -> tuple[CsvFormat, dict[str, str]]:
-    """The file's format (csv.Sniffer on its head) and the evidence for each field."""
-    head = _open_bytes(path)
-    if not head.strip():
-        raise BadInputError("file is empty", source=str(path))
-    if b"\x00" in head:
-        raise BadInputError(f"not a text file: NUL byte at offset {head.index(bytes(1)):,} (a binary file, or UTF-16 "
-                            "text: save it as UTF-8); init drafts specs for delimited text such as CSV", source=str(path))
-    encoding, encoding_evidence = detect_encoding(head)
-    text = codecs.getincrementaldecoder(encoding)(errors="replace").decode(head, final=False)
-    lines = [line for line in text.splitlines()[:SNIFF_LINES + 1] if line.strip()][:SNIFF_LINES]
-    sample = "\n".join(lines)
-    sniffer = csv.Sniffer()
-    try:
-        dialect = sniffer.sniff(sample, delimiters=SEPARATORS)
-    except csv.Error:
-        if not any(separator in line for line in lines for separator in SEPARATORS):
-            raise BadInputError(
-                f"each of the first {len(lines)} lines is a single field (none of , ; tab | space in them): a dataset "
-                "needs a label column and a sensitive column at least; if another character separates the fields, "
-                "write the spec's format.separator by hand", source=str(path),
-            ) from None
-        raise BadInputError(
-            "cannot tell the field separator (csv.Sniffer found none of , ; tab | space used consistently in the "
-            "first lines); write format.separator by hand", source=str(path),
-        ) from None
-    counts = {len(row) for row in csv.reader(lines[1:], dialect)}
-    separator_evidence = f"csv.Sniffer; {'/'.join(map(str, sorted(counts)))} fields on each of the first {len(lines)} lines"
-    header = sniffer.has_header(sample) if columns is None else False
-    if columns is not None:
-        header_evidence = "names given with --columns"
-        first = next(csv.reader(lines[:1], dialect))
-        if [f.strip() for f in first] == columns:
-            header = True
-            header_evidence = "the first line holds the names given with --columns"
-    elif header:
-        header_evidence = "csv.Sniffer.has_header: the first line differs in type or length from the lines below it"
-    else:
-        header_evidence = ("csv.Sniffer.has_header: the first line looks like data; columns are named column_1 ... "
-                           "(rename them here, or pass --columns)")
-    width = len(next(csv.reader(lines[:1], dialect)))
-    if columns is not None and len(columns) != width:
-        raise BadInputError(f"--columns gives {len(columns)} names but line 1 has {width} fields "
-                            f"(separator {dialect.delimiter!r})", source=str(path))
-    if not header and columns is None:
-        columns = [f"column_{k}" for k in range(1, width + 1)]
-    fmt = CsvFormat(
-        separator=dialect.delimiter, header=header, columns=None if header else columns,
-        skip_initial_space=bool(dialect.skipinitialspace), quote_char=dialect.quotechar or '"', encoding=encoding,
-    )
-    evidence = {"separator": separator_evidence, "header": header_evidence, "encoding": encoding_evidence}
-    if dialect.skipinitialspace:
-        evidence["skip_initial_space"] = "fields start with a blank after the separator"
-    if fmt.quote_char != '"':
-        evidence["quote_char"] = f"csv.Sniffer: fields are quoted with {fmt.quote_char}"
-    return fmt, evidence
-
-
-def _looks_like_dates(values: pd.Series) -> bool:
-    sample = values.dropna().astype(str).head(200)
-    if sample.empty or not sample.str.contains(r"\d[-/:]\d", regex=True).all():
-        return False
-    parsed = pd.to_datetime(sample, errors="coerce", format="mixed")
-    return bool(parsed.notna().mean() > 0.95)
-
-
-def profile_columns(frame: pd.DataFrame) -> tuple[list[ColumnProfile], dict[str, dict[str, int]]]:
-    """Each column's kind with its evidence, and the missing-value texts found (text -> column -> rows).
-
-    ``frame`` is read with only empty fields as missing, so 'NA', '?' and the like are still text here.
-    """
-    profiles, tokens = [], {}
-    rows = len(frame)
-    for name in frame.columns:
-        values = frame[name]
-        empty = int(values.isna().sum())
-        present = values.dropna()
-        found: dict[str, int] = {}
-        if pd.api.types.is_numeric_dtype(present) and not pd.api.types.is_bool_dtype(present):
-            real, numbers, numeric = present, present, bool(len(present))  # pandas read numbers: no text to look at
-        else:
-            as_text = present.astype(str).str.strip()
-            is_token = as_text.isin(NA_TOKENS)
-            found = {t: int(n) for t, n in as_text[is_token].value_counts().items()}
-            real = as_text[~is_token]
-            numbers = pd.to_numeric(real, errors="coerce")
-            numeric = bool(len(real)) and bool(numbers.notna().all())
-        for token, count in found.items():
-            tokens.setdefault(token, {})[str(name)] = count
-        # numbers by value (1 and 1.0 are one value), text as written; few values are listed with their counts
-        distinct = real.value_counts()
-        if len(distinct) <= MAX_GROUPS and numeric:
-            distinct = canonical_series(real).value_counts()
-        missing = empty + sum(found.values())
-        missing_note = f"; {missing:,} empty" if missing else ""
-        profile = dict(name=str(name), numeric=numeric, empty=missing)
-        if len(distinct) <= MAX_GROUPS:
-            profile["values"] = {str(k): int(v) for k, v in distinct.items()}
-        if real.empty:
-            profiles.append(ColumnProfile(**profile, kind="excluded", evidence="no value in any row"))
-        elif len(distinct) == 1:
-            profiles.append(ColumnProfile(**profile, kind="excluded", evidence=f"one value ({distinct.index[0]!r}) in every row"))
-        elif numeric:
-            sequence = np.arange(1, rows + 1)
-            if str(name).startswith("Unnamed:") or (len(numbers) == rows and np.array_equal(numbers.to_numpy(), sequence)):
-                profiles.append(ColumnProfile(**profile, kind="excluded", evidence="row numbers 1, 2, 3, ... (an index written with the data)"))
-                continue
-            integers = bool((numbers == numbers.round()).all())
-            if integers and rows > 50 and len(distinct) == rows:
-                profiles.append(ColumnProfile(**profile, kind="excluded", evidence="a different integer in every row: an identifier"))
-                continue
-            evidence = f"{len(distinct):,} distinct numbers, {numbers.min():g} to {numbers.max():g}{missing_note}"
-            if integers and 2 < len(distinct) <= 10:
-                evidence += "; few integers: if they are codes, not amounts, move this to categorical"
-            profiles.append(ColumnProfile(**profile, kind="numeric", evidence=evidence))
-        elif _looks_like_dates(real):
-            profiles.append(ColumnProfile(**profile, kind="excluded", evidence="dates or times: not a feature (a time_column for monitoring?)"))
-        elif len(distinct) > MAX_CATEGORIES:
-            profiles.append(ColumnProfile(**profile, kind="excluded",
-                                          evidence=f"{len(distinct):,} distinct texts in {rows:,} rows: an identifier or free text"))
-        else:
-            bad = real[numbers.isna()]
-            shown = ", ".join(repr(v) for v in list(dict.fromkeys(bad.astype(str)))[:3])
-            mixed = f" (text such as {shown} among {int(numbers.notna().sum()):,} numbers)" if numbers.notna().any() else ""
-            profiles.append(ColumnProfile(**profile, kind="categorical",
-                                          evidence=f"{len(distinct):,} distinct values{mixed}{missing_note}"))
-    return profiles, tokens
 
 
 def _slug(text: str) -> str:
@@ -386,48 +212,6 @@ def _without_leaks(features: list[ColumnProfile], rows: pd.DataFrame, y: pd.Seri
         "leak the audit would block")}) if p.name in leaks else p for p in features]
 
 
-def _format_lines(fmt, evidence: dict[str, str], tokens: dict[str, dict[str, int]], protected: set[str]) -> list[str]:
-    """The spec's ``format:`` entries with their evidence; a missing-value token found in a group or
-    label column (``protected``) is flagged for checking."""
-    lines = [
-        f"  separator: {_yaml(fmt.separator)}  # {evidence['separator']}",
-        f"  header: {str(fmt.header).lower()}  # {evidence['header']}",
-    ]
-    if fmt.skip_initial_space:
-        lines.append(f"  skip_initial_space: true  # {evidence['skip_initial_space']}")
-    if fmt.quote_char != '"':
-        lines.append(f"  quote_char: {_yaml(fmt.quote_char)}  # {evidence['quote_char']}")
-    lines.append(f"  encoding: {fmt.encoding}  # {evidence['encoding']}")
-    if tokens:
-        where = "; ".join(f"{t!r} in {', '.join(f'{c} ({n:,})' for c, n in list(cols.items())[:4])}" for t, cols in tokens.items())
-        lines.append(f"  na_values: {_yaml(list(tokens))}  # read as 'no value': {where}")
-        clash = sorted({c for cols in tokens.values() for c in cols} & protected)
-        if clash:
-            lines.append(f"  # CHECK: {clash} hold(s) one of these texts: if it is a group or a label value there, not a missing")
-            lines.append("  # value, remove it from na_values")
-    else:
-        lines.append("  na_values: []  # only empty fields are missing; no '?', 'NA', 'null' ... found")
-    if not fmt.header:
-        lines.append(f"  columns: {_yaml(fmt.columns)}")
-    return lines
-
-
-def _write_loadable(text: str, output_path: Path) -> int:
-    """Write the drafted spec only if the whole data file reads with it (atomically); its row count."""
-    try:  # what init writes always loads: validated and read as it will be, before anything is written
-        spec = DatasetSpec.model_validate(yaml.safe_load(text))
-        loaded = read_dataset(spec, output_path)
-    except (BadInputError, ValidationError) as exc:
-        raise BadInputError(f"not written: the whole file does not read with the draft: {exc}",
-                            source=str(output_path)) from None
-    check_unique_name(output_path, spec)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=output_path.parent, suffix=".tmp", delete=False, encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(handle.name, output_path)
-    return len(loaded.all_rows())
-
-
 def draft_spec(
     data_file: str | Path, *, label: str | None = None, positive: list[str] | None = None,
     sensitive: list[str] | None = None, name: str | None = None, output: str | Path | None = None,
@@ -437,14 +221,7 @@ def draft_spec(
     data_path = Path(data_file)
     if not data_path.is_file():
         raise BadInputError("data file not found", source=str(data_path))
-    stem = data_path.name.split(".")[0]
-    name = name or _slug(stem)
-    if not NAME_PATTERN.fullmatch(name):
-        raise BadInputError(f"--name {name!r}: use 1 to 64 lower-case letters, digits, '_' or '-', starting with a "
-                            "letter or digit", field="--name")
-    output_path = Path(output) if output else Path("datasets") / f"{name}.yaml"
-    if output_path.exists() and not force:
-        raise BadInputError("already exists: choose another --output or pass --force to replace it", source=str(output_path))
+    name, output_path = _draft_target(data_path, name, output, force)
     fmt, evidence = detect_format(data_path, columns)
     frame, _ = read_table(fmt, data_path, nrows=MAX_ROWS)  # only empty fields are missing here
     if frame.empty:
@@ -463,9 +240,8 @@ def draft_spec(
         "version: 1",
         f"description: {_yaml(f'{data_path.name}: predict {_predicted(rule)}.')}",
         'provenance: ""  # where the data comes from, and its licence',
-        "format:",
+        *_format_lines(fmt, evidence, tokens, sensitive_columns | {label}),
     ]
-    lines += _format_lines(fmt, evidence, tokens, sensitive_columns | {label})
     relative = os.path.relpath(data_path.resolve(), output_path.resolve().parent)
     if relative.startswith(os.path.join("..", "..")):  # far away: an absolute path reads better
         relative = str(data_path.resolve())
@@ -475,37 +251,104 @@ def draft_spec(
         lines += [f"  positive: {_yaml(rule.positive)}  # {positive_how}", f"  negative: {_yaml(rule.negative)}"]
     else:
         lines.append(f"  positive_if: {_yaml(rule.positive_if)}  # {positive_how}")
-    lines.append("sensitive:")
-    for column, how in chosen_sensitive:
+    lines += _sensitive_lines(profiles, chosen_sensitive)
+    known = _labelled(rule, frame[label])
+    features = _without_leaks([p for p in profiles_list if p.name != label and p.name not in sensitive_columns],
+                              frame[known], label_vector(rule, frame.loc[known, label], data_path))
+    lines += _feature_lines(features, data_path)
+    if profiles[label].empty:
+        lines += ["filters:  # rows with no label cannot be trained on",
+                  f"  - {_yaml(_label_filter(rule, frame.loc[known, label]))}  # leaves out {profiles[label].empty:,} row(s) with no label"]
+    lines += ["split:", "  test_size: 0.3", "  validation_size: 0.2", "  seed: 0"]
+    text = "\n".join(lines) + "\n"
+    loaded = _write_if_it_loads(text, output_path)
+    return Draft(name=name, path=output_path, rows=len(loaded.all_rows()), text=text)
+
+
+def _draft_target(data_path: Path, name: str | None, output: str | Path | None, force: bool) -> tuple[str, Path]:
+    """The dataset's name (default: from the file's name) and the spec file to write."""
+    stem = data_path.name.split(".")[0]
+    name = name or _slug(stem)
+    if not NAME_PATTERN.fullmatch(name):
+        raise BadInputError(f"--name {name!r}: use 1 to 64 lower-case letters, digits, '_' or '-', starting with a "
+                            "letter or digit", field="--name")
+    output_path = Path(output) if output else Path("datasets") / f"{name}.yaml"
+    if output_path.exists() and not force:
+        raise BadInputError("already exists: choose another --output or pass --force to replace it", source=str(output_path))
+    return name, output_path
+
+
+def _format_lines(fmt: CsvFormat, evidence: dict[str, str], tokens: dict[str, dict[str, int]], named: set[str]) -> list[str]:
+    """The draft's ``format:`` section; ``named``: the label and sensitive columns, warned about when they hold an na token."""
+    lines = [
+        "format:",
+        f"  separator: {_yaml(fmt.separator)}  # {evidence['separator']}",
+        f"  header: {str(fmt.header).lower()}  # {evidence['header']}",
+    ]
+    if fmt.skip_initial_space:
+        lines.append(f"  skip_initial_space: true  # {evidence['skip_initial_space']}")
+    if fmt.quote_char != '"':
+        lines.append(f"  quote_char: {_yaml(fmt.quote_char)}  # {evidence['quote_char']}")
+    lines.append(f"  encoding: {fmt.encoding}  # {evidence['encoding']}")
+    if tokens:
+        where = "; ".join(f"{t!r} in {', '.join(f'{c} ({n:,})' for c, n in list(cols.items())[:4])}" for t, cols in tokens.items())
+        lines.append(f"  na_values: {_yaml(list(tokens))}  # read as 'no value': {where}")
+        clash = sorted({c for cols in tokens.values() for c in cols} & named)
+        if clash:
+            lines.append(f"  # CHECK: {clash} hold(s) one of these texts: if it is a group or a label value there, not a missing")
+            lines.append("  # value, remove it from na_values")
+    else:
+        lines.append("  na_values: []  # only empty fields are missing; no '?', 'NA', 'null' ... found")
+    if not fmt.header:
+        lines.append(f"  columns: {_yaml(fmt.columns)}")
+    return lines
+
+
+def _sensitive_lines(profiles: dict[str, ColumnProfile], chosen: list[tuple[str, str]]) -> list[str]:
+    """The draft's ``sensitive:`` section: each chosen column with how it was chosen and its groups."""
+    lines = ["sensitive:"]
+    for column, how in chosen:
         profile = profiles[column]
         lines.append(f"  - name: {_slug(column)}  # {how}; groups: {_counts(profile.values)}")
         lines.append(f"    column: {_yaml(column)}")
         if profile.empty:
             lines.append(f"    missing: group  # {profile.empty:,} row(s) have no value: kept as the group 'missing' (or: fail)")
         lines.append("    use_as_feature: false  # true: also a model feature (list it under features too)")
-    known = _labelled(rule, frame[label])
-    features = _without_leaks([p for p in profiles_list if p.name != label and p.name not in sensitive_columns],
-                              frame[known], label_vector(rule, frame.loc[known, label], data_path))
+    return lines
+
+
+def _feature_lines(features: list[ColumnProfile], data_path: Path) -> list[str]:
+    """The draft's ``features:`` section, with the columns left out and why."""
     numeric = [p for p in features if p.kind == "numeric"]
     categorical = [p for p in features if p.kind == "categorical"]
     excluded = [p for p in features if p.kind == "excluded"]
     if not numeric and not categorical:
         raise BadInputError("no column is left to be a feature (every other column is empty, constant or an identifier)",
                             source=str(data_path))
-    lines.append("features:")
+    lines = ["features:"]
     for title, group in (("numeric", numeric), ("categorical", categorical)):
         lines.append(f"  {title}:" + ("" if group else " []"))
         lines += [f"    - {_yaml(p.name)}  # {p.evidence}" for p in group]
     if excluded:
         lines.append("  # left out:")
         lines += [f"  #   {p.name}: {p.evidence}" for p in excluded]
-    if profiles[label].empty:
-        lines += ["filters:  # rows with no label cannot be trained on",
-                  f"  - {_yaml(_label_filter(rule, frame.loc[known, label]))}  # leaves out {profiles[label].empty:,} row(s) with no label"]
-    lines += ["split:", "  test_size: 0.3", "  validation_size: 0.2", "  seed: 0"]
-    text = "\n".join(lines) + "\n"
+    return lines
 
-    return Draft(name=name, path=output_path, rows=_write_loadable(text, output_path), text=text)
+
+def _write_if_it_loads(text: str, output_path: Path) -> LoadedDataset:
+    """Write the draft ``text`` to ``output_path`` only when it loads and reads the whole file."""
+    try:  # what init writes always loads: validated and read as it will be, before anything is written
+        spec = DatasetSpec.model_validate(yaml.safe_load(text))
+        loaded = read_dataset(spec, output_path)
+    except (BadInputError, ValidationError) as exc:
+        raise BadInputError(f"not written: the whole file does not read with the draft: {exc}",
+                            source=str(output_path)) from None
+    check_unique_name(output_path, spec)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=output_path.parent, suffix=".tmp", delete=False, encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(handle.name, output_path)
+    return loaded
 
 
 class GroupLine(BaseModel):

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fairloop.audit.checks import AuditReport
+from fairloop.audit.record import AuditReport
 from fairloop.data.datasets import file_sha256
 from fairloop.data.groups import (
     SIMULTANEOUS_METHOD,

@@ -40,7 +40,7 @@ from pydantic import (
     model_validator,
 )
 
-from fairloop.data.datasets import Split
+from fairloop.data.rows import Split
 from fairloop.data.spec import SpecModel, VersionedSpec, load_spec
 from fairloop.errors import BadInputError
 from fairloop.remedy import learners

@@ -25,8 +25,9 @@ import numpy as np
 from pydantic import BaseModel
 from sklearn.model_selection import StratifiedKFold
 
-from fairloop.data.datasets import Split, Splits
 from fairloop.data.groups import GroupFloors, count_groups
+from fairloop.data.rows import Split
+from fairloop.data.splits import Splits
 
 EvaluationMode = Literal["holdout", "crossfit"]
 

@@ -28,7 +28,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 
-from fairloop.remedy.sweep import (
+from fairloop.remedy.sweep.jobs import (
     FitAll,
     FitJob,
     JobResult,

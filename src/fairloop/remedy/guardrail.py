@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fairloop.data.datasets import Split
+from fairloop.data.rows import Split
 from fairloop.remedy.frozen import FrozenScorer
 
 ROWS_PER_CALL = 200_000  # base-model rows scored in one call (copies included): bounds memory on big batches

@@ -16,7 +16,7 @@ import pandas as pd
 from imblearn.over_sampling import SMOTENC, RandomOverSampler
 from pydantic import BaseModel, Field
 
-from fairloop.data.datasets import Split
+from fairloop.data.rows import Split
 from fairloop.data.spec import SpecModel, VersionedSpec, load_spec
 from fairloop.errors import BadInputError
 

@@ -15,7 +15,7 @@ from markupsafe import Markup
 
 from fairloop.gates.evaluate import METRIC_LABELS
 from fairloop.gates.policy import GATES, Policy
-from fairloop.remedy.sweep import (
+from fairloop.remedy.sweep.results import (
     FRONTIER_METRICS,
     SweepOutcome,
     frontier_metrics,

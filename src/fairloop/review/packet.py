@@ -15,7 +15,7 @@ from typing import Literal
 from prefect.input import RunInput
 from pydantic import BaseModel, SecretStr
 
-from fairloop.audit.checks import AuditReport, ProxyScore
+from fairloop.audit.record import AuditReport, ProxyScore
 from fairloop.data.groups import is_intersection
 from fairloop.gates.evaluate import (
     METRIC_LABELS,
@@ -28,7 +28,7 @@ from fairloop.gates.policy import GATES, SENSITIVE_AT_PREDICT, GateReport, GateR
 from fairloop.monitor.drifted import DRIFT_GATE_PREFIX, DriftedJudgement
 from fairloop.remedy.frozen import BaseModelSource
 from fairloop.remedy.recipes import AugmentReport
-from fairloop.remedy.sweep import CandidateResult, SweepOutcome
+from fairloop.remedy.sweep.results import CandidateResult, SweepOutcome
 from fairloop.templating import render
 
 PACKET_FILE = "review.json"

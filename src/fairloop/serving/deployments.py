@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fairloop.data.datasets import load_dataset_spec
+from fairloop.data.dataset_spec import load_dataset_spec
 from fairloop.gates.policy import load_policy
 from fairloop.monitor.alerting import DRIFT_EVENT, dataset_resource_id
 from fairloop.serving.notify import remediation_tag

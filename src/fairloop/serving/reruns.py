@@ -98,7 +98,8 @@ def training_window(state_dir: Path, given: str, params, splits=None) -> str:
     windows forms them once). Either refusal is a BadInputError naming the file.
     """
     from fairloop import pipeline
-    from fairloop.data.datasets import load_dataset_spec, read_extra_training_rows
+    from fairloop.data.dataset_spec import load_dataset_spec
+    from fairloop.data.datasets import read_extra_training_rows
     from fairloop.monitor import refuse_held_out_overlap, resolve_window_file
 
     spec = load_dataset_spec(params.dataset)
@@ -237,7 +238,7 @@ def start_rerun(run_id: str, params, *, sweep_file: str | None, requested_by: st
     """Everything a served rerun decides before training: one per incident, what it remediates
     with, and the window it may train on. Bad input stops it as REFUSED (nobody is at a console
     to read a traceback)."""
-    from fairloop.data.datasets import load_dataset_spec
+    from fairloop.data.dataset_spec import load_dataset_spec
 
     try:
         dataset = load_dataset_spec(params.dataset).name
