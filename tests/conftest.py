@@ -1,4 +1,5 @@
-"""Shared fixtures: one Prefect test server per session, a fresh registry repo per test."""
+"""Shared fixtures: one Prefect test server per session, a fresh registry repo per test; the session
+fails if any process the suite started outlives it."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import os
 import socket
 import threading
+import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -15,14 +17,59 @@ import pytest
 PROJECT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+# Every process the suite starts inherits this mark (xdist workers get the controller's), so the check at
+# the session's end finds the ones that outlived it, orphans included, and no other developer's processes.
+SUITE_MARK = "FAIRLOOP_TEST_SESSION"
+os.environ.setdefault(SUITE_MARK, uuid.uuid4().hex)
+# A loaded machine (every core busy) needs minutes to start a Prefect server; 60 s timed out under load.
+SERVER_START_TIMEOUT = int(os.environ.get("FAIRLOOP_TEST_SERVER_TIMEOUT", "300"))
 
 
 @pytest.fixture(scope="session")
 def prefect_server():
+    """One Prefect server per xdist worker, shared by every test that runs flows in this process."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=60):
+    with prefect_test_harness(server_startup_timeout=SERVER_START_TIMEOUT):
         yield
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_sessionfinish(session):
+    """After every fixture's teardown (and, under xdist, every worker's exit): kill what the suite left running
+    and fail the session naming it."""
+    result = yield
+    if not hasattr(session.config, "workerinput"):  # the controller sees every worker's processes
+        left = leftover_processes()
+        if left:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            session.config.get_terminal_writer().line(
+                "\nprocesses the suite started were still running (killed now):\n" + "\n".join(left), red=True)
+    return result
+
+
+def leftover_processes(grace: float = 10) -> list[str]:
+    """Kill the processes carrying this session's mark other than this one (given ``grace`` seconds to exit
+    first) and describe them."""
+    import psutil
+
+    mark, me = os.environ[SUITE_MARK], os.getpid()
+    marked = []
+    for process in psutil.process_iter():
+        try:
+            if process.pid != me and process.environ().get(SUITE_MARK) == mark:
+                marked.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            pass
+    _, alive = psutil.wait_procs(marked, timeout=grace)
+    described = []
+    for process in alive:
+        try:
+            described.append(f"  pid {process.pid}: {' '.join(process.cmdline())[:300]}")
+            process.kill()
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            pass
+    return described
 
 
 @pytest.fixture
@@ -49,6 +96,7 @@ POLICY_SETTINGS = ("approval", "allow_sensitive_at_predict", "evaluation", "cros
 def isolated_env(base: Path) -> dict[str, str]:
     """The environment of fairloop commands a test module runs against its own server, state and registry under ``base``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "FAIRLOOP_"))}
+    env.update({SUITE_MARK: os.environ[SUITE_MARK]})
     env.update(FAIRLOOP_PROJECT_DIR=str(PROJECT), FAIRLOOP_STATE_DIR=str(base / "state"),
                FAIRLOOP_REGISTRY_DIR=str(base / "registry"), FAIRLOOP_REGISTRY_REMOTE=str(base / "remote"),
                FAIRLOOP_SERVER_PORT=str(free_port()), PREFECT_HOME=str(base / "prefect-home"),
@@ -122,8 +170,6 @@ class BackgroundRun:
 
     def wait_until(self, predicate, timeout: float = 180):
         from fairloop.serving.runs import find_tagged_run, wait_for_flow_run
-
-        import time
 
         deadline = time.monotonic() + timeout
         run = None
