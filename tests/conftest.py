@@ -23,6 +23,8 @@ SUITE_MARK = "FAIRLOOP_TEST_SESSION"
 os.environ.setdefault(SUITE_MARK, uuid.uuid4().hex)
 # A loaded machine (every core busy) needs minutes to start a Prefect server; 60 s timed out under load.
 SERVER_START_TIMEOUT = int(os.environ.get("FAIRLOOP_TEST_SERVER_TIMEOUT", "300"))
+# How long a test waits for a flow run to reach a state: at load 15 a sweep ran past the 180 s this was.
+RUN_WAIT_TIMEOUT = float(os.environ.get("FAIRLOOP_TEST_RUN_TIMEOUT", "600"))
 
 
 @pytest.fixture(scope="session")
@@ -168,7 +170,7 @@ class BackgroundRun:
         self.thread = threading.Thread(target=target, daemon=True)
         self.thread.start()
 
-    def wait_until(self, predicate, timeout: float = 180):
+    def wait_until(self, predicate, timeout: float = RUN_WAIT_TIMEOUT):
         from fairloop.serving.runs import find_tagged_run, wait_for_flow_run
 
         deadline = time.monotonic() + timeout
@@ -183,7 +185,7 @@ class BackgroundRun:
             raise AssertionError(f"run {self.tag} never appeared (state {self.state})")
         return wait_for_flow_run(run.id, predicate, deadline - time.monotonic(), poll=0.3)
 
-    def wait_paused(self, timeout: float = 180):
+    def wait_paused(self, timeout: float = RUN_WAIT_TIMEOUT):
         run = self.wait_until(lambda r: bool(r.state and (r.state.is_paused() or r.state.is_final())), timeout)
         assert run.state.is_paused(), f"expected Paused, got {run.state.name}: {run.state.message}"
         return run
@@ -198,7 +200,7 @@ class BackgroundRun:
         assert state.name == Outcome.PROMOTED.value, state.message
         return state
 
-    def finish(self, timeout: float = 180):
+    def finish(self, timeout: float = RUN_WAIT_TIMEOUT):
         self.thread.join(timeout)
         assert not self.thread.is_alive(), "flow run did not finish"
         if self.error:
