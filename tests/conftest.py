@@ -1,4 +1,5 @@
-"""Shared fixtures: one Prefect test server per session, a fresh registry repo per test."""
+"""Shared fixtures: one Prefect test server per session, a fresh registry repo per test; the session
+fails if any process the suite started outlives it."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import os
 import socket
 import threading
+import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,10 +24,13 @@ os.environ[SESSION_MARK] = uuid.uuid4().hex
 # Seconds a Prefect server started by a test may take to answer: generous, for a machine whose
 # every core is busy (a start-up took over a minute at load 15-40).
 SERVER_STARTUP_SECONDS = int(os.environ.get("FAIRLOOP_TEST_SERVER_TIMEOUT", "300"))
+# How long a test waits for a flow run to reach a state: at load 15 a sweep ran past the 180 s this was.
+RUN_WAIT_TIMEOUT = float(os.environ.get("FAIRLOOP_TEST_RUN_TIMEOUT", "600"))
 
 
 @pytest.fixture(scope="session")
 def prefect_server():
+    """One Prefect server per xdist worker, shared by every test that runs flows in this process."""
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=SERVER_STARTUP_SECONDS):
@@ -166,10 +171,8 @@ class BackgroundRun:
         self.thread = threading.Thread(target=target, daemon=True)
         self.thread.start()
 
-    def wait_until(self, predicate, timeout: float = 180):
+    def wait_until(self, predicate, timeout: float = RUN_WAIT_TIMEOUT):
         from fairloop.serving.runs import find_tagged_run, wait_for_flow_run
-
-        import time
 
         deadline = time.monotonic() + timeout
         run = None
@@ -183,7 +186,7 @@ class BackgroundRun:
             raise AssertionError(f"run {self.tag} never appeared (state {self.state})")
         return wait_for_flow_run(run.id, predicate, deadline - time.monotonic(), poll=0.3)
 
-    def wait_paused(self, timeout: float = 180):
+    def wait_paused(self, timeout: float = RUN_WAIT_TIMEOUT):
         run = self.wait_until(lambda r: bool(r.state and (r.state.is_paused() or r.state.is_final())), timeout)
         assert run.state.is_paused(), f"expected Paused, got {run.state.name}: {run.state.message}"
         return run
@@ -198,7 +201,7 @@ class BackgroundRun:
         assert state.name == Outcome.PROMOTED.value, state.message
         return state
 
-    def finish(self, timeout: float = 180):
+    def finish(self, timeout: float = RUN_WAIT_TIMEOUT):
         self.thread.join(timeout)
         assert not self.thread.is_alive(), "flow run did not finish"
         if self.error:
