@@ -30,14 +30,15 @@ RESULTS = PROJECT / "bench" / "results"
 METRICS = {"demographic_parity_difference": "DPD", "equalized_odds_difference": "EOD", "disparate_impact_ratio": "DI"}
 
 
-def pool_fitter(workers: int):
-    """A sweep FitAll on a plain process pool (one thread per worker), longest jobs first."""
+def pool_fitter(workers: int, initializer=None):
+    """A sweep FitAll on a plain process pool (one thread per worker), longest jobs first;
+    ``initializer`` replaces the workers' (it should limit them to one thread too)."""
     from fairloop.remedy.fitters import limit_to_one_thread, longest_first
     from fairloop.remedy.sweep.jobs import run_fit_job
 
     def fit_all(jobs, data, sensitive, seed):
         order = longest_first(jobs)
-        with ProcessPoolExecutor(workers, initializer=limit_to_one_thread) as pool:
+        with ProcessPoolExecutor(workers, initializer=initializer or limit_to_one_thread) as pool:
             done = pool.map(run_fit_job, [jobs[i] for i in order], repeat(data), repeat(sensitive), repeat(seed))
             results = dict(zip(order, done))
         return [results[i] for i in range(len(jobs))]

@@ -178,6 +178,26 @@ def test_threshold_optimizer_is_fitted_on_held_out_scores(tmp_path):
     assert abs(decisions[groups == "a"].mean() - decisions[groups == "b"].mean()) > 0.09
 
 
+def test_threshold_optimizers_differing_in_thresholds_share_scorers_and_decide_as_fitted_alone(tmp_path, monkeypatch):
+    from collections import OrderedDict
+
+    from fairloop.gates.evaluate import evaluate
+    from fairloop.remedy import constraints
+
+    spec = write_dataset(tmp_path, "share", {"a": (200, 0.45), "b": (200, 0.2)})
+    splits = pipeline.prepare(pipeline.load_inputs(pipeline.RunParams(dataset=str(spec))))
+    dp, eo = (constraints.ConstraintTemplate(name=c, version=1, method="threshold_optimizer", constraint=c, bound=bound)
+              for c, bound in (("demographic_parity", 0.01), ("equalized_odds", None)))
+    monkeypatch.setattr(constraints, "_scorers", OrderedDict())
+    monkeypatch.setattr(constraints, "SCORERS_KEPT", 0)
+    alone, _ = constraints.fit_candidate(splits.train, eo, "group", 0)
+    monkeypatch.setattr(constraints, "SCORERS_KEPT", 8)
+    first, _ = constraints.fit_candidate(splits.train, dp, "group", 0)
+    shared, _ = constraints.fit_candidate(splits.train, eo, "group", 0)
+    assert shared.scorer is first.scorer and alone.scorer is not first.scorer
+    assert evaluate(shared, splits.test, "group").metrics == evaluate(alone, splits.test, "group").metrics
+
+
 def test_resamples_keep_every_group_and_let_its_base_rate_vary():
     rng = np.random.default_rng(0)
     groups = np.array(["a"] * 500 + ["b"] * 12)

@@ -14,12 +14,16 @@ selection rate against the *overall* rate, so the max-min gap a gate measures ca
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import inspect
+import json
 import time
+from collections import OrderedDict
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 from fairlearn.adversarial._pytorch_engine import PytorchEngine
 from fairlearn.postprocessing import ThresholdOptimizer
 from fairlearn.reductions import (
@@ -359,6 +363,26 @@ def _fit_estimator(train: Split, template: ConstraintTemplate, sensitive: str, s
     )
 
 
+# ThresholdOptimizer candidates that differ only in their thresholds (constraint, tol) fit the
+# same seeded scorers on the same rows: in German's default crossfit sweep, threshold-dp at two
+# bounds and threshold-eo share every fold's scorers (per recipe), two thirds of their fits. Each
+# process keeps the last few; the scores are the same whether fitted again or reused.
+SCORERS_KEPT = 8
+_scorers: OrderedDict[str, tuple[np.ndarray, FairModel]] = OrderedDict()
+
+
+def _scorer_key(real: Split, recipe: Recipe, unconstrained: ConstraintTemplate, sensitive: str, seed: int) -> str:
+    """What a post-processor's scorers depend on: the rows, the recipe, the learner and the folds."""
+    digest = hashlib.sha256(json.dumps(
+        [recipe.model_dump(mode="json"), unconstrained.learner, unconstrained.learner_params,
+         unconstrained.calibration_folds, list(real.X.columns), sensitive, seed], sort_keys=True, default=str,
+    ).encode())
+    for part in (real.X, real.y, real.groups, real.sample_weight, real.synthetic):
+        if part is not None:
+            digest.update(pd.util.hash_pandas_object(part).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _fit_postprocessed(real: Split, recipe: Recipe, template: ConstraintTemplate, sensitive: str, seed: int) -> FairModel:
     """ThresholdOptimizer whose thresholds are fitted on held-out scores, never on the rows its
     estimator saw: the real rows are cut into ``calibration_folds`` folds (group x label
@@ -367,14 +391,22 @@ def _fit_postprocessed(real: Split, recipe: Recipe, template: ConstraintTemplate
     all rows. (Fitting thresholds on training scores overfits them: parity met on training
     rows, missed on new ones, most visibly on small data.)"""
     unconstrained = template.model_copy(update={"method": "none", "constraint": None, "bound": None})
-    held_out_scores = np.empty(len(real))
-    for held in fold_positions(real, sensitive, template.calibration_folds, seed):
-        kept = np.setdiff1d(np.arange(len(real)), held)
-        augmented, _ = apply_recipe(real.take(kept), recipe, sensitive, seed)
-        fold_model = _fit_estimator(augmented, unconstrained, sensitive, seed)
-        held_out_scores[held] = fold_model.predictions(real.X.iloc[held]).scores
-    augmented, _ = apply_recipe(real, recipe, sensitive, seed)
-    scorer = _fit_estimator(augmented, unconstrained, sensitive, seed)
+    key = _scorer_key(real, recipe, unconstrained, sensitive, seed)
+    if key in _scorers:
+        _scorers.move_to_end(key)
+        held_out_scores, scorer = _scorers[key]
+    else:
+        held_out_scores = np.empty(len(real))
+        for held in fold_positions(real, sensitive, template.calibration_folds, seed):
+            kept = np.setdiff1d(np.arange(len(real)), held)
+            augmented, _ = apply_recipe(real.take(kept), recipe, sensitive, seed)
+            fold_model = _fit_estimator(augmented, unconstrained, sensitive, seed)
+            held_out_scores[held] = fold_model.predictions(real.X.iloc[held]).scores
+        augmented, _ = apply_recipe(real, recipe, sensitive, seed)
+        scorer = _fit_estimator(augmented, unconstrained, sensitive, seed)
+        _scorers[key] = held_out_scores, scorer
+        while len(_scorers) > SCORERS_KEPT:
+            _scorers.popitem(last=False)
     thresholds = fit_thresholds(template, held_out_scores, real, sensitive, seed)
     return FairModel(
         features=scorer.features, sensitive=sensitive, preprocessor=scorer.preprocessor, estimator=thresholds,
