@@ -139,7 +139,8 @@ def run_flow(spec: Path | str, sensitive: str | None, sweep_path: str, workers: 
 
     from fairloop import pipeline
     from fairloop.gates.policy import apply_gates
-    from fairloop.remedy.sweep import load_sweep, run_sweep
+    from fairloop.remedy.sweep.run import run_sweep
+    from fairloop.remedy.sweep.spec import load_sweep
 
     started = time.perf_counter()
     inputs = pipeline.load_inputs(pipeline.RunParams(dataset=str(spec), sensitive=sensitive))

@@ -48,7 +48,7 @@ def fit_seconds(outcome) -> dict[str, float]:
 
 
 def timed_sweep(sweep, splits, inputs, mode, fit_all) -> tuple[float, dict, dict[str, float]]:
-    from fairloop.remedy.sweep import run_sweep
+    from fairloop.remedy.sweep.run import run_sweep
 
     started = time.perf_counter()
     run = run_sweep(sweep, splits, inputs.sensitive, 0, inputs.policy, mode, fit_all=fit_all)
@@ -66,7 +66,7 @@ def main() -> int:
     from decisions_bench import pool_fitter
 
     from fairloop import pipeline
-    from fairloop.remedy.sweep import load_sweep
+    from fairloop.remedy.sweep.spec import load_sweep
 
     inputs = pipeline.load_inputs(pipeline.RunParams(dataset="datasets/german.yaml", sensitive="sex"))
     splits = pipeline.prepare(inputs)
