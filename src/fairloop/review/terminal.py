@@ -73,22 +73,9 @@ def print_candidates(console: Console, p: ReviewPacket) -> None:
         console.print(Padding(f"{kind}; reads {needs}\n{figures}\nvalidation gates: {gates}", (0, 0, 0, 2)))
 
 
-def print_packet(console: Console, packet: ReviewPacket, state: str) -> None:
-    p = packet
-    console.rule(f"Review: {escape(p.dataset)}, sensitive feature {escape(p.sensitive)}  (run {p.run_id}, {escape(state)})")
-    console.print(f"[bold]{escape(p.headline())}[/bold]")
-    if p.drift is not None:
-        print_drift(console, p.drift)
-    # the dialog's first screen: the decision in people, what gets worse, the gates in one line
-    # (wrapped at word boundaries by rich, readable in an 80-column terminal)
-    total, people = p.who_gains_and_loses()
-    if people:
-        console.print(f"Who gains, who loses ({escape(total)}):")
-        for line in people:
-            console.print(f"  {escape(line)}")
-    for w in p.worsening():
-        console.print(f"[yellow]worse:[/yellow] {escape(w.detail)}")
-    console.print(escape(p.gate_summary()))
+def print_qualifiers(console: Console, p: ReviewPacket) -> None:
+    """What qualifies the headline's claims: the sensitive feature's use (and its proxies), the
+    requester, and why this candidate."""
     if p.base_model:
         sha = f" (sha256 {p.base_model.sha256})" if p.base_model.sha256 else ""
         console.print(f"Base model not retrained: {p.base_model.kind} model {escape(p.base_model.location)}{sha}; "
@@ -109,6 +96,25 @@ def print_packet(console: Console, packet: ReviewPacket, state: str) -> None:
         console.print(f"Why this candidate: {escape(rule)}")
         for line in alternatives:
             console.print(Padding(f"instead {escape(line)}", (0, 0, 0, 2)))
+
+
+def print_packet(console: Console, packet: ReviewPacket, state: str) -> None:
+    p = packet
+    console.rule(f"Review: {escape(p.dataset)}, sensitive feature {escape(p.sensitive)}  (run {p.run_id}, {escape(state)})")
+    console.print(f"[bold]{escape(p.headline())}[/bold]")
+    # the dialog's first screen: the decision in people, what gets worse, the gates in one line
+    # (wrapped at word boundaries by rich, readable in an 80-column terminal); a rerun's alert after it
+    total, people = p.who_gains_and_loses()
+    if people:
+        console.print(f"Who gains, who loses ({escape(total)}):")
+        for line in people:
+            console.print(f"  {escape(line)}")
+    for w in p.worsening():
+        console.print(f"[yellow]worse:[/yellow] {escape(w.detail)}")
+    console.print(escape(p.gate_summary()))
+    if p.drift is not None:
+        print_drift(console, p.drift)
+    print_qualifiers(console, p)
 
     changes = Table(title=f"What changes for whom (test rows; {p.confidence:.0%} bootstrap intervals, stratified by group)", title_justify="left")
     for column in ("group", "rows", "rate", "baseline", "candidate"):
