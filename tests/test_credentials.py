@@ -17,6 +17,7 @@ from fairloop.errors import BadInputError, ServerError
 from fairloop.serving.outcomes import Outcome
 from fairloop.registry.store import Registry
 from fairloop.serving.runs import read_flow_run, submit_review
+from test_report_escaping import form_description
 
 
 def fairloop(*args: str) -> subprocess.CompletedProcess:
@@ -121,3 +122,31 @@ def test_reviews_without_a_valid_token_and_self_approval_are_refused_logged_and_
     stored = [item.value for item in filter_flow_run_input(key_prefix="paused-review", limit=100, flow_run_id=paused.id)]
     assert not [t for t in tokens.values() for value in stored if t in value]
     assert read_flow_run(paused.id).state.name == Outcome.PROMOTED.value
+
+
+def test_reviewers_registered_after_the_pause_replace_the_identity_note_at_the_next_attempt(
+    remediation_flow, registry_dir, tmp_path
+):
+    """The dialog's 'identities are not checked' note holds only while no reviewer is registered:
+    a review sent to the form shown before the first registration is refused for want of a token,
+    and the reopened dialog asks for one (the note gone, the refusal on top, the token required)."""
+    policy = write_policy(tmp_path, max_demographic_parity_difference=0.5, max_accuracy_drop_vs_baseline=0.2)
+    run = BackgroundRun(
+        remediation_flow, dataset="datasets/adult.yaml", recipe="recipes/none.yaml",
+        constraint="constraints/threshold-dp.yaml", policy=str(policy), train_rows=3000, review_poll_seconds=1,
+    )
+    paused = run.wait_paused(timeout=600)
+    assert "Reviewer identities are not checked" in form_description(paused)
+    token = add_reviewer("bob").stdout.strip().splitlines()[-1]  # while the run waits
+    submit_review(paused.id, {"approve": True, "reviewer": "bob", "comment": "the form said free text"})
+    again = run.wait_until(lambda r: bool(r.state and (r.state.is_final() or (
+        r.state.is_paused() and r.state.state_details.pause_key == "review-2"))), 300)
+    assert again.state.is_paused(), again.state.name
+    shown = form_description(again)
+    assert shown.startswith("> **Your review was refused: no token given for 'bob'"), shown[:200]
+    assert "identities are not checked" not in shown and "your token (from fairloop reviewers add)" in shown
+    with pytest.raises(ServerError, match="'token' is a required property"):  # the reopened form requires it
+        submit_review(paused.id, {"approve": True, "reviewer": "bob", "comment": "again"})
+    submit_review(paused.id, {"approve": True, "reviewer": "bob", "token": token, "comment": "checked"})
+    assert run.finish(timeout=600).name == Outcome.PROMOTED.value
+    assert Registry(registry_dir).champion("adult").approval["verified"] is True

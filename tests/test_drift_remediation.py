@@ -25,7 +25,7 @@ import drift_world as world_gen
 from conftest import PROJECT, BackgroundRun
 from fairloop import monitor as core
 from fairloop.registry.store import Registry
-from fairloop.review.packet import ReviewPacket
+from fairloop.review.packet import ReviewPacket, render_summary
 from fairloop.review.terminal import print_packet
 
 TEMPLATE = str(PROJECT / "constraints" / "lr-eg-dp.yaml")
@@ -79,6 +79,11 @@ def test_a_drift_alert_ends_with_a_champion_that_clears_it(drift_setup, prefect_
     shown = io.StringIO()
     print_packet(Console(file=shown, width=100), ReviewPacket.model_validate(packet), "Paused")
     assert "Approving clears the alert: yes" in shown.getvalue() and f"incident {alert.incident}" in shown.getvalue()
+    # the gate line keeps its place on the first screen; the alert's figures follow it
+    assert shown.getvalue().index("Gates: all") < shown.getvalue().index("Answers the alert")
+    first_screen, details = render_summary(ReviewPacket.model_validate(packet), "").split("\n---\n", 1)
+    assert "Gates: all 3 pass" in first_screen and "**Approving clears the alert: yes**" in first_screen
+    assert "The alert this rerun answers" in details and "held-out rows of the alerting window" in details
     gates = {g["gate"]: g["verdict"] for g in packet["gates"]["results"]}
     assert gates["on drifted rows: prediction_rate_gap:sex"] == "pass" and gates["max_demographic_parity_difference"] == "pass"
 

@@ -175,17 +175,3 @@ def test_sweep_with_no_passing_candidate_promotes_nothing_and_says_why(remediati
     run_dir = PROJECT / ".fairloop" / "runs" / str(state.state_details.flow_run_id)
     assert (run_dir / "frontier.png").read_bytes().startswith(PNG_MAGIC)
 
-
-def test_the_frontier_line_joins_only_candidates_the_policy_can_choose():
-    """A group-aware candidate that dominates every group-blind one is still drawn, but the Pareto line
-    a reviewer chooses from runs through the choosable ones only (issue 26)."""
-    import numpy as np
-
-    from fairloop.review.frontier import choosable_front
-
-    dpd = np.array([0.02, 0.05, 0.10, 0.01])  # lower is fairer
-    accuracy = np.array([0.80, 0.82, 0.84, 0.86])  # the last, group-aware, beats all on both
-    group_blind = np.array([True, True, True, False])
-    assert list(choosable_front(dpd, accuracy, np.ones(4, dtype=bool), False)) == [3]
-    assert list(choosable_front(dpd, accuracy, group_blind, False)) == [0, 1, 2]
-    assert list(choosable_front(dpd, accuracy, np.zeros(4, dtype=bool), False)) == []

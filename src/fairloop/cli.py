@@ -6,7 +6,6 @@ import functools
 import getpass
 import os
 import time
-from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
@@ -441,6 +440,7 @@ def reject(
 def models(dataset: Annotated[Optional[str], typer.Argument(help="dataset name; all when omitted")] = None):
     """Show each dataset's champion and its promotion history."""
     from fairloop.registry.store import Registry
+    from fairloop.review.history import history_table
     from fairloop.serving.flow_process import gone_flow_processes
     from fairloop.serving.server import answering_api_url
 
@@ -458,23 +458,8 @@ def models(dataset: Annotated[Optional[str], typer.Argument(help="dataset name; 
         return
     mismatched = [p for name in names for p in registry.check_champion(name)]
     for name in names:
-        champion = registry.champion(name)
-        flag = " [red]FILES DO NOT MATCH THE RECORD[/red]" if any(p.dataset == name for p in mismatched) else ""
-        table = Table(title=f"{name}: champion {champion.version if champion else 'none'}{flag}  ({registry.root})")
-        for column in ("", "version", "promoted", "recipe", "constraint", "accuracy", "DPD", "EOD", "gates", "reviewer"):
-            table.add_column(column)
-        for entry in registry.history(name):
-            lineage, metrics = entry.lineage, entry.metrics
-            table.add_row(
-                "*" if champion and entry.version == champion.version else "", entry.version, entry.promoted_at,
-                f"{lineage.recipe.name} v{lineage.recipe.version}",
-                f"{lineage.constraint.name} v{lineage.constraint.version}",
-                f"{metrics['accuracy']:.4f}", f"{metrics['demographic_parity_difference']:.4f}",
-                f"{metrics['equalized_odds_difference']:.4f}",
-                ", ".join(f"{n} {v}" for v, n in sorted(Counter(g["verdict"] for g in entry.gates).items())),
-                entry.approval.get("reviewer", ""),
-            )
-        console.print(table)
+        console.print(history_table(name, registry.champion(name), registry.history(name), root=str(registry.root),
+                                    files_mismatch=any(p.dataset == name for p in mismatched)))
     for problem in mismatched:
         err.print(f"[red]{escape(problem.dataset)} {problem.version}:[/red] {escape(problem.path)}: {escape(problem.problem)}",
                   soft_wrap=True)

@@ -73,8 +73,49 @@ def print_candidates(console: Console, p: ReviewPacket) -> None:
         console.print(Padding(f"{kind}; reads {needs}\n{figures}\nvalidation gates: {gates}", (0, 0, 0, 2)))
 
 
-def print_changes_and_costs(console: Console, p: ReviewPacket) -> None:
-    """Per group, the rates that change (with intervals); then what the candidate costs."""
+def print_qualifiers(console: Console, p: ReviewPacket) -> None:
+    """What qualifies the headline's claims: the sensitive feature's use (and its proxies), the
+    requester, and why this candidate."""
+    if p.base_model:
+        sha = f" (sha256 {p.base_model.sha256})" if p.base_model.sha256 else ""
+        console.print(f"Base model not retrained: {p.base_model.kind} model {escape(p.base_model.location)}{sha}; "
+                      "every candidate post-processes its scores.")
+    if p.needs_sensitive_at_predict:
+        console.print(f"[red]Needs {escape(p.sensitive)} at prediction time[/red] (ThresholdOptimizer): disparate "
+                      "treatment in many jurisdictions; legal review is required before use.")
+    else:
+        console.print(f"Group-blind: predicts from the features alone; {escape(p.sensitive)} was used only in "
+                      "training and to measure the gates.")
+        if p.proxies:
+            console.print(f"Not blind to {escape(p.sensitive)} through its proxies: "
+                          + ", ".join(f"{escape(x.feature)} (AUC {x.auc:.2f})" for x in p.proxies) + " each alone predict it.")
+    if p.requested_by:
+        console.print(f"Requested by {escape(p.requested_by)} ({'verified' if p.requester_verified else 'not verified'}).")
+    rule, alternatives = p.why_this_candidate()
+    if rule:
+        console.print(f"Why this candidate: {escape(rule)}")
+        for line in alternatives:
+            console.print(Padding(f"instead {escape(line)}", (0, 0, 0, 2)))
+
+
+def print_packet(console: Console, packet: ReviewPacket, state: str) -> None:
+    p = packet
+    console.rule(f"Review: {escape(p.dataset)}, sensitive feature {escape(p.sensitive)}  (run {p.run_id}, {escape(state)})")
+    console.print(f"[bold]{escape(p.headline())}[/bold]")
+    # the dialog's first screen: the decision in people, what gets worse, the gates in one line
+    # (wrapped at word boundaries by rich, readable in an 80-column terminal); a rerun's alert after it
+    total, people = p.who_gains_and_loses()
+    if people:
+        console.print(f"Who gains, who loses ({escape(total)}):")
+        for line in people:
+            console.print(f"  {escape(line)}")
+    for w in p.worsening():
+        console.print(f"[yellow]worse:[/yellow] {escape(w.detail)}")
+    console.print(escape(p.gate_summary()))
+    if p.drift is not None:
+        print_drift(console, p.drift)
+    print_qualifiers(console, p)
+
     changes = Table(title=f"What changes for whom (test rows; {p.confidence:.0%} bootstrap intervals, stratified by group)", title_justify="left")
     for column in ("group", "rows", "rate", "baseline", "candidate"):
         changes.add_column(column, overflow="fold")
@@ -97,46 +138,6 @@ def print_changes_and_costs(console: Console, p: ReviewPacket) -> None:
             drop = "" if r["value"] is None else f"{r['value'] - c['candidate']:+.4f} {_interval(r['drop_interval'], 4)}"
             costs.add_row(c["metric"], f"{r['name']} {_number(r['value'], 4)}", _number(c["candidate"], 4), drop)
     console.print(costs)
-
-
-def print_packet(console: Console, packet: ReviewPacket, state: str) -> None:
-    p = packet
-    console.rule(f"Review: {escape(p.dataset)}, sensitive feature {escape(p.sensitive)}  (run {p.run_id}, {escape(state)})")
-    console.print(f"[bold]{escape(p.headline())}[/bold]")
-    if p.drift is not None:
-        print_drift(console, p.drift)
-    # the dialog's first screen: the decision in people, what gets worse, the gates in one line
-    # (wrapped at word boundaries by rich, readable in an 80-column terminal)
-    total, people = p.who_gains_and_loses()
-    if people:
-        console.print(f"Who gains, who loses ({escape(total)}):")
-        for line in people:
-            console.print(f"  {escape(line)}")
-    for w in p.worsening():
-        console.print(f"[yellow]worse:[/yellow] {escape(w.detail)}")
-    console.print(escape(p.gate_summary()))
-    if p.base_model:
-        sha = f" (sha256 {p.base_model.sha256})" if p.base_model.sha256 else ""
-        console.print(f"Base model not retrained: {p.base_model.kind} model {escape(p.base_model.location)}{sha}; "
-                      "every candidate post-processes its scores.")
-    if p.needs_sensitive_at_predict:
-        console.print(f"[red]Needs {escape(p.sensitive)} at prediction time[/red] (ThresholdOptimizer): disparate "
-                      "treatment in many jurisdictions; legal review is required before use.")
-    else:
-        console.print(f"Group-blind: predicts from the features alone; {escape(p.sensitive)} was used only in "
-                      "training and to measure the gates.")
-        if p.proxies:
-            console.print(f"Not blind to {escape(p.sensitive)} through its proxies: "
-                          + ", ".join(f"{escape(x.feature)} (AUC {x.auc:.2f})" for x in p.proxies) + " each alone predict it.")
-    if p.requested_by:
-        console.print(f"Requested by {escape(p.requested_by)} ({'verified' if p.requester_verified else 'not verified'}).")
-    rule, alternatives = p.why_this_candidate()
-    if rule:
-        console.print(f"Why this candidate: {escape(rule)}")
-        for line in alternatives:
-            console.print(Padding(f"instead {escape(line)}", (0, 0, 0, 2)))
-
-    print_changes_and_costs(console, p)
 
     gates = Table(title=f"Gates (policy {escape(p.gates.policy)}): {'PASS' if p.gates.passed else 'BLOCKED'}"
                         + (f"; evaluated on {escape(p.evaluation_mode)}" if p.evaluation_mode else ""), title_justify="left")
