@@ -51,15 +51,18 @@ def pytest_sessionfinish(session):
 
 
 def leftover_processes(grace: float = 10) -> list[str]:
-    """Kill the processes carrying this session's mark other than this one (given ``grace`` seconds to exit
-    first) and describe them."""
+    """Kill the processes carrying this session's mark other than this one and its own resource trackers
+    (multiprocessing's and loky's, which end when this process does), given ``grace`` seconds to exit first,
+    and describe them."""
     import psutil
 
     mark, me = os.environ[SUITE_MARK], os.getpid()
     marked = []
     for process in psutil.process_iter():
         try:
-            if process.pid != me and process.environ().get(SUITE_MARK) == mark:
+            if process.pid == me or (process.ppid() == me and "resource_tracker" in " ".join(process.cmdline())):
+                continue
+            if process.environ().get(SUITE_MARK) == mark:
                 marked.append(process)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             pass
