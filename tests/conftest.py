@@ -44,7 +44,10 @@ def leftover_processes() -> list:
     mine, found = os.environ[SESSION_MARK], []
     for process in psutil.process_iter():
         try:
-            if process.pid != os.getpid() and process.environ().get(SESSION_MARK) == mine:
+            if process.pid == os.getpid() or (process.ppid() == os.getpid()
+                                               and "resource_tracker" in " ".join(process.cmdline())):
+                continue  # multiprocessing's and loky's trackers of this process end with it
+            if process.environ().get(SESSION_MARK) == mine:
                 found.append(process)
         except psutil.Error:
             continue
@@ -58,7 +61,7 @@ def no_process_left_behind():
     import psutil
 
     yield
-    left = leftover_processes()
+    _, left = psutil.wait_procs(leftover_processes(), timeout=10)  # some are still on their way out
     names = []
     for process in left:
         try:
