@@ -82,3 +82,5 @@ def publish_artifacts(report: AuditReport) -> None:
     create_table_artifact(key="audit-cells", table=cells, description="Group x label cells (too_small: below audit.min_cell_rows)")
     create_table_artifact(key="audit-leaks", table=[s.model_dump() for s in report.leaks],
                           description="One-feature AUC of each feature for the label (flagged: a label leak)")
+    create_table_artifact(key="audit-proxies", table=[p.model_dump() for p in report.proxies],
+                          description="One-feature proxy scores for each sensitive feature")
