@@ -38,7 +38,8 @@ sys.path.insert(0, str(PROJECT / "tests"))  # the generated-data helpers
 from fairloop import pipeline  # noqa: E402
 from fairloop.remedy.constraints import fit_candidate  # noqa: E402
 from fairloop.data.datasets import MISSING_GROUP, Split  # noqa: E402
-from fairloop.gates.evaluate import Predictions, predict  # noqa: E402
+from fairloop.gates.evaluate import predict  # noqa: E402
+from fairloop.remedy.model import Predictions  # noqa: E402
 from fairloop.gates.intervals import bootstrap_intervals  # noqa: E402
 from fairloop.gates.policy import Policy  # noqa: E402
 

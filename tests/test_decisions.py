@@ -233,7 +233,8 @@ def dpd_gate(n: int, threshold: float):
     """The DPD gate at ``threshold`` over two groups of n/2 rows with selection rates exactly 0.30
     and 0.22 (DPD 0.08 at every n) and decisions right on 80 % of each group's rows."""
     from fairloop.data.datasets import Split
-    from fairloop.gates.evaluate import Predictions, score_predictions
+    from fairloop.gates.evaluate import score_predictions
+    from fairloop.remedy.model import Predictions
     import pandas as pd
 
     half = n // 2

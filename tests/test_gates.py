@@ -10,7 +10,8 @@ import pytest
 from fairlearn.metrics import MetricFrame, selection_rate
 
 from fairloop.data.datasets import Split
-from fairloop.gates.evaluate import Evaluation, Predictions, score_predictions
+from fairloop.gates.evaluate import Evaluation, score_predictions
+from fairloop.remedy.model import Predictions
 from fairloop.data.groups import GroupFloors
 from fairloop.gates.intervals import bootstrap_intervals
 from fairloop.gates.policy import BootstrapSettings, Policy, apply_gates

@@ -12,7 +12,7 @@ import yaml
 from conftest import BackgroundRun
 from fairloop import pipeline
 from fairloop.data.datasets import MISSING_GROUP, Split
-from fairloop.gates.evaluate import Predictions
+from fairloop.remedy.model import Predictions
 from fairloop.data.membership import MembershipSettings, adjust_to_new_prior
 from fairloop.gates.policy import Monitoring, Policy, apply_gates
 from synthetic import generate, hide_sensitive

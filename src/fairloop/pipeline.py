@@ -10,7 +10,7 @@ from __future__ import annotations
 import weakref
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -33,7 +33,6 @@ from fairloop.data.membership import (
 from fairloop.errors import BadInputError
 from fairloop.gates.evaluate import (
     Evaluation,
-    Predictions,
     decision_shifts,
     predict,
     score_predictions,
@@ -48,13 +47,9 @@ from fairloop.remedy.constraints import (
     load_constraint_template,
 )
 from fairloop.remedy.crossfit import ModeDecision, choose_mode, fit_rows
-from fairloop.remedy.frozen import (
-    FrozenModel,
-    FrozenScorer,
-    fit_on_frozen,
-    load_base_model,
-)
-from fairloop.remedy.model import FairModel
+from fairloop.remedy.frozen import FrozenModel, FrozenScorer, load_base_model
+from fairloop.remedy.model import FairModel, Predictions
+from fairloop.remedy.post_processing import fit_on_frozen
 from fairloop.remedy.recipes import (
     NO_RECIPE,
     AugmentReport,
@@ -62,9 +57,6 @@ from fairloop.remedy.recipes import (
     apply_recipe,
     load_recipe,
 )
-
-if TYPE_CHECKING:
-    from fairloop.registry.lineage import Lineage
 
 
 @dataclass(frozen=True)
@@ -268,31 +260,6 @@ def with_intervals(
         simultaneous=True if is_intersection(sensitive) else None,
     )
     return {name: ev.model_copy(update={"intervals": intervals[name]}) for name, ev in evaluations.items()}
-
-
-def recorded_params(lineage: Lineage, inputs_dir: Path) -> RunParams:
-    """The RunParams of a registry entry, pointing at its stored copies of the inputs."""
-    return RunParams(
-        dataset=str(inputs_dir / "dataset.yaml"), recipe=str(inputs_dir / "recipe.yaml"),
-        constraint=str(inputs_dir / "constraint.yaml"), policy=str(inputs_dir / "policy.yaml"),
-        sensitive=lineage.sensitive, train_rows=lineage.train_rows, seed=lineage.seed,
-        extra_training_data=(
-            str(inputs_dir / lineage.inputs_spec_files["extra"]) if "extra" in lineage.inputs_spec_files else None
-        ),
-        **({"extra_weighting": lineage.drift.rows.weighting, "extra_max_weight": lineage.drift.rows.max_weight}
-           if lineage.drift else {}),
-        base_model=recorded_base_model(lineage, inputs_dir),
-        base_model_sha256=lineage.base_model.sha256 if lineage.base_model else None,
-    )
-
-
-def recorded_base_model(lineage: Lineage, inputs_dir: Path) -> str | None:
-    """The base model of a registry entry: its stored copy of the file, or the recorded import path."""
-    if lineage.base_model is None:
-        return None
-    if "base_model" in lineage.inputs_spec_files:
-        return str(inputs_dir / lineage.inputs_spec_files["base_model"])
-    return lineage.base_model.location
 
 
 def snapshot_inputs(inputs: Inputs, destination: Path) -> dict[str, str]:

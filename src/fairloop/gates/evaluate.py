@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 from fairlearn.metrics import (
@@ -20,7 +18,7 @@ from fairloop.data.groups import ExcludedGroup, GroupFloors, count_groups
 from fairloop.data.membership import InferredMembership, MembershipReport
 from fairloop.errors import BadInputError
 from fairloop.gates.intervals import net_benefit_min
-from fairloop.remedy.model import FairModel
+from fairloop.remedy.model import FairModel, Predictions
 
 METRIC_LABELS = {
     "accuracy": "accuracy",
@@ -38,34 +36,6 @@ METRIC_LABELS = {
 }
 FAIRNESS_METRICS = ("demographic_parity_difference", "equalized_odds_difference", "disparate_impact_ratio",
                     "min_group_true_positive_rate")
-
-
-@dataclass(frozen=True)
-class Predictions:
-    """What a model says about some rows.
-
-    ``decisions`` are the deployed 0/1 decisions; ``probabilities`` the probability that the
-    decision is positive (for randomised mitigators, the probability their draw gives 1);
-    ``scores`` the underlying scorer's positive-class probability (the learner's own for
-    reductions, the estimator's for ThresholdOptimizer). For a deterministic unconstrained
-    learner the last two are the same. AUC is reported for both: the decision AUC of a
-    randomised classifier is far below its scorer's, which says nothing about the scorer.
-    """
-
-    decisions: np.ndarray
-    probabilities: np.ndarray
-    scores: np.ndarray
-
-    def take(self, positions: np.ndarray) -> Predictions:
-        return Predictions(self.decisions[positions], self.probabilities[positions], self.scores[positions])
-
-    @staticmethod
-    def concatenate(parts: list[tuple[np.ndarray, Predictions]], size: int) -> Predictions:
-        """Reassemble predictions made on disjoint row positions (e.g. cross-fitting folds)."""
-        decisions, probabilities, scores = np.zeros(size, dtype=int), np.zeros(size), np.zeros(size)
-        for positions, part in parts:
-            decisions[positions], probabilities[positions], scores[positions] = part.decisions, part.probabilities, part.scores
-        return Predictions(decisions, probabilities, scores)
 
 
 class GroupShift(BaseModel):

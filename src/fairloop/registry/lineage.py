@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,11 +21,10 @@ from fairloop.data.groups import (
 )
 from fairloop.data.membership import MembershipReport
 from fairloop.monitor.drifted import DriftLineage
+from fairloop.pipeline import Inputs
 from fairloop.remedy.crossfit import ModeDecision
+from fairloop.remedy.frozen import BaseModelSource
 from fairloop.remedy.recipes import AugmentReport
-
-if TYPE_CHECKING:
-    from fairloop.pipeline import Inputs
 
 TRACKED_PACKAGES = (
     "fairloop", "fairlearn", "scikit-learn", "imbalanced-learn", "pandas", "numpy",
@@ -85,15 +84,6 @@ class IntersectionSetup(Record):
     floors: GroupFloors
     interval_method: str
     confidence: float
-class BaseModelSource(Record):
-    """The fitted model a run post-processed without retraining it (``remediate --model``)."""
-
-    kind: Literal["skops", "pickle", "callable"]
-    location: str  # the file as given, or the import path module:function
-    sha256: str | None  # of the file's bytes; None for an import path (its code is not in the registry)
-    retrained: Literal[False] = False  # stated in every record: the base model's parameters are untouched
-
-
 class RiskAcceptance(Record):
     """A reviewer's explicit acceptance of gates the data could not decide (policy
     ``inconclusive: review_with_acceptance``)."""

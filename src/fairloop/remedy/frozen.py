@@ -1,5 +1,5 @@
 """A fitted model you cannot retrain (``fairloop remediate --model``): load it, score with it, and
-fit the candidates a frozen model can take.
+say which candidates a frozen model can take (:mod:`fairloop.remedy.post_processing` fits them).
 
 The base model comes as
 
@@ -22,23 +22,20 @@ from __future__ import annotations
 import hashlib
 import importlib
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
-from sklearn.preprocessing import FunctionTransformer
+from pydantic import BaseModel, ConfigDict
 
-from fairloop.data.datasets import Split
 from fairloop.errors import BadInputError, IntegrityError
-from fairloop.registry.lineage import BaseModelSource
 from fairloop.remedy.constraints import (
     POST_PROCESSING,
     ConstraintTemplate,
-    fit_thresholds,
 )
-from fairloop.remedy.model import FairModel, ScorePassthrough, load_pickle
+from fairloop.remedy.model import load_pickle
 from fairloop.remedy.recipes import Recipe
 
 # Types a skops file may hold beyond skops' default trusted set (which covers most of
@@ -47,6 +44,18 @@ TRUSTED_SKOPS_TYPES = ("sklearn.ensemble._hist_gradient_boosting.predictor.TreeP
 PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
 IMPORT_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 FROZEN_LEARNER = "frozen base model (not retrained)"
+
+
+class BaseModelSource(BaseModel):
+    """The fitted model a run post-processed without retraining it (``remediate --model``): part of
+    the run's lineage (:class:`fairloop.registry.lineage.Lineage`)."""
+
+    model_config = ConfigDict(extra="forbid")  # as every lineage record: a misspelt field is an error
+
+    kind: Literal["skops", "pickle", "callable"]
+    location: str  # the file as given, or the import path module:function
+    sha256: str | None  # of the file's bytes; None for an import path (its code is not in the registry)
+    retrained: Literal[False] = False  # stated in every record: the base model's parameters are untouched
 
 
 class FrozenScorer:
@@ -198,28 +207,3 @@ def refusal(template: ConstraintTemplate, recipe: Recipe) -> str | None:
         return (f"recipe '{recipe.name}' changes the training rows, and a model given with --model is not retrained: "
                 "use recipes/none.yaml")
     return None
-
-
-def fit_on_frozen(frozen: FrozenModel, rows: Split, template: ConstraintTemplate, sensitive: str, seed: int,
-                  recipe: Recipe) -> tuple[FairModel, float]:
-    """``template`` on the frozen model, fitted on ``rows`` (which must not be the rows that
-    evaluate it): the base model alone (method 'none'), ThresholdOptimizer on its scores, or the
-    counterfactual guardrail. Returns the deployable model and the seconds it took."""
-    from fairloop.remedy.guardrail import fit_guardrail
-
-    reason = refusal(template, recipe)
-    if reason:
-        raise BadInputError(reason, field="method")
-    started = time.perf_counter()
-    scorer, estimator = frozen.scorer, ScorePassthrough()
-    if template.method == "threshold_optimizer":
-        estimator = fit_thresholds(template, frozen.scorer.scores(rows.X), rows, sensitive, seed)
-    elif template.method == "counterfactual_guardrail":
-        scorer = fit_guardrail(frozen.scorer, rows, sensitive, list(frozen.varied), seed, **template.method_params)
-        estimator = ScorePassthrough(threshold=scorer.threshold)
-    model = FairModel(
-        features=frozen.scorer.features, sensitive=sensitive, preprocessor=FunctionTransformer().fit(rows.X[frozen.scorer.features]),
-        estimator=estimator, method=template.method, needs_sensitive_at_predict=template.needs_sensitive_at_predict,
-        random_state=seed, scorer=scorer,
-    )
-    return model, time.perf_counter() - started

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -21,8 +20,33 @@ from sklearn.compose import ColumnTransformer
 
 from fairloop.errors import BadInputError, IntegrityError
 
-if TYPE_CHECKING:
-    from fairloop.gates.evaluate import Predictions
+
+@dataclass(frozen=True)
+class Predictions:
+    """What a model says about some rows.
+
+    ``decisions`` are the deployed 0/1 decisions; ``probabilities`` the probability that the
+    decision is positive (for randomised mitigators, the probability their draw gives 1);
+    ``scores`` the underlying scorer's positive-class probability (the learner's own for
+    reductions, the estimator's for ThresholdOptimizer). For a deterministic unconstrained
+    learner the last two are the same. AUC is reported for both: the decision AUC of a
+    randomised classifier is far below its scorer's, which says nothing about the scorer.
+    """
+
+    decisions: np.ndarray
+    probabilities: np.ndarray
+    scores: np.ndarray
+
+    def take(self, positions: np.ndarray) -> Predictions:
+        return Predictions(self.decisions[positions], self.probabilities[positions], self.scores[positions])
+
+    @staticmethod
+    def concatenate(parts: list[tuple[np.ndarray, Predictions]], size: int) -> Predictions:
+        """Reassemble predictions made on disjoint row positions (e.g. cross-fitting folds)."""
+        decisions, probabilities, scores = np.zeros(size, dtype=int), np.zeros(size), np.zeros(size)
+        for positions, part in parts:
+            decisions[positions], probabilities[positions], scores[positions] = part.decisions, part.probabilities, part.scores
+        return Predictions(decisions, probabilities, scores)
 
 
 @contextmanager
@@ -134,8 +158,6 @@ class FairModel:
         randomised classifier predicts 1 (:func:`randomized_positive_rate`), the quantity their
         decisions are drawn from.
         """
-        from fairloop.gates.evaluate import Predictions
-
         matrix = self._matrix(X)
         scores = self._scores(matrix)
         estimator_input = self._estimator_input(matrix, scores)

@@ -29,7 +29,7 @@ from fairloop.data.datasets import Split, Splits, stratified_split
 from fairloop.data.spec import SpecModel, VersionedSpec, check_allowed_path, load_spec
 from fairloop.errors import BadInputError
 from fairloop.gates.decidability import leans_to_pass, rows_factor
-from fairloop.gates.evaluate import Evaluation, Predictions, predict
+from fairloop.gates.evaluate import Evaluation, predict
 from fairloop.gates.policy import (
     GATES,
     METRIC_RATES,
@@ -47,7 +47,7 @@ from fairloop.remedy.constraints import (
 )
 from fairloop.remedy.crossfit import ModeDecision, fit_rows, fold_positions
 from fairloop.remedy.frozen import FROZEN_LEARNER, FrozenModel
-from fairloop.remedy.model import FairModel
+from fairloop.remedy.model import FairModel, Predictions
 from fairloop.remedy.recipes import (
     NO_RECIPE,
     AugmentReport,

@@ -26,7 +26,7 @@ from fairloop.gates.evaluate import (
 )
 from fairloop.gates.policy import GATES, SENSITIVE_AT_PREDICT, GateReport, GateResult
 from fairloop.monitor.drifted import DRIFT_GATE_PREFIX, DriftedJudgement
-from fairloop.registry.lineage import BaseModelSource
+from fairloop.remedy.frozen import BaseModelSource
 from fairloop.remedy.recipes import AugmentReport
 from fairloop.remedy.sweep import CandidateResult, SweepOutcome
 from fairloop.templating import render

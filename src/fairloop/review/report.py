@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from fairloop.data.groups import SIMULTANEOUS_METHOD, is_intersection
 from fairloop.gates.evaluate import Evaluation
 from fairloop.gates.policy import GateReport
-from fairloop.registry.lineage import BaseModelSource
+from fairloop.remedy.frozen import BaseModelSource
 from fairloop.templating import MARKDOWN_EXTRA_ESCAPES, render
 
 
