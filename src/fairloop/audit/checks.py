@@ -41,6 +41,7 @@ from pydantic import BaseModel
 
 from fairloop.audit.leakage import LEAK_METHOD, LeakScore, leak_message, leak_scores
 from fairloop.audit.onefeature import cross_fitted_auc, feature_codes, sample_positions
+from fairloop.config import get_settings
 from fairloop.data.datasets import MISSING_GROUP, AuditSpec, DatasetSpec, Split
 from fairloop.data.groups import CELL_JOINER, cell_labels, intersection_parts
 from fairloop.data.membership import (
@@ -712,8 +713,6 @@ def _proxy_finding(sensitive: str, scores: list[ProxyScore], spec: DatasetSpec, 
 
 
 def default_gx_root() -> Path:
-    from fairloop.config import get_settings
-
     return get_settings().project_dir / "gx"
 
 

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from fairloop.config import get_settings
 from fairloop.errors import BadInputError
 
 
@@ -154,8 +155,6 @@ def _format_validation_error(error: ValidationError) -> str:
 def check_allowed_path(path: str | Path, naming_file: Path, field: str) -> Path:
     """``path`` (relative to the working directory, or absolute) resolved, if it lies in a folder that
     ``naming_file`` may name files in (``Settings.file_roots``); else a BadInputError naming that file and field."""
-    from fairloop.config import get_settings
-
     resolved = Path(path).resolve()
     roots = get_settings().file_roots(naming_file)
     if not any(resolved.is_relative_to(root) for root in roots):
