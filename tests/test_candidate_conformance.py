@@ -20,7 +20,8 @@ from fairloop.data.datasets import load_dataset, make_splits
 from fairloop.errors import BadInputError
 from fairloop.remedy.frozen import FrozenModel, load_base_model
 from fairloop.pipeline import fit_model
-from fairloop.remedy.model import adversarial_scores, load_model, one_torch_thread
+from fairloop.remedy.fairlearn_adapter import adversarial_scores
+from fairloop.remedy.model import load_model, one_torch_thread
 from fairloop.registry.store import file_sha256
 from synthetic import write_dataset
 
