@@ -12,7 +12,7 @@ from pathlib import Path
 
 import joblib
 
-from fairloop.registry import store as registry_module
+from fairloop.registry import repository as registry_module
 from fairloop.registry.lineage import Lineage
 from fairloop.registry.store import Registry
 

@@ -23,7 +23,8 @@ from fairloop.pipeline import fit_model
 from fairloop.registry.store import file_sha256
 from fairloop.remedy.constraints import ConstraintTemplate, load_constraint_template
 from fairloop.remedy.frozen import FrozenModel, load_base_model
-from fairloop.remedy.model import adversarial_scores, load_model, one_torch_thread
+from fairloop.remedy.fairlearn_adapter import adversarial_scores
+from fairloop.remedy.model import load_model, one_torch_thread
 
 
 def _kinds() -> dict[str, ConstraintTemplate]:

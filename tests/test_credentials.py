@@ -11,7 +11,7 @@ import pytest
 
 from conftest import BackgroundRun, write_policy
 from fairloop.review import credentials
-from fairloop.cli import requester
+from fairloop.cli.common import requester
 from fairloop.config import Settings
 from fairloop.errors import BadInputError, ServerError
 from fairloop.serving.outcomes import Outcome

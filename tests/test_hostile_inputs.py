@@ -12,7 +12,6 @@ import subprocess
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -237,30 +236,6 @@ def test_review_names_compare_case_insensitively():
     assert refusal_reason("ANN", ["ann", "ben"], "root") is None
     assert "not on the policy's reviewer list" in refusal_reason("cat", ["ann"], "root")
     assert refusal_reason("", [], "root") == "a reviewer name is required"
-
-
-def test_fairlearn_private_probability_api_still_matches_its_predictions():
-    """``randomized_positive_rate`` is the one use of Fairlearn's private ``_pmf_predict``:
-    if an upgrade changes it, this fails (its rate must match the randomised decisions)."""
-    from fairlearn.postprocessing import ThresholdOptimizer
-    from fairlearn.reductions import DemographicParity, ExponentiatedGradient
-    from sklearn.linear_model import LogisticRegression
-
-    from fairloop.remedy.model import randomized_positive_rate
-
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(600, 3))
-    groups = rng.choice(["a", "b"], size=600)
-    y = (X[:, 0] + (groups == "a") + rng.normal(size=600) > 0.5).astype(int)
-    eg = ExponentiatedGradient(LogisticRegression(), DemographicParity(difference_bound=0.01)).fit(
-        X, y, sensitive_features=groups)
-    to = ThresholdOptimizer(estimator=LogisticRegression(), constraints="demographic_parity",
-                            predict_method="predict_proba").fit(X, y, sensitive_features=groups)
-    for estimator, kwargs in ((eg, {}), (to, {"sensitive_features": groups})):
-        rate = randomized_positive_rate(estimator, X, **kwargs)
-        assert rate.shape == (600,) and ((0 <= rate) & (rate <= 1)).all()
-        draws = np.mean([estimator.predict(X, random_state=seed, **kwargs) for seed in range(200)], axis=0)
-        assert np.abs(draws - rate).max() < 0.15 and abs(draws.mean() - rate.mean()) < 0.01
 
 
 def test_a_registry_that_does_not_exist_is_never_created_by_reading_it(world, monkeypatch):

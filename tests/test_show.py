@@ -20,7 +20,7 @@ def show(run_id: str, columns: int = 160):
     """``fairloop show`` on a console ``columns`` wide. Rich fixes a console's width when it is created if
     COLUMNS is set then, and falls back to 80 on a dumb terminal (pytest-xdist workers): the width
     is set on the console itself, so the tables never fold whatever ran before in this process."""
-    from fairloop.cli import console
+    from fairloop.cli.common import console
 
     width, console.width = console.width, columns
     try:

@@ -5,16 +5,18 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import PROJECT
 
 from fairloop.data.dataset_spec import load_dataset_spec
 from fairloop.data.datasets import load_dataset
+from fairloop.data.rows import Split
 from fairloop.data.splits import make_splits
 from fairloop.errors import BadInputError
 from fairloop.gates.policy import load_policy
 from fairloop.remedy.constraints import POST_PROCESSING, load_constraint_template
-from fairloop.remedy.recipes import load_recipe
+from fairloop.remedy.recipes import NoneParams, Recipe, apply_recipe, load_recipe
 from fairloop.remedy.sweep.spec import expand_candidates, load_sweep
 
 
@@ -85,6 +87,20 @@ def test_yaml_syntax_error_names_the_file(tmp_path):
 def test_unknown_field_is_refused_with_its_name(tmp_path):
     with pytest.raises(BadInputError, match=r"field 'bund'"):
         load_constraint_template(write(tmp_path, "name: x\nversion: 1\nmethod: exponentiated_gradient\nconstraint: demographic_parity\nbund: 0.1\n"))
+
+
+def test_unknown_recipe_kind_is_refused_naming_file_field_and_value(tmp_path):
+    path = write(tmp_path, "name: x\nversion: 1\nparams:\n  kind: smote\n")
+    with pytest.raises(BadInputError, match=rf"{re.escape(str(path))}: .*field 'params': .*'smote'"):
+        load_recipe(path)
+
+
+def test_a_recipe_of_unknown_kind_built_without_validation_is_refused_when_applied():
+    recipe = Recipe.model_construct(name="x", version=1, params=NoneParams.model_construct(kind="smote"))
+    split = Split(X=pd.DataFrame({"f": [0.0, 1.0]}), y=pd.Series([0, 1], name="label"),
+                  groups=pd.DataFrame({"g": ["a", "b"]}))
+    with pytest.raises(BadInputError, match=r"recipe 'x' has unknown kind 'smote'"):
+        apply_recipe(split, recipe, "g")
 
 
 def test_threshold_optimizer_rejects_error_rate_parity(tmp_path):

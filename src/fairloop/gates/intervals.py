@@ -74,14 +74,10 @@ as that of the rows.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from fairloop.data.groups import CountedGroups, GroupFloors, count_groups
-
-if TYPE_CHECKING:
-    from fairloop.data.membership import InferredMembership
+from fairloop.data.membership import InferredMembership
 
 
 def family_wise(counted_groups: int) -> bool:

@@ -23,8 +23,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from fairloop.monitor.plots import plot_group_trends
 from fairloop.monitor.report import WindowReport
 from fairloop.registry.decision_log import OUTCOMES, STEPS, Decision, parse
+from fairloop.templating import render
 
 TRIGGERED_BY = "drift-trigger"
 
@@ -174,8 +176,6 @@ def window_rows(reports: list[WindowReport]) -> list[dict]:
 
 def history_html(dataset: str, reports: list[WindowReport], found: list[Incident], trend_png: bytes | None) -> str:
     """The dashboard page (jinja2, autoescaped: group names and feature names come from data files)."""
-    from fairloop.templating import render
-
     return render(
         "monitor_history.html.j2", dataset=dataset, windows=window_rows(reports), incidents=found,
         groups=sorted({g.group for r in reports for g in r.group_rates}),
@@ -185,16 +185,12 @@ def history_html(dataset: str, reports: list[WindowReport], found: list[Incident
 
 def history_markdown(dataset: str, reports: list[WindowReport], audit: list[dict]) -> str:
     """The dashboard as Markdown (the monitor flow's artifact)."""
-    from fairloop.templating import render
-
     return render("monitor_history.md.j2", dataset=dataset, windows=window_rows(reports), incidents=incidents(reports, audit),
                   groups=sorted({g.group for r in reports for g in r.group_rates}))
 
 
 def write_history_page(dataset: str, reports: list[WindowReport], audit: list[dict], path: Path) -> Path:
     """``history.html`` with the trend plot inline; returns its path."""
-    from fairloop.monitor.plots import plot_group_trends
-
     found = incidents(reports, audit)
     png = plot_group_trends(reports, path.with_suffix(".png")).read_bytes() if reports else None
     path.parent.mkdir(parents=True, exist_ok=True)

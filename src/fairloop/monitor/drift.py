@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from fairloop.data.dataset_spec import FeatureSpec
+from fairloop.data.parsing import MISSING_GROUP
 from fairloop.gates.policy import Monitoring
 from fairloop.monitor.report import Metric
 
@@ -153,8 +154,6 @@ def missing_rate_metric(ref_groups: pd.Series, win_groups: pd.Series, cfg: Monit
     """The change in the share of rows with no sensitive value (group ``'missing'``); None when
     neither the reference nor the window has such rows."""
     from scipy.stats import binomtest, chi2_contingency
-
-    from fairloop.data.parsing import MISSING_GROUP
 
     ref_missing = int((ref_groups.astype(str) == MISSING_GROUP).sum())
     win_missing = int((win_groups.astype(str) == MISSING_GROUP).sum())

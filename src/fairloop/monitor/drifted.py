@@ -41,9 +41,17 @@ from fairloop.data.datasets import file_sha256
 from fairloop.data.rows import Rows, Split
 from fairloop.data.splits import Weighting
 from fairloop.errors import BadInputError
+from fairloop.gates.decidability import rows_factor
 from fairloop.gates.policy import GateResult, Policy, RerunSettings, verdict_of
+from fairloop.monitor.fairness import (
+    labelled_metrics,
+    prediction_rate_gap,
+    selection_rates,
+)
 from fairloop.monitor.report import Metric
+from fairloop.monitor.store import write_window_file
 from fairloop.monitor.windows import read_window
+from fairloop.remedy.learners import make_preprocessor
 
 DRIFT_GATE_PREFIX = "on drifted rows: "
 FAIRNESS_KINDS = ("prediction_rate_gap", "equalized_odds_difference")
@@ -112,8 +120,6 @@ def split_drifted(spec: DatasetSpec, pinned: list[PinnedWindow], settings: Rerun
     stratified by group x label; both are written to ``folder`` in the dataset's raw format."""
     from sklearn.model_selection import train_test_split
 
-    from fairloop.monitor.store import write_window_file
-
     rows = concat_rows([read_window(spec, p.path) for p in pinned])
     label = rows.y.map(lambda v: "?" if v != v else str(int(v)))
     strata = rows.groups[sensitive].astype(str) + "|" + label
@@ -164,8 +170,6 @@ def towards_drifted(old: Split, drifted: Split, method: Literal["density_ratio",
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from threadpoolctl import threadpool_limits
-
-    from fairloop.remedy.learners import make_preprocessor
 
     frame = _domain_matrix(combined)
     numeric = [c for c in old.X.columns if old.X[c].dtype.kind in "fi"]
@@ -247,12 +251,6 @@ def held_out_rows(spec: DatasetSpec, drifted: DriftedRows) -> Rows:
 def fairness_gaps(model, rows: Rows, sensitive: str, policy: Policy, seed: int) -> list[Metric]:
     """The monitor's fairness gaps of ``model``'s decisions on ``rows``, with the gates' confidence:
     the prediction-rate gap on every row, equalized odds on the labelled ones (when gated)."""
-    from fairloop.monitor.fairness import (
-        labelled_metrics,
-        prediction_rate_gap,
-        selection_rates,
-    )
-
     confidence = policy.bootstrap.confidence
     predictions = np.asarray(model.predict(rows.X, rows.groups)).astype(int)
     groups = rows.groups[sensitive]
@@ -273,8 +271,6 @@ def fairness_gaps(model, rows: Rows, sensitive: str, policy: Policy, seed: int) 
 def _more_rows_advice(metric: Metric, held: int, labelled: int, windows: int) -> str:
     """How many more held-out rows (and alerting windows like these) would decide an undecided gap, and
     towards which side."""
-    from fairloop.gates.decidability import rows_factor
-
     side = "pass" if metric.value <= metric.threshold else "fail"
     factor = rows_factor(metric.value, (metric.low, metric.high), metric.threshold)
     base = labelled if metric.kind == "equalized_odds_difference" else held

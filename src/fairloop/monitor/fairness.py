@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from fairloop.data.groups import is_intersection
+from fairloop.gates.intervals import bootstrap_intervals, family_wise
 from fairloop.gates.policy import Monitoring, Policy
 from fairloop.monitor.report import GroupRates, Metric
 
@@ -45,8 +46,6 @@ def window_intervals(y: np.ndarray, predictions: np.ndarray, groups: np.ndarray,
     than two counted groups): the gates' family-wise intervals, whose gap bounds need no
     reflection (the lower bound is that of the smallest gap every pair allows).
     """
-    from fairloop.gates.intervals import bootstrap_intervals, family_wise
-
     simultaneous = simultaneous or family_wise(len(counted))
 
     # only the counted groups' rows: the resamples are stratified by group, so leaving the

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from fairloop.monitor.report import WindowReport
+from fairloop.templating import render
 
 
 def plot_window(report: WindowReport, path: Path) -> Path:
@@ -88,8 +89,6 @@ def plot_series(reports: list[WindowReport], path: Path, title: str = "") -> Pat
 
 def summary_markdown(report: WindowReport) -> str:
     """Breaches, alerts and group rates of one window (Markdown; data values escaped by the template)."""
-    from fairloop.templating import render
-
     return render("monitor_summary.md.j2", report=report)
 
 

@@ -84,6 +84,8 @@ class IntersectionSetup(Record):
     floors: GroupFloors
     interval_method: str
     confidence: float
+
+
 class RiskAcceptance(Record):
     """A reviewer's explicit acceptance of gates the data could not decide (policy
     ``inconclusive: review_with_acceptance``)."""

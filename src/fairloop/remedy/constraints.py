@@ -24,7 +24,6 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from fairlearn.adversarial._pytorch_engine import PytorchEngine
 from fairlearn.postprocessing import ThresholdOptimizer
 from fairlearn.reductions import (
     DemographicParity,
@@ -49,6 +48,7 @@ from fairloop.data.spec import SpecModel, VersionedSpec, load_spec
 from fairloop.errors import BadInputError
 from fairloop.remedy import learners
 from fairloop.remedy.crossfit import fold_positions
+from fairloop.remedy.fairlearn_adapter import PicklableTorchEngine
 from fairloop.remedy.model import FairModel, ScorePassthrough, one_torch_thread
 from fairloop.remedy.recipes import NO_RECIPE, Recipe, apply_recipe
 
@@ -261,43 +261,6 @@ def load_constraint_template(path) -> ConstraintTemplate:
 
 
 UNCONSTRAINED = ConstraintTemplate(name="unconstrained", version=1, method="none")
-
-
-class PicklableTorchEngine(PytorchEngine):
-    """Fairlearn's PyTorch backend with its networks built as ``torch.nn.Sequential``, the same
-    layers and initialisation: the stock engine defines its network class inside a function,
-    which pickle cannot store, and a promoted model must be a file. Fairlearn takes a backend
-    class as ``backend``; the engine it extends is private (tests/test_candidate_conformance.py
-    round-trips the model through a file, so an upgrade that changes it fails there).
-
-    It also seeds torch from ``random_state``: Fairlearn 0.15 calls ``torch.manual_seed`` with a
-    float in [0, 1), which torch truncates to 0, so every seed gave the same initial weights and
-    shuffles. The first network built (the predictor) reseeds torch with an integer drawn from the
-    classifier's seeded generator."""
-
-    def get_model(self, list_nodes):
-        import torch
-
-        if not getattr(self, "_seeded", False):
-            torch.manual_seed(int(self.base.random_state_.randint(2**31 - 1)))
-            self._seeded = True
-
-        activations = {"leaky_relu": torch.nn.LeakyReLU, "sigmoid": torch.nn.Sigmoid,
-                       "softmax": lambda: torch.nn.Softmax(dim=-1)}
-        layers, width = [], None
-        for item in list_nodes:
-            if isinstance(item, int):
-                if width is not None:
-                    layers.append(torch.nn.Linear(width, item))
-                width = item
-            else:
-                layers.append(activations[item]())
-        network = torch.nn.Sequential(*layers)
-        for layer in network:
-            if isinstance(layer, torch.nn.Linear):
-                torch.nn.init.xavier_uniform_(layer.weight)
-                layer.bias.data.fill_(0.0)
-        return network
 
 
 def _adversarial(template: ConstraintTemplate, seed: int):

@@ -30,7 +30,6 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
-from fairloop.data.rows import Split
 from fairloop.errors import BadInputError, IntegrityError
 from fairloop.remedy.constraints import (
     POST_PROCESSING,

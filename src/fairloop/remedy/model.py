@@ -19,6 +19,10 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.compose import ColumnTransformer
 
 from fairloop.errors import BadInputError, IntegrityError
+from fairloop.remedy.fairlearn_adapter import (
+    adversarial_scores,
+    randomized_positive_rate,
+)
 
 
 @dataclass(frozen=True)
@@ -66,16 +70,6 @@ def one_torch_thread(applies: bool = True) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-def adversarial_scores(estimator, matrix: np.ndarray) -> np.ndarray:
-    """P(y = 1) of a Fairlearn AdversarialFairnessClassifier: its predictor network's sigmoid
-    output. Fairlearn 0.15 has no ``predict_proba`` for it; this is the one place that calls the
-    private ``_raw_predict`` (tests/test_candidate_conformance.py checks it against ``predict``)."""
-    raw_predict = getattr(estimator, "_raw_predict", None)
-    if raw_predict is None:
-        raise RuntimeError(f"{type(estimator).__name__} has no _raw_predict: Fairlearn changed its private API")
-    return np.asarray(raw_predict(matrix), dtype=float).reshape(len(matrix), -1)[:, -1]
 
 
 class ScorePassthrough(ClassifierMixin, BaseEstimator):
@@ -177,20 +171,6 @@ class FairModel:
     def predict_proba(self, X: pd.DataFrame, groups: pd.DataFrame | pd.Series | None = None) -> np.ndarray:
         """Probability that the decision is positive (see :meth:`predictions`)."""
         return self.predictions(X, groups).probabilities
-
-
-def randomized_positive_rate(estimator, matrix: np.ndarray, **kwargs) -> np.ndarray:
-    """P(predict = 1) of a Fairlearn ExponentiatedGradient or ThresholdOptimizer.
-
-    Fairlearn 0.15 has no public API for it: this is the one place that calls the private
-    ``_pmf_predict`` (tests/test_hostile_inputs.py checks it against the randomised predictions,
-    so a Fairlearn upgrade that changes it fails loudly).
-    """
-    pmf_predict = getattr(estimator, "_pmf_predict", None)
-    if pmf_predict is None:
-        raise RuntimeError(f"{type(estimator).__name__} has no _pmf_predict: Fairlearn changed its private API")
-    # a weighted sum of predictors' outputs: float error can land at 1 + 2e-16
-    return np.clip(np.asarray(pmf_predict(matrix, **kwargs))[:, 1], 0.0, 1.0)
 
 
 def load_model(path, *, expected_sha256: str | None = None, trust: bool = False) -> FairModel:

@@ -218,8 +218,10 @@ def apply_recipe(train: Split, recipe: Recipe, sensitive: str, seed: int = 0) ->
         augmented = train.with_weights(kamiran_calders_weights(train.groups[sensitive].astype(str), train.y))
     elif params.kind == "oversample":
         augmented, targets = _oversample(train, sensitive, params, seed)
-    else:
+    elif params.kind == "counterfactual":
         augmented = _counterfactual(train, sensitive, params)
+    else:  # load_recipe refuses unknown kinds; a Recipe built in code without validation may not
+        raise BadInputError(f"recipe '{recipe.name}' has unknown kind '{params.kind}'", field="params.kind")
     report = AugmentReport(
         recipe=recipe.name,
         kind=params.kind,

@@ -22,8 +22,15 @@ from __future__ import annotations
 
 from uuid import UUID
 
+from prefect.automations import Automation, EventTrigger, SendNotification
+from prefect.blocks.notifications import CustomWebhookNotificationBlock
+from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound
+
 from fairloop.errors import BadInputError
+from fairloop.monitor import DRIFT_EVENT, dataset_resource_id
 from fairloop.serving.outcomes import Outcome
+from fairloop.serving.runs import flow_run_url, review_commands
 
 # Expired: the server replaces the flow's Expired state with Failed("... never resumed").
 # Suspended: a deployment run awaiting review holds no process (fairloop.flows.review); Paused: one that does.
@@ -35,7 +42,6 @@ STATE = "event.resource['prefect.state-name']"
 
 
 def alert_body(dataset: str) -> str:
-    from fairloop.serving.runs import flow_run_url
 
     return (
         "Drift alert on {{ event.resource['prefect.resource.name'] }} (champion {{ event.payload.champion_version }}), "
@@ -47,7 +53,6 @@ def alert_body(dataset: str) -> str:
 
 
 def outcome_body(dataset: str) -> str:
-    from fairloop.serving.runs import flow_run_url, review_commands
 
     run = "Remediation run {{ event.resource['prefect.resource.name'] }} of " + dataset
     reason = ("requested by {{ flow_run.parameters.request.requested_by }}{% if flow_run.parameters.request.extra_training_data %} "
@@ -70,7 +75,6 @@ def remediation_tag(dataset: str) -> str:
 
 def webhook_block_id(dataset: str, url: str) -> UUID:
     """Save (or update) the Custom Webhook block ``fairloop-<dataset>`` that POSTs to ``url``."""
-    from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
     if not url.startswith(("http://", "https://")):
         raise BadInputError(f"notification URL must start with http:// or https://, got {url!r}", field="--notify-url")
@@ -82,8 +86,6 @@ def webhook_block_id(dataset: str, url: str) -> UUID:
 
 def named_block_id(slug_and_name: str) -> UUID:
     """The id of an existing notification block given as ``block-type-slug/block-name``."""
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
 
     slug, _, name = slug_and_name.partition("/")
     if not name:
@@ -101,9 +103,7 @@ def named_block_id(slug_and_name: str) -> UUID:
 
 def notification_automations(dataset: str, block_id: UUID) -> list:
     """The alert and the outcome automation of ``dataset`` (not yet created)."""
-    from prefect.automations import Automation, EventTrigger, SendNotification
 
-    from fairloop.monitor import DRIFT_EVENT, dataset_resource_id
 
     alert = Automation(
         name=f"fairloop-{dataset}-alert-notify", description=f"Send each drift alert on {dataset}",
@@ -131,7 +131,6 @@ def notification_automations(dataset: str, block_id: UUID) -> list:
 
 def install_notifications(dataset: str, block_id: UUID) -> list[str]:
     """Replace the dataset's notification automations on the server; their names."""
-    from prefect.client.orchestration import get_client
 
     wanted = notification_automations(dataset, block_id)
     with get_client(sync_client=True) as client:

@@ -22,8 +22,22 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from uuid import UUID
 
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterEndTime,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import DeploymentStatus, StateType
+from prefect.exceptions import ObjectNotFound
 from pydantic import BaseModel
 
+from fairloop import pipeline
+from fairloop.data.dataset_spec import load_dataset_spec
+from fairloop.data.datasets import read_extra_training_rows
 from fairloop.errors import BadInputError
 from fairloop.gates.policy import (
     COOLDOWN_OUTCOMES,
@@ -32,6 +46,7 @@ from fairloop.gates.policy import (
     RerunSweep,
     load_policy,
 )
+from fairloop.monitor import history, refuse_held_out_overlap, resolve_window_file
 from fairloop.monitor.drifted import AlertSeen, DriftedRows, pin_windows, split_drifted
 from fairloop.serving.outcomes import Outcome
 
@@ -97,10 +112,6 @@ def training_window(state_dir: Path, given: str, params, splits=None) -> str:
     ``splits``: by default those ``params`` forms without the window; a rerun checking several
     windows forms them once). Either refusal is a BadInputError naming the file.
     """
-    from fairloop import pipeline
-    from fairloop.data.dataset_spec import load_dataset_spec
-    from fairloop.data.datasets import read_extra_training_rows
-    from fairloop.monitor import refuse_held_out_overlap, resolve_window_file
 
     spec = load_dataset_spec(params.dataset)
     path = resolve_window_file(state_dir, spec.name, given)
@@ -123,16 +134,6 @@ def reason_to_skip(flow_run_id: UUID | str, cooldown_minutes: int, *, cooldown: 
     alerts arriving together still start exactly one); with ``cooldown``, a run that ended (and
     was not itself skipped) less than ``cooldown_minutes`` ago is too.
     """
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        DeploymentFilter,
-        DeploymentFilterId,
-        FlowRunFilter,
-        FlowRunFilterEndTime,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
 
     with get_client(sync_client=True) as client:
         me = client.read_flow_run(UUID(str(flow_run_id)))
@@ -168,9 +169,6 @@ def reason_to_skip(flow_run_id: UUID | str, cooldown_minutes: int, *, cooldown: 
 
 def unserved_reason(dataset: str) -> str | None:
     """Why a drift alert on ``dataset`` would start no rerun right now (None: ``remediation/<dataset>`` is served)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.objects import DeploymentStatus
-    from prefect.exceptions import ObjectNotFound
 
     with get_client(sync_client=True) as client:
         try:
@@ -201,7 +199,6 @@ def alert_of(state_dir: Path, dataset: str, window: str) -> tuple[AlertSeen | No
     """The recorded check of the window file ``window`` names (the alert a rerun answers; None when the
     monitor recorded no such file), and the files of its incident's alerting windows still kept,
     oldest first: a rerun that waited for more rows is followed by one that uses them all."""
-    from fairloop.monitor import history
 
     recorded = history(state_dir, dataset)
     given = Path(window).resolve()
@@ -220,7 +217,6 @@ def drifted_rows(state_dir: Path, window: str, earlier: list[Path], alert: Alert
     """Check, pin and split the alerting window(s) of a rerun (BadInputError when one cannot be used):
     returns the run's parameters (training on the drifted rows' training part, weighted as the policy
     says) and the split's record."""
-    from fairloop import pipeline
 
     inputs = pipeline.load_inputs(replace(params, extra_training_data=None))
     spec, splits = inputs.loaded.spec, pipeline.prepare(inputs)  # read once for every window's overlap check
@@ -238,7 +234,6 @@ def start_rerun(run_id: str, params, *, sweep_file: str | None, requested_by: st
     """Everything a served rerun decides before training: one per incident, what it remediates
     with, and the window it may train on. Bad input stops it as REFUSED (nobody is at a console
     to read a traceback)."""
-    from fairloop.data.dataset_spec import load_dataset_spec
 
     try:
         dataset = load_dataset_spec(params.dataset).name

@@ -8,11 +8,22 @@ from uuid import UUID
 
 import httpx
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterTags,
+)
 from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.responses import SetStateStatus
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+from prefect.states import Crashed
 
 from fairloop.errors import BadInputError, ServerError
+from fairloop.review.packet import form_input
 
 SCHEMA_WAIT_SECONDS = 30
 
@@ -47,7 +58,6 @@ def read_flow_run(run_id: str | UUID) -> FlowRun:
 
 def read_flow_runs(run_ids: list[UUID]) -> list[FlowRun]:
     """The runs of these ids that the server knows (in pages: the server caps how many one call returns)."""
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     page = 100
     with get_client(sync_client=True) as client:
@@ -63,11 +73,7 @@ def submit_review(run_id: str | UUID, decision: dict) -> None:
     schema is saved just after the run pauses; until it exists the server rejects input, so
     retry for a short while.
     """
-    from prefect.client.schemas.responses import SetStateStatus
 
-    from fairloop.review.packet import (
-        form_input,  # the review packet's imports, only when reviewing
-    )
 
     run_input = form_input(decision)
     run = read_flow_run(run_id)
@@ -114,14 +120,12 @@ def wait_for_flow_run(
 def crash_run(run_id: str | UUID, reason: str) -> None:
     """End a run whose flow process is gone in Prefect's Crashed state with ``reason`` (forced:
     nothing else will ever move it out of Paused or Running)."""
-    from prefect.states import Crashed
 
     with get_client(sync_client=True) as client:
         client.set_flow_run_state(UUID(str(run_id)), Crashed(message=reason), force=True)
 
 
 def find_tagged_run(tag: str) -> FlowRun | None:
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag])), limit=1)
@@ -167,11 +171,6 @@ class ProgressReporter:
 
 def read_progress(run_id: str | UUID) -> tuple[float, str] | None:
     """(percent, description) of a run's progress artifact, None before the flow made it."""
-    from prefect.client.schemas.filters import (
-        ArtifactFilter,
-        ArtifactFilterFlowRunId,
-        ArtifactFilterKey,
-    )
 
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
