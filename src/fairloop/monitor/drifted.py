@@ -38,12 +38,15 @@ from pydantic import BaseModel, Field
 
 from fairloop.data.datasets import DatasetSpec, Split, Weighting, file_sha256
 from fairloop.errors import BadInputError
+from fairloop.gates.metrics import GROUP_METRICS
 from fairloop.gates.policy import GateResult, Policy, RerunSettings, verdict_of
 from fairloop.monitor.report import Metric
 from fairloop.monitor.windows import Rows, read_window
 
 DRIFT_GATE_PREFIX = "on drifted rows: "
-FAIRNESS_KINDS = ("prediction_rate_gap", "equalized_odds_difference")
+# the gated gaps a rerun is judged on: the prediction-rate gap, and the labelled gaps of the metric table
+LABELLED_KINDS = tuple(m.name for m in GROUP_METRICS if m.needs_labels)
+FAIRNESS_KINDS = ("prediction_rate_gap", *LABELLED_KINDS)
 Clears = Literal["yes", "no", "cannot tell yet"]
 
 
@@ -274,8 +277,8 @@ def _more_rows_advice(metric: Metric, held: int, labelled: int, windows: int) ->
 
     side = "pass" if metric.value <= metric.threshold else "fail"
     factor = rows_factor(metric.value, (metric.low, metric.high), metric.threshold)
-    base = labelled if metric.kind == "equalized_odds_difference" else held
-    what = "labelled held-out rows" if metric.kind == "equalized_odds_difference" else "held-out rows (labels not needed)"
+    base = labelled if metric.kind in LABELLED_KINDS else held
+    what = "labelled held-out rows" if metric.kind in LABELLED_KINDS else "held-out rows (labels not needed)"
     if factor is None:
         return (f"{metric.key} {metric.value:.3f} sits on the threshold {metric.threshold}: more rows would not decide it; "
                 "it would most likely stay undecided")

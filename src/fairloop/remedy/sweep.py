@@ -30,9 +30,13 @@ from fairloop.data.spec import SpecModel, VersionedSpec, check_allowed_path, loa
 from fairloop.errors import BadInputError
 from fairloop.gates.decidability import leans_to_pass, rows_factor
 from fairloop.gates.evaluate import Evaluation, Predictions, predict
-from fairloop.gates.policy import (
+from fairloop.gates.metrics import (
     GATES,
-    METRIC_RATES,
+    GROUP_METRICS,
+    METRIC_BY_NAME,
+    shown_group_metrics,
+)
+from fairloop.gates.policy import (
     SENSITIVE_AT_PREDICT,
     GateReport,
     GateResult,
@@ -57,12 +61,7 @@ from fairloop.remedy.recipes import (
 )
 
 # The fairness metrics a frontier can plot, and whether higher is fairer.
-FRONTIER_METRICS = {
-    "demographic_parity_difference": False,
-    "equalized_odds_difference": False,
-    "disparate_impact_ratio": True,
-    "min_group_true_positive_rate": True,
-}
+FRONTIER_METRICS = {metric.name: metric.higher_is_better for metric in GROUP_METRICS}
 
 
 class SweptTemplate(SpecModel):
@@ -503,9 +502,7 @@ def pareto_mask(accuracy: np.ndarray, fairness: np.ndarray, higher_is_fairer: bo
 def frontier_metrics(policy: Policy) -> list[str]:
     """The fairness metrics the policy gates, plus DPD and EOD always (their conflict is the
     trade-off a reviewer most needs to see)."""
-    gated = [GATES[gate][0] for gate, threshold in policy.thresholds.model_dump().items() if threshold is not None]
-    fairness = [metric for metric in gated if metric in FRONTIER_METRICS]
-    return list(dict.fromkeys([*fairness, "demographic_parity_difference", "equalized_odds_difference"]))
+    return [metric.name for metric in shown_group_metrics(policy.thresholds)]
 
 
 def _gate(candidate: CandidateResult, gate: str) -> GateResult | None:
@@ -526,7 +523,7 @@ def _ratio_floor_note(candidate: CandidateResult, threshold: float) -> str:
 def is_upper(gate: str) -> bool:
     """Does ``gate`` cap its metric from above (max and drop gates; the sensitive-attribute gate,
     value 1 against 0, too)?"""
-    return GATES[gate][1] in ("max", "drop") if gate in GATES else True
+    return GATES[gate][1].comparison in ("max", "drop") if gate in GATES else True
 
 
 def _best_at(candidates: list[CandidateResult], gate: str) -> tuple[CandidateResult, GateResult] | None:
@@ -816,7 +813,7 @@ BRACKET_RATIO = 1.25  # a passing bound between two this close would be a coin t
 
 def _fair(result: CandidateResult) -> bool:
     """Does the candidate meet every between-group gate (so a tighter bound cannot help it)?"""
-    return all(g.verdict in ("pass", "skipped") for g in result.gates.results if g.metric in METRIC_RATES)
+    return all(g.verdict in ("pass", "skipped") for g in result.gates.results if METRIC_BY_NAME[g.metric].between_groups)
 
 
 def _too_wide(result: CandidateResult) -> GateResult | None:
@@ -827,7 +824,7 @@ def _too_wide(result: CandidateResult) -> GateResult | None:
     reaching 0.19 above their estimates against a 0.05 limit; five searched bounds, 200 s, none
     passed)."""
     for gate in result.gates.results:
-        if gate.metric in METRIC_RATES and gate.verdict != "pass" and gate.interval is not None:
+        if METRIC_BY_NAME[gate.metric].between_groups and gate.verdict != "pass" and gate.interval is not None:
             upper = is_upper(gate.gate)
             reach = gate.interval[1] - gate.value if upper else gate.value - gate.interval[0]
             if reach > (gate.threshold if upper else 1 - gate.threshold):
