@@ -32,6 +32,7 @@ from fairlearn.metrics import (
     demographic_parity_difference,
     demographic_parity_ratio,
     equalized_odds_difference,
+    false_positive_rate,
     true_positive_rate,
 )
 
@@ -82,6 +83,13 @@ class MetricSpec:
         return 1 if self.shape == "min" else 2
 
 
+def false_positive_rate_difference(y_true, y_pred, *, sensitive_features, sample_weight=None) -> float:
+    """Largest difference in false-positive rate between groups (Fairlearn ``MetricFrame``)."""
+    params = None if sample_weight is None else {"sample_weight": sample_weight}
+    return float(MetricFrame(metrics=false_positive_rate, y_true=y_true, y_pred=y_pred,
+                             sensitive_features=sensitive_features, sample_params=params).difference())
+
+
 def min_group_true_positive_rate(y_true, y_pred, *, sensitive_features, sample_weight=None) -> float:
     """Smallest true-positive rate over the groups (Fairlearn ``MetricFrame``)."""
     params = None if sample_weight is None else {"sample_weight": sample_weight}
@@ -128,6 +136,9 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("balanced_accuracy", "balanced accuracy", True, True, "decisions", PERCENTILE),
     MetricSpec("majority_class_accuracy", "majority-class accuracy", True, True, "decisions", PERCENTILE),
     MetricSpec("decision_auc", "decision AUC", True, True, "decision probabilities", PERCENTILE),
+    MetricSpec("false_positive_rate_difference", "FPR difference", False, True, "decisions", GROUP_FAMILY,
+               (Gate("max_false_positive_rate_difference", "max"),),
+               ("false_positive_rate",), "gap", false_positive_rate_difference),
 )
 
 METRIC_BY_NAME: dict[str, MetricSpec] = {m.name: m for m in METRICS}
