@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, create_model, field_validator, model_vali
 from fairloop.data.groups import RATE_LABELS, GroupFloors, is_intersection
 from fairloop.data.membership import MembershipSettings
 from fairloop.data.spec import SpecModel, VersionedSpec, load_spec
+from fairloop.gates.decidability import sample_size_answer
 from fairloop.gates.evaluate import Evaluation
 from fairloop.gates.metrics import GATES, METRIC_BY_NAME, Gate
 from fairloop.person_names import name_problem
@@ -341,8 +342,6 @@ def apply_gates(
     against ``'baseline'`` or ``'champion'`` (skipped when there is none, with the reason in
     ``unavailable`` if given). An inconclusive gate carries its sample-size answer. A candidate
     that needs the sensitive feature at prediction time fails unless the policy allows it."""
-    from fairloop.gates.decidability import sample_size_answer
-
     candidate = evaluations["candidate"]
     unavailable = unavailable or {}
     results = []
