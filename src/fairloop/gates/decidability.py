@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import math
 
-from fairloop.gates.evaluate import FAIRNESS_METRICS, Evaluation
+from fairloop.gates.evaluate import Evaluation
+from fairloop.gates.metrics import METRIC_BY_NAME
 
 MAX_FACTOR = 100.0  # beyond this the estimate is, for any practical purpose, on the threshold
 
@@ -62,7 +63,7 @@ def sample_size_answer(result, label: str, upper: bool, evaluation: Evaluation, 
     elif not passing:
         text += (f"With about {factor:.1f}x the rows this gate would most likely fail ({estimate}): more rows "
                  "would not make it pass. ")
-    elif result.metric in FAIRNESS_METRICS:  # between-group metrics grow with every group's rows
+    elif METRIC_BY_NAME[result.metric].between_groups:  # between-group metrics grow with every group's rows
         sizes = {g: int(m["count"]) for g, m in evaluation.by_group.items()
                  if any(m.get(f"counted_{rate}", 1.0) for rate in ("selection_rate", "true_positive_rate"))}
         needed = ", ".join(f"'{g}' {n} -> {math.ceil(n * factor)}" for g, n in sorted(sizes.items(), key=lambda kv: kv[1]))

@@ -18,24 +18,8 @@ from fairloop.data.membership import InferredMembership, MembershipReport
 from fairloop.data.rows import Split
 from fairloop.errors import BadInputError
 from fairloop.gates.intervals import net_benefit_min
+from fairloop.gates.metrics import GROUP_METRICS, between_groups, metric_label
 from fairloop.remedy.model import FairModel, Predictions
-
-METRIC_LABELS = {
-    "accuracy": "accuracy",
-    "balanced_accuracy": "balanced accuracy",
-    "majority_class_accuracy": "majority-class accuracy",
-    "accuracy_lift_over_majority": "accuracy lift over majority class",
-    "balanced_accuracy_lift_over_majority": "balanced-accuracy lift over majority class",
-    "auc": "scorer AUC",
-    "decision_auc": "decision AUC",
-    "demographic_parity_difference": "DPD",
-    "equalized_odds_difference": "EOD",
-    "disparate_impact_ratio": "DI ratio",
-    "min_group_true_positive_rate": "min group TPR",
-    "net_benefit_min": "min net benefit",
-}
-FAIRNESS_METRICS = ("demographic_parity_difference", "equalized_odds_difference", "disparate_impact_ratio",
-                    "min_group_true_positive_rate")
 
 
 class GroupShift(BaseModel):
@@ -94,8 +78,8 @@ def score_predictions(
     others are listed in ``excluded_groups``. With fewer than two counted groups a
     between-group metric is NaN, which the gates report as inconclusive with that reason.
 
-    One ``MetricFrame`` gives every group's rates; DPD, EOD, the disparate-impact ratio and the
-    minimum TPR are its between-groups differences, ratios and minima over the counted groups,
+    One ``MetricFrame`` gives every group's rates; the between-group metrics of the metric table
+    (``fairloop.gates.metrics``) are its differences, ratios and minima over the counted groups,
     as Fairlearn's ``demographic_parity_difference`` etc. compute them (tested equal). Building
     one frame instead of one per metric keeps a sweep's scoring cheap.
 
@@ -134,17 +118,8 @@ def score_predictions(
     weighted = pd.DataFrame({"count": weights, "positives": weights * row_y}).groupby(row_groups).sum()
     rates.insert(0, "count", weighted["count"].reindex(counted.names).to_numpy())
 
-    def between(rate: str, reduce) -> float:
-        chosen = rates[rate].to_numpy()[counted.counted[rate]]
-        return float(reduce(chosen)) if len(chosen) >= 2 else float("nan")
-
-    tpr_counted = rates["true_positive_rate"].to_numpy()[counted.counted["true_positive_rate"]]
-    metrics |= {
-        "demographic_parity_difference": between("selection_rate", np.ptp),
-        "equalized_odds_difference": max(between("true_positive_rate", np.ptp), between("false_positive_rate", np.ptp)),
-        "disparate_impact_ratio": between("selection_rate", lambda r: r.min() / r.max() if r.max() > 0 else np.nan),
-        "min_group_true_positive_rate": float(tpr_counted.min()) if len(tpr_counted) else float("nan"),
-    }
+    group_rates = {rate: rates[rate].to_numpy()[None, :] for rate in counted.counted}
+    metrics |= {metric.name: float(between_groups(metric, group_rates, counted.counted)[0]) for metric in GROUP_METRICS}
     if net_benefit_band is not None:
         metrics["net_benefit_min"] = float(
             net_benefit_min(y_true, predictions.probabilities, np.arange(len(y_true))[None, :], net_benefit_band)[0]
@@ -211,5 +186,5 @@ def worst_groups_first(evaluation: Evaluation) -> list[str]:
 def metrics_table(columns: dict[str, Evaluation]) -> pd.DataFrame:
     """One row per metric, one column per evaluated model (for reports)."""
     return pd.DataFrame(
-        {name: {METRIC_LABELS.get(k, k): v for k, v in ev.metrics.items()} for name, ev in columns.items()}
+        {name: {metric_label(k): v for k, v in ev.metrics.items()} for name, ev in columns.items()}
     )

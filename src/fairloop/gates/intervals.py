@@ -78,6 +78,7 @@ import numpy as np
 
 from fairloop.data.groups import CountedGroups, GroupFloors, count_groups
 from fairloop.data.membership import InferredMembership
+from fairloop.gates.metrics import GROUP_METRICS, between_groups
 
 
 def family_wise(counted_groups: int) -> bool:
@@ -96,22 +97,6 @@ def stratified_resamples(strata: np.ndarray, n_boot: int, seed: int) -> np.ndarr
         members = np.flatnonzero(codes == code)
         samples[:, members] = members[rng.integers(0, len(members), size=(n_boot, len(members)))]
     return samples
-
-
-def _gap(rates: np.ndarray, counted: np.ndarray) -> np.ndarray:
-    """max - min of each row over the counted columns; NaN with fewer than two counted."""
-    if counted.sum() < 2:
-        return np.full(rates.shape[0], np.nan)
-    chosen = rates[:, counted]
-    return chosen.max(axis=1) - chosen.min(axis=1)
-
-
-def _ratio(rates: np.ndarray) -> np.ndarray:
-    """min / max of each row (NaN with fewer than two columns, or where every rate is 0)."""
-    if rates.shape[1] < 2:
-        return np.full(rates.shape[0], np.nan)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return rates.min(axis=1) / rates.max(axis=1)
 
 
 def _group_rates(ys: np.ndarray, ps: np.ndarray, gs: np.ndarray, n_groups: int,
@@ -148,7 +133,6 @@ def _resample_metrics(y: np.ndarray, pred: np.ndarray, samples: np.ndarray, grou
                       rates: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Decision metrics of one model on every resample (rows of ``samples`` are index vectors),
     from its group ``rates`` on them (:func:`_group_rates`)."""
-    n_boot = samples.shape[0]
     ys, ps = y[samples], pred[samples]
     selection, tpr, fpr = rates["selection_rate"], rates["true_positive_rate"], rates["false_positive_rate"]
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -157,18 +141,12 @@ def _resample_metrics(y: np.ndarray, pred: np.ndarray, samples: np.ndarray, grou
     accuracy = (ps == ys).mean(axis=1)
     counted = groups.counted
     selected = selection[:, counted["selection_rate"]]
-    eod = np.maximum(_gap(tpr, counted["true_positive_rate"]), _gap(fpr, counted["false_positive_rate"]))
     return {
         "accuracy": accuracy,
         "balanced_accuracy": balanced,
         "accuracy_lift_over_majority": accuracy - np.maximum(positives, negatives) / ys.shape[1],
         "balanced_accuracy_lift_over_majority": balanced - 0.5,  # the majority-class predictor scores 0.5
-        "demographic_parity_difference": _gap(selection, counted["selection_rate"]),
-        "equalized_odds_difference": eod,
-        "disparate_impact_ratio": _ratio(selected),
-        "min_group_true_positive_rate": (
-            tpr[:, counted["true_positive_rate"]].min(axis=1) if counted["true_positive_rate"].any() else np.full(n_boot, np.nan)
-        ),
+        **{metric.name: between_groups(metric, rates, counted) for metric in GROUP_METRICS},
         # per-group rates (for the reviewer's "what changes for whom"), counted groups only
         **{f"selection_rate[{name}]": selected[:, i] for i, name in enumerate(groups.names_for("selection_rate"))},
         **{f"true_positive_rate[{name}]": tpr[:, counted["true_positive_rate"]][:, i]
@@ -268,17 +246,17 @@ def _simultaneous_group_intervals(estimates: dict[str, np.ndarray], draws: dict[
         bounds[rate] = (np.clip(low, 0, 1), np.clip(high, 0, 1))
         for name, lo, hi in zip(groups.names_for(rate), *bounds[rate]):
             result[f"{rate}[{name}]"] = (float(lo), float(hi))
-    gap = lambda *rates: _gap_interval(*([counted[r][k] for r in rates] for k in range(3)), confidence)  # noqa: E731
-    result["demographic_parity_difference"] = gap("selection_rate")
-    result["equalized_odds_difference"] = gap("true_positive_rate", "false_positive_rate")
-    low, high = bounds["selection_rate"]
-    if len(low) >= 2 and high.max() > 0:
-        result["disparate_impact_ratio"] = (
-            float(low.min() / high.max()), float(min(1.0, high.min() / low.max())) if low.max() > 0 else 1.0)
-    else:
-        result["disparate_impact_ratio"] = (float("nan"), float("nan"))
-    low, high = bounds["true_positive_rate"]
-    result["min_group_true_positive_rate"] = (float(low.min()), float(high.min())) if len(low) else (float("nan"), float("nan"))
+    for metric in GROUP_METRICS:
+        if metric.shape == "gap":
+            result[metric.name] = _gap_interval(*([counted[r][k] for r in metric.rates] for k in range(3)), confidence)
+            continue
+        low, high = bounds[metric.rates[0]]
+        if metric.shape == "ratio":
+            result[metric.name] = (
+                (float(low.min() / high.max()), float(min(1.0, high.min() / low.max())) if low.max() > 0 else 1.0)
+                if len(low) >= 2 and high.max() > 0 else (float("nan"), float("nan")))
+        else:
+            result[metric.name] = (float(low.min()), float(high.min())) if len(low) else (float("nan"), float("nan"))
     return result
 
 

@@ -5,35 +5,28 @@ from __future__ import annotations
 from datetime import date
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, create_model, field_validator, model_validator
 
 from fairloop.data.groups import RATE_LABELS, GroupFloors, is_intersection
 from fairloop.data.membership import MembershipSettings
 from fairloop.data.spec import SpecModel, VersionedSpec, load_spec
 from fairloop.gates.decidability import sample_size_answer
 from fairloop.gates.evaluate import Evaluation
+from fairloop.gates.metrics import GATES, METRIC_BY_NAME, Gate
 from fairloop.person_names import name_problem
 
 
-class Thresholds(SpecModel):
-    max_demographic_parity_difference: float | None = Field(None, ge=0, le=1)
-    max_equalized_odds_difference: float | None = Field(None, ge=0, le=1)
-    min_disparate_impact_ratio: float | None = Field(None, ge=0, le=1)
-    max_accuracy_drop_vs_baseline: float | None = Field(None, ge=0, le=1)
-    max_accuracy_drop_vs_champion: float | None = Field(None, ge=0, le=1)
-    max_auc_drop_vs_baseline: float | None = Field(None, ge=0, le=1)
-    max_auc_drop_vs_champion: float | None = Field(None, ge=0, le=1)
-    min_group_true_positive_rate: float | None = Field(None, ge=0, le=1)
-    min_net_benefit: float | None = Field(None, ge=-1, le=1, description="over net_benefit_band; 0 = never worse than acting on nobody")
-    min_accuracy_lift_over_majority: float | None = Field(
-        None, ge=-1, le=1, description="accuracy minus that of always predicting the majority class"
-    )
-    min_balanced_accuracy_lift_over_majority: float | None = Field(
-        None, ge=-0.5, le=0.5, description="balanced accuracy minus 0.5 (the majority-class predictor's)"
-    )
-    min_scorer_auc: float | None = Field(
-        None, ge=0, le=1, description="AUC of the underlying scorer (not of randomised decisions)"
-    )
+def _threshold(gate: Gate):
+    """The ``thresholds:`` field of one gate of the metric table."""
+    unset_left_out = {} if gate.hashed_when_unset else {"exclude_if": lambda value: value is None}
+    return (float | None, Field(None, ge=gate.bounds[0], le=gate.bounds[1], description=gate.description, **unset_left_out))
+
+
+# One optional field per gate of the metric table (fairloop.gates.metrics): an unknown threshold
+# is an error naming the file and the field.
+Thresholds = create_model(
+    "Thresholds", __base__=SpecModel, __module__=__name__, **{name: _threshold(gate) for name, (_, gate) in GATES.items()}
+)
 
 
 class ApprovalRules(SpecModel):
@@ -231,30 +224,7 @@ def load_policy(path) -> Policy:
     return load_spec(path, Policy)
 
 
-# threshold field -> (metric, comparison, reference model)
-GATES: dict[str, tuple[str, Literal["max", "min", "drop"], Literal["none", "baseline", "champion"]]] = {
-    "max_demographic_parity_difference": ("demographic_parity_difference", "max", "none"),
-    "max_equalized_odds_difference": ("equalized_odds_difference", "max", "none"),
-    "min_disparate_impact_ratio": ("disparate_impact_ratio", "min", "none"),
-    "max_accuracy_drop_vs_baseline": ("accuracy", "drop", "baseline"),
-    "max_accuracy_drop_vs_champion": ("accuracy", "drop", "champion"),
-    "max_auc_drop_vs_baseline": ("auc", "drop", "baseline"),
-    "max_auc_drop_vs_champion": ("auc", "drop", "champion"),
-    "min_group_true_positive_rate": ("min_group_true_positive_rate", "min", "none"),
-    "min_net_benefit": ("net_benefit_min", "min", "none"),
-    "min_accuracy_lift_over_majority": ("accuracy_lift_over_majority", "min", "none"),
-    "min_balanced_accuracy_lift_over_majority": ("balanced_accuracy_lift_over_majority", "min", "none"),
-    "min_scorer_auc": ("auc", "min", "none"),
-}
 SENSITIVE_AT_PREDICT = "allow_sensitive_at_predict"  # the gate a group-aware candidate fails unless the policy allows it
-# the group rates each between-group metric is built from (for "why is it missing")
-METRIC_RATES = {
-    "demographic_parity_difference": ("selection_rate",),
-    "disparate_impact_ratio": ("selection_rate",),
-    "equalized_odds_difference": ("true_positive_rate", "false_positive_rate"),
-    "min_group_true_positive_rate": ("true_positive_rate",),
-}
-
 
 Verdict = Literal["pass", "fail", "inconclusive", "skipped"]
 
@@ -330,25 +300,27 @@ def verdict_of(value: float, interval: tuple[float, float] | None, threshold: fl
 
 def missing_metric_reason(metric: str, evaluation: Evaluation) -> str:
     """Why a between-group metric has no value: which groups the floors left out, and their counts."""
-    rates = METRIC_RATES.get(metric, ())
+    spec = METRIC_BY_NAME.get(metric)
+    rates = spec.rates if spec is not None else ()
     excluded = [e for e in evaluation.excluded_groups if e.rate in rates]
     counted = {rate: [g for g, m in evaluation.by_group.items() if m.get(f"counted_{rate}", 1.0)] for rate in rates}
-    short = [rate for rate in rates if len(counted[rate]) < (1 if metric == "min_group_true_positive_rate" else 2)]
+    short = [rate for rate in rates if len(counted[rate]) < spec.groups_needed]
     if not short:
-        if metric == "disparate_impact_ratio":
+        if spec is not None and spec.shape == "ratio":
             return "undefined: no counted group has a single positive decision"
         return "no value on these rows"
     parts = [f"{RATE_LABELS[rate]} counts {len(counted[rate])} group(s) {counted[rate]}" for rate in short]
     left_out = "; ".join(f"'{e.group}' ({e.reason})" for e in excluded if e.rate in short)
-    needs = "one" if metric == "min_group_true_positive_rate" else "two"
+    needs = "one" if spec.groups_needed == 1 else "two"
     return f"needs {needs} counted group(s): " + ", ".join(parts) + (f"; left out: {left_out}" if left_out else "")
 
 
 def worst_cells(metric: str, evaluation: Evaluation) -> str:
     """Which counted groups set a between-group metric: the lowest and highest rate (the lowest
     TPR for the min-TPR gate); for EOD the rate with the larger gap. '' when none count."""
+    spec = METRIC_BY_NAME[metric]
     spans = []
-    for rate in METRIC_RATES.get(metric, ()):
+    for rate in spec.rates:
         counted = {g: m[rate] for g, m in evaluation.by_group.items() if m.get(f"counted_{rate}", 1.0) and m[rate] == m[rate]}
         if counted:
             low, high = min(counted, key=counted.get), max(counted, key=counted.get)
@@ -357,7 +329,7 @@ def worst_cells(metric: str, evaluation: Evaluation) -> str:
         return ""
     _, rate, low, high, counted = max(spans)
     label = RATE_LABELS[rate]
-    if metric == "min_group_true_positive_rate" or low == high:
+    if spec.shape == "min" or low == high:
         return f"worst cell '{low}' ({label} {counted[low]:.3f})"
     return f"worst cells '{low}' ({label} {counted[low]:.3f}) and '{high}' ({counted[high]:.3f})"
 
@@ -382,7 +354,8 @@ def apply_gates(
     for gate, threshold in policy.thresholds.model_dump().items():
         if threshold is None:
             continue
-        metric, comparison, reference = GATES[gate]
+        spec, rule = GATES[gate]
+        metric, comparison, reference = spec.name, rule.comparison, rule.reference
         label = metric
         if comparison == "drop":
             ref = evaluations.get(reference)
@@ -409,9 +382,9 @@ def apply_gates(
         if interval is not None:
             shown += f" [{interval[0]:.4f}, {interval[1]:.4f}]"
         reason = f"{label} {shown}: {verdict} ({bound} {threshold})"
-        if is_intersection(candidate.sensitive) and metric in METRIC_RATES:  # name the cells, with simultaneous intervals
+        if is_intersection(candidate.sensitive) and spec.between_groups:  # name the cells, with simultaneous intervals
             reason += f"; {worst_cells(metric, candidate)} (simultaneous intervals over the counted cells)"
-        if metric in METRIC_RATES and candidate.missing_sensitive is not None:  # which rows the groups' rates rest on
+        if spec.between_groups and candidate.missing_sensitive is not None:  # which rows the groups' rates rest on
             reason += f"; {candidate.missing_sensitive.statement()}"
         result = GateResult(gate=gate, metric=metric, value=value, interval=interval, threshold=threshold,
                             verdict=verdict, reason=reason)

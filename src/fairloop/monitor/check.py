@@ -27,6 +27,7 @@ from fairloop.monitor.drift import drift_metrics
 from fairloop.monitor.fairness import (
     gap_confidence,
     group_rates,
+    labelled_gaps,
     labelled_metrics,
     prediction_rate_gap,
     selection_rates,
@@ -76,9 +77,9 @@ def check_window(
         reference.memo[("rates", sensitive)] = selection_rates(ref_predictions, ref_groups)
     ref_rates = reference.memo[("rates", sensitive)]
     labels_known = rows.y is not None and rows.y.notna().any()
-    eod_gated = (cfg.max_equalized_odds_difference or policy.thresholds.max_equalized_odds_difference) is not None
+    labelled_gated = sum(threshold is not None for _, threshold in labelled_gaps(policy))
     watched_cells = [name for name in spec.intersection_names if name != sensitive]  # the champion's own: above
-    level = gap_confidence(cfg, 1 + (labels_known and eod_gated) + len(watched_cells))
+    level = gap_confidence(cfg, 1 + labels_known * labelled_gated + len(watched_cells))
     metrics += prediction_rate_gap(predictions, win_groups, rates, ref_rates, policy, sensitive, seed, skipped, level)
     cell_metrics, cell_rates = watch_cells(predictions, rows.groups, rows.y, reference, ref_predictions, watched_cells,
                                            policy, seed, skipped, level)

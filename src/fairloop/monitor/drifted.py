@@ -42,6 +42,7 @@ from fairloop.data.rows import Rows, Split
 from fairloop.data.splits import Weighting
 from fairloop.errors import BadInputError
 from fairloop.gates.decidability import rows_factor
+from fairloop.gates.metrics import GROUP_METRICS
 from fairloop.gates.policy import GateResult, Policy, RerunSettings, verdict_of
 from fairloop.monitor.fairness import (
     labelled_metrics,
@@ -54,7 +55,9 @@ from fairloop.monitor.windows import read_window
 from fairloop.remedy.learners import make_preprocessor
 
 DRIFT_GATE_PREFIX = "on drifted rows: "
-FAIRNESS_KINDS = ("prediction_rate_gap", "equalized_odds_difference")
+# the gated gaps a rerun is judged on: the prediction-rate gap, and the labelled gaps of the metric table
+LABELLED_KINDS = tuple(m.name for m in GROUP_METRICS if m.needs_labels)
+FAIRNESS_KINDS = ("prediction_rate_gap", *LABELLED_KINDS)
 Clears = Literal["yes", "no", "cannot tell yet"]
 
 
@@ -273,8 +276,8 @@ def _more_rows_advice(metric: Metric, held: int, labelled: int, windows: int) ->
     towards which side."""
     side = "pass" if metric.value <= metric.threshold else "fail"
     factor = rows_factor(metric.value, (metric.low, metric.high), metric.threshold)
-    base = labelled if metric.kind == "equalized_odds_difference" else held
-    what = "labelled held-out rows" if metric.kind == "equalized_odds_difference" else "held-out rows (labels not needed)"
+    base = labelled if metric.kind in LABELLED_KINDS else held
+    what = "labelled held-out rows" if metric.kind in LABELLED_KINDS else "held-out rows (labels not needed)"
     if factor is None:
         return (f"{metric.key} {metric.value:.3f} sits on the threshold {metric.threshold}: more rows would not decide it; "
                 "it would most likely stay undecided")

@@ -11,6 +11,12 @@ import pandas as pd
 
 from fairloop.data.groups import is_intersection
 from fairloop.gates.intervals import bootstrap_intervals, family_wise
+from fairloop.gates.metrics import (
+    GROUP_METRICS,
+    MetricSpec,
+    shown_group_metrics,
+    threshold_on,
+)
 from fairloop.gates.policy import Monitoring, Policy
 from fairloop.monitor.report import GroupRates, Metric
 
@@ -134,49 +140,56 @@ def selection_rates(predictions: np.ndarray, groups: pd.Series) -> pd.DataFrame:
 
 
 
+def labelled_gaps(policy: Policy) -> list[tuple[MetricSpec, float | None]]:
+    """The between-group gaps a labelled window reports, in table order, with their thresholds: those
+    the metric table always shows and those the policy gates. A gap that needs no labels is reported,
+    not gated (the prediction-rate gap gates it on every row); a monitoring field named like the
+    policy's threshold overrides it there."""
+    shown = shown_group_metrics(policy.thresholds)
+    found = []
+    for metric in (m for m in GROUP_METRICS if m in shown and m.shape == "gap"):
+        threshold = None
+        if metric.needs_labels:
+            field = next(g.field for g in metric.gates if g.comparison == "max")
+            threshold = getattr(policy.monitoring_settings, field, None)
+            if threshold is None:
+                threshold = threshold_on(policy.thresholds, metric.name)
+        found.append((metric, threshold))
+    return found
+
+
 def labelled_metrics(y, predictions, groups, reference, ref_predictions, ref_groups, policy, cfg, sensitive, seed, skipped,
                      confidence: float):
-    from fairlearn.metrics import (
-        demographic_parity_difference,
-        equalized_odds_difference,
-    )
-
-    counts = pd.DataFrame({"g": groups.to_numpy(), "y": y, "p": predictions, "tp": predictions & y, "fp": predictions & (1 - y)})
-    per_group = counts.groupby("g").agg(
-        pos=("y", "sum"), rows=("y", "size"), tp=("tp", "sum"), fp=("fp", "sum"), sel=("p", "sum"),
-    )
+    counts = pd.DataFrame({"g": groups.to_numpy(), "y": y})
+    per_group = counts.groupby("g").agg(pos=("y", "sum"), rows=("y", "size"))
     per_group["neg"] = per_group["rows"] - per_group["pos"]
     usable = per_group[(per_group["pos"] >= MIN_LABELLED_PER_GROUP) & (per_group["neg"] >= MIN_LABELLED_PER_GROUP)]
+    gaps = labelled_gaps(policy)
     if len(usable) < 2:
-        skipped.append(f"DPD/EOD: fewer than two groups with {MIN_LABELLED_PER_GROUP} labelled positives and negatives")
+        skipped.append(f"{'/'.join(m.label for m, _ in gaps)}: fewer than two groups with {MIN_LABELLED_PER_GROUP} "
+                       "labelled positives and negatives")
         return []
     keep = groups.isin(usable.index).to_numpy()
     table = cells(groups[keep], y[keep], predictions[keep])
     weighted = {"sensitive_features": table["group"].to_numpy(), "sample_weight": table["rows"].to_numpy()}
-    dpd = float(demographic_parity_difference(table["y"].to_numpy(), table["prediction"].to_numpy(), **weighted))
-    eod = float(equalized_odds_difference(table["y"].to_numpy(), table["prediction"].to_numpy(), **weighted))
-    found = window_intervals(y[keep], predictions[keep], groups[keep].to_numpy(), usable.index.to_numpy(),
-                          {"demographic_parity_difference": dpd, "equalized_odds_difference": eod}, cfg, seed, confidence,
-                          simultaneous=is_intersection(sensitive))
-    (low_d, high_d), (eod_low, eod_high) = found["demographic_parity_difference"], found["equalized_odds_difference"]
+    values = {m.name: float(m.fairlearn(table["y"].to_numpy(), table["prediction"].to_numpy(), **weighted)) for m, _ in gaps}
+    found = window_intervals(y[keep], predictions[keep], groups[keep].to_numpy(), usable.index.to_numpy(), values, cfg, seed,
+                             confidence, simultaneous=is_intersection(sensitive))
     ref_known = reference.y.notna().to_numpy() if reference.y is not None else None
-    if ("eod", sensitive) not in reference.memo:
-        reference.memo[("eod", sensitive)] = None if ref_known is None or not ref_known.any() else float(
-            equalized_odds_difference(reference.y[ref_known].astype(int).to_numpy(), ref_predictions[ref_known],
-                                      sensitive_features=ref_groups[ref_known].to_numpy()))
-    ref_eod = reference.memo[("eod", sensitive)]
-    eod_threshold = cfg.max_equalized_odds_difference
-    if eod_threshold is None:
-        eod_threshold = policy.thresholds.max_equalized_odds_difference
     n = int(table["rows"].sum())
-    return [
-        # reported, not gated: the prediction-rate gap gates the same quantity on every row
-        Metric(key=f"demographic_parity_difference:{sensitive}", kind="demographic_parity_difference", feature=sensitive,
-               value=dpd, low=low_d, high=high_d, threshold=None, rows=n, confidence=confidence),
-        Metric(key=f"equalized_odds_difference:{sensitive}", kind="equalized_odds_difference", feature=sensitive,
-               value=eod, low=eod_low, high=eod_high,
-               threshold=eod_threshold, reference=ref_eod, rows=n, confidence=confidence),
-    ]
+    result = []
+    for metric, threshold in gaps:
+        ref_value = None
+        if metric.needs_labels:
+            if (metric.name, sensitive) not in reference.memo:
+                reference.memo[(metric.name, sensitive)] = None if ref_known is None or not ref_known.any() else float(
+                    metric.fairlearn(reference.y[ref_known].astype(int).to_numpy(), ref_predictions[ref_known],
+                                     sensitive_features=ref_groups[ref_known].to_numpy()))
+            ref_value = reference.memo[(metric.name, sensitive)]
+        low, high = found[metric.name]
+        result.append(Metric(key=f"{metric.name}:{sensitive}", kind=metric.name, feature=sensitive, value=values[metric.name],
+                             low=low, high=high, threshold=threshold, reference=ref_value, rows=n, confidence=confidence))
+    return result
 
 
 def prediction_rate_gap(predictions: np.ndarray, groups: pd.Series, rates: pd.DataFrame, ref_rates: pd.DataFrame,

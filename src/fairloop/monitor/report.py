@@ -6,8 +6,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-Kind = Literal["ks", "psi", "group_share", "prediction_rate_gap", "demographic_parity_difference", "equalized_odds_difference",
-               "missing_sensitive_rate"]
+from fairloop.gates.metrics import GROUP_METRICS
+
+# the drift statistics, and the metric table's between-group metrics a labelled window reports
+Kind = Literal[("ks", "psi", "group_share", "prediction_rate_gap", "missing_sensitive_rate", *(m.name for m in GROUP_METRICS))]
 
 
 class Metric(BaseModel):

@@ -12,8 +12,8 @@ import io
 
 from markupsafe import Markup
 
-from fairloop.gates.evaluate import METRIC_LABELS
-from fairloop.gates.policy import GATES, Policy
+from fairloop.gates.metrics import metric_label, threshold_on
+from fairloop.gates.policy import Policy
 from fairloop.remedy.sweep.results import (
     FRONTIER_METRICS,
     SweepOutcome,
@@ -28,10 +28,7 @@ KIND_MARKERS = {"unconstrained": "o", "reduction": "^", "post-processing": "v", 
 
 
 def _threshold(policy: Policy, metric: str) -> float | None:
-    for gate, threshold in policy.thresholds.model_dump().items():
-        if threshold is not None and GATES[gate][0] == metric and GATES[gate][1] != "drop":
-            return threshold
-    return None
+    return threshold_on(policy.thresholds, metric)
 
 
 def frontier_png(
@@ -147,7 +144,7 @@ def _draw_panel(
     if threshold is not None:
         axis.axvline(threshold, color="grey", linestyle="--", linewidth=1, label="policy limit")
     fairer = "higher" if FRONTIER_METRICS[metric] else "lower"
-    axis.set_xlabel(f"{METRIC_LABELS.get(metric, metric)} ({fairer} is fairer)", fontsize=font + 1)
+    axis.set_xlabel(f"{metric_label(metric)} ({fairer} is fairer)", fontsize=font + 1)
     axis.set_ylabel("accuracy (test)", fontsize=font + 1)
     axis.tick_params(labelsize=font)
     axis.margins(x=0.08, y=0.15)  # room for the labels of points at the edges

@@ -18,13 +18,13 @@ from pydantic import BaseModel, SecretStr
 from fairloop.audit.record import AuditReport, ProxyScore
 from fairloop.data.groups import is_intersection
 from fairloop.gates.evaluate import (
-    METRIC_LABELS,
     Evaluation,
     GroupShift,
     metrics_table,
     worst_groups_first,
 )
-from fairloop.gates.policy import GATES, SENSITIVE_AT_PREDICT, GateReport, GateResult
+from fairloop.gates.metrics import GATES, GROUP_METRICS, metric_label
+from fairloop.gates.policy import SENSITIVE_AT_PREDICT, GateReport, GateResult
 from fairloop.monitor.drifted import DRIFT_GATE_PREFIX, DriftedJudgement
 from fairloop.remedy.frozen import BaseModelSource
 from fairloop.remedy.recipes import AugmentReport
@@ -259,7 +259,7 @@ class ReviewPacket(BaseModel):
             before, after = metric_value(baseline, metric), metric_value(candidate, metric)
             if before is None or after is None or worse * (after - before) < NOTABLE:
                 continue
-            name, checked = METRIC_LABELS.get(metric, metric), "a gate checks it" if metric in gated else "not gated"
+            name, checked = metric_label(metric), "a gate checks it" if metric in gated else "not gated"
             ratio = f" (×{after / before:.1f})" if before > 0 and worse > 0 else ""
             interval = candidate.intervals.get(metric)
             shown = f"{after:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
@@ -321,8 +321,7 @@ class ReviewPacket(BaseModel):
 SHIFT_LINES = 4  # groups named one by one in the dialog's first screen
 NOTABLE = 0.02  # a change in a rate or gap (absolute) a reviewer should hear about
 # metric -> +1 when larger is worse, -1 when smaller is worse
-WORSENING_DIRECTION = {"demographic_parity_difference": 1, "equalized_odds_difference": 1,
-                       "disparate_impact_ratio": -1, "min_group_true_positive_rate": -1}
+WORSENING_DIRECTION = {metric.name: -1 if metric.higher_is_better else 1 for metric in GROUP_METRICS}
 RATE_WORDS = {"true_positive_rate": ("TPR", "qualified"), "false_positive_rate": ("FPR", "unqualified")}
 
 
@@ -336,7 +335,7 @@ def alternative(other: CandidateResult, chosen: CandidateResult, sensitive: str)
     its test gaps beside the chosen one's."""
     accuracy = f"{100 * (other.validation['accuracy'] - chosen.validation['accuracy']):+.1f} pp accuracy"
     if other.passed:
-        gaps = ", ".join(f"{METRIC_LABELS[m]} {other.test[m]:.3f} vs {chosen.test[m]:.3f}"
+        gaps = ", ".join(f"{metric_label(m)} {other.test[m]:.3f} vs {chosen.test[m]:.3f}"
                          for m in ("demographic_parity_difference", "equalized_odds_difference") if m in other.test)
         return f"{accuracy}, passes too; test {gaps}"
     why = [f"needs {sensitive} to predict" if g.gate == SENSITIVE_AT_PREDICT
@@ -413,8 +412,11 @@ def metric_value(evaluation: Evaluation, metric: str) -> float | None:
 
 def gate_label(result: GateResult) -> str:
     """'DPD <= 0.05', 'accuracy drop vs baseline <= 0.03': what the gate demands, in a few characters."""
-    metric, comparison, reference = GATES.get(result.gate, (result.metric, "max", "none"))
-    name = METRIC_LABELS.get(metric, metric)
+    metric, comparison, reference = result.metric, "max", "none"
+    if result.gate in GATES:
+        metric, rule = GATES[result.gate][0].name, GATES[result.gate][1]
+        comparison, reference = rule.comparison, rule.reference
+    name = metric_label(metric)
     if result.gate.startswith(DRIFT_GATE_PREFIX):  # a rerun's gate on the held-out rows of the alerting window
         name = f"{name} on drifted rows"
     if comparison == "drop":

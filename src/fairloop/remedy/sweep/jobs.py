@@ -16,11 +16,10 @@ from fairloop.data.rows import Split
 from fairloop.data.splits import Splits, stratified_split
 from fairloop.errors import BadInputError
 from fairloop.gates.evaluate import predict
-from fairloop.remedy.model import Predictions
 from fairloop.pipeline import fit_model
 from fairloop.remedy.crossfit import ModeDecision, fit_rows, fold_positions
 from fairloop.remedy.frozen import FrozenModel
-from fairloop.remedy.model import FairModel
+from fairloop.remedy.model import FairModel, Predictions
 from fairloop.remedy.recipes import (
     AugmentReport,
     apply_recipe,

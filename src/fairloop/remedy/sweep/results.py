@@ -9,8 +9,8 @@ import numpy as np
 from pydantic import BaseModel
 
 from fairloop.gates.decidability import leans_to_pass, rows_factor
+from fairloop.gates.metrics import GATES, GROUP_METRICS, shown_group_metrics
 from fairloop.gates.policy import (
-    GATES,
     SENSITIVE_AT_PREDICT,
     GateReport,
     Policy,
@@ -19,12 +19,7 @@ from fairloop.remedy.constraints import METHOD_KINDS
 from fairloop.remedy.crossfit import ModeDecision
 
 # The fairness metrics a frontier can plot, and whether higher is fairer.
-FRONTIER_METRICS = {
-    "demographic_parity_difference": False,
-    "equalized_odds_difference": False,
-    "disparate_impact_ratio": True,
-    "min_group_true_positive_rate": True,
-}
+FRONTIER_METRICS = {metric.name: metric.higher_is_better for metric in GROUP_METRICS}
 
 
 class CandidateResult(BaseModel):
@@ -139,12 +134,10 @@ def pareto_mask(accuracy: np.ndarray, fairness: np.ndarray, higher_is_fairer: bo
 def frontier_metrics(policy: Policy) -> list[str]:
     """The fairness metrics the policy gates, plus DPD and EOD always (their conflict is the
     trade-off a reviewer most needs to see)."""
-    gated = [GATES[gate][0] for gate, threshold in policy.thresholds.model_dump().items() if threshold is not None]
-    fairness = [metric for metric in gated if metric in FRONTIER_METRICS]
-    return list(dict.fromkeys([*fairness, "demographic_parity_difference", "equalized_odds_difference"]))
+    return [metric.name for metric in shown_group_metrics(policy.thresholds)]
 
 
 def is_upper(gate: str) -> bool:
     """Does ``gate`` cap its metric from above (max and drop gates; the sensitive-attribute gate,
     value 1 against 0, too)?"""
-    return GATES[gate][1] in ("max", "drop") if gate in GATES else True
+    return GATES[gate][1].comparison in ("max", "drop") if gate in GATES else True

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 
+from fairloop.gates.metrics import METRIC_BY_NAME
 from fairloop.gates.policy import (
-    METRIC_RATES,
     GateResult,
     Policy,
 )
@@ -34,7 +34,7 @@ BRACKET_RATIO = 1.25  # a passing bound between two this close would be a coin t
 
 def _fair(result: CandidateResult) -> bool:
     """Does the candidate meet every between-group gate (so a tighter bound cannot help it)?"""
-    return all(g.verdict in ("pass", "skipped") for g in result.gates.results if g.metric in METRIC_RATES)
+    return all(g.verdict in ("pass", "skipped") for g in result.gates.results if METRIC_BY_NAME[g.metric].between_groups)
 
 
 def _too_wide(result: CandidateResult) -> GateResult | None:
@@ -45,7 +45,7 @@ def _too_wide(result: CandidateResult) -> GateResult | None:
     reaching 0.19 above their estimates against a 0.05 limit; five searched bounds, 200 s, none
     passed)."""
     for gate in result.gates.results:
-        if gate.metric in METRIC_RATES and gate.verdict != "pass" and gate.interval is not None:
+        if METRIC_BY_NAME[gate.metric].between_groups and gate.verdict != "pass" and gate.interval is not None:
             upper = is_upper(gate.gate)
             reach = gate.interval[1] - gate.value if upper else gate.value - gate.interval[0]
             if reach > (gate.threshold if upper else 1 - gate.threshold):

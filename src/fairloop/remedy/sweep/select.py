@@ -8,14 +8,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from fairloop.gates.evaluate import Evaluation, predict
-from fairloop.remedy.model import Predictions
 from fairloop.gates.policy import (
     Policy,
     apply_gates,
 )
 from fairloop.pipeline import score_all, with_intervals
 from fairloop.remedy.frozen import FROZEN_LEARNER
-from fairloop.remedy.model import FairModel
+from fairloop.remedy.model import FairModel, Predictions
 from fairloop.remedy.sweep.explain import explain_no_pass, infeasibility
 from fairloop.remedy.sweep.jobs import FittedCandidate, SweepData
 from fairloop.remedy.sweep.results import (
