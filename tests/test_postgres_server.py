@@ -51,7 +51,9 @@ def postgres_server(tmp_path_factory):
                     yield {"database": url, "registry": Path(env["FAIRLOOP_REGISTRY_DIR"])}
                 finally:
                     drain_prefect_workers()
-        finally:
+        finally:  # the worker `fairloop server` started, then the server
+            subprocess.run([sys.executable, "-m", "fairloop", "server", "--stop"], env=env, cwd=PROJECT,
+                           capture_output=True, text=True, timeout=120)
             if pid_file.is_file():
                 stop_group(int(pid_file.read_text()))
 

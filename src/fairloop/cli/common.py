@@ -155,13 +155,15 @@ def _abandoned(settings: Settings, run_id: str, process, state, who: dict, decid
 
 def end_abandoned_runs(settings: Settings, command: str) -> None:
     """End Crashed, with the reason, each run this host recorded whose flow process is gone while the
-    server still shows it Paused or Running (nothing else ever would); forget the processes of runs
-    that ended. Runs this server does not know (recorded with another one) are left alone. Then give
+    server still shows it Paused or Running (nothing else ever would), and audit the same for a run its
+    worker already ended Crashed; forget the processes of runs that ended otherwise. Runs this server does not know (recorded with another one) are left alone. Then give
     each suspended review that expired its audit line and Expired state (``fairloop.serving.expiry``)."""
 
     gone = gone_flow_processes(settings.state_dir)
     for run in read_flow_runs(list(gone)) if gone else []:
-        if run.state is not None and (run.state.is_final() or not (run.state.is_running() or run.state.is_paused())):
+        # a crash its worker reported still gets the reason and the audit line (its record is still here)
+        held = run.state is None or run.state.is_running() or run.state.is_paused() or run.state.is_crashed()
+        if not held:
             forget_flow_process(settings.state_dir / "runs" / str(run.id))  # ended, or waiting for a worker
         else:
             _abandoned(settings, str(run.id), gone[run.id], run.state, {"found_by": f"fairloop {command}"}, decided=False)
