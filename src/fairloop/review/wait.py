@@ -44,9 +44,12 @@ class PauseNotTaken(Exception):
 
 def server_unreachable(exc: BaseException) -> bool:
     """A connection failure or a server-side error (a restarting server answers 5xx), as
-    opposed to a refusal that would repeat."""
+    opposed to a refusal that would repeat. A 409 on the run's input is a retried save whose
+    first attempt went through (a busy SQLite server answers late): the pause stands."""
     if isinstance(exc, httpx.TransportError):
         return True
+    if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code == 409:
+        return exc.request.url.path.endswith("/input")
     return isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code >= 500
 
 
