@@ -14,6 +14,13 @@ from pathlib import Path
 
 import pytest
 
+# DVC binds its console log handlers to sys.stdout/sys.stderr when it is first imported. A first
+# import inside a CliRunner.invoke (``fairloop show`` reading the registry) binds them to the
+# runner's stream, which the runner closes: every later DVC log line in this worker (``Repo.init``
+# of the next test's registry) then raises LoggingException and fails that run. Import it here,
+# while the streams are pytest's own for the whole session.
+import dvc.repo  # noqa: F401,E402
+
 PROJECT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")

@@ -264,3 +264,36 @@ def test_score_based_gates_reach_pass_fail_and_inconclusive(gate):
     assert verdict({gate: passing}, evaluations) == "pass"
     assert verdict({gate: failing}, evaluations) == "fail"
     assert verdict({gate: (low + high) / 2}, evaluations) == "inconclusive"
+
+
+def test_calibration_gap_by_group_has_a_bootstrap_interval_that_finds_the_miscalibrated_group():
+    """Group a's probabilities are calibrated by construction, group b's overstate its positive
+    rate by 0.10: b's gap interval lies around +0.10 and excludes 0, a's covers 0; both match a
+    plain per-group bootstrap of the gap (pandas, its own draws) and the point figures of
+    score_predictions."""
+    rng = np.random.default_rng(11)
+    n = 6000
+    groups = np.where(rng.random(n) < 0.7, "a", "b")
+    probabilities = rng.uniform(0.15, 0.85, n)
+    truth = np.where(groups == "b", probabilities - 0.10, probabilities)
+    y = (rng.random(n) < truth).astype(int)
+    decisions = (probabilities >= 0.5).astype(int)
+    intervals = bootstrap_intervals(y, {"candidate": decisions}, groups, n_boot=500, confidence=0.95, seed=0,
+                                    decision_probabilities={"candidate": probabilities})["candidate"]
+    low_a, high_a = intervals["calibration_gap[a]"]
+    low_b, high_b = intervals["calibration_gap[b]"]
+    assert low_a < 0 < high_a
+    assert 0.04 < low_b < 0.10 < high_b < 0.16
+
+    frame = pd.DataFrame({"g": groups, "gap": probabilities - y})
+    plain_rng = np.random.default_rng(5)
+    for group, (low, high) in (("a", (low_a, high_a)), ("b", (low_b, high_b))):
+        gaps = frame.loc[frame["g"] == group, "gap"].to_numpy()
+        draws = [plain_rng.choice(gaps, gaps.size).mean() for _ in range(500)]
+        assert low == pytest.approx(np.quantile(draws, 0.025), abs=0.006)
+        assert high == pytest.approx(np.quantile(draws, 0.975), abs=0.006)
+
+    split = Split(X=pd.DataFrame({"x": probabilities}), y=pd.Series(y), groups=pd.DataFrame({"g": groups}))
+    scored = score_predictions(split, "g", Predictions(decisions=decisions, probabilities=probabilities, scores=probabilities))
+    for group in ("a", "b"):
+        assert scored.by_group[group]["calibration_gap"] == pytest.approx(frame.loc[frame["g"] == group, "gap"].mean())

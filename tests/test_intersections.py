@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from rich.console import Console
 from conftest import BackgroundRun, write_policy
 from synthetic import simultaneous_coverage, write_dataset
 
@@ -19,7 +20,8 @@ from fairloop.data.dataset_spec import load_dataset_spec
 from fairloop.data.datasets import load_dataset
 from fairloop.errors import BadInputError
 from fairloop.gates.policy import apply_gates
-from fairloop.review.packet import ReviewPacket
+from fairloop.review.packet import ReviewPacket, render_summary
+from fairloop.review.terminal import print_intersections
 from fairloop.templating import md_text
 
 WORST = "kind=B & band=y"
@@ -38,8 +40,8 @@ def planted(directory: Path) -> Path:
 
 
 @functools.cache
-def gated(root: str, sensitive: str):
-    """Baseline evaluations and gate report of a logistic regression judged on ``sensitive``."""
+def trained(root: str, sensitive: str):
+    """Inputs, splits and models (baseline and candidate: logistic regressions) judged on ``sensitive``."""
     directory = Path(root)
     spec = planted(directory)
     (directory / "lr.yaml").write_text(yaml.safe_dump(LOGISTIC))
@@ -48,7 +50,13 @@ def gated(root: str, sensitive: str):
         dataset=str(spec), constraint=str(directory / "lr.yaml"), policy=str(directory / "policy.yaml"), sensitive=sensitive))
     splits = pipeline.prepare(inputs)
     mode = pipeline.decide_mode(inputs, splits)
-    models = {name: model for name, (model, _) in pipeline.train(inputs, splits, mode).items()}
+    return inputs, splits, {name: model for name, (model, _) in pipeline.train(inputs, splits, mode).items()}
+
+
+@functools.cache
+def gated(root: str, sensitive: str):
+    """Baseline evaluations and gate report of a logistic regression judged on ``sensitive``."""
+    inputs, splits, models = trained(root, sensitive)
     evaluations = pipeline.evaluate_models(models, splits.test, inputs.sensitive, inputs.policy)
     return evaluations, apply_gates(inputs.policy, evaluations)
 
@@ -96,6 +104,41 @@ def test_the_gates_find_the_planted_worst_cell_that_both_marginals_hide(root):
     excluded = {e.rate: e for e in evaluations["baseline"].excluded_groups if e.group == TINY}
     assert set(excluded) == {"selection_rate", "true_positive_rate", "false_positive_rate"}
     assert excluded["selection_rate"].rows < 30 and "< floor 30" in excluded["selection_rate"].reason
+
+
+def test_a_run_gating_on_one_feature_shows_the_declared_intersection_worst_cell_first(root):
+    """Gated on ``kind`` alone, the spec's declared ``kind:band`` still reaches the reviewer: both
+    models on its cells, the planted cell first with its interval over the limit, in the dialog
+    and the terminal; a gap over the cells that worsens is a 'worse' line of the first screen."""
+    inputs, splits, models = trained(root, "kind")
+    evaluations, gates = gated(root, "kind")
+    intersections = pipeline.evaluate_declared_intersections(models, splits.test, inputs.loaded.spec, "kind", inputs.policy)
+    assert list(intersections) == ["kind:band"] and set(intersections["kind:band"]) == {"baseline", "candidate"}
+    cells = intersections["kind:band"]
+    assert cells["candidate"].sensitive == "kind:band" and WORST in cells["candidate"].by_group
+    assert "selection_rate[" + WORST + "]" in cells["candidate"].intervals  # with the cells' (simultaneous) intervals
+    packet = ReviewPacket(dataset="cells", sensitive="kind", candidate_name="lr", candidate_label="lr",
+                          recipe_label="none", champion_version=None, needs_sensitive_at_predict=False,
+                          evaluations=evaluations, gates=gates, audit_verdict="pass", audit_reasons=[],
+                          base_rate_gap=0.0, augment=_no_augment(), intersections=intersections)
+    view = packet.intersection_views()[0]
+    assert view.name == "kind:band" and view.cells[0].cell == WORST
+    dpd = next(m for m in view.metrics if m.label == "DPD")
+    assert dpd.candidate_interval[0] > 0.05, dpd  # the planted gap, which the marginal gate cannot see
+    summary = render_summary(packet, "")
+    assert "### Declared intersection kind:band (not gated)" in summary
+    assert f"| {md_text(WORST)} |" in summary
+    console = Console(record=True, width=80)
+    print_intersections(console, packet)
+    printed = console.export_text()
+    assert "Declared intersection kind:band" in printed and WORST.split(" & ")[0] in printed
+
+    # the same model: nothing worse; a candidate that widened the cells' gap: said on the first screen
+    assert not packet.worsening()
+    narrower = cells["baseline"].model_copy(update={"metrics": {**cells["baseline"].metrics, "demographic_parity_difference": 0.01}})
+    widened = packet.model_copy(update={"intersections": {"kind:band": {"baseline": narrower, "candidate": cells["candidate"]}}})
+    assert [w.brief.split(" 0.010")[0] for w in widened.worsening()] == ["DPD over kind:band"]
+    assert "not gated" in widened.worsening()[0].detail
 
 
 def _no_augment():

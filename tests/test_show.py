@@ -49,6 +49,8 @@ def test_show_prints_the_dialogs_report_and_refuses_what_it_cannot_show(remediat
     # the dialog's first screen, in people and in words
     assert re.search(r"Male \([\d,]+\): [\d,]+ lose selection \([\d,]+ qualified\)", text)
     assert re.search(r"worse: EOD rises 0\.\d{3} → 0\.\d{3}", text)
+    # calibration by group, with the bootstrap interval of each group's gap
+    assert re.search(r"calibration: predicted − observed │ -?0\.\d{3} \[-?0\.\d{3}, -?0\.\d{3}\]", text), text
 
     # in an 80-column terminal only links and commands (kept whole, to copy) run past the edge
     narrow = show(str(paused.id), columns=80)

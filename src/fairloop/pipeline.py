@@ -16,6 +16,7 @@ import numpy as np
 
 from fairloop.audit.checks import run_audit
 from fairloop.audit.record import AuditReport
+from fairloop.data.dataset_spec import DatasetSpec
 from fairloop.data.datasets import LoadedDataset, load_dataset, read_extra_training_rows
 from fairloop.data.groups import is_intersection
 from fairloop.data.membership import (
@@ -194,6 +195,16 @@ def evaluate_models(
     if policy is None:
         return evaluations
     return with_intervals(evaluations, predictions, split, sensitive, policy, challengers=("candidate",))
+
+
+def evaluate_declared_intersections(
+    models: dict[str, FairModel], split: Split, spec: DatasetSpec, sensitive: str, policy: Policy,
+) -> dict[str, dict[str, Evaluation]]:
+    """The baseline and the candidate on the cells of every intersection ``spec`` declares that the
+    run does not gate on (as :func:`evaluate_models`, with simultaneous intervals): what a run
+    gating on one feature does to the cells, for the reviewer."""
+    shown = {name: models[name] for name in ("baseline", "candidate") if name in models}
+    return {name: evaluate_models(shown, split, name, policy) for name in spec.intersection_names if name != sensitive}
 
 
 def score_all(predictions: dict[str, Predictions], split: Split, sensitive: str, policy: Policy | None) -> dict[str, Evaluation]:

@@ -43,26 +43,33 @@ def md_cells(rows: list[dict]) -> list[dict]:
     return [{key: md_text(value) if isinstance(value, str) else value for key, value in row.items()} for row in rows]
 
 
-def _number(value, digits: int = 3) -> str:
+def format_number(value, digits: int = 3) -> str:
     if value is None or value != value:
         return "n/a"
     return f"{value:.{digits}f}"
 
 
-def _interval(value, digits: int = 3) -> str:
+def format_interval(value, digits: int = 3) -> str:
     if not value:
         return ""
     low, high = value
-    return f"[{_number(low, digits)}, {_number(high, digits)}]"
+    return f"[{format_number(low, digits)}, {format_number(high, digits)}]"
 
 
-def _percent(value, digits: int = 0) -> str:
+def format_percent(value, digits: int = 0) -> str:
     if value is None or value != value:
         return "n/a"
     return f"{100 * value:.{digits}f}%"
 
 
-def _percent_interval(value, digits: int = 1) -> str:
+def format_points(value, digits: int = 1) -> str:
+    """'+8.3 pp': a signed difference of two shares, in percent points."""
+    if value is None or value != value:
+        return "n/a"
+    return f"{100 * value:+.{digits}f} pp"
+
+
+def format_percent_interval(value, digits: int = 1) -> str:
     """'[7.9, 9.4]': an interval of shares in percent points (its value carries the % sign)."""
     if not value:
         return ""
@@ -81,7 +88,7 @@ def environment(kind: str) -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters.update(number=_number, interval=_interval, percent=_percent, percent_interval=_percent_interval, md=md_text)
+    env.filters.update(number=format_number, interval=format_interval, percent=format_percent, points=format_points, percent_interval=format_percent_interval, md=md_text)
     return env
 
 

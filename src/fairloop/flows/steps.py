@@ -120,6 +120,7 @@ class Judged:
     evaluations: dict[str, Evaluation]
     gates: GateReport
     drift: DriftedJudgement | None
+    intersections: dict[str, dict[str, Evaluation]]  # declared, not gated: pipeline.evaluate_declared_intersections
 
 
 @dataclass
@@ -245,7 +246,9 @@ def judge(scope: RunScope, prepared: Prepared, retrained: Retrained) -> Judged:
                                  inputs.params.seed, windows=len(start.drifted.windows))
         gates = gates.model_copy(update={"results": [*gates.results, *drift.gates]})
         scope.logger.info("Approving clears the alert: %s (%s)", drift.clears, drift.why)
-    return Judged(evaluations=evaluations, gates=gates, drift=drift)
+    intersections = pipeline.evaluate_declared_intersections(retrained.models, prepared.splits.test, inputs.loaded.spec,
+                                                            inputs.sensitive, inputs.policy)
+    return Judged(evaluations=evaluations, gates=gates, drift=drift, intersections=intersections)
 
 
 def frontier_arguments(prepared: Prepared, retrained: Retrained, judged: Judged) -> dict[str, Any]:
@@ -296,6 +299,7 @@ def publish_review(scope: RunScope, prepared: Prepared, audit_report: AuditRepor
         proxies=[x for x in audit_report.proxies if x.sensitive == inputs.sensitive and x.flagged],
         candidate_sha256=hashlib.sha256(candidate_bytes).hexdigest(),
         review_timeout_seconds=request.approval_timeout or inputs.policy.approval.timeout_seconds,
+        intersections=judged.intersections,
     )
     report = render_report(packet, frontier, audit_report)
     report_id = create_markdown_artifact(key="remediation-report", markdown=report,

@@ -17,7 +17,7 @@ from fairloop.data.groups import ExcludedGroup, GroupFloors, count_groups
 from fairloop.data.membership import InferredMembership, MembershipReport
 from fairloop.data.rows import Split
 from fairloop.errors import BadInputError
-from fairloop.gates.intervals import net_benefit_min
+from fairloop.gates.intervals import CALIBRATION_GAP, net_benefit_min
 from fairloop.gates.metrics import GROUP_METRICS, between_groups, metric_label
 from fairloop.remedy.model import FairModel, Predictions
 
@@ -132,6 +132,7 @@ def score_predictions(
         by_group[str(g)] = {
             **{k: float(v) for k, v in row.items()}, **calibration.loc[str(g)].astype(float).to_dict(),
             "positives": float(weighted.loc[str(g), "positives"]),
+            CALIBRATION_GAP: float(calibration.loc[str(g), "mean_score"] - calibration.loc[str(g), "observed_rate"]),
             **{f"counted_{rate}": float(mask[i]) for rate, mask in counted.counted.items()},
         }
     return Evaluation(rows=len(split), sensitive=sensitive, metrics=metrics, by_group=by_group,

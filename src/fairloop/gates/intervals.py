@@ -80,6 +80,8 @@ from fairloop.data.groups import CountedGroups, GroupFloors, count_groups
 from fairloop.data.membership import InferredMembership
 from fairloop.gates.metrics import GROUP_METRICS, between_groups
 
+CALIBRATION_GAP = "calibration_gap"  # a group's mean probability of a positive decision minus its observed positive rate
+
 
 def family_wise(counted_groups: int) -> bool:
     """Whether group metrics over this many counted groups take simultaneous (family-wise)
@@ -100,9 +102,12 @@ def stratified_resamples(strata: np.ndarray, n_boot: int, seed: int) -> np.ndarr
 
 
 def _group_rates(ys: np.ndarray, ps: np.ndarray, gs: np.ndarray, n_groups: int,
-                 soft: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+                 soft: tuple[np.ndarray, np.ndarray] | None = None,
+                 probabilities: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Selection rate, TPR and FPR of every group (columns) on every resample (rows): labels
-    ``ys``, decisions ``ps`` and group codes ``gs`` drawn by the resamples.
+    ``ys``, decisions ``ps`` and group codes ``gs`` drawn by the resamples; with the drawn
+    ``probabilities`` of a positive decision, also each group's calibration gap (mean
+    probability minus observed positive rate).
 
     ``soft``: (columns of the resamples that draw rows with no sensitive value, their group
     probabilities per resample, shape resamples x columns x groups); those rows add their
@@ -122,11 +127,15 @@ def _group_rates(ys: np.ndarray, ps: np.ndarray, gs: np.ndarray, n_groups: int,
         return sums
 
     with np.errstate(invalid="ignore", divide="ignore"):
-        return {
-            "selection_rate": per_group(ps.astype(float)) / per_group(np.ones_like(ys, dtype=float)),
+        rows = per_group(np.ones_like(ys, dtype=float))
+        rates = {
+            "selection_rate": per_group(ps.astype(float)) / rows,
             "true_positive_rate": per_group((ps & ys).astype(float)) / per_group(ys.astype(float)),
             "false_positive_rate": per_group((ps & (1 - ys)).astype(float)) / per_group((1 - ys).astype(float)),
         }
+        if probabilities is not None:
+            rates[CALIBRATION_GAP] = (per_group(probabilities) - per_group(ys.astype(float))) / rows
+    return rates
 
 
 def _resample_metrics(y: np.ndarray, pred: np.ndarray, samples: np.ndarray, groups: CountedGroups,
@@ -153,6 +162,9 @@ def _resample_metrics(y: np.ndarray, pred: np.ndarray, samples: np.ndarray, grou
            for i, name in enumerate(groups.names_for("true_positive_rate"))},
         **{f"false_positive_rate[{name}]": fpr[:, counted["false_positive_rate"]][:, i]
            for i, name in enumerate(groups.names_for("false_positive_rate"))},
+        # shown, never gated: each of its own (percentile) interval, not a simultaneous family
+        **({f"{CALIBRATION_GAP}[{name}]": rates[CALIBRATION_GAP][:, counted["selection_rate"]][:, i]
+            for i, name in enumerate(groups.names_for("selection_rate"))} if CALIBRATION_GAP in rates else {}),
     }
 
 
@@ -296,8 +308,8 @@ def bootstrap_intervals(
     group); ``accuracy_drop_vs_<ref>`` (and ``auc_drop_vs_<ref>``) for each challenger against
     each model in ``drops_against``. ``scores`` (the underlying scorer's positive-class
     probability, by model) give ``auc``; ``decision_probabilities`` (the probability that the
-    deployed, possibly randomised, decision is positive) give ``decision_auc`` and, with a
-    ``net_benefit_band``, ``net_benefit_min``. ``membership``: inferred groups of the rows
+    deployed, possibly randomised, decision is positive) give ``decision_auc``, each counted
+    group's ``calibration_gap[<group>]`` and, with a ``net_benefit_band``, ``net_benefit_min``. ``membership``: inferred groups of the rows
     with no sensitive value, refitted on every resample.
     """
     y = np.asarray(y_true).astype(int)
@@ -317,16 +329,17 @@ def bootstrap_intervals(
         simultaneous = membership is None and family_wise(int(counted.counted["selection_rate"].sum()))
     group_codes = np.minimum(np.searchsorted(counted.names, group_names), len(counted.names) - 1)
     predictions = {name: np.asarray(pred).astype(int) for name, pred in predictions.items()}
-    rates = {name: _group_rates(y[samples], pred[samples], group_codes[samples], len(counted.names), soft)
+    probabilities = {name: np.asarray(p, dtype=float) for name, p in (decision_probabilities or {}).items()}
+    rates = {name: _group_rates(y[samples], pred[samples], group_codes[samples], len(counted.names), soft,
+                                probabilities[name][samples] if name in probabilities else None)
              for name, pred in predictions.items()}
     per_model = {name: _resample_metrics(y, pred, samples, counted, rates[name]) for name, pred in predictions.items()}
     for name, model_scores in (scores or {}).items():
         per_model[name]["auc"] = _resample_auc(y, np.asarray(model_scores, dtype=float), samples)
-    for name, probabilities in (decision_probabilities or {}).items():
-        probabilities = np.asarray(probabilities, dtype=float)
-        per_model[name]["decision_auc"] = _resample_auc(y, probabilities, samples)
+    for name, model_probabilities in probabilities.items():
+        per_model[name]["decision_auc"] = _resample_auc(y, model_probabilities, samples)
         if net_benefit_band is not None:
-            per_model[name]["net_benefit_min"] = net_benefit_min(y, probabilities, samples, net_benefit_band)
+            per_model[name]["net_benefit_min"] = net_benefit_min(y, model_probabilities, samples, net_benefit_band)
     result = {name: {metric: percentile_interval(values, confidence) for metric, values in metrics.items()}
               for name, metrics in per_model.items()}
     if simultaneous:

@@ -23,12 +23,24 @@ from fairloop.gates.evaluate import (
     metrics_table,
     worst_groups_first,
 )
-from fairloop.gates.metrics import GATES, GROUP_METRICS, metric_label
+from fairloop.gates.metrics import GATES, metric_label
 from fairloop.gates.policy import SENSITIVE_AT_PREDICT, GateReport, GateResult
 from fairloop.monitor.drifted import DRIFT_GATE_PREFIX, DriftedJudgement
 from fairloop.remedy.frozen import BaseModelSource
 from fairloop.remedy.recipes import AugmentReport
 from fairloop.remedy.sweep.results import CandidateResult, SweepOutcome
+from fairloop.review.intersections import IntersectionView, intersection_view
+from fairloop.review.worsening import (
+    NOTABLE,
+    RATE_WORDS,
+    CalibrationChange,
+    Worsening,
+    calibration_change,
+    metric_value,
+    miscalibration,
+    reversal,
+    worsened_metrics,
+)
 from fairloop.templating import render
 
 PACKET_FILE = "review.json"
@@ -109,6 +121,7 @@ class GroupChange(BaseModel):
     positives: int
     counted: bool
     rates: list[RateChange]
+    calibration: CalibrationChange
 
 
 class Link(BaseModel):
@@ -146,6 +159,9 @@ class ReviewPacket(BaseModel):
     drift: DriftedJudgement | None = None  # a rerun: the alert it answers, and both models on the held-out drifted rows
     review_timeout_seconds: int | None = None  # how long the review may take before the run expires
     candidate_sha256: str | None = None  # of the candidate's registry bytes: what is promoted is what was reviewed
+    # the spec's declared intersections the run does not gate on ('sex:race' while gating on 'sex'):
+    # baseline and candidate on their cells, shown so a disparity between cells is never hidden
+    intersections: dict[str, dict[str, Evaluation]] = {}
 
     # figures derived for every rendering --------------------------------------------------
     def group_changes(self) -> list[GroupChange]:
@@ -170,8 +186,13 @@ class ReviewPacket(BaseModel):
                 for rate, (short, label) in RATES.items()
             ]
             changes.append(GroupChange(group=group, rows=rows, positives=positives,
-                                       counted=bool(after.get("counted_selection_rate", 1.0)), rates=rates))
+                                       counted=bool(after.get("counted_selection_rate", 1.0)), rates=rates,
+                                       calibration=calibration_change(group, baseline, candidate)))
         return changes
+
+    def intersection_views(self) -> list[IntersectionView]:
+        """The declared intersections the run does not gate on, baseline against candidate."""
+        return [intersection_view(name, evaluations) for name, evaluations in self.intersections.items()]
 
     @property
     def intersectional(self) -> bool:
@@ -247,28 +268,22 @@ class ReviewPacket(BaseModel):
 
     def worsening(self) -> list[Worsening]:
         """Every fairness figure notably worse than the baseline's, gated or not: a between-group
-        metric, a reversal of which group the TPR or FPR favours, and groups whose predictions
-        stray further from their observed rate (calibration by group)."""
+        metric, a reversal of which group the TPR or FPR favours, groups whose predictions stray
+        further from their observed rate (calibration by group), and the between-cell metrics of
+        each declared intersection the run does not gate on."""
         baseline = self.evaluations.get("baseline")
         if baseline is None:
             return []
         candidate = self.evaluations["candidate"]
         gated = {r.metric for r in self.gates.results if r.verdict != "skipped"}
-        found = []
-        for metric, worse in WORSENING_DIRECTION.items():
-            before, after = metric_value(baseline, metric), metric_value(candidate, metric)
-            if before is None or after is None or worse * (after - before) < NOTABLE:
-                continue
-            name, checked = metric_label(metric), "a gate checks it" if metric in gated else "not gated"
-            ratio = f" (×{after / before:.1f})" if before > 0 and worse > 0 else ""
-            interval = candidate.intervals.get(metric)
-            shown = f"{after:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
-            found.append(Worsening(
-                brief=f"{name} {before:.3f} → {after:.3f}{ratio}", gated=metric in gated,
-                detail=f"{name} {'rises' if worse > 0 else 'falls'} {before:.3f} → {shown}{ratio}; {checked}."))
+        found = worsened_metrics(baseline, candidate, gated)
         found += [w for w in (reversal(baseline, candidate, rate) for rate in RATE_WORDS) if w]
         calibration = miscalibration(baseline, candidate)
-        return found + ([calibration] if calibration else [])
+        found += [calibration] if calibration else []
+        for name, cells in self.intersections.items():
+            if "baseline" in cells:
+                found += worsened_metrics(cells["baseline"], cells["candidate"], set(), over=name)
+        return found
 
     def why_this_candidate(self) -> tuple[str, list[str]]:
         """A sweep's selection rule in one sentence, and what each of the two candidates nearest
@@ -319,10 +334,6 @@ class ReviewPacket(BaseModel):
 
 
 SHIFT_LINES = 4  # groups named one by one in the dialog's first screen
-NOTABLE = 0.02  # a change in a rate or gap (absolute) a reviewer should hear about
-# metric -> +1 when larger is worse, -1 when smaller is worse
-WORSENING_DIRECTION = {metric.name: -1 if metric.higher_is_better else 1 for metric in GROUP_METRICS}
-RATE_WORDS = {"true_positive_rate": ("TPR", "qualified"), "false_positive_rate": ("FPR", "unqualified")}
 
 
 def _figure(value: float | None) -> str:
@@ -344,70 +355,7 @@ def alternative(other: CandidateResult, chosen: CandidateResult, sensitive: str)
     return f"{accuracy}, but {'; '.join(why)}"
 
 
-class Worsening(BaseModel):
-    """A figure notably worse than the baseline's: a few words for the dialog's first screen and
-    a sentence for the details."""
-
-    brief: str
-    detail: str
-    gated: bool = False  # a gate checks it (its verdict is in the gate line)
-
-
-def _counted(evaluation: Evaluation, rate: str) -> dict[str, float]:
-    return {g: m[rate] for g, m in evaluation.by_group.items()
-            if m.get(f"counted_{rate}", 1.0) and m.get(rate) == m.get(rate)}
-
-
-def reversal(baseline: Evaluation, candidate: Evaluation, rate: str) -> Worsening | None:
-    """The candidate favours, by a notable margin, a group the baseline disfavoured by one (the
-    widest such pair), and it is no mere overshoot while closing the gap: the new gap is at least
-    the old one, or the newly disfavoured group's rate falls notably."""
-    before, after = _counted(baseline, rate), _counted(candidate, rate)
-    pairs = [(after[b] - after[a], a, b) for a in after for b in after
-             if a in before and b in before and before[a] - before[b] >= NOTABLE and after[b] - after[a] >= NOTABLE
-             and (after[b] - after[a] >= before[a] - before[b] or before[a] - after[a] >= NOTABLE)]
-    if not pairs:
-        return None
-    _, a, b = max(pairs)
-    short, who = RATE_WORDS[rate]
-    return Worsening(
-        brief=f"{short} reverses ({a} {100 * before[a]:.0f}→{after[a]:.0%}, {b} {100 * before[b]:.0f}→{after[b]:.0%})",
-        detail=(f"{short} reverses: {who} {a} were selected more often than {who} {b} ({before[a]:.1%} vs "
-                f"{before[b]:.1%}), now less often ({after[a]:.1%} vs {after[b]:.1%})."))
-
-
-def miscalibration(baseline: Evaluation, candidate: Evaluation) -> Worsening | None:
-    """The groups whose mean prediction strays notably further from their observed positive rate
-    than under the baseline's, saying when they stray in opposite directions."""
-    worse = []  # (group, its figures, how far its mean prediction is off, the baseline's mean prediction)
-    for g, m in candidate.by_group.items():
-        before = baseline.by_group.get(g)
-        if before is None or not m.get("counted_selection_rate", 1.0):
-            continue
-        off, was = m["mean_score"] - m["observed_rate"], before["mean_score"] - before["observed_rate"]
-        if abs(off) - abs(was) >= NOTABLE:
-            worse.append((g, m, off, before["mean_score"]))
-    if not worse:
-        return None
-    opposite = " in opposite directions" if len({off > 0 for _, _, off, _ in worse}) > 1 else ""
-    return Worsening(
-        brief=f"group calibration{' opposite ways' if opposite else ''} (" + ", ".join(
-            f"{g} {'over' if off > 0 else 'under'}" for g, _, off, _ in worse) + ")",
-        detail=(f"Calibration by group worsens{opposite}: " + "; ".join(
-            f"{g} {m['mean_score']:.3f} predicted vs {m['observed_rate']:.3f} observed "
-            f"({'over' if off > 0 else 'under'}; baseline predicted {was:.3f})" for g, m, off, was in worse)
-            + "; no gate checks it."))
-
-
 COST_LABELS = {"accuracy": "accuracy", "decision_auc": "AUC of the decisions", "auc": "AUC of the underlying scorer"}
-
-
-def metric_value(evaluation: Evaluation, metric: str) -> float | None:
-    """A metric of ``evaluation`` if it has it (the scorer's AUC is recorded by newer runs only)."""
-    value = evaluation.metrics.get(metric)
-    if value is None:
-        value = getattr(evaluation, metric, None)
-    return None if value is None or value != value else float(value)
 
 
 def gate_label(result: GateResult) -> str:

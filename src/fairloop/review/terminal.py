@@ -9,15 +9,7 @@ from rich.padding import Padding
 from rich.table import Table
 
 from fairloop.review.packet import ReviewPacket
-
-
-def _number(value, digits: int = 3) -> str:
-    return "n/a" if value is None or value != value else f"{value:.{digits}f}"
-
-
-def _interval(interval, digits: int = 3) -> str:
-    return "" if not interval else f"[{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
-
+from fairloop.templating import format_interval, format_number
 
 VERDICT_STYLE = {"pass": "green", "fail": "red", "inconclusive": "yellow", "skipped": "dim"}
 
@@ -26,7 +18,7 @@ def print_drift(console: Console, judged) -> None:
     """A rerun's first lines: the alert it answers, both models on the held-out drifted rows, and whether approving clears it."""
     if judged.alert is not None:
         for m in judged.alert.metrics:
-            console.print(f"Answers the alert {escape(m.key)} = {m.value:.3f} {_interval((m.low, m.high))} > {m.threshold} on "
+            console.print(f"Answers the alert {escape(m.key)} = {m.value:.3f} {format_interval((m.low, m.high))} > {m.threshold} on "
                           f"window {escape(judged.alert.window)} (champion {escape(judged.alert.champion_version)}"
                           f"{', incident ' + escape(judged.alert.incident) if judged.alert.incident else ''})", soft_wrap=True)
     colour = {"yes": "green", "no": "red"}.get(judged.clears, "yellow")
@@ -36,11 +28,11 @@ def print_drift(console: Console, judged) -> None:
                   title_justify="left")
     for column in ("gap", "limit", "champion", "candidate"):
         table.add_column(column, overflow="fold")
-    shown = lambda m: "n/a" if m is None else f"{m.value:.3f} {_interval((m.low, m.high))}"  # noqa: E731
+    shown = lambda m: "n/a" if m is None else f"{m.value:.3f} {format_interval((m.low, m.high))}"  # noqa: E731
     for f in judged.figures:
         table.add_row(escape(f.key), f"{f.threshold:g}", shown(f.champion), shown(f.candidate))
     if judged.accuracy:
-        table.add_row("accuracy (labelled)", "", _number(judged.accuracy.get("champion")), _number(judged.accuracy.get("candidate")))
+        table.add_row("accuracy (labelled)", "", format_number(judged.accuracy.get("champion")), format_number(judged.accuracy.get("candidate")))
     console.print(table)
 
 
@@ -55,9 +47,9 @@ def print_candidates(console: Console, p: ReviewPacket) -> None:
     rows = []
     for c in sorted(p.sweep.candidates, key=lambda c: -c.validation["accuracy"]):
         name = f"[bold]{escape(c.name)}[/bold] (chosen)" if c.name == p.sweep.chosen else escape(c.name)
-        rows.append((name, c.kind, c.needs_at_predict, _number(c.test["accuracy"], 4),
-                     _number(c.test["demographic_parity_difference"], 4), _number(c.test["equalized_odds_difference"], 4),
-                     _number(c.test["disparate_impact_ratio"], 3), "pass" if c.passed else "blocked: " + c.gates.blocked_by))
+        rows.append((name, c.kind, c.needs_at_predict, format_number(c.test["accuracy"], 4),
+                     format_number(c.test["demographic_parity_difference"], 4), format_number(c.test["equalized_odds_difference"], 4),
+                     format_number(c.test["disparate_impact_ratio"], 3), "pass" if c.passed else "blocked: " + c.gates.blocked_by))
     if console.width >= NARROW:
         table = Table(title=title, title_justify="left")
         for column in columns:
@@ -116,27 +108,16 @@ def print_packet(console: Console, packet: ReviewPacket, state: str) -> None:
         print_drift(console, p.drift)
     print_qualifiers(console, p)
 
-    changes = Table(title=f"What changes for whom (test rows; {p.confidence:.0%} bootstrap intervals, stratified by group)", title_justify="left")
-    for column in ("group", "rows", "rate", "baseline", "candidate"):
-        changes.add_column(column, overflow="fold")
-    for g in p.group_changes():
-        for i, r in enumerate(g.rates):
-            changes.add_row(escape(g.group) if i == 0 else "", f"{g.rows:,}" + ("" if g.counted else " (not counted)") if i == 0 else "",
-                            r.label, f"{_number(r.baseline)} {_interval(r.baseline_interval)}",
-                            f"{_number(r.candidate)} {_interval(r.candidate_interval)}")
-        changes.add_section()
-    console.print(changes)
-    for e in p.excluded_groups():
-        console.print(f"left out of the group metrics: {escape(str(e.group))} ({e.rows} rows, {e.positives} positive, "
-                      f"{e.negatives} negative): {escape(str(e.reason))}", soft_wrap=True)
+    print_group_changes(console, p)
+    print_intersections(console, p)
 
     costs = Table(title="What it costs", title_justify="left")
     for column in ("metric", "reference", "candidate", "drop [interval]"):
         costs.add_column(column)
     for c in p.costs():
         for r in c["references"] or [{"name": "", "value": None, "drop_interval": None}]:
-            drop = "" if r["value"] is None else f"{r['value'] - c['candidate']:+.4f} {_interval(r['drop_interval'], 4)}"
-            costs.add_row(c["metric"], f"{r['name']} {_number(r['value'], 4)}", _number(c["candidate"], 4), drop)
+            drop = "" if r["value"] is None else f"{r['value'] - c['candidate']:+.4f} {format_interval(r['drop_interval'], 4)}"
+            costs.add_row(c["metric"], f"{r['name']} {format_number(r['value'], 4)}", format_number(c["candidate"], 4), drop)
     console.print(costs)
 
     gates = Table(title=f"Gates (policy {escape(p.gates.policy)}): {'PASS' if p.gates.passed else 'BLOCKED'}"
@@ -145,7 +126,7 @@ def print_packet(console: Console, packet: ReviewPacket, state: str) -> None:
         gates.add_column(column)
     for g in p.gate_rows():
         style = VERDICT_STYLE.get(g["verdict"], "")
-        gates.add_row(g["label"], f"[{style}]{g['verdict']}[/{style}]", f"{_number(g['value'], 4)} {_interval(g['interval'], 4)}")
+        gates.add_row(g["label"], f"[{style}]{g['verdict']}[/{style}]", f"{format_number(g['value'], 4)} {format_interval(g['interval'], 4)}")
     console.print(gates)
     for line in p.advice:
         console.print(f"- {escape(line)}")
@@ -160,3 +141,37 @@ def print_packet(console: Console, packet: ReviewPacket, state: str) -> None:
     if p.run_url:
         console.print(f"Decide in the UI ({escape(p.run_url)}, Resume) or with fairloop approve/reject {p.run_id} "
                       f"--reviewer NAME{' --token TOKEN' if p.credentials_required else ''}", soft_wrap=True)
+
+
+def print_group_changes(console: Console, p: ReviewPacket) -> None:
+    changes = Table(title=f"What changes for whom (test rows; {p.confidence:.0%} bootstrap intervals, stratified by group)", title_justify="left")
+    for column in ("group", "rows", "rate", "baseline", "candidate"):
+        changes.add_column(column, overflow="fold")
+    for g in p.group_changes():
+        for i, r in enumerate(g.rates):
+            changes.add_row(escape(g.group) if i == 0 else "", f"{g.rows:,}" + ("" if g.counted else " (not counted)") if i == 0 else "",
+                            r.label, f"{format_number(r.baseline)} {format_interval(r.baseline_interval)}",
+                            f"{format_number(r.candidate)} {format_interval(r.candidate_interval)}")
+        c = g.calibration
+        changes.add_row("", "", "calibration: predicted − observed", f"{format_number(c.baseline_gap)} {format_interval(c.baseline_interval)}",
+                        f"{format_number(c.candidate_gap)} {format_interval(c.candidate_interval)}")
+        changes.add_section()
+    console.print(changes)
+    for e in p.excluded_groups():
+        console.print(f"left out of the group metrics: {escape(str(e.group))} ({e.rows} rows, {e.positives} positive, "
+                      f"{e.negatives} negative): {escape(str(e.reason))}", soft_wrap=True)
+
+
+def print_intersections(console: Console, p: ReviewPacket) -> None:
+    for v in p.intersection_views():
+        table = Table(title=f"Declared intersection {escape(v.name)} (not gated; simultaneous {p.confidence:.0%} intervals): "
+                            + "; ".join(f"{m.label} {format_number(m.baseline)} → {format_number(m.candidate)} "
+                                        f"{format_interval(m.candidate_interval)}" for m in v.metrics), title_justify="left")
+        for column in ("cell", "rows", "selected: baseline", "candidate"):
+            table.add_column(column, overflow="fold")
+        for c in v.cells:
+            table.add_row(escape(c.cell), f"{c.rows:,}" + ("" if c.counted else " (not counted)"), format_number(c.baseline),
+                          f"{format_number(c.candidate)} {format_interval(c.candidate_interval)}")
+        console.print(table)
+        if v.more_cells:
+            console.print(f"{v.more_cells} more cells not listed (worst first)")
