@@ -10,7 +10,6 @@ is a :class:`NoCandidateReport`, stored with the run beside where a packet would
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -18,7 +17,7 @@ from pydantic import BaseModel
 from fairloop.data.groups import ExcludedGroup
 from fairloop.gates.evaluate import Evaluation
 from fairloop.remedy.sweep.results import SweepOutcome
-from fairloop.review.packet import Link
+from fairloop.review.packet import Link, read_record, write_record
 
 # Not review.json: whatever reads a packet there (``fairloop show``, the expiry of suspended
 # reviews) takes it for a run that awaits or awaited review.
@@ -58,17 +57,9 @@ class NoCandidateReport(BaseModel):
 
 
 def save_no_candidate(report: NoCandidateReport, run_dir: Path) -> Path:
-    """Written through Python's json, not pydantic's: a run whose sweep chose nothing often has a
-    metric that is NaN (fewer than two counted groups), which pydantic writes as null and then
-    refuses to read back as a float; Python's json writes NaN and reads it back."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / NO_CANDIDATE_FILE
-    path.write_text(json.dumps(report.model_dump(), indent=1), encoding="utf-8")
-    return path
+    # such a run often has a NaN metric (fewer than two counted groups): written as the packet is
+    return write_record(report, run_dir / NO_CANDIDATE_FILE)
 
 
 def load_no_candidate(run_dir: Path) -> NoCandidateReport | None:
-    path = run_dir / NO_CANDIDATE_FILE
-    if not path.is_file():
-        return None
-    return NoCandidateReport.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    return read_record(NoCandidateReport, run_dir / NO_CANDIDATE_FILE)
