@@ -234,8 +234,7 @@ def record_no_candidate(scope: RunScope, prepared: Prepared, audit_report: Audit
         references={name: scored.test for name, scored in swept.references.items()},
         champion_version=retrained.champion_version,
         excluded_on_selection=baseline_selection.excluded_groups if baseline_selection is not None else [],
-        confidence=inputs.policy.bootstrap.confidence, audit_verdict=audit_report.verdict,
-        audit_reasons=audit_report.reasons, requested_by=scope.request.requested_by,
+        audit_verdict=audit_report.verdict, audit_reasons=audit_report.reasons, requested_by=scope.request.requested_by,
         requester_verified=scope.request.requester_verified, links=links), scope.run_dir)
     scope.logger.warning(outcome.explanation)
     scope.record(decision_log.GateFailed(**prepared.identity, reasons=outcome.explanation.splitlines(),

@@ -38,7 +38,6 @@ class NoCandidateReport(BaseModel):
     # The floors depend on a group's rows and labels only, so one list holds for every model
     # scored on the same rows; the gates were judged on the selection rows, the figures on test.
     excluded_on_selection: list[ExcludedGroup] = []
-    confidence: float = 0.95
     audit_verdict: str
     audit_reasons: list[str] = []
     requested_by: str | None = None
