@@ -6,10 +6,15 @@ import re
 import uuid
 
 import pytest
+import yaml
+from conftest import BackgroundRun, write_policy
+from synthetic import write_dataset
 from typer.testing import CliRunner
 
-from conftest import BackgroundRun, write_policy
 from fairloop.cli import app
+from fairloop.data.datasets import load_dataset
+from fairloop.data.splits import make_splits
+from fairloop.registry.store import Registry
 from fairloop.serving.outcomes import Outcome
 from fairloop.serving.runs import submit_review
 
@@ -73,3 +78,52 @@ def test_show_prints_the_dialogs_report_and_refuses_what_it_cannot_show(remediat
 
     submit_review(paused.id, {"approve": False, "reviewer": "alice", "comment": "read it in the terminal"})
     assert run.finish(timeout=600).name == Outcome.REJECTED.value
+
+
+def test_show_a_sweep_that_chose_nothing_says_why_with_the_groups_the_floors_left_out(remediation_flow, registry_dir,
+                                                                                          tmp_path):
+    """A run whose sweep finds no candidate ends GateFailed with no review packet; `show` still prints
+    what it found, and approve/reject refuse it, name its state and change nothing. Generated rows:
+    two groups of 500 and a group of 24 rows, under the default floors (30 rows, 10 positives, 10
+    negatives) on every split."""
+    spec = write_dataset(tmp_path, "nocand", {"a": (500, 0.5), "b": (500, 0.15), "tiny": (24, 0.3)}, seed=4)
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({"name": "nocand-sweep", "version": 1, "recipes": ["recipes/none.yaml"],
+                                     "constraints": ["constraints/unconstrained.yaml"]}))
+    # a DPD of exactly 0 no interval can prove: nothing passes, whatever the fit
+    policy = write_policy(tmp_path, max_demographic_parity_difference=0.0, evaluation="holdout")
+    state = remediation_flow(dataset=str(spec), sweep_file=str(sweep), policy=str(policy), requested_by="pytest",
+                             return_state=True)
+    assert state.name == Outcome.GATE_FAILED.value, state.message
+    run_id = str(state.state_details.flow_run_id)
+
+    shown = show(run_id)
+    assert shown.exit_code == 0, shown.output
+    text = " ".join(shown.stdout.split())
+    assert "has not reached its gates" not in text
+    assert f"run {run_id}, GateFailed" in text and "Nothing to approve" in text and "no review to approve or reject" in text
+    assert " ".join(state.message.splitlines()[0].split()) in text  # the sweep's explanation, as the run ended with it
+    assert "nocand-sweep" in text and "none+unconstrained" in text and "blocked: fails demographic_parity_difference" in text
+    assert "Reference models on the test rows" in text and "Baseline by group" in text
+    # the tiny group, with the counts it has on the test rows (the truth: the same split, formed again)
+    test_rows = make_splits(load_dataset(spec)).test
+    tiny = (test_rows.groups["group"] == "tiny").to_numpy()
+    rows, positives = int(tiny.sum()), int(test_rows.y.to_numpy()[tiny].sum())
+    assert 0 < rows < 30
+    assert (f"left out of the group metrics on the test rows: tiny ({rows} rows, {positives} positive, "
+            f"{rows - positives} negative): {rows} rows < floor 30: its selection rate does not count; "
+            f"{positives} positives < floor 10: its TPR does not count") in text
+    assert "left out of the group metrics on the validation split: tiny (" in text
+    assert "left out of the group metrics on the test rows: a " not in text  # the large groups count
+    assert show(run_id, columns=80).exit_code == 0
+
+    # approve/reject of a run that ended: refused, naming the state; nothing changes, no audit line
+    audit_before = Registry(registry_dir).audit_log()
+    assert [r["action"] for r in audit_before] == ["gate_failed"]
+    for command in (["approve", run_id, "--reviewer", "alice"],
+                    ["reject", run_id, "--reviewer", "alice", "--comment", "no"]):
+        refused = CliRunner().invoke(app, command)
+        assert refused.exit_code == 2, refused.output
+        assert "not awaiting review: it ended GateFailed" in " ".join(refused.output.split())
+    assert Registry(registry_dir).audit_log() == audit_before
+    assert Registry(registry_dir).champion("nocand") is None

@@ -24,8 +24,9 @@ from fairloop.flows.review import SUSPENDED
 from fairloop.person_names import name_problem
 from fairloop.registry.store import Registry
 from fairloop.review.credentials import REVIEWERS_FILE, issue, read_book
+from fairloop.review.no_candidate import load_no_candidate
 from fairloop.review.packet import load_packet
-from fairloop.review.terminal import print_packet
+from fairloop.review.terminal import print_no_candidate, print_packet
 from fairloop.serving.expiry import reconcile_expired_reviews
 from fairloop.serving.flow_process import read_flow_process
 from fairloop.serving.outcomes import ExitCode
@@ -126,17 +127,23 @@ def reject(
 
 @user_errors
 def show(run_id: Annotated[str, typer.Argument(help="flow run id (printed when the run starts)")]):
-    """Print a run's review report in the terminal: the decision summary the Resume dialog shows."""
+    """Print a run's review report in the terminal: the decision summary the Resume dialog shows, or,
+    for a run whose sweep chose no candidate, why, every candidate's gates and the baseline's figures."""
     settings = get_settings()
     with prefect_server(settings):
         end_abandoned_runs(settings, "show")
         run = read_flow_run(run_id)
-    packet = load_packet(settings.state_dir / "runs" / str(run.id))
-    if packet is None:
-        state = run.state.name if run.state else "unknown"
-        raise BadInputError(f"run {run.id} ({state}) has no review report in {settings.state_dir / 'runs' / str(run.id)}: "
-                            "it has not reached its gates yet, or it ran with another project directory")
-    print_packet(console, packet, state=run.state.name if run.state else "unknown")
+    run_dir, state = settings.state_dir / "runs" / str(run.id), run.state.name if run.state else "unknown"
+    packet = load_packet(run_dir)
+    if packet is not None:
+        print_packet(console, packet, state=state)
+        return
+    no_candidate = load_no_candidate(run_dir)  # a sweep that chose nothing: no packet, but what it found
+    if no_candidate is not None:
+        print_no_candidate(console, no_candidate, state=state)
+        return
+    raise BadInputError(f"run {run.id} ({state}) has no review report in {run_dir}: "
+                        "it has not reached its gates yet, or it ran with another project directory")
 
 
 @user_errors

@@ -42,7 +42,7 @@ def remediation(request: RemediationRequest):
     scope.progress.stage("fit")
     retrained = steps.retrain(scope, prepared, audit)
     if retrained.swept is not None and retrained.swept.chosen is None:
-        return end(scope, Outcome.GATE_FAILED, steps.record_no_candidate(scope, prepared, retrained))
+        return end(scope, Outcome.GATE_FAILED, steps.record_no_candidate(scope, prepared, audit, retrained))
     scope.progress.stage("evaluate and gate")
     judged = steps.judge(scope, prepared, retrained)
     published = steps.publish_review(scope, prepared, audit, retrained, judged)

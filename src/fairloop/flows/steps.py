@@ -44,6 +44,7 @@ from fairloop.remedy.sweep.run import SweepRun, run_sweep
 from fairloop.remedy.sweep.spec import SweepSpec, load_sweep, write_chosen_template
 from fairloop.review import credentials
 from fairloop.review.frontier import candidates_table, dialog_frontier, frontier_report
+from fairloop.review.no_candidate import NoCandidateReport, save_no_candidate
 from fairloop.review.packet import Link, ReviewPacket, render_report, save_packet
 from fairloop.serving import reruns
 from fairloop.serving.flow_process import record_flow_process
@@ -220,11 +221,22 @@ def retrain(scope: RunScope, prepared: Prepared, audit_report: AuditReport) -> R
 
 
 @persisted(name="no-candidate")
-def record_no_candidate(scope: RunScope, prepared: Prepared, retrained: Retrained) -> str:
-    """A sweep none of whose candidates passes the policy: its frontier and why, recorded."""
-    outcome = retrained.swept.outcome
-    publish_frontier(*frontier_report(prepared.inputs.policy, prepared.inputs.loaded.spec.name,
-                                      retrained.swept.reference_test_metrics(), outcome), scope.run_dir, outcome)
+def record_no_candidate(scope: RunScope, prepared: Prepared, audit_report: AuditReport, retrained: Retrained) -> str:
+    """A sweep none of whose candidates passes the policy: its frontier and why, recorded, and the
+    run's report for ``fairloop show`` (there is no review packet: nothing to approve)."""
+    inputs, swept = prepared.inputs, retrained.swept
+    outcome = swept.outcome
+    links = publish_frontier(*frontier_report(inputs.policy, inputs.loaded.spec.name, swept.reference_test_metrics(),
+                                              outcome), scope.run_dir, outcome)
+    baseline_selection = swept.references["baseline"].selection
+    save_no_candidate(NoCandidateReport(
+        run_id=scope.run_id, run_url=flow_run_url(scope.run_id), dataset=inputs.loaded.spec.name,
+        sensitive=inputs.sensitive, policy=inputs.policy.name, sweep=outcome,
+        references={name: scored.test for name, scored in swept.references.items()},
+        champion_version=retrained.champion_version,
+        excluded_on_selection=baseline_selection.excluded_groups if baseline_selection is not None else [],
+        audit_verdict=audit_report.verdict, audit_reasons=audit_report.reasons, requested_by=scope.request.requested_by,
+        requester_verified=scope.request.requester_verified, links=links), scope.run_dir)
     scope.logger.warning(outcome.explanation)
     scope.record(decision_log.GateFailed(**prepared.identity, reasons=outcome.explanation.splitlines(),
                                          sweep=retrained.sweep_spec.name))

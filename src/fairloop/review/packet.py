@@ -9,8 +9,9 @@ that width, links to the wide pages), the full report (Prefect artifact, registr
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from prefect.input import RunInput
 from pydantic import BaseModel, SecretStr
@@ -44,6 +45,7 @@ from fairloop.review.worsening import (
 from fairloop.templating import render
 
 PACKET_FILE = "review.json"
+RecordT = TypeVar("RecordT", bound=BaseModel)
 
 
 class ReviewDecision(RunInput):
@@ -400,13 +402,23 @@ def render_report(packet: ReviewPacket, frontier_markdown: str, audit: AuditRepo
                   audit_findings=[f for f in (audit.findings if audit else []) if f.severity != "info"])
 
 
-def save_packet(packet: ReviewPacket, run_dir: Path) -> Path:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / PACKET_FILE
-    path.write_text(packet.model_dump_json(indent=1), encoding="utf-8")
+def write_record(record: BaseModel, path: Path) -> Path:
+    """``record`` as JSON through Python's json, not pydantic's: a metric can be NaN (fewer than two
+    counted groups, one label on the rows), which pydantic writes as null and then refuses to read
+    back as a float; Python's json writes NaN and reads it back (:func:`read_record`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record.model_dump(mode="json"), indent=1), encoding="utf-8")
     return path
 
 
+def read_record(model: type[RecordT], path: Path) -> RecordT | None:
+    """What :func:`write_record` wrote at ``path`` (or pydantic's JSON), None when there is nothing."""
+    return model.model_validate(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else None
+
+
+def save_packet(packet: ReviewPacket, run_dir: Path) -> Path:
+    return write_record(packet, run_dir / PACKET_FILE)
+
+
 def load_packet(run_dir: Path) -> ReviewPacket | None:
-    path = run_dir / PACKET_FILE
-    return ReviewPacket.model_validate_json(path.read_text(encoding="utf-8")) if path.is_file() else None
+    return read_record(ReviewPacket, run_dir / PACKET_FILE)

@@ -8,7 +8,11 @@ from rich.markup import escape
 from rich.padding import Padding
 from rich.table import Table
 
-from fairloop.review.packet import ReviewPacket
+from fairloop.data.groups import ExcludedGroup
+from fairloop.gates.evaluate import Evaluation, metrics_table
+from fairloop.remedy.sweep.results import SweepOutcome
+from fairloop.review.no_candidate import NoCandidateReport
+from fairloop.review.packet import RATES, ReviewPacket
 from fairloop.templating import format_interval, format_number
 
 VERDICT_STYLE = {"pass": "green", "fail": "red", "inconclusive": "yellow", "skipped": "dim"}
@@ -39,14 +43,14 @@ def print_drift(console: Console, judged) -> None:
 NARROW = 120  # columns below which the sweep's eight-column table would break names mid-word
 
 
-def print_candidates(console: Console, p: ReviewPacket) -> None:
+def print_candidates(console: Console, sweep: SweepOutcome) -> None:
     """The sweep's candidates (test figures), most accurate first: a table on a wide console, one
     block of lines per candidate on a narrow one."""
-    title = f"Sweep '{escape(p.sweep.sweep)}': {len(p.sweep.candidates)} candidates (test figures)"
+    title = f"Sweep '{escape(sweep.sweep)}': {len(sweep.candidates)} candidates (test figures)"
     columns = ("candidate", "kind", "needs at predict", "acc", "DPD", "EOD", "DI", "validation gates")
     rows = []
-    for c in sorted(p.sweep.candidates, key=lambda c: -c.validation["accuracy"]):
-        name = f"[bold]{escape(c.name)}[/bold] (chosen)" if c.name == p.sweep.chosen else escape(c.name)
+    for c in sorted(sweep.candidates, key=lambda c: -c.validation["accuracy"]):
+        name = f"[bold]{escape(c.name)}[/bold] (chosen)" if c.name == sweep.chosen else escape(c.name)
         rows.append((name, c.kind, c.needs_at_predict, format_number(c.test["accuracy"], 4),
                      format_number(c.test["demographic_parity_difference"], 4), format_number(c.test["equalized_odds_difference"], 4),
                      format_number(c.test["disparate_impact_ratio"], 3), "pass" if c.passed else "blocked: " + c.gates.blocked_by))
@@ -63,6 +67,18 @@ def print_candidates(console: Console, p: ReviewPacket) -> None:
         console.print(name)
         figures = "  ".join(f"{column} {value}" for column, value in zip(columns[3:7], figures))
         console.print(Padding(f"{kind}; reads {needs}\n{figures}\nvalidation gates: {gates}", (0, 0, 0, 2)))
+
+
+def print_excluded(console: Console, excluded: list[ExcludedGroup], where: str = "") -> None:
+    """One line per group a floor of the policy leaves out of some rate: its counts, and why for
+    each rate (a group too small for every floor would otherwise repeat its counts three times)."""
+    by_group: dict[str, list[ExcludedGroup]] = {}
+    for e in excluded:
+        by_group.setdefault(str(e.group), []).append(e)
+    for group, entries in by_group.items():
+        e = entries[0]  # a group's counts are the same for each rate it is left out of
+        console.print(f"left out of the group metrics{where}: {escape(group)} ({e.rows} rows, {e.positives} positive, "
+                      f"{e.negatives} negative): " + "; ".join(escape(str(x.reason)) for x in entries), soft_wrap=True)
 
 
 def print_qualifiers(console: Console, p: ReviewPacket) -> None:
@@ -132,7 +148,7 @@ def print_packet(console: Console, packet: ReviewPacket, state: str) -> None:
         console.print(f"- {escape(line)}")
 
     if p.sweep is not None:
-        print_candidates(console, p)
+        print_candidates(console, p.sweep)
     console.print(f"Candidate: {escape(p.candidate_label)}; recipe {escape(p.recipe_label)}; current champion: "
                   f"{escape(p.champion_version or 'none')}; training data: audit {p.audit_verdict}, "
                   f"{p.augment.synthetic_rows:,} synthetic rows added.")
@@ -157,9 +173,7 @@ def print_group_changes(console: Console, p: ReviewPacket) -> None:
                         f"{format_number(c.candidate_gap)} {format_interval(c.candidate_interval)}")
         changes.add_section()
     console.print(changes)
-    for e in p.excluded_groups():
-        console.print(f"left out of the group metrics: {escape(str(e.group))} ({e.rows} rows, {e.positives} positive, "
-                      f"{e.negatives} negative): {escape(str(e.reason))}", soft_wrap=True)
+    print_excluded(console, p.excluded_groups())
 
 
 def print_intersections(console: Console, p: ReviewPacket) -> None:
@@ -175,3 +189,49 @@ def print_intersections(console: Console, p: ReviewPacket) -> None:
         console.print(table)
         if v.more_cells:
             console.print(f"{v.more_cells} more cells not listed (worst first)")
+
+
+def print_reference_figures(console: Console, references: dict[str, Evaluation]) -> None:
+    """Every test metric of the reference models (baseline, champion), and the baseline's rates by group."""
+    table = Table(title="Reference models on the test rows", title_justify="left")
+    figures = metrics_table(references)
+    for column in ("metric", *figures.columns):
+        table.add_column(column, overflow="fold")
+    for metric, row in figures.iterrows():
+        table.add_row(escape(str(metric)), *(format_number(value, 4) for value in row))
+    console.print(table)
+    baseline = references["baseline"]
+    groups = Table(title="Baseline by group (test rows; a rate the floors leave out is marked)", title_justify="left")
+    for column in ("group", "rows", "positives", *(short for short, _ in RATES.values())):
+        groups.add_column(column, overflow="fold")
+    for group, m in baseline.by_group.items():
+        rates = [format_number(m[rate]) + ("" if m.get(f"counted_{rate}", 1.0) else " (not counted)") for rate in RATES]
+        groups.add_row(escape(group), f"{int(m['count']):,}", f"{int(m['positives']):,}", *rates)
+    console.print(groups)
+
+
+def print_no_candidate(console: Console, report: NoCandidateReport, state: str) -> None:
+    """A run whose sweep chose no candidate: why, every candidate's gates, the reference models'
+    test figures and the groups the floors left out; nothing awaits a decision."""
+    r, sweep = report, report.sweep
+    console.rule(f"No candidate: {escape(r.dataset)}, sensitive feature {escape(r.sensitive)}  (run {r.run_id}, {escape(state)})")
+    console.print(f"[bold]{escape(r.headline())}[/bold]")
+    console.print(f"The run ended {escape(state)}: there is no review to approve or reject.")
+    console.print(f"Why ({escape(sweep.classification or 'unclassified')}):")
+    for line in sweep.explanation.splitlines():
+        console.print(Padding(escape(line), (0, 0, 0, 2)))
+    console.print(f"Gated on the {escape(sweep.selection_rows)} ({escape(sweep.evaluation.reason)}).", soft_wrap=True)
+    print_candidates(console, sweep)
+    for name, why in sweep.skipped:
+        console.print(f"not fitted: {escape(name)}: {escape(why)}", soft_wrap=True)
+    print_reference_figures(console, r.references)
+    print_excluded(console, r.excluded_on_test, " on the test rows")
+    print_excluded(console, r.excluded_on_selection, f" on the {sweep.selection_rows}")
+    console.print(f"Current champion: {escape(r.champion_version or 'none')}; training data: audit {escape(r.audit_verdict)}"
+                  + "".join(f"; {escape(reason)}" for reason in r.audit_reasons) + ".", soft_wrap=True)
+    if r.requested_by:
+        console.print(f"Requested by {escape(r.requested_by)} ({'verified' if r.requester_verified else 'not verified'}).")
+    for link in r.links:
+        console.print(f"{escape(link.label)}: {escape(link.url)}", soft_wrap=True)
+    if r.run_url:
+        console.print(f"Run page: {escape(r.run_url)}", soft_wrap=True)
