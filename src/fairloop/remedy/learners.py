@@ -28,6 +28,8 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 from sklearn.utils.validation import has_fit_parameter
 
+from fairloop.remedy.binning import QuantileBins
+
 BUILT_IN = {
     "hist_gradient_boosting": "sklearn.ensemble.HistGradientBoostingClassifier",
     "logistic_regression": "sklearn.linear_model.LogisticRegression",
@@ -164,13 +166,15 @@ def build(learner: str, params: dict[str, Any], n_categorical: int, n_numeric: i
 def make_preprocessor(encoder: Encoding, numeric: list[str], categorical: list[str]) -> ColumnTransformer:
     """Encoder fitted once, outside any mitigator, so mitigators see a plain numeric matrix.
 
-    ``native``: ordinal codes (categorical columns first) and raw numerics, missing values left
-    to the learner. ``one_hot``: one-hot categoricals and imputed, scaled numerics.
+    ``native``: ordinal codes (categorical columns first) and numerics as the indices of their
+    quantile bins (:mod:`fairloop.remedy.binning`), missing values left to the learner. ``one_hot``: one-hot categoricals and imputed, scaled numerics.
     """
     if encoder == "native":
         ordinal = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan, encoded_missing_value=np.nan)
         return ColumnTransformer(
-            [("categorical", ordinal, categorical), ("numeric", "passthrough", numeric)],
+            # numerics in quantile bins, found once: weighted refits then skip the learner's own
+            # per-fit weighted binning (fairloop.remedy.binning)
+            [("categorical", ordinal, categorical), ("numeric", QuantileBins(), numeric)],
             verbose_feature_names_out=False,
         )
     one_hot = make_pipeline(
