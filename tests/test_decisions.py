@@ -520,3 +520,37 @@ def test_no_search_where_no_bound_can_pass_on_these_rows(root):
     assert "The search after the grid did not run" in outcome.explanation and "more rows decide it" in outcome.explanation
     dpd = next(g for g in outcome.result("none+lr-eg-dp@0.15").gates.results if g.metric == "demographic_parity_difference")
     assert dpd.interval[1] - dpd.value > 0.08
+
+
+def test_a_gate_the_audit_calls_unreliable_is_priced_beside_the_policys_choice(root):
+    """Base rates 0.04 and 0.012, both under the audit's rate floor (0.05): the audit calls the
+    four-fifths rule meaningless here. A group-blind logistic regression then selects almost no
+    one in either group, so its DPD is tiny (passes 0.08) while its ratio stays undecided at 0.8:
+    the policy chooses nothing, and the run says that without the ratio gate the unconstrained
+    model would pass, with its figures."""
+    from pathlib import Path
+
+    from fairloop.remedy.sweep.gate_cost import gate_costs, unreliable_gates
+    from fairloop.remedy.sweep.results import GateCost
+
+    groups = (("a", (6000, 0.04)), ("b", (6000, 0.012)))
+    thresholds = (("max_demographic_parity_difference", 0.08), ("min_disparate_impact_ratio", 0.8))
+    outcome = classified(root, "rare", groups, (eg(0.001),), thresholds=thresholds, signal=3.0)
+    inputs = pipeline.load_inputs(pipeline.RunParams(dataset=str(Path(root) / "rare.yaml"),
+                                                     policy=str(Path(root) / "policy-rare.yaml")))
+    findings = pipeline.audit(inputs, pipeline.prepare(inputs)).findings
+    assert "four-fifths-meaningless" in {f.check for f in findings}
+    unreliable = unreliable_gates(findings, "group", inputs.policy)
+    assert list(unreliable) == ["min_disparate_impact_ratio"]
+    assert outcome.chosen is None
+    (cost,) = gate_costs(outcome, unreliable)
+    assert cost.without == "none+lr" and cost.without_test["demographic_parity_difference"] < 0.08
+    assert "With it no candidate passes; without it, none+lr would" in cost.sentence()
+    # a policy without the ratio gate calls nothing unreliable
+    no_ratio = inputs.policy.model_copy(update={"thresholds": inputs.policy.thresholds.model_copy(
+        update={"min_disparate_impact_ratio": None})})
+    assert unreliable_gates(findings, "group", no_ratio) == {}
+    # with a choice, both sides are named with their figures
+    chosen = GateCost(gate="min_disparate_impact_ratio", reason="r", chosen="x", without="y",
+                      chosen_test={"accuracy": 0.8}, without_test={"accuracy": 0.9})
+    assert "picks x; without it, y. Test figures, with vs without: accuracy 0.800 vs 0.900." in chosen.sentence()

@@ -73,6 +73,11 @@ def test_the_pareto_front_runs_through_choosable_candidates_and_the_forbidden_ar
     # the known truth that makes the difference: a forbidden post-processor is on the front of all candidates
     everyone = front_of(list(points), points, "demographic_parity_difference")
     assert any((points[n]["demographic_parity_difference"], points[n]["accuracy"]) in everyone for n in forbidden)
+    # the sweep's own flags (the candidates table's '*') mark the same front: choosable candidates only
+    flagged = {c.name for c in outcome.candidates if c.pareto}
+    expected = {n for metric in frontier_metrics(load_policy(POLICY)) for n in choosable
+                if (points[n][metric], points[n]["accuracy"]) in front_of(choosable, points, metric)}
+    assert flagged == expected and not flagged & set(forbidden)
     for narrow in (True, False):
         figure = draw(outcome, narrow)
         for axis, metric in zip(figure.axes, frontier_metrics(load_policy(POLICY)), strict=False):

@@ -39,6 +39,7 @@ from fairloop.registry.store import Registry, serialize_model
 from fairloop.remedy import fitters
 from fairloop.remedy.crossfit import ModeDecision
 from fairloop.remedy.recipes import AugmentReport
+from fairloop.remedy.sweep.gate_cost import gate_costs, unreliable_gates
 from fairloop.remedy.sweep.results import SweepOutcome
 from fairloop.remedy.sweep.run import SweepRun, run_sweep
 from fairloop.remedy.sweep.spec import SweepSpec, load_sweep, write_chosen_template
@@ -206,6 +207,9 @@ def retrain(scope: RunScope, prepared: Prepared, audit_report: AuditReport) -> R
     with fitting as fit_all:
         swept = run_sweep(sweep_spec, splits, inputs.sensitive, inputs.params.seed, inputs.policy, prepared.mode,
                                 champion=champion[1] if champion else None, fit_all=fit_all, frozen=frozen)
+    unreliable = unreliable_gates(audit_report.findings, inputs.sensitive, inputs.policy)
+    if unreliable:  # what each costs, beside the policy's choice (the policy still decides)
+        swept = replace(swept, outcome=swept.outcome.model_copy(update={"gate_costs": gate_costs(swept.outcome, unreliable)}))
     result = Retrained(inputs=inputs, models={}, champion_version=champion[0].version if champion else None,
                        augmented=splits.train, augment_report=None, fit_seconds=0.0, swept=swept, sweep_spec=sweep_spec)
     if swept.chosen is None:

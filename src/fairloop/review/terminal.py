@@ -104,6 +104,14 @@ def print_qualifiers(console: Console, p: ReviewPacket) -> None:
         console.print(f"Why this candidate: {escape(rule)}")
         for line in alternatives:
             console.print(Padding(f"instead {escape(line)}", (0, 0, 0, 2)))
+    if p.sweep is not None:
+        print_gate_costs(console, p.sweep)
+
+
+def print_gate_costs(console: Console, sweep: SweepOutcome) -> None:
+    """The gates the audit calls unreliable here: the choice with and without each."""
+    for cost in sweep.gate_costs:
+        console.print(f"[yellow]unreliable gate:[/yellow] {escape(cost.sentence())}", soft_wrap=False)
 
 
 def print_packet(console: Console, packet: ReviewPacket, state: str) -> None:
@@ -222,6 +230,7 @@ def print_no_candidate(console: Console, report: NoCandidateReport, state: str) 
         console.print(Padding(escape(line), (0, 0, 0, 2)))
     console.print(f"Gated on the {escape(sweep.selection_rows)} ({escape(sweep.evaluation.reason)}).", soft_wrap=True)
     print_candidates(console, sweep)
+    print_gate_costs(console, sweep)
     for name, why in sweep.skipped:
         console.print(f"not fitted: {escape(name)}: {escape(why)}", soft_wrap=True)
     print_reference_figures(console, r.references)

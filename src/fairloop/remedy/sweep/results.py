@@ -9,7 +9,12 @@ import numpy as np
 from pydantic import BaseModel
 
 from fairloop.gates.decidability import leans_to_pass, rows_factor
-from fairloop.gates.metrics import GATES, GROUP_METRICS, shown_group_metrics
+from fairloop.gates.metrics import (
+    GATES,
+    GROUP_METRICS,
+    metric_label,
+    shown_group_metrics,
+)
 from fairloop.gates.policy import (
     SENSITIVE_AT_PREDICT,
     GateReport,
@@ -96,6 +101,42 @@ class SearchReport(BaseModel):
     detail: str
 
 
+# test figures of the policy's choice beside the choice without a gate the audit calls unreliable
+SIDE_BY_SIDE = ("accuracy", "demographic_parity_difference", "equalized_odds_difference", "disparate_impact_ratio",
+                "min_group_true_positive_rate")
+
+
+class GateCost(BaseModel):
+    """The choice with and without one gate, on test figures (metric -> value)."""
+
+    gate: str
+    reason: str  # why the audit calls the gate unreliable here, in a few words
+    chosen: str | None  # what the policy picks (None: nothing passes)
+    without: str | None  # the most accurate choosable candidate passing every other gate (None: none)
+    chosen_test: dict[str, float] = {}
+    without_test: dict[str, float] = {}
+
+    def sentence(self) -> str:
+        """One sentence for the dialog, the report and ``fairloop show``."""
+        gate = f"the {metric_label(GATES[self.gate][0].name) if self.gate in GATES else self.gate} gate"
+        if self.without is None:
+            return f"The audit calls {gate} unreliable for this data; no candidate would pass without it either."
+        if self.without == self.chosen:
+            return f"The audit calls {gate} unreliable for this data; without it the choice is the same ({self.without})."
+        reason = f"The audit calls {gate} unreliable for this data ({self.reason})."
+        if self.chosen is None:
+            figures = "; ".join(f"{metric_label(m)} {_shown(v)}" for m, v in self.without_test.items())
+            return f"{reason} With it no candidate passes; without it, {self.without} would (test figures: {figures})."
+        figures = "; ".join(f"{metric_label(m)} {_shown(self.chosen_test.get(m))} vs {_shown(v)}"
+                            for m, v in self.without_test.items())
+        return (f"{reason} With it the policy picks {self.chosen}; without it, {self.without}. "
+                f"Test figures, with vs without: {figures}.")
+
+
+def _shown(value: float | None) -> str:
+    return "n/a" if value is None or value != value else f"{value:.3f}"
+
+
 class SweepOutcome(BaseModel):
     sweep: str
     policy: str
@@ -106,6 +147,7 @@ class SweepOutcome(BaseModel):
     explanation: str
     classification: Classification | None = None  # None: recorded before the field existed
     search: SearchReport | None = None
+    gate_costs: list[GateCost] = []  # gates the audit calls unreliable here: the choice with and without each
 
     def result(self, name: str) -> CandidateResult:
         return next(c for c in self.candidates if c.name == name)

@@ -65,7 +65,7 @@ def select(
     and, if any, 'champion') with paired bootstrap intervals, and pick the most accurate that
     passes (a candidate that needs the sensitive feature at prediction time only where the
     policy allows it); ties go to the earlier candidate in the sweep file. Pareto flags use test
-    figures. ``search``: what the search after the grid did (its candidates are among ``candidates``)."""
+    figures of the choosable candidates. ``search``: what the search after the grid did (its candidates are among ``candidates``)."""
     failed = [(c.name, fitted[c.name].error if fitted[c.name].timed_out else f"could not be fitted: {fitted[c.name].error}")
               for c in candidates if fitted[c.name].error]
     runnable = [c for c in candidates if not fitted[c.name].error]
@@ -95,12 +95,13 @@ def select(
             test=score_all({"m": fit.test}, data.test, sensitive, policy)["m"].metrics, gates=gates,
             searched=candidate.searched,
         ))
-    if results:
+    if results:  # the front runs through what the policy can choose (the frontier plot draws it so too)
         accuracy = np.array([r.test["accuracy"] for r in results])
+        choosable = np.array([r.choosable for r in results])
         on_front = np.zeros(len(results), dtype=bool)
         for metric in frontier_metrics(policy):
             values = np.array([r.test[metric] for r in results])
-            usable = ~np.isnan(values)
+            usable = ~np.isnan(values) & choosable
             on_front[usable] |= pareto_mask(accuracy[usable], values[usable], FRONTIER_METRICS[metric])
         results = [r.model_copy(update={"pareto": bool(front)}) for r, front in zip(results, on_front, strict=True)]
     passing = [r for r in results if r.passed]
