@@ -88,7 +88,7 @@ def loop_server(tmp_path_factory):
     started = subprocess.run([sys.executable, "-m", "fairloop", "server"], env=env, cwd=PROJECT, capture_output=True,
                              text=True, timeout=SERVER_START_SECONDS + 30)
     pid_file = folder / "state" / "prefect-server.pid"
-    pid = int(pid_file.read_text()) if pid_file.is_file() else None
+    pid = int(pid_file.read_text().split()[0]) if pid_file.is_file() else None
     try:
         assert started.returncode == 0, started.stdout + started.stderr
         api = f"http://127.0.0.1:{port}/api"

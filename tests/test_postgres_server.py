@@ -55,7 +55,7 @@ def postgres_server(tmp_path_factory):
             subprocess.run([sys.executable, "-m", "fairloop", "server", "--stop"], env=env, cwd=PROJECT,
                            capture_output=True, text=True, timeout=120)
             if pid_file.is_file():
-                stop_group(int(pid_file.read_text()))
+                stop_group(int(pid_file.read_text().split()[0]))
 
 
 def test_remediation_pauses_is_approved_and_promotes_on_a_postgresql_backed_server(postgres_server, remediation_flow, tmp_path):

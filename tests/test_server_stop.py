@@ -25,7 +25,7 @@ def test_server_starts_on_the_configured_port_and_stop_ends_only_what_fairloop_s
     api = f"http://127.0.0.1:{port}/api"
     assert f"Prefect API: {api}" in started.stdout
     assert httpx.get(f"{api}/health", timeout=5).status_code == 200
-    pid = int((tmp_path / ".fairloop" / "prefect-server.pid").read_text())
+    pid = int((tmp_path / ".fairloop" / "prefect-server.pid").read_text().split()[0])  # "pid start-time"
 
     stopped = fairloop("server", "--stop")
     assert stopped.returncode == 0 and f"Stopped the Prefect server at {api} (process {pid})" in stopped.stdout

@@ -11,6 +11,7 @@ import pandas as pd
 from fairloop.data.dataset_spec import DatasetSpec, SourceFile, load_dataset_spec
 from fairloop.data.parsing import (
     MISSING_GROUP,
+    filter_rows,
     group_columns,
     label_vector,
     parse_rows,
@@ -110,7 +111,6 @@ def _read_labelled_files(spec: DatasetSpec, spec_path: Path) -> tuple[dict[str, 
         )
         # Rows with no sensitive value are never dropped unseen: 'fail' counts them before any
         # filter could remove them, 'group' keeps them through filters on that column.
-        kept_missing = {}
         for sensitive in spec.sensitive:
             empty = raw[sensitive.column].isna()
             if empty.any() and sensitive.missing == "fail":
@@ -120,15 +120,7 @@ def _read_labelled_files(spec: DatasetSpec, spec_path: Path) -> tuple[dict[str, 
                     f"'{MISSING_GROUP}' group",
                     source=str(file_path),
                 )
-            kept_missing[sensitive.column] = empty
-        for row_filter in spec.filters:
-            keep = row_filter.mask(raw)
-            if row_filter.column in kept_missing:
-                keep = keep | kept_missing[row_filter.column].loc[raw.index]
-            raw = raw[keep]
-        if raw.empty:
-            raise BadInputError("no rows left after the spec's filters", source=str(file_path))
-        raw = raw.reset_index(drop=True)
+        raw = filter_rows(spec, raw, file_path)
         frames[source.role] = Split(
             X=typed_features(spec, raw, file_path),
             y=label_vector(spec.label, raw[spec.label.column], file_path),

@@ -154,6 +154,24 @@ def _as_text(values: pd.Series) -> pd.Series:
     return values.where(values.isna(), values.astype(str))
 
 
+def filter_rows(spec: DatasetSpec, raw: pd.DataFrame, file_path: Path) -> pd.DataFrame:
+    """``raw`` through the spec's row filters, renumbered from 0 (BadInputError if none is left).
+    Rows with no sensitive value are never dropped unseen: a filter on a sensitive column kept
+    as a group (``missing: group``) keeps them too. A filter whose column is absent is skipped
+    (the spec's own files are checked to have every filter column before)."""
+    kept_empty = {s.column for s in spec.sensitive if s.missing == "group"}
+    for row_filter in spec.filters:
+        if row_filter.column not in raw.columns:
+            continue
+        keep = row_filter.mask(raw)
+        if row_filter.column in kept_empty:
+            keep = keep | raw[row_filter.column].isna()
+        raw = raw[keep]
+    if raw.empty:
+        raise BadInputError("no rows left after the spec's filters", source=str(file_path))
+    return raw.reset_index(drop=True)
+
+
 def parse_rows(spec: DatasetSpec, raw: pd.DataFrame, file_path: Path, *, extra_columns: list[str] = ()) -> Rows:
     """Parse raw rows with the spec: features, sensitive groups and (optional, possibly empty) label.
 
@@ -166,16 +184,7 @@ def parse_rows(spec: DatasetSpec, raw: pd.DataFrame, file_path: Path, *, extra_c
          "(requested)": list(extra_columns)},
         file_path,
     )
-    for row_filter in spec.filters:
-        if row_filter.column not in raw.columns:
-            continue
-        keep = row_filter.mask(raw)
-        if row_filter.column in {s.column for s in spec.sensitive if s.missing == "group"}:
-            keep = keep | raw[row_filter.column].isna()
-        raw = raw[keep]
-    if raw.empty:
-        raise BadInputError("no rows left after the spec's filters", source=str(file_path))
-    raw = raw.reset_index(drop=True)
+    raw = filter_rows(spec, raw, file_path)
     y = None
     if spec.label.column in raw.columns:
         values = raw[spec.label.column]

@@ -14,8 +14,12 @@ import httpx
 
 from fairloop.config import Settings
 from fairloop.errors import ServerError
+from fairloop.serving.processes import (
+    record_process,
+    recorded_process,
+    stop_process_group,
+)
 
-STOP_TIMEOUT_SECONDS = 30
 PID_FILE = "prefect-server.pid"
 
 
@@ -124,7 +128,7 @@ def ensure_server(settings: Settings) -> tuple[str, bool]:
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**os.environ, **env}, start_new_session=True,  # outlives this command
         )
-    (settings.state_dir / PID_FILE).write_text(f"{process.pid}\n")  # for `fairloop server --stop`
+    record_process(settings.state_dir / PID_FILE, process.pid)  # for `fairloop server --stop`
     deadline = time.monotonic() + settings.server_startup_seconds
     while time.monotonic() < deadline:
         if healthy(api):
@@ -134,32 +138,16 @@ def ensure_server(settings: Settings) -> tuple[str, bool]:
     raise ServerError(f"the Prefect server did not answer at {api} within {settings.server_startup_seconds}s (FAIRLOOP_SERVER_STARTUP_SECONDS); see {log_path}")
 
 
-def _is_prefect_server(pid: int) -> bool:
-    try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return b"server" in command and b"start" in command and any(part.endswith(b"prefect") for part in command)
-
-
 def stop_server(settings: Settings) -> str:
     """Stop the server :func:`ensure_server` started (its whole process group); say what happened."""
-    import signal
-
     pid_file = settings.state_dir / PID_FILE
     api = server_env(settings)["PREFECT_API_URL"]
-    pid = int(pid_file.read_text()) if pid_file.is_file() else None
-    if pid is None or not _is_prefect_server(pid):
-        pid_file.unlink(missing_ok=True)
+    process = recorded_process(pid_file)
+    pid_file.unlink(missing_ok=True)
+    if process is None:
         if healthy(api):
             raise ServerError(f"a Prefect server answers at {api}, but fairloop did not start it (no live process in "
                               f"{pid_file}); stop it where it was started")
         return f"No local Prefect server is running at {api}."
-    os.killpg(pid, signal.SIGTERM)  # started with start_new_session: pid leads the group (server and its workers)
-    deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
-    while _is_prefect_server(pid) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    if _is_prefect_server(pid):
-        os.killpg(pid, signal.SIGKILL)
-    pid_file.unlink(missing_ok=True)
-    return f"Stopped the Prefect server at {api} (process {pid})."
+    stop_process_group(process)  # the server and its own workers
+    return f"Stopped the Prefect server at {api} (process {process.pid})."

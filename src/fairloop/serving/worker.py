@@ -15,11 +15,9 @@ it started before is gone; workers on other machines join the same pool with
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from pathlib import Path
 
-import psutil
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.objects import FlowRun
@@ -30,11 +28,15 @@ from prefect.settings import get_current_settings
 from fairloop.config import Settings
 from fairloop.flows import remediation
 from fairloop.flows.request import RemediationRequest
+from fairloop.serving.processes import (
+    record_process,
+    recorded_process,
+    stop_process_group,
+)
 from fairloop.serving.server import prefect_executable
 
 DEPLOYMENT_NAME = "on-demand"  # not a dataset's name: served reruns are remediation/<dataset>
 WORKER_PID_FILE = "prefect-worker.pid"
-STOP_TIMEOUT_SECONDS = 30
 # A local worker asks the local server for runs every 2 s (Prefect's default is 10 s): a resumed
 # review starts within seconds, and the queries are cheap.
 WORKER_QUERY_SECONDS = "2"
@@ -69,21 +71,9 @@ def worker_log_path(settings: Settings) -> Path:
     return settings.state_dir / "prefect-worker.log"
 
 
-def _recorded_worker(settings: Settings) -> psutil.Process | None:
-    pid_file = settings.state_dir / WORKER_PID_FILE
-    try:
-        pid, created = pid_file.read_text().split()
-        process = psutil.Process(int(pid))
-        if abs(process.create_time() - float(created)) < 1 and process.status() != psutil.STATUS_ZOMBIE:
-            return process
-    except (OSError, ValueError, psutil.Error):
-        pass
-    return None
-
-
 def ensure_worker(settings: Settings, api_url: str) -> bool:
     """Start a local worker of the pool unless the one started before still runs; True if started."""
-    if _recorded_worker(settings) is not None:
+    if recorded_process(settings.state_dir / WORKER_PID_FILE) is not None:
         return False
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PREFECT_API_URL": api_url}
@@ -97,8 +87,7 @@ def ensure_worker(settings: Settings, api_url: str) -> bool:
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
             start_new_session=True,  # outlives this command, like the server
         )
-    created = psutil.Process(process.pid).create_time()
-    (settings.state_dir / WORKER_PID_FILE).write_text(f"{process.pid} {created}\n")
+    record_process(settings.state_dir / WORKER_PID_FILE, process.pid)
     return True
 
 
@@ -106,21 +95,17 @@ def stop_worker(settings: Settings) -> str | None:
     """Stop the local worker :func:`ensure_worker` started (before the server: a worker whose server
     is gone ignores SIGTERM for a long while). Runs it was executing end with it; suspended runs do
     not need it."""
-    process = _recorded_worker(settings)
+    process = recorded_process(settings.state_dir / WORKER_PID_FILE)
     (settings.state_dir / WORKER_PID_FILE).unlink(missing_ok=True)
     if process is None:
         return None
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(STOP_TIMEOUT_SECONDS)
-    except psutil.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+    stop_process_group(process)
     return f"Stopped the worker of work pool '{settings.work_pool}' (process {process.pid})."
 
 
 def worker_problem(settings: Settings) -> str | None:
     """Why no run of the pool would start now (None: a worker is up)."""
-    if _recorded_worker(settings) is not None:
+    if recorded_process(settings.state_dir / WORKER_PID_FILE) is not None:
         return None
     with get_client(sync_client=True) as client:
         workers = client.read_workers_for_work_pool(settings.work_pool)
