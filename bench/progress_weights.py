@@ -1,17 +1,18 @@
 """Where a remediation run's time goes: the figures behind its progress weights (issue 26 item 6; not a test)
 
     .venv/bin/python bench/progress_weights.py fits [--sweep constraints/sweeps/default.yaml] [--rounds 2]
-    .venv/bin/python bench/progress_weights.py flow [--sweep constraints/sweeps/default.yaml]
+    .venv/bin/python bench/progress_weights.py flow [--sweep constraints/sweeps/default.yaml] [--policy P] [--approve]
 
 ``fits``: German (sex, the default policy: 5-fold crossfit on its 700 pool rows) swept serially in
 this process, one thread (no pool: nothing else competes for the core a fit runs on); printed per
 method, the mean seconds of one fit (a candidate's final fit and its fold fits alike) and its ratio
 to the unconstrained learner's: ``fairloop.remedy.fit_progress.METHOD_FIT_COST``.
 
-``flow``: the remediation flow on German with the sweep, in this process against a throwaway
-Prefect server (``prefect_test_harness``), as ``fairloop remediate`` runs it on a worker (process
-pool of one worker per core), its review expiring after 1 s; printed, each progress step's seconds
-and share of the run before the review: ``fairloop.serving.progress.STAGE_WEIGHTS``.
+``flow``: the remediation flow on German with the sweep and ``--policy``, in this process against a
+throwaway Prefect server (``prefect_test_harness``), as ``fairloop remediate`` runs it on a worker
+(process pool of one worker per core), its review approved at once (``--approve``) or expiring
+after 1 s; printed, each progress step's seconds and share of the run's work (the review's wait
+left out): ``fairloop.serving.progress.STAGE_WEIGHTS``.
 JSON goes to bench/results/progress_weights_<fits|flow>.json.
 """
 
@@ -24,6 +25,7 @@ import os
 import re
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -91,7 +93,19 @@ def stage_seconds(steps: list[tuple[float, str]], ended: float) -> dict[str, flo
     return seconds
 
 
-def flow_stages(sweep_path: str) -> dict:
+def approve_when_paused(run_tag: str) -> None:
+    """Approve the tagged run once it awaits review (as the UI's Resume form does)."""
+    from fairloop.serving.runs import find_tagged_run, submit_review
+
+    while (run := find_tagged_run(run_tag)) is None or not (run.state and run.state.is_paused()):
+        if run is not None and run.state and run.state.is_final():
+            return
+        time.sleep(1)
+    submit_review(run.id, {"approve": True, "reviewer": "bench-reviewer", "comment": "bench"})
+
+
+def flow_stages(sweep_path: str, policy: str, approve: bool) -> dict:
+    from prefect import tags
     from prefect.testing.utilities import prefect_test_harness
 
     from fairloop.flows.remediation import remediation
@@ -100,18 +114,27 @@ def flow_stages(sweep_path: str) -> dict:
     lines = StepLines()
     logging.getLogger("prefect").addHandler(lines)
     with prefect_test_harness(server_startup_timeout=300):
+        approver = threading.Thread(target=approve_when_paused, args=("progress-bench",), daemon=True)
+        if approve:
+            approver.start()
         started = time.monotonic()
-        state = remediation(request=RemediationRequest(
-            dataset="datasets/german.yaml", sweep_file=sweep_path, requested_by="bench", approval_timeout=1,
-            review_poll_seconds=1), return_state=True)
+        with tags("progress-bench"):
+            state = remediation(request=RemediationRequest(
+                dataset="datasets/german.yaml", sweep_file=sweep_path, policy=policy, requested_by="bench",
+                approval_timeout=None if approve else 1, review_poll_seconds=1), return_state=True)
         total = time.monotonic() - started
-    review = next((at for at, d in lines.steps if d.startswith("await review")), total)
-    seconds = stage_seconds([s for s in lines.steps if s[0] <= review], review)
-    print(f"run {state.name} in {total:.0f} s, {review:.0f} s before review; load {os.getloadavg()[0]:.1f}")
+    steps = lines.steps
+    waited = next(((at, next_at) for (at, d), (next_at, _) in zip(steps, steps[1:]) if d.startswith("gates passed")),
+                  None)  # the review's wait is no work: left out
+    worked = [(at - (waited[1] - waited[0]) if waited and at >= waited[1] else at, d) for at, d in steps
+              if not (waited and at == waited[0])]
+    ended = total - (waited[1] - waited[0] if waited else 0.0)
+    seconds = stage_seconds(worked, ended)
+    print(f"run {state.name} in {total:.0f} s, {ended:.0f} s of work; load {os.getloadavg()[0]:.1f}")
     for name, spent in seconds.items():
-        print(f"  {name:22s} {spent:6.1f} s  {100 * spent / review:5.1f} %")
-    return {"state": state.name, "seconds_before_review": round(review, 1), "load": os.getloadavg(),
-            "stages": seconds, "steps": lines.steps}
+        print(f"  {name:22s} {spent:6.1f} s  {100 * spent / ended:5.1f} %")
+    return {"state": state.name, "seconds_of_work": round(ended, 1), "load": os.getloadavg(), "stages": seconds,
+            "steps": steps}
 
 
 def main() -> int:
@@ -119,9 +142,12 @@ def main() -> int:
     parser.add_argument("what", choices=("fits", "flow"))
     parser.add_argument("--sweep", default="constraints/sweeps/default.yaml")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--policy", default="policies/default.yaml")
+    parser.add_argument("--approve", action="store_true", help="approve the run once it awaits review (else it expires)")
     args = parser.parse_args()
     os.chdir(PROJECT)
-    figures = fit_costs(args.sweep, args.rounds) if args.what == "fits" else flow_stages(args.sweep)
+    figures = (fit_costs(args.sweep, args.rounds) if args.what == "fits"
+               else flow_stages(args.sweep, args.policy, args.approve))
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"progress_weights_{args.what}.json").write_text(json.dumps(figures, indent=2))
     return 0

@@ -162,6 +162,8 @@ def fit_as_tasks(runner, function: Callable[..., JobResult], shared: dict, jobs:
 
     fit_task = task(function, name="fit-candidate", cache_policy=NO_CACHE)
     order = longest_first(jobs)
+    counter = FitCounter(job_costs(jobs), on_fitted)
+    counter.start()  # "0/N fitted" as the fits start: the longest come first and take a while to finish
     futures = {
         i: runner.submit(
             fit_task.with_options(task_run_name=f"fit-{jobs[i].candidate.name}"
@@ -169,8 +171,6 @@ def fit_as_tasks(runner, function: Callable[..., JobResult], shared: dict, jobs:
             {"job": jobs[i], **shared, "sensitive": sensitive, "seed": seed})
         for i in order
     }
-    counter = FitCounter(job_costs(jobs), on_fitted)
-    counter.start()  # "0/N fitted" from the first fit on: the longest fits come first and finish last
     position = {future.task_run_id: i for i, future in futures.items()}
     results = {}
     for future in as_completed(list(futures.values())):

@@ -94,5 +94,6 @@ def run_sweep(
         extra, report = search_after_grid(sweep, policy, data, sensitive, seed, outcome, candidates, fitted, references,
                                           fit_all)
         candidates = candidates + extra
+        on_step(SELECTING)  # every candidate gated again, the searched ones with them
         outcome = select(sweep, policy, data, sensitive, candidates, skipped, fitted, references, report)
     return SweepRun(outcome=outcome, candidates=candidates, fitted=fitted, baseline=baseline, references=references)
