@@ -1,14 +1,14 @@
 """Where a remediation run's time goes: the figures behind its progress weights (issue 26 item 6; not a test)
 
     .venv/bin/python bench/progress_weights.py fits [--sweep constraints/sweeps/default.yaml] [--rounds 2]
-    .venv/bin/python bench/progress_weights.py flow [--sweep constraints/sweeps/default.yaml] [--policy P] [--approve]
+    .venv/bin/python bench/progress_weights.py flow [--sweep constraints/sweeps/default.yaml] [--policy P] [--dataset D] [--approve]
 
 ``fits``: German (sex, the default policy: 5-fold crossfit on its 700 pool rows) swept serially in
 this process, one thread (no pool: nothing else competes for the core a fit runs on); printed per
 method, the mean seconds of one fit (a candidate's final fit and its fold fits alike) and its ratio
 to the unconstrained learner's: ``fairloop.remedy.fit_progress.METHOD_FIT_COST``.
 
-``flow``: the remediation flow on German with the sweep and ``--policy``, in this process against a
+``flow``: the remediation flow on ``--dataset`` (German) with the sweep and ``--policy``, in this process against a
 throwaway Prefect server (``prefect_test_harness``), as ``fairloop remediate`` runs it on a worker
 (process pool of one worker per core), its review approved at once (``--approve``) or expiring
 after 1 s; printed, each progress step's seconds and share of the run's work (the review's wait
@@ -104,7 +104,7 @@ def approve_when_paused(run_tag: str) -> None:
     submit_review(run.id, {"approve": True, "reviewer": "bench-reviewer", "comment": "bench"})
 
 
-def flow_stages(sweep_path: str, policy: str, approve: bool) -> dict:
+def flow_stages(dataset: str, sweep_path: str, policy: str, approve: bool) -> dict:
     from prefect import tags
     from prefect.testing.utilities import prefect_test_harness
 
@@ -120,7 +120,7 @@ def flow_stages(sweep_path: str, policy: str, approve: bool) -> dict:
         started = time.monotonic()
         with tags("progress-bench"):
             state = remediation(request=RemediationRequest(
-                dataset="datasets/german.yaml", sweep_file=sweep_path, policy=policy, requested_by="bench",
+                dataset=dataset, sweep_file=sweep_path, policy=policy, requested_by="bench",
                 approval_timeout=None if approve else 1, review_poll_seconds=1), return_state=True)
         total = time.monotonic() - started
     steps = lines.steps
@@ -143,11 +143,12 @@ def main() -> int:
     parser.add_argument("--sweep", default="constraints/sweeps/default.yaml")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--policy", default="policies/default.yaml")
+    parser.add_argument("--dataset", default="datasets/german.yaml", help="flow: the dataset spec")
     parser.add_argument("--approve", action="store_true", help="approve the run once it awaits review (else it expires)")
     args = parser.parse_args()
     os.chdir(PROJECT)
     figures = (fit_costs(args.sweep, args.rounds) if args.what == "fits"
-               else flow_stages(args.sweep, args.policy, args.approve))
+               else flow_stages(args.dataset, args.sweep, args.policy, args.approve))
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"progress_weights_{args.what}.json").write_text(json.dumps(figures, indent=2))
     return 0
