@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -230,3 +231,23 @@ def drain_prefect_workers() -> None:
     with contextlib.suppress(RuntimeError):
         APILogWorker.instance().drain()
     EventsWorker.drain_all(timeout=60)  # bounded: a server that went away must fail the test, not hang it
+
+
+
+def progress_steps(run_id, until: str, timeout: float = 60) -> list[str]:
+    """The progress reporter's log lines of a run on this process's server ("fit: 3/12 models
+    fitted"), in order, without their elapsed seconds; read again until one starts with ``until``
+    (logs reach the server in batches, seconds after the run logged them)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import LogSort
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with get_client(sync_client=True) as client:
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])),
+                                    sort=LogSort.TIMESTAMP_ASC, limit=200)
+        steps = [found.group(1) for log in logs if (found := re.match(r"\[\s*[\d.]+s\] (.*)", log.message))]
+        if any(step.startswith(until) for step in steps) or time.monotonic() > deadline:
+            return steps
+        time.sleep(1)

@@ -6,12 +6,13 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from conftest import BackgroundRun, write_policy
+from conftest import BackgroundRun, progress_steps, write_policy
 
 from fairloop.data.datasets import load_dataset
 from fairloop.data.splits import make_splits
 from fairloop.registry.store import Registry, file_sha256
 from fairloop.serving.outcomes import Outcome
+from fairloop.serving.progress import AWAIT_REVIEW, read_progress, stage_percent
 from fairloop.serving.runs import submit_review
 
 TRAIN_ROWS = 3000
@@ -35,6 +36,7 @@ def lenient_policy(tmp_path):
 def approve_run(flow, policy, reviewer="alice", **extra):
     run = BackgroundRun(flow, **params(policy, **extra))
     paused = run.wait_paused()
+    assert read_progress(paused.id) == (stage_percent(AWAIT_REVIEW), "gates passed: awaiting review")
     submit_review(paused.id, {"approve": True, "reviewer": reviewer, "comment": "looks fair"})
     return paused, run.finish()
 
@@ -42,6 +44,12 @@ def approve_run(flow, policy, reviewer="alice", **extra):
 def test_approved_run_is_promoted_and_the_champion_predicts(remediation_flow, registry_dir, lenient_policy):
     paused, state = approve_run(remediation_flow, lenient_policy)
     assert state.name == Outcome.PROMOTED.value, state.message
+    # the bar names every step, counts the two fits from the first, and ends in the final state
+    final = f"{state.name}: {state.message}"[:200]
+    assert read_progress(paused.id) == (100.0, final)
+    assert progress_steps(paused.id, until=state.name) == [
+        "load inputs", "audit", "fit", "fit: 0/2 models fitted", "fit: 1/2 models fitted", "fit: 2/2 models fitted",
+        "augment", "evaluate and gate", "publish review", "gates passed: awaiting review", "promote", final]
 
     registry = Registry(registry_dir)
     entry, model = registry.load_champion("adult")
@@ -84,6 +92,7 @@ def test_rejected_run_promotes_nothing_and_records_the_comment(remediation_flow,
     submit_review(paused.id, {"approve": False, "reviewer": "bob", "comment": "EOD too high for this use"})
     state = run.finish()
     assert state.name == Outcome.REJECTED.value
+    assert read_progress(paused.id) == (100.0, "Rejected: rejected by bob: EOD too high for this use")
     registry = Registry(registry_dir)
     assert registry.champion("adult") is None and registry.history("adult") == []
     (record,) = registry.audit_log()
@@ -93,9 +102,11 @@ def test_rejected_run_promotes_nothing_and_records_the_comment(remediation_flow,
 
 def test_unreviewed_run_expires_and_promotes_nothing(remediation_flow, registry_dir, lenient_policy):
     run = BackgroundRun(remediation_flow, **params(lenient_policy, approval_timeout=3))
-    run.wait_paused()
+    paused = run.wait_paused()
     state = run.finish()
     assert Outcome.from_state(state) is Outcome.EXPIRED, state
+    # not "awaiting review": the outcome (Prefect's own state message says only "never resumed")
+    assert read_progress(paused.id) == (100.0, "Expired: no approval within 3s; nothing promoted")
     registry = Registry(registry_dir)
     assert registry.champion("adult") is None
     assert [r["action"] for r in registry.audit_log()] == ["expired"]

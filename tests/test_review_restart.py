@@ -13,14 +13,14 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import psutil
 import pytest
-
 from conftest import PROJECT, isolated_env, write_policy
 from synthetic import write_dataset
+
+from fairloop.serving.progress import AWAIT_REVIEW, PROGRESS_KEY, stage_percent
 
 COMMAND_TIMEOUT = 600  # generous: a busy machine
 STARTED = re.compile(r"/runs/flow-run/([0-9a-f-]{36})")
@@ -105,12 +105,26 @@ def task_runs(world, run_id: str) -> list[dict]:
     return httpx.post(f"{api(world)}/task_runs/filter", json=body, timeout=30).raise_for_status().json()
 
 
+def progress_bars(world, run_id: str) -> list[tuple[float, str]]:
+    """(percent, description) of each progress artifact of the run: one, resumed or not."""
+    body = {"artifacts": {"flow_run_id": {"any_": [run_id]}, "key": {"any_": [PROGRESS_KEY]}}}
+    found = httpx.post(f"{api(world)}/artifacts/filter", json=body, timeout=30).raise_for_status().json()
+    return [(artifact["data"], artifact["description"]) for artifact in found]
+
+
+def assert_bar_ended(world, run_id: str) -> None:
+    """The run's one bar reads its final state, as the run page does: not "awaiting review"."""
+    name, message = run_state(world, run_id)
+    assert progress_bars(world, run_id) == [(100.0, f"{name}: {message}"[:200])]
+
+
 def test_a_suspended_review_survives_kill_9_of_worker_and_server_and_promotes_the_reviewed_candidate(world):
     assert fairloop(world, "server").returncode == 0
     run_id = start_suspended_run(world)
     wait_for(lambda: not flow_processes({run_id}), "the suspended run's flow process to exit", timeout=120)
     packet = json.loads((world["base"] / "state" / "runs" / run_id / "review.json").read_text())
     assert len(packet["candidate_sha256"]) == 64
+    assert progress_bars(world, run_id) == [(stage_percent(AWAIT_REVIEW), "gates passed: awaiting review")]
 
     for pid_file in ("prefect-worker.pid", "prefect-server.pid"):  # every process fairloop started: kill -9
         os.killpg(recorded_pid(world, pid_file), signal.SIGKILL)
@@ -130,6 +144,7 @@ def test_a_suspended_review_survives_kill_9_of_worker_and_server_and_promotes_th
     assert entry.model_sha256 == packet["candidate_sha256"]  # what the reviewer saw is what was promoted
     promoted = [r for r in audit(world) if r["action"] == "promote" and r["run_id"] == run_id]
     assert len(promoted) == 1 and promoted[0]["reviewer"] == "alice"
+    assert_bar_ended(world, run_id)  # the resumed process carried on with the bar the first one made
     # no refit: the fitting step ran once; the resumed execution read its stored result
     retrain = [t for t in task_runs(world, run_id) if t["name"].startswith("retrain")]
     executed = [t for t in retrain if t["state"]["name"] == "Completed"]
@@ -163,6 +178,8 @@ def test_three_suspended_reviews_hold_no_process_and_end_promoted_rejected_expir
     assert run_state(world, approving)[0] == "Promoted"
     assert run_state(world, rejecting)[0] == "Rejected"
     assert run_state(world, expiring)[0] == "Expired"
+    for run_id in runs:  # the expired one's by the command that recorded its expiry
+        assert_bar_ended(world, run_id)
     outcomes = {(r["run_id"], r["action"]) for r in audit(world) if r["run_id"] in runs}
     assert outcomes == {(approving, "promote"), (rejecting, "reject"), (expiring, "expired")}
     assert [r["timeout_seconds"] for r in audit(world) if r["action"] == "expired"] == [45]

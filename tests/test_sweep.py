@@ -7,7 +7,7 @@ import re
 
 import pytest
 import yaml
-from conftest import PROJECT, BackgroundRun, write_policy
+from conftest import PROJECT, BackgroundRun, progress_steps, write_policy
 
 from fairloop.data.datasets import load_dataset
 from fairloop.data.splits import make_splits
@@ -16,10 +16,12 @@ from fairloop.gates.policy import load_policy
 from fairloop.registry.reproduce import reproduce
 from fairloop.registry.store import Registry
 from fairloop.remedy.crossfit import ModeDecision
+from fairloop.remedy.fit_progress import SELECTING
 from fairloop.remedy.fitters import fitter
 from fairloop.remedy.sweep.run import run_sweep
 from fairloop.remedy.sweep.spec import expand_candidates, load_sweep
 from fairloop.serving.outcomes import Outcome
+from fairloop.serving.progress import AWAIT_REVIEW, read_progress, stage_percent
 from fairloop.serving.runs import submit_review
 
 TRAIN_ROWS = 3000
@@ -102,11 +104,20 @@ def test_prefect_process_pool_gives_the_serial_result(tmp_path, monkeypatch, spl
 
     mode = ModeDecision(mode="crossfit", folds=3, reason="test")
 
+    counts, steps = [], []
+
     @flow
     def parallel_sweep():
-        return run_sweep(sweep, splits, "sex", 0, policy, mode, fit_all=fitter(workers=2))
+        return run_sweep(sweep, splits, "sex", 0, policy, mode, fit_all=fitter(workers=2, on_fitted=counts.append),
+                         on_step=steps.append)
 
     parallel = parallel_sweep().outcome
+    # counted from before the first fit ends to the last, by expected cost (the reduction's folds weigh most)
+    jobs = 4 * len(parallel.candidates) + 4  # 3 folds and the final fit of each candidate and the baseline
+    assert [c.done for c in counts] == list(range(jobs + 1)) and {c.total for c in counts} == {jobs}
+    fractions = [c.fraction for c in counts]
+    assert fractions[0] == 0.0 and fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    assert steps == [SELECTING]
     serial = run_sweep(sweep, splits, "sex", 0, policy, mode).outcome
     timings = {"fit_seconds", "crossfit_seconds"}
     assert [c.model_dump(exclude=timings) for c in parallel.candidates] == [
@@ -137,12 +148,23 @@ def test_sweep_run_promotes_the_chosen_candidate_with_its_frontier(
                           allow_sensitive_at_predict=True)
     run = BackgroundRun(remediation_flow, **run_params(write_sweep(tmp_path, **FLOW_SWEEP), policy))
     paused = run.wait_paused()
+    assert read_progress(paused.id) == (stage_percent(AWAIT_REVIEW), "gates passed: awaiting review")
     form = read_flow_run_input(keyset_from_paused_state(paused.state)["description"], flow_run_id=paused.id)
     # the dialog: its own frontier and a link to the candidates table (too wide for it)
     assert "data:image/png;base64," in form and "Approving promotes none+threshold-dp" in form
     assert re.search(r"\[candidates table\]\(http://\S+/artifacts/artifact/", form)
     submit_review(paused.id, {"approve": True, "reviewer": "alice", "comment": "frontier checked"})
-    assert run.finish().name == Outcome.PROMOTED.value
+    state = run.finish()
+    assert state.name == Outcome.PROMOTED.value
+    # the bar: counted from the first fit, every later step named, ending in the run's final state
+    percent, description = read_progress(paused.id)
+    assert percent == 100.0 and description == f"{state.name}: {state.message}"[:200]
+    steps = progress_steps(paused.id, until=state.name)
+    fits = [s for s in steps if s.startswith("fit: ")]
+    assert fits[0] == f"fit: 0/{len(fits) - 1} models fitted" and fits[-1] == f"fit: {len(fits) - 1}/{len(fits) - 1} models fitted"
+    after_fits = steps[steps.index(fits[-1]) + 1:]
+    assert after_fits == [SELECTING, "augment", "evaluate and gate", "publish review", "gates passed: awaiting review",
+                          "promote", description], steps
 
     registry = Registry(registry_dir)
     entry = registry.champion("adult")

@@ -44,6 +44,7 @@ from fairloop.remedy.constraints import (
     load_constraint_template,
 )
 from fairloop.remedy.crossfit import ModeDecision, choose_mode, fit_rows
+from fairloop.remedy.fit_progress import FitCounter, OnFitted, expected_fit_cost
 from fairloop.remedy.frozen import FrozenModel, FrozenScorer, load_base_model
 from fairloop.remedy.model import FairModel, Predictions
 from fairloop.remedy.post_processing import fit_on_frozen
@@ -163,19 +164,23 @@ def baseline_template(template: ConstraintTemplate) -> ConstraintTemplate:
     return template.model_copy(update={"method": "none", "constraint": None, "bound": None})
 
 
-def train(inputs: Inputs, splits: Splits, mode: ModeDecision,
-          frozen: FrozenModel | None = None) -> dict[str, tuple[FairModel, float]]:
+def train(inputs: Inputs, splits: Splits, mode: ModeDecision, frozen: FrozenModel | None = None,
+          on_fitted: OnFitted | None = None) -> dict[str, tuple[FairModel, float]]:
     """Fit the baseline and the candidate (recipe and template) one after the other on the mode's
-    fit rows (each learner already uses every core); with a ``frozen`` model, the baseline is it."""
+    fit rows (each learner already uses every core); with a ``frozen`` model, the baseline is it.
+    ``on_fitted`` counts the two fits (a run's progress)."""
     seed, sensitive, rows = inputs.params.seed, inputs.sensitive, fit_rows(splits, mode)
+    models = (("baseline", baseline_template(inputs.template), NO_RECIPE), ("candidate", inputs.template, inputs.recipe))
+    counter = FitCounter([expected_fit_cost(template.method) for _, template, _ in models], on_fitted)
+    counter.start()
     fitted = {}
-    for name, template, recipe in (("baseline", baseline_template(inputs.template), NO_RECIPE),
-                                   ("candidate", inputs.template, inputs.recipe)):
+    for position, (name, template, recipe) in enumerate(models):
         try:
             fitted[name] = fit_model(rows, template, sensitive, seed, recipe=recipe, frozen=frozen)
         except (ValueError, ArithmeticError) as exc:  # e.g. Fairlearn on a group with a single label
             raise BadInputError(f"the {name} ({template.label()}, recipe '{recipe.name}') cannot be fitted on these "
                                 f"{len(rows)} rows: {exc}", source=inputs.params.dataset) from None
+        counter.finished(position)
     return fitted
 
 

@@ -24,11 +24,11 @@ from fairloop.review.packet import load_packet
 from fairloop.serving.expiry import reconcile_expired_reviews
 from fairloop.serving.flow_process import forget_flow_process, gone_flow_processes
 from fairloop.serving.outcomes import ExitCode, Outcome
+from fairloop.serving.progress import read_progress
 from fairloop.serving.runs import (
     crash_run,
     read_flow_run,
     read_flow_runs,
-    read_progress,
 )
 from fairloop.serving.server import ensure_server, server_env
 from fairloop.serving.worker import ensure_deployment, ensure_worker, worker_log_path

@@ -21,7 +21,17 @@ from fairloop.registry import decision_log
 from fairloop.registry.store import ChampionChanged, Registry
 from fairloop.serving.flow_process import record_flow_process
 from fairloop.serving.outcomes import Outcome, outcome_state, quiet_outcome_tracebacks
-from fairloop.serving.runs import ProgressReporter, flow_run_url, review_commands
+from fairloop.serving.progress import (
+    AUDIT,
+    AWAIT_REVIEW,
+    EVALUATE,
+    FIT,
+    LOAD_INPUTS,
+    PROMOTE,
+    PUBLISH_REVIEW,
+    ProgressReporter,
+)
+from fairloop.serving.runs import flow_run_url, review_commands
 
 quiet_outcome_tracebacks()  # a served run that ends GateFailed, Rejected... is an outcome, not a crash
 
@@ -30,21 +40,25 @@ quiet_outcome_tracebacks()  # a served run that ends GateFailed, Rejected... is 
 def remediation(request: RemediationRequest):
     """One remediation run; ``request`` says what to remediate, with what, and who asked."""
     scope, durable = open_scope(request)
+    if request.rerun:
+        scope.progress.stage(LOAD_INPUTS, "start rerun")  # the incident's window and plan, before the inputs
     start = steps.start_rerun(scope) if request.rerun else None
     if start is not None and start.stop is not None:
         return end(scope, start.stop, start.reason)
-    scope.progress.stage("load inputs")
+    scope.progress.stage(LOAD_INPUTS)
     prepared = steps.prepare(scope, start)
-    scope.progress.stage("audit")
+    scope.progress.stage(AUDIT)
     audit = steps.audit(scope, prepared)
     if audit.verdict == "block":
         return end(scope, Outcome.AUDIT_BLOCKED, "; ".join(audit.reasons))
-    scope.progress.stage("fit")
+    scope.progress.stage(FIT)  # counts each model fitted; a sweep then selects
     retrained = steps.retrain(scope, prepared, audit)
     if retrained.swept is not None and retrained.swept.chosen is None:
+        scope.progress.stage(PUBLISH_REVIEW, "publish the frontier: no candidate passes")
         return end(scope, Outcome.GATE_FAILED, steps.record_no_candidate(scope, prepared, audit, retrained))
-    scope.progress.stage("evaluate and gate")
+    scope.progress.stage(EVALUATE)
     judged = steps.judge(scope, prepared, retrained)
+    scope.progress.stage(PUBLISH_REVIEW)
     published = steps.publish_review(scope, prepared, audit, retrained, judged)
     gates = judged.gates
     identity = {**prepared.identity, "candidate": retrained.inputs.template.label()}
@@ -57,7 +71,7 @@ def remediation(request: RemediationRequest):
         scope.record(decision_log.GateFailed(**identity, reasons=gates.failures))
         return end(scope, Outcome.GATE_FAILED, "; ".join(gates.failures))
 
-    scope.progress.done("gates passed: awaiting review")
+    scope.progress.stage(AWAIT_REVIEW, "gates passed: awaiting review")
     scope.logger.info("Awaiting review: %s\n%s", flow_run_url(scope.run_id), review_commands(scope.run_id))
     accept = [r.gate for r in gates.needs_acceptance]
     verdict = await_review(scope, published, retrained.inputs.policy, accept, identity, durable)
@@ -69,6 +83,7 @@ def remediation(request: RemediationRequest):
     if not verdict.approve:
         scope.record(decision_log.Rejected(**identity, **approval))
         return end(scope, Outcome.REJECTED, f"rejected by {verdict.reviewer}: {verdict.comment}")
+    scope.progress.stage(PROMOTE)
     entry = promote(scope, prepared, audit, retrained, judged, published, approval)
     if isinstance(entry, ChampionChanged):  # the registry logged the refusal
         return end(scope, Outcome.CHAMPION_CHANGED, str(entry))
@@ -82,7 +97,7 @@ def open_scope(request: RemediationRequest) -> tuple[steps.RunScope, bool]:
     flow_run = get_run_context().flow_run
     scope = steps.RunScope(request=request, run_id=str(flow_run.id), run_dir=settings.state_dir / "runs" / str(flow_run.id),
                            settings=settings, registry=Registry(settings.registry_path, settings.remote_path),
-                           progress=ProgressReporter(logger), logger=logger)
+                           progress=ProgressReporter(logger, flow_run.id), logger=logger)
     record_flow_process(scope.run_dir)  # `fairloop approve` tells a dead flow process from a slow one
     logger.info("Run page: %s", flow_run_url(scope.run_id))
     return scope, flow_run.deployment_id is not None

@@ -49,7 +49,8 @@ from fairloop.review.no_candidate import NoCandidateReport, save_no_candidate
 from fairloop.review.packet import Link, ReviewPacket, render_report, save_packet
 from fairloop.serving import reruns
 from fairloop.serving.flow_process import record_flow_process
-from fairloop.serving.runs import ProgressReporter, artifact_url, flow_run_url
+from fairloop.serving.progress import AUGMENT, ProgressReporter
+from fairloop.serving.runs import artifact_url, flow_run_url
 from fairloop.templating import md_cells
 
 
@@ -193,8 +194,9 @@ def retrain(scope: RunScope, prepared: Prepared, audit_report: AuditReport) -> R
     champion = scope.registry.load_champion(inputs.loaded.spec.name)
     sweep_file = prepared.start.sweep_file if prepared.start else request.sweep_file
     if not sweep_file:
+        trained = pipeline.train(inputs, splits, prepared.mode, frozen, on_fitted=scope.progress.fitted)
+        scope.progress.stage(AUGMENT)  # the candidate's rows for its report (its fit applied the recipe itself)
         augmented, augment_report = pipeline.augment(inputs, splits, prepared.mode)
-        trained = pipeline.train(inputs, splits, prepared.mode, frozen)
         return Retrained(inputs=inputs, models={name: model for name, (model, _) in trained.items()}
                          | ({"champion": champion[1]} if champion else {}),
                          champion_version=champion[0].version if champion else None, augmented=augmented,
@@ -203,10 +205,11 @@ def retrain(scope: RunScope, prepared: Prepared, audit_report: AuditReport) -> R
     # A frozen model's candidates fit no learner (it may be one endpoint's client): serially.
     fitting = (fitters.fitter(request.runner, sweep_spec.useful_workers(),
                               request.dask_address or scope.settings.dask_address, on_fitted=scope.progress.fitted)
-               if frozen is None else nullcontext(fitters.fit_serially))
+               if frozen is None else nullcontext(fitters.counted_serial_fitter(scope.progress.fitted)))
     with fitting as fit_all:
         swept = run_sweep(sweep_spec, splits, inputs.sensitive, inputs.params.seed, inputs.policy, prepared.mode,
-                                champion=champion[1] if champion else None, fit_all=fit_all, frozen=frozen)
+                          champion=champion[1] if champion else None, fit_all=fit_all, frozen=frozen,
+                          on_step=scope.progress.stage)
     unreliable = unreliable_gates(audit_report.findings, inputs.sensitive, inputs.policy)
     if unreliable:  # what each costs, beside the policy's choice (the policy still decides)
         swept = replace(swept, outcome=swept.outcome.model_copy(update={"gate_costs": gate_costs(swept.outcome, unreliable)}))
@@ -218,6 +221,7 @@ def retrain(scope: RunScope, prepared: Prepared, audit_report: AuditReport) -> R
     constraint_path = write_chosen_template(chosen, scope.run_dir)
     inputs = replace(inputs, recipe=chosen.recipe, template=chosen.template,
                      params=replace(inputs.params, recipe=chosen.recipe_path, constraint=str(constraint_path)))
+    scope.progress.stage(AUGMENT)
     augmented, augment_report = pipeline.augment(inputs, splits, prepared.mode)  # the rows the chosen model was fitted on
     return replace(result, inputs=inputs, augmented=augmented, augment_report=augment_report,
                    fit_seconds=fitted.fit_seconds, models={"baseline": swept.baseline.model, "candidate": fitted.model}

@@ -28,6 +28,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 
+from fairloop.remedy.fit_progress import FitCounter, OnFitted, expected_fit_cost
 from fairloop.remedy.sweep.jobs import (
     FitAll,
     FitJob,
@@ -38,17 +39,15 @@ from fairloop.remedy.sweep.jobs import (
     run_fit_job,
 )
 
-__all__ = ["FitAll", "ProcessPoolFitter", "DaskFitter", "fitter", "fit_serially"]
-
-OnFitted = Callable[[int, int], None]
+__all__ = ["FitAll", "ProcessPoolFitter", "DaskFitter", "fitter", "fit_serially", "counted_serial_fitter"]
 
 
 def fitter(runner: Runner = "processes", workers: int | None = None, dask_address: str | None = None,
            on_fitted: OnFitted | None = None) -> ProcessPoolFitter | DaskFitter:
     """Where a flow fits its sweep: Prefect's process pool on this machine (the default), or Dask
     through prefect-dask, on a local cluster or, given ``dask_address``, an existing scheduler.
-    ``workers``: processes (default: one per core); ``on_fitted(k, n)`` is called as each fit
-    finishes (progress for the CLI and the UI)."""
+    ``workers``: processes (default: one per core); ``on_fitted`` is called as the fits start and
+    as each finishes (progress for the CLI and the UI, ``fairloop.remedy.fit_progress.FitCount``)."""
     if runner == "dask" or dask_address:
         return DaskFitter(dask_address, workers, on_fitted)
     return ProcessPoolFitter(workers, on_fitted)
@@ -163,6 +162,8 @@ def fit_as_tasks(runner, function: Callable[..., JobResult], shared: dict, jobs:
 
     fit_task = task(function, name="fit-candidate", cache_policy=NO_CACHE)
     order = longest_first(jobs)
+    counter = FitCounter(job_costs(jobs), on_fitted)
+    counter.start()  # "0/N fitted" as the fits start: the longest come first and take a while to finish
     futures = {
         i: runner.submit(
             fit_task.with_options(task_run_name=f"fit-{jobs[i].candidate.name}"
@@ -172,17 +173,38 @@ def fit_as_tasks(runner, function: Callable[..., JobResult], shared: dict, jobs:
     }
     position = {future.task_run_id: i for i, future in futures.items()}
     results = {}
-    for done, future in enumerate(as_completed(list(futures.values())), start=1):
+    for future in as_completed(list(futures.values())):
         results[position[future.task_run_id]] = future.result()
-        if on_fitted is not None:
-            on_fitted(done, len(jobs))
+        counter.finished(position[future.task_run_id])
     return [results[i] for i in range(len(jobs))]
 
 
+def counted_serial_fitter(on_fitted: OnFitted | None) -> FitAll:
+    """:func:`fit_serially`, job by job, reporting each fit to ``on_fitted`` (a frozen model's
+    candidates: they fit no learner, so no pool is started for them)."""
+
+    def fit_all(jobs: list[FitJob], data: SweepData, sensitive: str, seed: int) -> list[JobResult]:
+        counter = FitCounter(job_costs(jobs), on_fitted)
+        counter.start()
+        results = []
+        for position, job in enumerate(jobs):
+            results.extend(fit_serially([job], data, sensitive, seed))
+            counter.finished(position)
+        return results
+
+    return fit_all
+
+
+def job_costs(jobs: list[FitJob]) -> list[float]:
+    """Each job's expected cost (``fairloop.remedy.fit_progress``), in unconstrained fits."""
+    return [expected_fit_cost(job.candidate.template.method) for job in jobs]
+
+
 def longest_first(jobs: list[FitJob]) -> list[int]:
-    """Positions of ``jobs`` in the order to start them: reductions first (each refits its learner
-    dozens of times; started last, one would leave the other workers idle at the end)."""
-    return sorted(range(len(jobs)), key=lambda i: not jobs[i].candidate.is_reduction)
+    """Positions of ``jobs`` in the order to start them: the most expensive first (a reduction refits
+    its learner dozens of times; started last, one would leave the other workers idle at the end)."""
+    costs = job_costs(jobs)
+    return sorted(range(len(jobs)), key=lambda i: -costs[i])
 
 
 def limit_to_one_thread() -> None:

@@ -5,8 +5,8 @@ passes no fairloop code runs: Prefect's server ends it Failed("The flow was paus
 resumed."). Every command that lists or decides runs (``approve``, ``reject``, ``show``,
 ``models``, ``serve``, ``server``, a following ``remediate``) reconciles: each run of this state
 folder that reached review, has no outcome in the decision log, and was failed by the server out of
-a suspension gets one ``expired`` line and its state renamed Expired (so the UI and the exit code
-say what happened). Idempotent: a run with an outcome line is never looked at again.
+a suspension gets one ``expired`` line and its state renamed Expired, its progress bar too (so the UI
+and the exit code say what happened). Idempotent: a run with an outcome line is never looked at again.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from fairloop.registry import decision_log
 from fairloop.registry.store import Registry
 from fairloop.review.packet import PACKET_FILE, load_packet
 from fairloop.serving.outcomes import Outcome
+from fairloop.serving.progress import end_progress
 from fairloop.serving.runs import read_flow_runs
 
 # decision-log actions that end a run: such a run is not reconciled again
@@ -65,5 +66,6 @@ def reconcile_expired_reviews(state_dir: Path, registry: Registry) -> list[str]:
         message = f"no approval within {seconds}s; nothing promoted (the review was suspended: no process waited)"
         with get_client(sync_client=True) as client:
             client.set_flow_run_state(run.id, Failed(name=Outcome.EXPIRED.value, message=message), force=True)
+        end_progress(run.id, f"{Outcome.EXPIRED.value}: {message}")  # its bar still read "awaiting review"
         recorded.append(str(run.id))
     return recorded

@@ -9,9 +9,6 @@ from uuid import UUID
 import httpx
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
-    ArtifactFilter,
-    ArtifactFilterFlowRunId,
-    ArtifactFilterKey,
     FlowRunFilter,
     FlowRunFilterId,
     FlowRunFilterTags,
@@ -24,6 +21,7 @@ from prefect.states import Crashed
 
 from fairloop.errors import BadInputError, ServerError
 from fairloop.review.packet import form_input
+from fairloop.serving.progress import end_progress
 
 SCHEMA_WAIT_SECONDS = 30
 
@@ -119,10 +117,11 @@ def wait_for_flow_run(
 
 def crash_run(run_id: str | UUID, reason: str) -> None:
     """End a run whose flow process is gone in Prefect's Crashed state with ``reason`` (forced:
-    nothing else will ever move it out of Paused or Running)."""
+    nothing else will ever move it out of Paused or Running), and its progress bar with it."""
 
     with get_client(sync_client=True) as client:
         client.set_flow_run_state(UUID(str(run_id)), Crashed(message=reason), force=True)
+    end_progress(run_id, f"Crashed: {reason}")
 
 
 def find_tagged_run(tag: str) -> FlowRun | None:
@@ -130,55 +129,6 @@ def find_tagged_run(tag: str) -> FlowRun | None:
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag])), limit=1)
     return runs[0] if runs else None
-
-
-# -- progress of a remediation run ----------------------------------------------------------------
-
-PROGRESS_KEY = "remediation-progress"
-STAGES = ("load inputs", "prepare splits", "audit", "fit", "evaluate and gate", "await review")
-
-
-class ProgressReporter:
-    """A run's progress, reported by the flow: one Prefect progress artifact (a bar in the UI,
-    read by the CLI) and a log line per step. Fitting takes most of a run, so that stage
-    advances with every model fitted."""
-
-    def __init__(self, logger):
-        from prefect.artifacts import create_progress_artifact
-
-        self.logger = logger
-        self.started = time.monotonic()
-        self.artifact_id = create_progress_artifact(progress=0.0, key=PROGRESS_KEY, description="starting")
-
-    def _update(self, stage: str, fraction: float, description: str) -> None:
-        from prefect.artifacts import update_progress_artifact
-
-        percent = 100 * (STAGES.index(stage) + fraction) / len(STAGES)
-        update_progress_artifact(self.artifact_id, progress=round(percent, 1), description=description)
-        self.logger.info("[%5.0fs] %s", time.monotonic() - self.started, description)
-
-    def stage(self, stage: str) -> None:
-        self._update(stage, 0.0, stage)
-
-    def fitted(self, done: int, total: int) -> None:
-        self._update("fit", done / total, f"fit: {done}/{total} models fitted (candidates and the baseline)")
-
-    def done(self, description: str) -> None:
-        from prefect.artifacts import update_progress_artifact
-
-        update_progress_artifact(self.artifact_id, progress=100.0, description=description)
-
-
-def read_progress(run_id: str | UUID) -> tuple[float, str] | None:
-    """(percent, description) of a run's progress artifact, None before the flow made it."""
-
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
-            flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(str(run_id))]), key=ArtifactFilterKey(any_=[PROGRESS_KEY])))
-    if not artifacts:
-        return None
-    latest = max(artifacts, key=lambda a: a.updated or a.created)
-    return float(latest.data or 0.0), latest.description or ""
 
 
 def artifact_url(artifact_id: str | UUID) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from fairloop.data.splits import Splits
@@ -9,6 +10,7 @@ from fairloop.errors import BadInputError
 from fairloop.gates.policy import Policy
 from fairloop.pipeline import score_all
 from fairloop.remedy.crossfit import ModeDecision
+from fairloop.remedy.fit_progress import SEARCHING, SELECTING
 from fairloop.remedy.frozen import FrozenModel
 from fairloop.remedy.model import FairModel
 from fairloop.remedy.sweep.jobs import (
@@ -36,6 +38,10 @@ from fairloop.remedy.sweep.spec import (
 )
 
 
+def _no_report(step: str) -> None:
+    """The default ``on_step``: a sweep outside a flow reports nothing."""
+
+
 @dataclass
 class SweepRun:
     outcome: SweepOutcome
@@ -58,6 +64,7 @@ class SweepRun:
 def run_sweep(
     sweep: SweepSpec, splits: Splits, sensitive: str, seed: int, policy: Policy, mode: ModeDecision,
     champion: FairModel | None = None, fit_all: FitAll = fit_serially, frozen: FrozenModel | None = None,
+    on_step: Callable[[str], None] = _no_report,
 ) -> SweepRun:
     """Fit the baseline and every candidate (``fit_all`` decides where: the flow passes a
     Prefect process pool), K + 1 times each in crossfit mode, then gate and select; GridSearch is
@@ -72,6 +79,7 @@ def run_sweep(
     jobs = sweep_jobs({BASELINE: baseline_candidate(sweep)} | {c.name: c for c in candidates}, data,
                       sweep.candidate_timeout_seconds, sweep.reduction_rows)
     fitted = assemble(jobs, fit_all(jobs, data, sensitive, seed), data)
+    on_step(SELECTING)
     baseline = fitted.pop(BASELINE)
     if baseline.error:
         raise BadInputError(f"the sweep's baseline '{sweep.baseline}' cannot be fitted on these rows: {baseline.error}")
@@ -82,8 +90,10 @@ def run_sweep(
         references["champion"] = score_reference(champion, data, sensitive, policy, selection=mode.mode == "holdout")
     outcome = select(sweep, policy, data, sensitive, candidates, skipped, fitted, references)
     if sweep.search is not None and outcome.classification in ("fails", "undecided"):  # infeasible: proven already
+        on_step(SEARCHING)
         extra, report = search_after_grid(sweep, policy, data, sensitive, seed, outcome, candidates, fitted, references,
                                           fit_all)
         candidates = candidates + extra
+        on_step(SELECTING)  # every candidate gated again, the searched ones with them
         outcome = select(sweep, policy, data, sensitive, candidates, skipped, fitted, references, report)
     return SweepRun(outcome=outcome, candidates=candidates, fitted=fitted, baseline=baseline, references=references)
