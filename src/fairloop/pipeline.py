@@ -7,12 +7,14 @@ registry entry's recorded inputs: one implementation, so all three reach the sam
 
 from __future__ import annotations
 
+import shutil
 import weakref
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import yaml
 
 from fairloop.audit.checks import run_audit
 from fairloop.audit.record import AuditReport
@@ -281,9 +283,6 @@ def snapshot_inputs(inputs: Inputs, destination: Path) -> dict[str, str]:
     and the dataset spec copy points at them (only its file paths differ from the original).
     Returns each file role's path inside ``destination``.
     """
-    import shutil
-
-    import yaml
 
     destination.mkdir(parents=True, exist_ok=True)
     for name, source in (("recipe", inputs.params.recipe), ("constraint", inputs.params.constraint), ("policy", inputs.params.policy)):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pandas as pd
+from scipy.stats import binomtest, chi2_contingency
 
 from fairloop.audit.record import (
     Finding,
@@ -26,7 +27,6 @@ SIGNIFICANCE = 0.01  # a base-rate gap warns only when a chi-square test finds i
 
 def group_audit(name: str, columns: list[str], groups: pd.Series, y: pd.Series, min_cell_rows: int) -> SensitiveAudit:
     """Counts, shares and positive rates per group and per group x label cell."""
-    from scipy.stats import binomtest, chi2_contingency
 
     total = len(y)
     table = pd.crosstab(groups.astype(str), y.astype(int)).reindex(columns=[0, 1], fill_value=0)

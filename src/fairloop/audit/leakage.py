@@ -24,6 +24,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel
+from sklearn.metrics import roc_auc_score
 
 from fairloop.audit.onefeature import cross_fitted_auc, feature_codes, sample_positions
 
@@ -43,7 +44,6 @@ class LeakScore(BaseModel):
 
 
 def _rank_auc(values: pd.Series, target: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
 
     numbers = values.to_numpy(dtype=float)
     present = ~np.isnan(numbers)

@@ -16,11 +16,14 @@ import warnings
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold
+from sklearn.preprocessing import KBinsDiscretizer, TargetEncoder
+from sklearn.utils import resample
 
 
 def sample_positions(strata: np.ndarray, rows: int, seed: int) -> np.ndarray:
     """Sorted positions of at most ``rows`` rows, seeded and stratified by ``strata``."""
-    from sklearn.utils import resample
 
     positions = np.arange(len(strata))
     if len(positions) <= rows:
@@ -31,7 +34,6 @@ def sample_positions(strata: np.ndarray, rows: int, seed: int) -> np.ndarray:
 def feature_codes(values: pd.Series, numeric: bool) -> np.ndarray:
     """Integer codes of a feature's values: 20 quantile bins for numbers, one code per category;
     empty values get a code of their own (being empty can itself reveal the target)."""
-    from sklearn.preprocessing import KBinsDiscretizer
 
     if not numeric:
         codes, _ = pd.factorize(values, use_na_sentinel=False)
@@ -50,9 +52,6 @@ def cross_fitted_auc(codes: np.ndarray, target: np.ndarray, seed: int) -> float:
     """Out-of-fold AUC of ``codes`` target-encoded for ``target`` (integer classes 0..k-1, two or
     more present), oriented so that 0.5 is no information and 1 a perfect one-feature predictor;
     more than two classes: one-vs-rest AUC weighted by class size."""
-    from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedKFold
-    from sklearn.preprocessing import TargetEncoder
 
     counts = np.unique(target, return_counts=True)[1]
     binary = len(counts) == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import normalized_mutual_info_score
 
 from fairloop.audit.onefeature import cross_fitted_auc, feature_codes, sample_positions
 from fairloop.audit.record import Finding, ProxyScore, shortlist
@@ -20,7 +21,6 @@ PROXY_METHOD = (
 def proxy_scores(spec: DatasetSpec, split: Split, sensitive: str, seed: int) -> tuple[list[ProxyScore], int]:
     """How well each feature alone predicts ``sensitive``; rows beyond audit.proxy_sample_rows are
     subsampled (seeded, stratified by group). Returns scores, best first, and the rows used."""
-    from sklearn.metrics import normalized_mutual_info_score
 
     settings = spec.audit
     groups = split.groups[sensitive].astype(str)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
 from fairloop.audit.leakage import LEAK_METHOD
 from fairloop.audit.record import AuditReport, SensitiveAudit, pvalue_text
 from fairloop.templating import md_text as md  # data values reach Markdown as text only
@@ -71,7 +73,6 @@ def render_markdown(report: AuditReport) -> str:
 
 def publish_artifacts(report: AuditReport) -> None:
     """Markdown and table artifacts on the current Prefect run."""
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     create_markdown_artifact(key="audit-report", markdown=render_markdown(report),
                              description=f"Data audit of {report.dataset}: {report.verdict}")

@@ -4,6 +4,8 @@ The suite, with its reference snapshot, lives in the file-backed GX context ``gx
 versioned in git; the CLI validates there too and builds Data Docs. Runs inside the pipeline
 validate in an ephemeral context: they read the committed suite and write nothing.
 great_expectations is imported inside the functions that use it: it takes ~3 s to import.
+
+Great Expectations is imported where the schema is validated (seconds to import; only the audit needs it).
 """
 
 from __future__ import annotations

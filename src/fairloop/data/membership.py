@@ -48,6 +48,13 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import brier_score_loss, roc_auc_score
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
 from fairloop.data.datasets import MISSING_GROUP
@@ -202,10 +209,6 @@ def adjust_to_new_prior(probabilities: np.ndarray, trained_prior: np.ndarray, we
 
 def _design(X: pd.DataFrame, y: np.ndarray, missing: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """Inference inputs of every row: features (those with a value on some missing row) and the label."""
-    from sklearn.compose import ColumnTransformer
-    from sklearn.impute import SimpleImputer
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     usable = [c for c in X.columns if X.loc[missing, c].notna().any()] if missing.any() else list(X.columns)
     numeric = [c for c in usable if X[c].dtype.kind in "fiub"]
@@ -223,14 +226,12 @@ def _design(X: pd.DataFrame, y: np.ndarray, missing: np.ndarray) -> tuple[np.nda
 
 
 def _model():
-    from sklearn.linear_model import LogisticRegression
 
     return LogisticRegression(C=1.0, max_iter=2000)
 
 
 def _held_out_quality(target: np.ndarray, probabilities: np.ndarray) -> tuple[float, float, float]:
     """ROC AUC, Brier score and top-group expected calibration error of out-of-fold probabilities."""
-    from sklearn.metrics import brier_score_loss, roc_auc_score
 
     groups = probabilities.shape[1]
     if groups == 2:
@@ -257,7 +258,6 @@ def infer_membership(
     Returns the report and, when the policy lets it infer and the model separates the groups
     (held-out AUC >= ``settings.min_auc``), the inferred memberships; otherwise None, with the
     reason in the report."""
-    from sklearn.model_selection import StratifiedKFold
 
     sensitive = str(groups.name)
     names_all = groups.astype(str).to_numpy()

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
+from rich.markup import escape
+from rich.table import Table
 
 from fairloop.monitor.plots import plot_group_trends
 from fairloop.monitor.report import WindowReport
@@ -200,8 +202,6 @@ def write_history_page(dataset: str, reports: list[WindowReport], audit: list[di
 
 def print_history(console, dataset: str, reports: list[WindowReport], found: list[Incident]) -> None:
     """The dashboard as rich tables (``fairloop history``); data values are escaped for rich markup."""
-    from rich.markup import escape
-    from rich.table import Table
 
     def rate(value, interval) -> str:
         if value is None:

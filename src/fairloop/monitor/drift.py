@@ -34,6 +34,7 @@ import math
 
 import numpy as np
 import pandas as pd
+from scipy.stats import binomtest, chi2_contingency, ks_2samp
 
 from fairloop.data.dataset_spec import FeatureSpec
 from fairloop.data.parsing import MISSING_GROUP
@@ -52,7 +53,6 @@ def dkw_epsilon(n: int, alpha: float) -> float:
 
 def ks_metric(reference: np.ndarray, window: np.ndarray, confidence: float) -> tuple[float, float, float, float]:
     """KS statistic, its asymptotic p-value and a DKW interval (both CDFs' bands, each at (1-c)/2)."""
-    from scipy.stats import ks_2samp
 
     result = ks_2samp(reference, window, method="asymp")
     slack = dkw_epsilon(len(reference), (1 - confidence) / 2) + dkw_epsilon(len(window), (1 - confidence) / 2)
@@ -105,7 +105,6 @@ def psi_metric(
 ) -> tuple[float, float | None, float, float, int]:
     """PSI over pooled levels, Pearson chi-square p-value of the 2 x k table (None with one bin),
     a bootstrap interval and the number of bins."""
-    from scipy.stats import chi2_contingency
 
     r, w, names = pooled_counts(reference, window, min_expected)
     value = float(_psi(r, w))
@@ -153,7 +152,6 @@ def feature_metrics(
 def missing_rate_metric(ref_groups: pd.Series, win_groups: pd.Series, cfg: Monitoring) -> Metric | None:
     """The change in the share of rows with no sensitive value (group ``'missing'``); None when
     neither the reference nor the window has such rows."""
-    from scipy.stats import binomtest, chi2_contingency
 
     ref_missing = int((ref_groups.astype(str) == MISSING_GROUP).sum())
     win_missing = int((win_groups.astype(str) == MISSING_GROUP).sum())

@@ -35,6 +35,11 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.metrics import accuracy_score, roc_auc_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict, train_test_split
+from sklearn.pipeline import make_pipeline
+from threadpoolctl import threadpool_limits
 
 from fairloop.data.dataset_spec import DatasetSpec
 from fairloop.data.datasets import file_sha256
@@ -121,7 +126,6 @@ def split_drifted(spec: DatasetSpec, pinned: list[PinnedWindow], settings: Rerun
                   folder: Path) -> DriftedRows:
     """Split the pinned windows' rows into a training part (labelled rows only) and held-out rows,
     stratified by group x label; both are written to ``folder`` in the dataset's raw format."""
-    from sklearn.model_selection import train_test_split
 
     rows = concat_rows([read_window(spec, p.path) for p in pinned])
     label = rows.y.map(lambda v: "?" if v != v else str(int(v)))
@@ -168,11 +172,6 @@ def towards_drifted(old: Split, drifted: Split, method: Literal["density_ratio",
         return combined, Weighting(method="none", old_rows=len(old), drifted_rows=len(drifted), drawn_rows=len(combined),
                                    effective_rows=float(len(combined)), drifted_share_drawn=len(drifted) / max(1, len(combined)),
                                    clipped_share=0.0)
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from threadpoolctl import threadpool_limits
 
     frame = _domain_matrix(combined)
     numeric = [c for c in old.X.columns if old.X[c].dtype.kind in "fi"]
@@ -297,7 +296,6 @@ def judge_on_drifted(models: dict, rows: Rows, alert: AlertSeen | None, sensitiv
     known = np.flatnonzero(rows.y.notna().to_numpy()) if rows.y is not None else np.array([], dtype=int)
     accuracy = {}
     if len(known):
-        from sklearn.metrics import accuracy_score
 
         labelled_rows = rows.take(known)
         accuracy = {name: round(float(accuracy_score(labelled_rows.y.astype(int), model.predict(labelled_rows.X, labelled_rows.groups))), 4)

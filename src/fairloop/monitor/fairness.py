@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+from fairlearn.metrics import MetricFrame, selection_rate
 
 from fairloop.data.groups import is_intersection
 from fairloop.gates.intervals import bootstrap_intervals, family_wise
@@ -126,7 +127,6 @@ def cells(groups, y: np.ndarray | None, predictions: np.ndarray) -> pd.DataFrame
 
 def selection_rates(predictions: np.ndarray, groups: pd.Series) -> pd.DataFrame:
     """Per group: rows and selection rate (Fairlearn MetricFrame over the row cells)."""
-    from fairlearn.metrics import MetricFrame, selection_rate
 
     table = cells(groups, None, predictions)
     frame = MetricFrame(

@@ -1,4 +1,7 @@
-"""Plots and Markdown of checked windows (matplotlib, Agg backend)."""
+"""Plots and Markdown of checked windows (matplotlib, Agg backend).
+
+matplotlib is imported where a figure is drawn (a heavy import the CLI's other commands never need).
+"""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from scipy.stats import binom
 
 from fairloop.data.dataset_spec import DatasetSpec, SourceFile
 from fairloop.data.parsing import parse_rows, with_intersections
@@ -227,7 +228,6 @@ def refuse_held_out_overlap(window: Split, splits: Splits, *, source: str = "the
     none), one copied row is refused. A window built from held-out rows would contaminate the
     held-out figures of the rerun that trains on it.
     """
-    from scipy.stats import binom
 
     mine, train = _row_hashes(window), _row_hashes(splits.train)
     for name in ("validation", "test"):

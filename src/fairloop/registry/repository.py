@@ -9,6 +9,8 @@ publishes branch and tag in one ``git update-ref --stdin`` transaction. The next
 operation that finds a journal finishes a sealed transaction (its objects are complete) or
 undoes an unsealed one (back to the base commit), removes stale git and DVC locks, and logs
 what it did in ``audit.jsonl``.
+
+DVC is imported where a registry operation needs it (seconds to import; read-only commands never do).
 """
 
 from __future__ import annotations

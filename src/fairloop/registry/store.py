@@ -18,6 +18,8 @@ a rollback checks an earlier tag's files out again and DVC restores the exact by
 
 Crash safety: see :mod:`fairloop.registry.repository`. Models are unpickled only from bytes whose
 sha256 matches the entry's record.
+
+DVC is imported where a registry operation needs it (seconds to import; read-only commands never do).
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ feature from its output), or none (the unconstrained baseline).
 Bound semantics (Fairlearn): ``DemographicParity(difference_bound=b)`` bounds every group's
 selection rate against the *overall* rate, so the max-min gap a gate measures can reach about
 2b; gates are always checked on held-out data.
+
+fairlearn.adversarial (needs the optional extra fairloop[adversarial], torch) is imported only for an adversarial template.
 """
 
 from __future__ import annotations

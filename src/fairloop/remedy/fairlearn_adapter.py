@@ -9,6 +9,8 @@
 
 pyproject pins fairlearn to 0.15.x; tests/test_fairlearn_adapter.py pins what these rely on against the
 installed version, so an upgrade that changes any of them fails there, not in a run.
+
+torch (the optional extra fairloop[adversarial]) is imported only for an adversarial model.
 """
 
 from __future__ import annotations

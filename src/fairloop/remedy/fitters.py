@@ -16,6 +16,8 @@ queued job: jobs x rows of memory in the flow's process). The process pool's wor
 from a file this process writes, when the fits begin, into a temporary directory only its
 user can read (a pickle it wrote itself); each worker keeps the rows of the last file it read.
 Dask scatters them to every worker.
+
+Prefect's task runners and prefect-dask (an optional extra) are imported when a runner starts: fit workers and serial sweeps never load them.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
+
+from threadpoolctl import threadpool_limits
 
 from fairloop.remedy.fit_progress import FitCounter, OnFitted, expected_fit_cost
 from fairloop.remedy.sweep.jobs import (
@@ -210,7 +214,6 @@ def longest_first(jobs: list[FitJob]) -> list[int]:
 def limit_to_one_thread() -> None:
     """Each worker fits with one thread, so N workers use N cores instead of fighting over them
     (HistGradientBoosting would take every core in every worker)."""
-    from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1)
 

@@ -15,6 +15,8 @@ Only post-processing applies (:data:`fairloop.remedy.constraints.POST_PROCESSING
 the base model's scores, prefit, its thresholds fitted on the run's fit rows (never on the rows
 that evaluate it), and the counterfactual guardrail (:mod:`fairloop.remedy.guardrail`). Templates that
 retrain are refused. The baseline of such a run is the base model itself, deciding at 0.5.
+
+skops is imported only to read a skops model file.
 """
 
 from __future__ import annotations

@@ -5,14 +5,20 @@ a ``random_state`` for reproducible predictions), ThresholdOptimizer needs the s
 AdversarialFairnessClassifier (PyTorch) has no ``predict_proba``.
 ``FairModel`` hides that behind one ``predict`` / ``predict_proba`` on a DataFrame of raw
 features, so the registry, the gate and the monitor treat every candidate the same way.
+
+torch (the optional extra fairloop[adversarial]) is imported only for an adversarial model.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
+import joblib
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -189,11 +195,6 @@ def load_pickle(path, *, expected_sha256: str | None = None, trust: bool = False
     unpickled only if its bytes match ``expected_sha256`` (what the registry recorded at
     promotion) or the caller explicitly ``trust``s it; the bytes checked are the bytes loaded.
     """
-    import hashlib
-    import io
-    from pathlib import Path
-
-    import joblib
 
     path = Path(path)
     if not path.is_file():

@@ -3,6 +3,8 @@
 One panel per fairness metric (those the policy gates, plus DPD and EOD): every candidate's
 held-out test accuracy against that metric, the Pareto front joined up, the chosen candidate,
 the unconstrained baseline and the current champion marked, and the policy's threshold drawn.
+
+matplotlib is imported where a figure is drawn (a heavy import the CLI's other commands never need).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import base64
 import io
 
+import numpy as np
 from markupsafe import Markup
 
 from fairloop.gates.metrics import metric_label, threshold_on
@@ -106,7 +109,6 @@ def _draw_panel(
     kinds: dict[str, str],
 ) -> list[tuple[str, tuple[float, float], str]]:
     """One metric's panel; returns the labels to place once the figure's layout is final."""
-    import numpy as np
 
     names = list(points)
     accuracy = np.array([points[n]["accuracy"] for n in names])

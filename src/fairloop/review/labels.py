@@ -5,6 +5,8 @@ first whose text box, as the renderer measures it, stays inside the axes and ove
 marker's box (every scatter point of the axis, at its drawn size) nor a label placed before it.
 Labels beyond the first ring get a thin leader line to their point. Call it after the figure's
 layout is final (tight_layout): it measures in display pixels.
+
+matplotlib is imported where labels are placed (a heavy import the CLI's other commands never need).
 """
 
 from __future__ import annotations

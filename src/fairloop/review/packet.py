@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Literal, TypeVar
 
+from markupsafe import Markup
 from prefect.input import RunInput
 from pydantic import BaseModel, SecretStr
 
@@ -385,7 +386,6 @@ def gate_row(result: GateResult) -> dict:
 def render_summary(packet: ReviewPacket, frontier_markdown: str, refusal: str | None = None) -> str:
     """The Resume dialog's description: decision summary first, sized for a ~500 px box; a
     ``refusal`` of the previous attempt at the very top, where the reopened dialog shows it."""
-    from markupsafe import Markup
 
     return render("review_summary.md.j2", p=packet, frontier=Markup(frontier_markdown), refusal=refusal)
 
@@ -393,7 +393,6 @@ def render_summary(packet: ReviewPacket, frontier_markdown: str, refusal: str | 
 def render_report(packet: ReviewPacket, frontier_markdown: str, audit: AuditReport | None = None) -> str:
     """The full report (wide page): the summary's figures plus every metric, the frontier with
     its candidates, and the training data's audit and augmentation."""
-    from markupsafe import Markup
 
     table = metrics_table(packet.evaluations)
     if "champion" in table.columns:

@@ -1,10 +1,17 @@
-"""The fairness report as HTML (with plots) and the model card, stored with every promoted model."""
+"""The fairness report as HTML (with plots) and the model card, stored with every promoted model.
+
+matplotlib is imported where a figure is drawn (a heavy import the CLI's other commands never need).
+"""
 
 from __future__ import annotations
 
 import base64
 import io
 from datetime import datetime, timezone
+
+import markdown
+import numpy as np
+from markupsafe import Markup
 
 from fairloop.data.groups import SIMULTANEOUS_METHOD, is_intersection
 from fairloop.gates.evaluate import Evaluation
@@ -26,7 +33,6 @@ def group_plots(evaluations: dict[str, Evaluation]) -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     groups = list(evaluations["candidate"].by_group)
     x = np.arange(len(groups))
@@ -60,10 +66,6 @@ def render_html(title: str, report_markdown: str, evaluations: dict[str, Evaluat
     """report.html: ``report_markdown`` (rendered from an escaping template, so it holds no raw
     HTML from data) as HTML, with the plots by group, headed by what the page records: the run,
     when it was decided, and the reviewer's decision (``approval`` as the registry stores it)."""
-    from datetime import datetime, timezone
-
-    import markdown
-    from markupsafe import Markup
 
     converter = markdown.Markdown(extensions=["tables"])
     converter.ESCAPED_CHARS.extend(MARKDOWN_EXTRA_ESCAPES)  # md_text's escapes, as the Prefect UI reads them

@@ -27,6 +27,7 @@ from prefect.client.orchestration import get_client
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
+from prefect.input.actions import read_flow_run_input
 from prefect.input.run_input import keyset_from_base_key
 from pydantic import ValidationError
 
@@ -116,7 +117,6 @@ def _rejoin(form: type[Form], flow_run_id: UUID, key: str, deadline: float, poll
 def _ensure_schema(form: type[RunInput], keyset: dict[str, str], flow_run_id: UUID) -> None:
     """The form's schema is saved just after the pause; an outage in between leaves a pause the
     UI cannot answer, so save it if it is missing."""
-    from prefect.input.actions import read_flow_run_input
 
     if read_flow_run_input(keyset["schema"], flow_run_id=flow_run_id) is None:
         form.save(keyset, flow_run_id=flow_run_id)

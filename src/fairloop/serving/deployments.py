@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from prefect.events import DeploymentEventTrigger
+
 from fairloop.data.dataset_spec import load_dataset_spec
 from fairloop.gates.policy import load_policy
 from fairloop.monitor.alerting import DRIFT_EVENT, dataset_resource_id
@@ -32,7 +34,6 @@ def build_deployments(
       with the champion's recipe and template or a sweep (``fairloop.serving.reruns``); ``recipe`` and
       ``constraint`` serve until a champion exists.
     """
-    from prefect.events import DeploymentEventTrigger
 
     spec = load_dataset_spec(dataset)
     schedule = load_policy(policy).monitoring_settings.schedule

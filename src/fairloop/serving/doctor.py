@@ -21,6 +21,19 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
+from prefect.automations import DoNothing, EventTrigger
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterExpectedStartTime,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
+from prefect.events import Event
+from prefect.events.schemas.automations import AutomationCore
 from pydantic import BaseModel
 
 from fairloop.serving.server import auth_headers
@@ -85,16 +98,6 @@ def check_services(client: httpx.Client) -> Check:
 
 def check_scheduler(now: datetime | None = None) -> Check:
     """Deployments with an active schedule must have runs ahead; scheduled runs must not be late."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        DeploymentFilter,
-        DeploymentFilterId,
-        FlowRunFilter,
-        FlowRunFilterExpectedStartTime,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
 
     now = now or datetime.now(timezone.utc)
     starved, late, scheduled = [], [], 0
@@ -130,9 +133,6 @@ def check_triggers(client: httpx.Client, timeout: float) -> Check:
 
     The automation and the events go through ``client`` (the server being checked), not through
     Prefect's process-wide client and events worker, which may still point at another server."""
-    from prefect.automations import DoNothing, EventTrigger
-    from prefect.events import Event
-    from prefect.events.schemas.automations import AutomationCore
 
     probe_id = f"fairloop.serving.doctor.{uuid.uuid4().hex[:12]}"
     probe = AutomationCore(

@@ -1,4 +1,7 @@
-"""How a remediation run ends: the flow's final state name, and the CLI exit code for it."""
+"""How a remediation run ends: the flow's final state name, and the CLI exit code for it.
+
+Prefect's states and exceptions are imported where used: the log filter is installed before the engine is.
+"""
 
 from __future__ import annotations
 

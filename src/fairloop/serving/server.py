@@ -1,4 +1,7 @@
-"""Find or start the local Prefect server (SQLite by default) that fairloop's runs talk to."""
+"""Find or start the local Prefect server (SQLite by default) that fairloop's runs talk to.
+
+Prefect's settings are imported where read, after the command has set up the environment it reads them from.
+"""
 
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.objects import FlowRun
+from prefect.deployments import run_deployment
 from prefect.deployments.runner import EntrypointType
 from prefect.exceptions import ObjectAlreadyExists
 from prefect.settings import get_current_settings
@@ -118,7 +119,6 @@ def worker_problem(settings: Settings) -> str | None:
 
 def start_remediation(settings: Settings, request: RemediationRequest) -> FlowRun:
     """Create a run of the remediation deployment for ``request`` (a worker of the pool executes it)."""
-    from prefect.deployments import run_deployment
 
     return run_deployment(deployment_full_name(), parameters={"request": request.model_dump(mode="json")},
                           job_variables=run_job_variables(settings), timeout=0, tags=["fairloop"])

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from fairloop.data.rows import Split
 from fairloop.data.splits import Splits, stratified_split
@@ -196,7 +197,6 @@ FitAll = Callable[[list[FitJob], SweepData, str, int], list[JobResult]]
 def fit_serially(jobs: list[FitJob], data: SweepData, sensitive: str, seed: int) -> list[JobResult]:
     """One job after the other in this process, one thread each (as in the process pool: the
     same results, and OpenMP threads spinning over small fits cost more than they give)."""
-    from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1):
         return [run_fit_job(job, data, sensitive, seed) for job in jobs]
