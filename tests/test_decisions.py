@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 
 import numpy as np
 import pytest
@@ -354,6 +355,9 @@ def test_inconclusive_gates_need_an_explicit_acceptance_and_the_crossfit_choice_
     assert accepted["reviewer"] == "alice" and "max_demographic_parity_difference" in accepted["gates"]
     assert entry.lineage.evaluation.mode == "crossfit"
     assert "Accepted the risk of inconclusive gates" in (registry.root / "accept" / "model_card.md").read_text()
+    # the reviewer's first sentence never says "passes all" for a gate it passes only by acceptance
+    report = (registry.root / "accept" / "report.md").read_text()
+    assert re.search(r"passes \d+ of \d+ gates; \d+ (is|are) undecided, a risk approving must accept", report), report[:600]
     result = CliRunner().invoke(app, ["reproduce", "accept", entry.version])
     assert result.exit_code == 0, result.output
 

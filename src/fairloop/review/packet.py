@@ -327,8 +327,14 @@ class ReviewPacket(BaseModel):
             use = f"is group-blind, though {self.proxies[0].feature} alone predicts {self.sensitive} (AUC {self.proxies[0].auc:.2f})"
         else:
             use = f"is group-blind: it predicts without {self.sensitive}"
-        verdict = (f"passes all {len(counted)} gates" if self.gates.passed
-                   else f"is BLOCKED by {len(self.gates.blocking)} of {len(counted)} gates")
+        accept = len(self.gates.needs_acceptance)
+        if not self.gates.passed:
+            verdict = f"is BLOCKED by {len(self.gates.blocking)} of {len(counted)} gates"
+        elif accept:  # undecided gates the policy lets through only with the reviewer's acceptance
+            verdict = (f"passes {len(counted) - accept} of {len(counted)} gates; {accept} "
+                       f"{'is' if accept == 1 else 'are'} undecided, a risk approving must accept")
+        else:
+            verdict = f"passes all {len(counted)} gates"
         # how surely each gate passes is the gate line's (gate_summary): the first screen is small
         same = (f" It decides every test row as the current champion ({self.champion_version}) does."
                 if self.decides_as_champion else "")
