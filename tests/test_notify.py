@@ -40,7 +40,7 @@ def test_review_request_says_why_where_and_how_to_decide_and_the_outcome_links_t
         paused = run.wait_paused()
 
         review = first_message(webhook, "fairloop adult: awaiting review")["body"]
-        assert f"of adult awaits review: requested by pytest; its gates let it through to a person" in review
+        assert "of adult awaits review: requested by pytest; its gates let it through to a person" in review
         assert f"Decide in the UI: {flow_run_url(paused.id)} (Resume:" in review
         assert f"fairloop approve {paused.id} --reviewer NAME" in review and f"fairloop show {paused.id}" in review
 
