@@ -109,16 +109,22 @@ def test_a_run_whose_flow_process_died_is_ended_by_models_show_and_serve(world):
 
     assert fairloop(world, "server").returncode == 0
     third, _ = killed_while_running(world)
+
+    def died_third():
+        return [r for r in audit(world) if r["action"] == "flow_process_died" and r["run_id"] == third]
+
     serving = subprocess.Popen([sys.executable, "-m", "fairloop", "serve", "--dataset", str(world["spec"]), "--feed",
                                 str(world["spec"].with_suffix(".csv")), "--policy", str(world["policy"])],
                                env=world["env"], cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     try:
-        wait_for(lambda: run_state(world, third)[0] == "Crashed", "serve to end the dead run", timeout=300)
+        # the audit line is written after the Crashed state (ending the run first keeps it ended once only)
+        wait_for(lambda: died_third(), "serve to end the dead run and audit it", timeout=300)
     finally:
         os.killpg(serving.pid, signal.SIGTERM)
         serving.wait(60)
-    died = [r for r in audit(world) if r["action"] == "flow_process_died" and r["run_id"] == third]
+    assert run_state(world, third)[0] == "Crashed"
+    died = died_third()
     assert len(died) == 1 and died[0]["found_by"] == "fairloop serve"
 
 
