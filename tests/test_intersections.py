@@ -112,7 +112,8 @@ def test_a_run_gating_on_one_feature_shows_the_declared_intersection_worst_cell_
     and the terminal; a gap over the cells that worsens is a 'worse' line of the first screen."""
     inputs, splits, models = trained(root, "kind")
     evaluations, gates = gated(root, "kind")
-    intersections = pipeline.evaluate_declared_intersections(models, splits.test, inputs.loaded.spec, "kind", inputs.policy)
+    intersections = pipeline.evaluate_declared_intersections(pipeline.predict_all(models, splits.test), splits.test,
+                                                             inputs.loaded.spec, "kind", inputs.policy)
     assert list(intersections) == ["kind:band"] and set(intersections["kind:band"]) == {"baseline", "candidate"}
     cells = intersections["kind:band"]
     assert cells["candidate"].sensitive == "kind:band" and WORST in cells["candidate"].by_group

@@ -186,14 +186,25 @@ def train(inputs: Inputs, splits: Splits, mode: ModeDecision, frozen: FrozenMode
     return fitted
 
 
+def predict_all(models: dict[str, FairModel], split: Split) -> dict[str, Predictions]:
+    """Every model's predictions on ``split`` (scored as often as needed, predicted once)."""
+    return {name: predict(model, split) for name, model in models.items()}
+
+
 def evaluate_models(
     models: dict[str, FairModel], split: Split, sensitive: str, policy: Policy | None = None
 ) -> dict[str, Evaluation]:
-    """Held-out metrics of every model. With a ``policy``: its group floors and net-benefit
-    band, and paired bootstrap intervals on the same resamples (plus the candidate's drops
-    against 'baseline' and 'champion'). The candidate's carries whose decisions it changes
-    against each of those (``Evaluation.shifts``)."""
-    predictions = {name: predict(model, split) for name, model in models.items()}
+    """Held-out metrics of every model (:func:`evaluate_predictions` of their predictions)."""
+    return evaluate_predictions(predict_all(models, split), split, sensitive, policy)
+
+
+def evaluate_predictions(
+    predictions: dict[str, Predictions], split: Split, sensitive: str, policy: Policy | None = None
+) -> dict[str, Evaluation]:
+    """Held-out metrics of every model's ``predictions`` on ``split``. With a ``policy``: its group
+    floors and net-benefit band, and paired bootstrap intervals on the same resamples (plus the
+    candidate's drops against 'baseline' and 'champion'). The candidate's carries whose decisions
+    it changes against each of those (``Evaluation.shifts``)."""
     evaluations = score_all(predictions, split, sensitive, policy)
     if "candidate" in predictions:
         shifts = {name: decision_shifts(split, sensitive, predictions[name], predictions["candidate"])
@@ -205,13 +216,13 @@ def evaluate_models(
 
 
 def evaluate_declared_intersections(
-    models: dict[str, FairModel], split: Split, spec: DatasetSpec, sensitive: str, policy: Policy,
+    predictions: dict[str, Predictions], split: Split, spec: DatasetSpec, sensitive: str, policy: Policy,
 ) -> dict[str, dict[str, Evaluation]]:
-    """The baseline and the candidate on the cells of every intersection ``spec`` declares that the
-    run does not gate on (as :func:`evaluate_models`, with simultaneous intervals): what a run
-    gating on one feature does to the cells, for the reviewer."""
-    shown = {name: models[name] for name in ("baseline", "candidate") if name in models}
-    return {name: evaluate_models(shown, split, name, policy) for name in spec.intersection_names if name != sensitive}
+    """The baseline's and the candidate's ``predictions`` on ``split`` judged on the cells of every
+    intersection ``spec`` declares that the run does not gate on (as :func:`evaluate_predictions`,
+    with simultaneous intervals): what a run gating on one feature does to the cells, for the reviewer."""
+    shown = {name: predictions[name] for name in ("baseline", "candidate") if name in predictions}
+    return {name: evaluate_predictions(shown, split, name, policy) for name in spec.intersection_names if name != sensitive}
 
 
 def score_all(predictions: dict[str, Predictions], split: Split, sensitive: str, policy: Policy | None) -> dict[str, Evaluation]:

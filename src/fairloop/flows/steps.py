@@ -256,7 +256,8 @@ def judge(scope: RunScope, prepared: Prepared, retrained: Retrained) -> Judged:
     """Evaluate every model on the test split and gate the candidate; a drift rerun is also judged on
     the held-out rows of the windows that alerted (``fairloop.monitor.drifted``)."""
     inputs, template = retrained.inputs, retrained.inputs.template
-    evaluations = pipeline.evaluate_models(retrained.models, prepared.splits.test, inputs.sensitive, inputs.policy)
+    predictions = pipeline.predict_all(retrained.models, prepared.splits.test)
+    evaluations = pipeline.evaluate_predictions(predictions, prepared.splits.test, inputs.sensitive, inputs.policy)
     gates = apply_gates(inputs.policy, evaluations, needs_sensitive_at_predict=template.needs_sensitive_at_predict,
                         evaluation_mode=prepared.mode.mode)
     start, drift = prepared.start, None
@@ -266,7 +267,7 @@ def judge(scope: RunScope, prepared: Prepared, retrained: Retrained) -> Judged:
                                  inputs.params.seed, windows=len(start.drifted.windows))
         gates = gates.model_copy(update={"results": [*gates.results, *drift.gates]})
         scope.logger.info("Approving clears the alert: %s (%s)", drift.clears, drift.why)
-    intersections = pipeline.evaluate_declared_intersections(retrained.models, prepared.splits.test, inputs.loaded.spec,
+    intersections = pipeline.evaluate_declared_intersections(predictions, prepared.splits.test, inputs.loaded.spec,
                                                             inputs.sensitive, inputs.policy)
     return Judged(evaluations=evaluations, gates=gates, drift=drift, intersections=intersections)
 
