@@ -80,8 +80,10 @@ def test_forty_rows_per_group_cross_fits_and_names_the_floors_it_misses(root):
 
 
 def test_small_data_inconclusive_gives_the_sample_size_answer_not_widen_the_sweep(root):
-    # base rates 0.30 / 0.22: the unconstrained model's estimates sit on the passing side (DPD 0.029,
-    # EOD 0.082, DI 0.886), the reduction's DPD past its limit (0.079); 140 pool rows a group decide neither
+    # base rates 0.30 / 0.22, features independent of the group: a group-blind model's population DPD
+    # is ~0.003 and EOD ~0.074 (400,000 rows), so the unconstrained model's estimates sit on the passing
+    # side (out-of-fold DPD 0.029, EOD 0.082, DI 0.886); this sample puts the 3-fold reduction's DPD
+    # estimate past its limit (0.079). 140 pool rows a group decide neither.
     outcome = outcome_for(root, "small", (("a", (200, 0.30)), ("b", (200, 0.22))))
     assert outcome.evaluation.mode == "crossfit" and "auto:" in outcome.evaluation.reason
     assert outcome.chosen is None
