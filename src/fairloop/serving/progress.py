@@ -32,19 +32,20 @@ EVALUATE, PUBLISH_REVIEW, AWAIT_REVIEW, PROMOTE = "evaluate and gate", "publish 
 DESCRIPTION_CHARS = 200  # the artifact's description is one line of the UI's list and of the CLI's bar
 
 # Each step of a run, in the order it runs, with its share of the bar (percent of the run's work;
-# the review's wait is none). Measured with `bench/progress_weights.py flow` on 2 cores shared with
-# other work (load 5-9), seconds and share of each step:
+# the review's wait is none). Measured with `bench/progress_weights.py flow` on 2 cores (German's
+# default sweep at load 1.5, with HistGradientBoosting's early stopping; the other two before it,
+# shared with other work, load 5-9), seconds and share of each step:
 #
 #   step               German, default sweep    German, 8-candidate sweep   Adult, 8-candidate sweep
 #                      (crossfit, 72 fits;      (crossfit, 54 fits;         (holdout, 9 fits;
-#                      GateFailed, 528 s)       approved, 143 s)            approved, 122 s)
-#   load inputs          0.3 s   0 %              0.6 s   0 %                 1.0 s   1 %
-#   audit                5.2 s   1 %              6.3 s   4 %                 7.4 s   6 %
-#   fit                503 s    95 %              124 s  87 %                  77 s  64 %
-#   select candidate    12.1 s   2 % (twice)      3.9 s   3 %                17.2 s  14 %
+#                      GateFailed, 61 s)        approved, 143 s)            approved, 122 s)
+#   load inputs          0.4 s   1 %              0.6 s   0 %                 1.0 s   1 %
+#   audit                4.5 s   7 %              6.3 s   4 %                 7.4 s   6 %
+#   fit                 47 s    77 %              124 s  87 %                  77 s  64 %
+#   select candidate     4.7 s   8 % (twice)      3.9 s   3 %                17.2 s  14 %
 #   augment              -                        0.5 s   0 %                 0.3 s   0 %
 #   evaluate and gate    -                        0.7 s   0 %                 9.5 s   8 %
-#   publish review       6.7 s   1 % (frontier)   2.6 s   2 %                 3.0 s   3 %
+#   publish review       4.1 s   7 % (frontier)   2.6 s   2 %                 3.0 s   3 %
 #   promote (to the end) -                        4.4 s   3 %                 5.8 s   5 %
 #
 # (commands: `flow` for the first; `flow --sweep S --policy P --approve [--dataset datasets/adult.yaml]`
