@@ -43,13 +43,11 @@ datasets (``--real``: each spec's own data, auto mode) with their class and expl
 truth: expected "—"). ``--quick``: one size (1,500) and one seed (0). JSON goes to
 bench/results/decision_truth.json.
 
-Measured once, ``--quick`` on the code before the package move (same decision logic), 2 cores at
-load 4-8: 5 of 5 right (feasible: undecided, as expected at 1,500 rows; infeasible: infeasible;
-undecidable: undecided; intersection: infeasible with the intersection finding, none alone, the
-baseline's test DPD 0.040 on sex and 0.018 on race alone; label leak: AuditBlocked), 506-797 s
-per swept case under that load; real datasets: German / sex undecided, COMPAS / race and HMDA /
-black search_out_of_budget, Chile / region undecided. The full grid (30 cases) is hours on a
-shared 2-core machine: run it idle.
+Measured at add43f2 (HistGradientBoosting with early stopping), ``--sizes 1500 6000 20000 --seeds 0 1
+--workers 1``, 2 cores shared with the test suite (load 1.6-3.5): 30 of 30 right (feasible: undecided
+at 1,500 rows, chosen at 6,000 and 20,000; every other case as expected), 27-161 s per swept case;
+real datasets: German / sex undecided, COMPAS / race and HMDA / black search_out_of_budget, Chile /
+region undecided. 2,815 s in all.
 """
 
 from __future__ import annotations
