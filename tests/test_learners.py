@@ -192,3 +192,27 @@ def test_lightgbm_template_through_the_remediation_flow(remediation_flow, regist
     assert set(np.unique(decisions)) <= {0, 1} and (decisions == test.y.to_numpy()).mean() > 0.6
     assert "lightgbm.LGBMClassifier" in (registry_dir / "lgbm" / "report.md").read_text()
     assert reproduce(registry, "lgbm", entry.version).matches
+
+
+def test_the_built_in_gradient_boosting_stops_early_at_every_size_and_boosts_on_where_it_cannot_hold_out():
+    """700 rows (below scikit-learn's 10,000 for 'auto'): early stopping, the same model as
+    scikit-learn's own with it; a label of one row or 8 rows, where scikit-learn's raises: every
+    round, the parameters as set."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from fairloop.remedy.learners import instantiate
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(700, 3))
+    y = (X[:, 0] + rng.normal(size=700) > 0.5).astype(int)
+    fitted = instantiate("hist_gradient_boosting", {"random_state": 0}).fit(X, y)
+    plain = HistGradientBoostingClassifier(early_stopping=True, random_state=0).fit(X, y)
+    assert fitted.do_early_stopping_ and fitted.n_iter_ == plain.n_iter_ < 100
+    assert np.array_equal(fitted.predict_proba(X), plain.predict_proba(X))
+    for rows, positives in ((700, 1), (8, 4)):
+        labels = np.zeros(rows, dtype=int)
+        labels[:positives] = 1
+        with pytest.raises(ValueError):
+            HistGradientBoostingClassifier(early_stopping=True, random_state=0).fit(X[:rows], labels)
+        model = instantiate("hist_gradient_boosting", {"random_state": 0}).fit(X[:rows], labels, sample_weight=np.ones(rows))
+        assert not model.do_early_stopping_ and model.n_iter_ == 100 and model.get_params()["early_stopping"] is True
