@@ -284,8 +284,7 @@ def approve_in_the_ui(page, run_url: str, reviewer: str, comment: str, token: st
     assert pause_key() == first_pause  # nothing reached the run
 
     fill_the_form(page, dialog, "approve", reviewer, comment, "not-" + token)
-    dialog.get_by_role("button", name="Submit").click()
-    expect(dialog).to_be_hidden(timeout=UI_TIMEOUT_MS)
+    submit_the_form(page, dialog, evidence, "wrong token")
     deadline = time.monotonic() + 300  # a worker resumes the run in a new process, which suspends it anew
     while pause_key() in (first_pause, None) and time.monotonic() < deadline:  # refused, then suspended anew
         time.sleep(0.5)
@@ -296,8 +295,7 @@ def approve_in_the_ui(page, run_url: str, reviewer: str, comment: str, token: st
 
     fill_the_form(page, dialog, "approve", reviewer, comment, token)
     shoot(page, evidence, "review-dialog-4-form.png")
-    dialog.get_by_role("button", name="Submit").click()
-    expect(dialog).to_be_hidden(timeout=UI_TIMEOUT_MS)
+    submit_the_form(page, dialog, evidence, "approval")
 
 
 def open_the_dialog(page, run_url: str):
@@ -310,6 +308,23 @@ def open_the_dialog(page, run_url: str):
     dialog = page.get_by_role("dialog")
     expect(dialog).to_be_visible(timeout=UI_TIMEOUT_MS)
     return dialog
+
+
+def submit_the_form(page, dialog, evidence: Path, attempt: str) -> None:
+    """Submit; the UI closes the dialog once the server accepts the resume. If it stays open, fail
+    with what the reviewer would see: Prefect's toasts (an orchestration refusal shows there), the
+    form's own messages and the run page (screenshot ``submit-<attempt>.png``)."""
+    from playwright.sync_api import expect
+
+    dialog.get_by_role("button", name="Submit").click()
+    try:
+        expect(dialog).to_be_hidden(timeout=UI_TIMEOUT_MS)
+    except AssertionError:
+        shoot(page, evidence, f"submit-{attempt.replace(' ', '-')}.png")
+        toasts = page.locator(".p-toast").all_inner_texts()
+        form = dialog.locator("form, .p-label").all_inner_texts()
+        raise AssertionError(f"the dialog stayed open after the {attempt} Submit; toasts: {toasts}; "
+                             f"form: {form}") from None
 
 
 def fill_the_form(page, dialog, decision: str | None, reviewer: str, comment: str, token: str) -> None:
