@@ -79,7 +79,7 @@ def test_a_candidate_past_its_time_budget_is_stopped_and_listed(generated):
     slow.write_text(yaml.safe_dump({
         "name": "slow-eg", "version": 1, "description": "an ExponentiatedGradient that runs far past the budget",
         "learner": "hist_gradient_boosting", "method": "exponentiated_gradient", "constraint": "demographic_parity",
-        "bound": 0.001, "method_params": {"eps": 1e-6, "max_iter": 100000, "nu": 1e-9}}))
+        "bound": 0.001, "method_params": {"eps": 1e-6, "max_iter": 100000, "nu": 0.0}}))  # a gap is never < 0
     budget = 3.0
     swept = sweep_file(directory, recipes=[str(PROJECT / "recipes/none.yaml")], candidate_timeout_seconds=budget,
                        constraints=[str(PROJECT / "constraints/unconstrained.yaml"), str(slow)])
