@@ -34,6 +34,9 @@ os.environ[SESSION_MARK] = uuid.uuid4().hex
 SERVER_STARTUP_SECONDS = int(os.environ.get("FAIRLOOP_TEST_SERVER_TIMEOUT", "300"))
 # How long a test waits for a flow run to reach a state: at load 15 a sweep ran past the 180 s this was.
 RUN_WAIT_TIMEOUT = float(os.environ.get("FAIRLOOP_TEST_RUN_TIMEOUT", "600"))
+# Read timeout of a test's own call to a Prefect server's API: a SQLite-backed server under load
+# holds a request for up to SQLite's 60 s busy timeout (a CI run timed out at 30 s).
+API_TIMEOUT = float(os.environ.get("FAIRLOOP_TEST_API_TIMEOUT", "120"))
 
 
 @pytest.fixture(scope="session")

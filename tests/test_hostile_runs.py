@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import PROJECT, isolated_env, write_policy
+from conftest import API_TIMEOUT, PROJECT, isolated_env, write_policy
 from fairloop.serving.flow_process import read_flow_process
 from synthetic import write_dataset
 from test_hostile_inputs import snapshot
@@ -141,7 +141,7 @@ def test_a_promotion_whose_champion_changed_while_it_awaited_review_ends_champio
 
 
 def ended(world, run_id: str) -> bool:
-    state = httpx.get(f"{api(world)}/flow_runs/{run_id}", timeout=30).raise_for_status().json()["state"]
+    state = httpx.get(f"{api(world)}/flow_runs/{run_id}", timeout=API_TIMEOUT).raise_for_status().json()["state"]
     return state["type"] in ("COMPLETED", "FAILED", "CANCELLED", "CRASHED")
 
 

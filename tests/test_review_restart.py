@@ -17,7 +17,7 @@ import time
 import httpx
 import psutil
 import pytest
-from conftest import PROJECT, isolated_env, write_policy
+from conftest import API_TIMEOUT, PROJECT, isolated_env, write_policy
 from synthetic import write_dataset
 
 from fairloop.serving.progress import AWAIT_REVIEW, PROGRESS_KEY, stage_percent
@@ -56,7 +56,7 @@ def api(world) -> str:
 
 
 def run_state(world, run_id: str) -> tuple[str, str]:
-    state = httpx.get(f"{api(world)}/flow_runs/{run_id}", timeout=30).raise_for_status().json()["state"]
+    state = httpx.get(f"{api(world)}/flow_runs/{run_id}", timeout=API_TIMEOUT).raise_for_status().json()["state"]
     return state["name"], state["message"] or ""
 
 
@@ -102,13 +102,13 @@ def recorded_pid(world, name: str) -> int:
 
 def task_runs(world, run_id: str) -> list[dict]:
     body = {"flow_runs": {"id": {"any_": [run_id]}}, "limit": 200}
-    return httpx.post(f"{api(world)}/task_runs/filter", json=body, timeout=30).raise_for_status().json()
+    return httpx.post(f"{api(world)}/task_runs/filter", json=body, timeout=API_TIMEOUT).raise_for_status().json()
 
 
 def progress_bars(world, run_id: str) -> list[tuple[float, str]]:
     """(percent, description) of each progress artifact of the run: one, resumed or not."""
     body = {"artifacts": {"flow_run_id": {"any_": [run_id]}, "key": {"any_": [PROGRESS_KEY]}}}
-    found = httpx.post(f"{api(world)}/artifacts/filter", json=body, timeout=30).raise_for_status().json()
+    found = httpx.post(f"{api(world)}/artifacts/filter", json=body, timeout=API_TIMEOUT).raise_for_status().json()
     return [(artifact["data"], artifact["description"]) for artifact in found]
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 
+import fairloop.flows.steps as steps
 from fairloop.config import get_settings
-from fairloop.flows import steps
 from fairloop.flows.promote import approval_record, promote
 from fairloop.flows.request import RemediationRequest
 from fairloop.flows.review import await_review, forget_review_answers

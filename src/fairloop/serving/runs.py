@@ -23,7 +23,11 @@ from fairloop.errors import BadInputError, ServerError
 from fairloop.review.packet import form_input
 from fairloop.serving.progress import end_progress
 
-SCHEMA_WAIT_SECONDS = 30
+#: How long a review waits for the form's schema of a run that has just paused. The flow process
+#: saves it right after the pause; on a busy SQLite-backed server one write can wait out SQLite's
+#: 60 s busy timeout and fail, and the flow then saves it again on its next poll (a CI run at
+#: 93 % of the suite saw no schema 30 s after the pause).
+SCHEMA_WAIT_SECONDS = 180
 
 
 def ui_url() -> str:
@@ -69,10 +73,8 @@ def submit_review(run_id: str | UUID, decision: dict) -> None:
     The server applies the first decision that reaches a paused run; any later one is told
     (the run is no longer paused: the server aborts it and nothing of it is stored). The form's
     schema is saved just after the run pauses; until it exists the server rejects input, so
-    retry for a short while.
+    retry for a while (:data:`SCHEMA_WAIT_SECONDS`).
     """
-
-
     run_input = form_input(decision)
     run = read_flow_run(run_id)
     if not (run.state and run.state.is_paused()):
@@ -94,7 +96,7 @@ def submit_review(run_id: str | UUID, decision: dict) -> None:
             reason = result.details.reason or result.status.value
             if "schema" not in reason.lower() or time.monotonic() > deadline:
                 raise ServerError(f"the server refused the review of {run_id}: {reason}")
-            time.sleep(0.5)
+            time.sleep(1.0)
 
 
 def _decided_elsewhere(run_id: str | UUID) -> str:
