@@ -14,14 +14,23 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
-from conftest import API_TIMEOUT, PROJECT, isolated_env, write_policy
+from conftest import PROJECT, isolated_env, write_policy
 from fairloop.serving.flow_process import read_flow_process
 from synthetic import write_dataset
 from test_hostile_inputs import snapshot
-from test_review_restart import api, audit, fairloop, flat, run_state, start_suspended_run, wait_for
+from test_review_restart import (
+    audit,
+    await_review,
+    fairloop,
+    flat,
+    is_ended,
+    run_state,
+    start_run,
+    start_suspended_run,
+    wait_for,
+)
 
 STARTED = re.compile(r"/runs/flow-run/([0-9a-f-]{36})")
 
@@ -130,7 +139,8 @@ def test_a_run_whose_flow_process_died_is_ended_by_models_show_and_serve(world):
 
 def test_a_promotion_whose_champion_changed_while_it_awaited_review_ends_champion_changed(world):
     assert fairloop(world, "server").returncode == 0
-    first, second = start_suspended_run(world), start_suspended_run(world)
+    first, second = start_run(world), start_run(world)
+    await_review(world, first, second)
     assert fairloop(world, "approve", first, "--reviewer", "alice").returncode == 0
     approved = fairloop(world, "approve", second, "--reviewer", "alice")
     text = flat(approved)
@@ -140,29 +150,22 @@ def test_a_promotion_whose_champion_changed_while_it_awaited_review_ends_champio
     world["ended"] = {"Promoted": first, "ChampionChanged": second}
 
 
-def ended(world, run_id: str) -> bool:
-    state = httpx.get(f"{api(world)}/flow_runs/{run_id}", timeout=API_TIMEOUT).raise_for_status().json()["state"]
-    return state["type"] in ("COMPLETED", "FAILED", "CANCELLED", "CRASHED")
 
-
-def ended_run(world, *args: str) -> str:
-    started = fairloop(world, "remediate", "--dataset", str(world["spec"]), "--constraint", "constraints/threshold-dp.yaml",
-                       "--no-wait", *args)
-    run_id = STARTED.search(started.stdout).group(1)
-    wait_for(lambda: ended(world, run_id), f"run {run_id} to end")
-    return run_id
 
 
 def test_approve_or_reject_of_a_run_that_is_not_awaiting_review_changes_nothing(world, tmp_path):
     """Issue 29 item 1 (issue 25 item 5): the decision is refused naming the run's state; the
     state, the registry and the audit log stay as they were; no process check rewrites the run."""
     ended = dict(world.get("ended", {}))
-    rejected = start_suspended_run(world)
+    blocking = write_policy(tmp_path, "blocking", min_accuracy_lift_over_majority=0.99)
+    rejected = start_run(world)
+    ended["GateFailed"] = start_run(world, policy=blocking)
+    ended["Expired"] = expiring = start_run(world, "--approval-timeout", "1")
+    await_review(world, rejected)
     assert fairloop(world, "reject", rejected, "--reviewer", "bob", "--comment", "no").returncode == 4
     ended["Rejected"] = rejected
-    blocking = write_policy(tmp_path, "blocking", min_accuracy_lift_over_majority=0.99)
-    ended["GateFailed"] = ended_run(world, "--policy", str(blocking))
-    ended["Expired"] = expiring = ended_run(world, "--policy", str(world["policy"]), "--approval-timeout", "1")
+    for run_id in (ended["GateFailed"], expiring):
+        wait_for(lambda: is_ended(world, run_id), f"run {run_id} to end")
     assert fairloop(world, "models").returncode == 0  # writes the expiry down (its audit line, the state's name)
     assert run_state(world, expiring)[0] == "Expired"
     for run_id in ended.values():  # each flow process has exited: the case that used to rewrite the run

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import psutil
@@ -60,6 +61,11 @@ def run_state(world, run_id: str) -> tuple[str, str]:
     return state["name"], state["message"] or ""
 
 
+def is_ended(world, run_id: str) -> bool:
+    state = httpx.get(f"{api(world)}/flow_runs/{run_id}", timeout=API_TIMEOUT).raise_for_status().json()["state"]
+    return state["type"] in ("COMPLETED", "FAILED", "CANCELLED", "CRASHED")
+
+
 def wait_for(predicate, what: str, timeout: float = COMMAND_TIMEOUT) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -67,13 +73,23 @@ def wait_for(predicate, what: str, timeout: float = COMMAND_TIMEOUT) -> None:
         time.sleep(1)
 
 
-def start_suspended_run(world, *args: str) -> str:
-    """`fairloop remediate --no-wait` returns once the run exists; the worker takes it to review."""
+def start_run(world, *args: str, policy: Path | None = None) -> str:
+    """`fairloop remediate --no-wait` returns once the run exists; the worker takes it on (runs
+    started one after another execute at the same time)."""
     started = fairloop(world, "remediate", "--dataset", str(world["spec"]), "--constraint",
-                       "constraints/threshold-dp.yaml", "--policy", str(world["policy"]), "--no-wait", *args)
+                       "constraints/threshold-dp.yaml", "--policy", str(policy or world["policy"]), "--no-wait", *args)
     assert started.returncode == 0, flat(started)
-    run_id = STARTED.search(started.stdout).group(1)
-    wait_for(lambda: run_state(world, run_id)[0] == "Suspended", f"run {run_id} to await review")
+    return STARTED.search(started.stdout).group(1)
+
+
+def await_review(world, *run_ids: str) -> None:
+    wait_for(lambda: all(run_state(world, run_id)[0] == "Suspended" for run_id in run_ids),
+             f"runs {', '.join(run_ids)} to await review")
+
+
+def start_suspended_run(world, *args: str) -> str:
+    run_id = start_run(world, *args)
+    await_review(world, run_id)
     return run_id
 
 
@@ -161,15 +177,16 @@ def _answers(world) -> bool:
 
 def test_three_suspended_reviews_hold_no_process_and_end_promoted_rejected_expired(world, tmp_path):
     assert fairloop(world, "server").returncode == 0
-    approving, rejecting = start_suspended_run(world), start_suspended_run(world)
-    expiring = start_suspended_run(world, "--approval-timeout", "45")
+    approving, rejecting = start_run(world), start_run(world)
+    expiring = start_run(world, "--approval-timeout", "45")  # its audit line below shows it paused for 45 s
+    await_review(world, approving, rejecting)
     runs = {approving, rejecting, expiring}
     wait_for(lambda: not flow_processes(runs), "every suspended run's process to exit", timeout=120)
 
     assert fairloop(world, "approve", approving, "--reviewer", "alice").returncode == 0
     rejected = fairloop(world, "reject", rejecting, "--reviewer", "bob", "--comment", "not this one")
     assert rejected.returncode == 4, flat(rejected)
-    wait_for(lambda: run_state(world, expiring)[0] != "Suspended", "the review to expire", timeout=300)
+    wait_for(lambda: is_ended(world, expiring), "the review to expire", timeout=COMMAND_TIMEOUT)
     listed = fairloop(world, "models")  # any command that lists runs writes the expiry down
     assert listed.returncode == 0 and f"Run {expiring} expired" in flat(listed), flat(listed)
     again = fairloop(world, "models")  # once
