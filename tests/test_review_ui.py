@@ -30,6 +30,7 @@ from fairloop.serving.runs import read_flow_run, submit_review
 
 AUTH_STRING = "reviewers:Corr3ct-Horse"
 UI_TIMEOUT_MS = 60_000
+SUBMIT_TRIES = 3  # see submit_the_form
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -284,7 +285,7 @@ def approve_in_the_ui(page, run_url: str, reviewer: str, comment: str, token: st
     assert pause_key() == first_pause  # nothing reached the run
 
     fill_the_form(page, dialog, "approve", reviewer, comment, "not-" + token)
-    submit_the_form(page, dialog, evidence, "wrong token")
+    submit_the_form(page, dialog, evidence, "wrong token", pause_key)
     deadline = time.monotonic() + 300  # a worker resumes the run in a new process, which suspends it anew
     while pause_key() in (first_pause, None) and time.monotonic() < deadline:  # refused, then suspended anew
         time.sleep(0.5)
@@ -295,7 +296,7 @@ def approve_in_the_ui(page, run_url: str, reviewer: str, comment: str, token: st
 
     fill_the_form(page, dialog, "approve", reviewer, comment, token)
     shoot(page, evidence, "review-dialog-4-form.png")
-    submit_the_form(page, dialog, evidence, "approval")
+    submit_the_form(page, dialog, evidence, "approval", pause_key)
 
 
 def open_the_dialog(page, run_url: str):
@@ -310,21 +311,29 @@ def open_the_dialog(page, run_url: str):
     return dialog
 
 
-def submit_the_form(page, dialog, evidence: Path, attempt: str) -> None:
-    """Submit; the UI closes the dialog once the server accepts the resume. If it stays open, fail
-    with what the reviewer would see: Prefect's toasts (an orchestration refusal shows there), the
-    form's own messages and the run page (screenshot ``submit-<attempt>.png``)."""
-    from playwright.sync_api import expect
-
-    dialog.get_by_role("button", name="Submit").click()
-    try:
-        expect(dialog).to_be_hidden(timeout=UI_TIMEOUT_MS)
-    except AssertionError:
-        shoot(page, evidence, f"submit-{attempt.replace(' ', '-')}.png")
-        toasts = page.locator(".p-toast").all_inner_texts()
-        form = dialog.locator("form, .p-label").all_inner_texts()
-        raise AssertionError(f"the dialog stayed open after the {attempt} Submit; toasts: {toasts}; "
-                             f"form: {form}") from None
+def submit_the_form(page, dialog, evidence: Path, attempt: str, paused_under) -> None:
+    """Submit; the UI closes the dialog once the server accepts the resume. When the server fails
+    the request, Prefect's UI shows "Oops. Something went wrong." and keeps the dialog open (a
+    SQLite-backed server answers 503 after its busy timeout: seen at load 7); the reviewer submits
+    again while the run is still paused under the same key (``paused_under()``), at most
+    SUBMIT_TRIES times. If the dialog stays open otherwise, fail with what the reviewer would see:
+    the toasts, the form's own messages and the run page (screenshot ``submit-<attempt>.png``)."""
+    key = paused_under()
+    server_failed = page.get_by_text("Something went wrong")
+    for _ in range(SUBMIT_TRIES):
+        failures_before = server_failed.count()
+        dialog.get_by_role("button", name="Submit").click()
+        deadline = time.monotonic() + UI_TIMEOUT_MS / 1000
+        while time.monotonic() < deadline and dialog.is_visible() and server_failed.count() <= failures_before:
+            page.wait_for_timeout(500)
+        if not dialog.is_visible() or paused_under() != key:  # accepted (the server may answer late)
+            return
+        if server_failed.count() <= failures_before:  # no answer, no error: nothing a retry would change
+            break
+    shoot(page, evidence, f"submit-{attempt.replace(' ', '-')}.png")
+    toasts = page.locator(".p-toast").all_inner_texts() + server_failed.all_inner_texts()
+    form = dialog.locator("form, .p-label").all_inner_texts()
+    raise AssertionError(f"the dialog stayed open after the {attempt} Submit; toasts: {toasts}; form: {form}")
 
 
 def fill_the_form(page, dialog, decision: str | None, reviewer: str, comment: str, token: str) -> None:

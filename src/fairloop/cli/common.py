@@ -167,5 +167,10 @@ def end_abandoned_runs(settings: Settings, command: str) -> None:
             forget_flow_process(settings.state_dir / "runs" / str(run.id))  # ended, or waiting for a worker
         else:
             _abandoned(settings, str(run.id), gone[run.id], run.state, {"found_by": f"fairloop {command}"}, decided=False)
+    record_expired_reviews(settings)
+
+
+def record_expired_reviews(settings: Settings) -> None:
+    """Give each suspended review that expired its audit line and Expired state, and say so once."""
     for run_id in reconcile_expired_reviews(settings.state_dir, Registry(settings.registry_path, settings.remote_path)):
         err.print(f"Run {run_id} expired: nobody decided its review in time; nothing was promoted.", soft_wrap=True)

@@ -16,6 +16,7 @@ from fairloop.cli.common import (
     err,
     exit_for_state,
     prefect_server,
+    record_expired_reviews,
     user_errors,
 )
 from fairloop.config import get_settings
@@ -27,7 +28,6 @@ from fairloop.review.credentials import REVIEWERS_FILE, issue, read_book
 from fairloop.review.no_candidate import load_no_candidate
 from fairloop.review.packet import load_packet
 from fairloop.review.terminal import print_no_candidate, print_packet
-from fairloop.serving.expiry import reconcile_expired_reviews
 from fairloop.serving.flow_process import read_flow_process
 from fairloop.serving.outcomes import ExitCode
 from fairloop.serving.runs import (
@@ -58,7 +58,7 @@ def _review(run_id: str, reviewer: str, comment: str, approve: bool, wait_second
     settings = get_settings()
     process = read_flow_process(settings.state_dir / "runs" / run_id)  # None while suspended: it holds none
     with prefect_server(settings) as api_url:
-        reconcile_expired_reviews(settings.state_dir, Registry(settings.registry_path, settings.remote_path))
+        record_expired_reviews(settings)
         # whether the process is gone is read first: once it is, the state read next is the run's last
         gone = process is not None and process.alive() is False
         state = read_flow_run(run_id).state
